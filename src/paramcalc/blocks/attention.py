@@ -1,0 +1,108 @@
+"""Multi-head attention with grouped K/V heads: MHA, GQA and MQA in one block.
+
+Vaswani et al. 2017 (MHA); Ainslie et al. 2023 (GQA); Shazeer 2019 (MQA).
+Heads n, K/V heads g (g = n: MHA, g = 1: MQA), head_dim d (may differ from
+hidden/n, as in Gemma). Self-attention or cross-attention (T5's decoder).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.linear import Embedding, Linear
+from paramcalc.blocks.norm import Norm
+
+
+@dataclass(frozen=True)
+class Attention(Block):
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    qkv_bias: bool = False
+    o_bias: bool = False
+    qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on q and k (d params each)
+    causal: bool = True  # decoder self-attention; encoders and cross-attention see every key
+    cross: bool = False  # keys and values come from the encoder's output
+    window: int | None = None  # sliding-window layers (Mistral, Gemma 2's local layers)
+    relative_buckets: int = 0  # T5: a (buckets x heads) bias table in each stack's first layer
+    kind = "attention"
+
+    def parts(self) -> dict[str, Block]:
+        h, n, g, d = self.hidden, self.heads, self.kv_heads, self.head_dim
+        out: dict[str, Block] = {
+            "q_proj": Linear(h, n * d, self.qkv_bias),  # (1) queries: h -> n*d
+            "k_proj": Linear(h, g * d, self.qkv_bias),  # (2) keys: h -> g*d, shared by n/g query heads
+            "v_proj": Linear(h, g * d, self.qkv_bias),  # (3) values: same shape as keys
+            "o_proj": Linear(n * d, h, self.o_bias),  # (4) output: n*d -> h
+        }
+        if self.qk_norm:
+            out["q_norm"] = Norm(d)
+            out["k_norm"] = Norm(d)
+        if self.relative_buckets:
+            out["relative_attention_bias"] = Embedding(self.relative_buckets, n)
+        return out
+
+    def params(self) -> Breakdown:
+        return merge(*((name, part.params()) for name, part in self.parts().items()))
+
+    def flops(self, p: Pass) -> Breakdown:
+        parts = self.parts()
+        # Keys and values are projected from the encoder's tokens in cross-attention.
+        kv_tokens = p.batch * p.keys if self.cross else p.tokens
+        pairs = p.attended_pairs(self.window, causal_mask=self.causal and not self.cross)
+        # QK^T and (probs)V: 2 FLOPs x d per scored pair, for every query head
+        # (GQA shares K/V projections, not the score matmuls).
+        score = 2 * p.batch * self.heads * pairs * self.head_dim
+        return {
+            "q_proj": parts["q_proj"].matmul_flops(p.tokens),
+            "k_proj": parts["k_proj"].matmul_flops(kv_tokens),
+            "v_proj": parts["v_proj"].matmul_flops(kv_tokens),
+            "scores": score,
+            "values": score,
+            "o_proj": parts["o_proj"].matmul_flops(p.tokens),
+        }
+
+    def module(self):
+        return _module_class()(self)
+
+
+@cache
+def _module_class():
+    import torch
+    from torch import nn
+
+    class AttentionModule(nn.Module):
+        """Reference attention with explicit matmuls, so every FLOP counter sees
+        them (FlopCounterMode misses the fused SDPA kernel on CPU). Rotary and
+        ALiBi carry no parameters and no matmul FLOPs and are left out."""
+
+        def __init__(self, spec: Attention):
+            super().__init__()
+            self.spec = spec
+            for name, part in spec.parts().items():
+                self.add_module(name, part.module())
+
+        def forward(self, x, memory=None):
+            s = self.spec
+            src = x if memory is None else memory
+            b, t, _ = x.shape
+            q = self.q_proj(x).view(b, t, s.heads, s.head_dim).transpose(1, 2)
+            k = self.k_proj(src).view(b, -1, s.kv_heads, s.head_dim).transpose(1, 2)
+            v = self.v_proj(src).view(b, -1, s.kv_heads, s.head_dim).transpose(1, 2)
+            if s.qk_norm:
+                q, k = self.q_norm(q), self.k_norm(k)
+            groups = s.heads // s.kv_heads
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            scores = (q @ k.transpose(-2, -1)) * s.head_dim**-0.5
+            if s.causal and memory is None:
+                keep = torch.ones(t, k.shape[-2], dtype=torch.bool, device=x.device).tril()
+                if s.window:
+                    keep &= ~torch.ones_like(keep).tril(-s.window)
+                scores = scores.masked_fill(~keep, float("-inf"))
+            out = scores.softmax(-1) @ v
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, s.heads * s.head_dim))
+
+    return AttentionModule

@@ -1,0 +1,127 @@
+"""What every building block answers, and the pass it answers it for.
+
+A block is a small frozen dataclass. It owns, in one file:
+- `params()`: its parameter tensors, `{"q_proj": 16777216, ...}`;
+- `flops(p)`: forward matmul FLOPs for one pass, keyed the same way;
+- `saved(p, a)`: bytes autograd keeps for backward in a training forward;
+- `module()`: the PyTorch module that realises it (torch imported lazily),
+  whose `named_parameters()` the tests compare with `params()`.
+
+FLOPs convention, said once for the package: 2 FLOPs per multiply-add, so a
+(m x k) @ (k x n) matmul is 2*m*k*n FLOPs. fvcore and many papers count one
+multiply-add as one "flop" (a MAC); we convert at that boundary only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from paramcalc.errors import UserError
+
+Breakdown = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward pass over `batch` sequences of `seq` tokens.
+
+    `context` is how many positions each query attends over (the KV length):
+    `seq` for training and prefill, the cache length when decoding one token.
+    `attention` is the FLOPs convention for score and value matmuls:
+    `dense` counts the full query x key rectangle (what eager kernels compute,
+    the PaLM / Megatron MFU convention); `causal` counts the unmasked part only
+    (what flash kernels compute), capped by a sliding window.
+    """
+
+    batch: int
+    seq: int
+    attention: str = "dense"
+    context: int | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.batch * self.seq
+
+    @property
+    def keys(self) -> int:
+        return self.seq if self.context is None else self.context
+
+    def attended_pairs(self, window: int | None = None, causal_mask: bool = True) -> int:
+        """(query, key) pairs scored per sequence and head.
+
+        Dense: seq x keys. Causal: query i (0-based, after `keys - seq` cached
+        positions) sees keys [0, keys - seq + i], at most `window` of them.
+        """
+        s, k = self.seq, self.keys
+        if self.attention == "dense" or not causal_mask:
+            return s * k
+        past = k - s
+        w = window or k
+        # sum over i in [0, s) of min(past + i + 1, w), in closed form.
+        full = max(0, min(s, w - past))  # queries whose whole prefix fits the window
+        seen_full = full * past + full * (full + 1) // 2
+        return seen_full + (s - full) * w
+
+
+def nest(prefix: str, parts: Breakdown) -> Breakdown:
+    """{'weight': 3} under 'q_proj' -> {'q_proj/weight': 3}; '' keys take the prefix itself."""
+    return {(f"{prefix}/{k}" if k else prefix): v for k, v in parts.items()}
+
+
+def merge(*named: tuple[str, Breakdown]) -> Breakdown:
+    out: Breakdown = {}
+    for prefix, parts in named:
+        for key, value in nest(prefix, parts).items():
+            out[key] = out.get(key, 0) + value
+    return out
+
+
+def scale(parts: Breakdown, factor: int) -> Breakdown:
+    return {k: v * factor for k, v in parts.items()}
+
+
+def divide(what: str, numerator: int, denominator: int, *, fix: str) -> int:
+    """Exact integer division for derived sizes; a remainder is the user's error."""
+    if denominator <= 0 or numerator % denominator:
+        raise UserError(f"{what}: {numerator} is not divisible by {denominator}", fix=fix)
+    return numerator // denominator
+
+
+class Block:
+    """Base class: a block with no parameters, no FLOPs and nothing saved."""
+
+    kind: ClassVar[str] = "other"  # the table row it belongs to: embedding, attention, mlp, ...
+
+    def params(self) -> Breakdown:
+        return {}
+
+    def active_params(self) -> Breakdown:
+        """Parameters one token uses (differs from `params` for MoE only)."""
+        return self.params()
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {}
+
+    def saved(self, p: Pass, a: "Activations") -> Breakdown:
+        return {}
+
+    def module(self):  # pragma: no cover - every concrete block overrides
+        raise NotImplementedError(type(self).__name__)
+
+
+@dataclass(frozen=True)
+class Activations:
+    """How a training forward runs, for the bytes saved for backward.
+
+    `dtype_bytes` is the activation dtype; `upcast_norm` says the norm computes
+    in fp32 (Hugging Face's RMSNorm and T5LayerNorm do); `eager` keeps the s x s
+    attention probabilities (flash recomputes them); `dropout` gates masks.
+    """
+
+    dtype_bytes: int = 2
+    eager: bool = True
+    dropout: bool = True
+    recompute: str = "none"  # none | selective | full
+    tp: int = 1
+    sequence_parallel: bool = False

@@ -1,0 +1,172 @@
+"""The input side (token, position and token-type tables, BERT/BLOOM's
+embedding norm, OPT's projection) and the output heads (LM head, BERT's MLM
+head and pooler, classification heads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.linear import Embedding, Linear
+from paramcalc.blocks.norm import Norm
+
+
+@dataclass(frozen=True)
+class Embeddings(Block):
+    """Token table V x h, plus learned positions ((max_positions + offset) x h;
+    OPT reserves an offset of 2 rows), token types (BERT), a norm (BERT, BLOOM)
+    and OPT's project_in when its word vectors are narrower than the model.
+    Rotary (Su et al. 2021) and ALiBi (Press et al. 2022) have no parameters."""
+
+    vocab: int
+    dim: int
+    positions: int = 0
+    token_types: int = 0
+    norm: Norm | None = None
+    project_to: int | None = None  # OPT: word_embed_proj_dim -> hidden_size, no bias
+    kind = "embedding"
+
+    def parts(self) -> dict[str, Block]:
+        out: dict[str, Block] = {"tokens": Embedding(self.vocab, self.dim)}
+        width = self.project_to or self.dim
+        if self.positions:
+            out["positions"] = Embedding(self.positions, width)
+        if self.token_types:
+            out["token_types"] = Embedding(self.token_types, width)
+        if self.project_to:
+            out["project_in"] = Linear(self.dim, self.project_to)
+        if self.norm:
+            out["norm"] = self.norm
+        return out
+
+    def params(self) -> Breakdown:
+        return merge(*((name, part.params()) for name, part in self.parts().items()))
+
+    def table_params(self) -> int:
+        """The `params.embedding` figure: lookup tables only (tokens, positions, types)."""
+        return sum(sum(p.params().values()) for p in self.parts().values() if isinstance(p, Embedding))
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {"project_in": self.parts()["project_in"].matmul_flops(p.tokens)} if self.project_to else {}
+
+    def module(self):
+        return _embeddings_class()(self)
+
+
+@dataclass(frozen=True)
+class LMHead(Block):
+    """Logits over the vocabulary for every position (transformers' default,
+    logits_to_keep=0): 2*T*h*V FLOPs. Tied to the token table: no parameters
+    of its own. BERT's MLM head first transforms (dense h x h, GELU, LayerNorm)
+    and adds a vocab bias; OPT projects back to word_embed_proj_dim first."""
+
+    hidden: int
+    vocab: int
+    tied: bool = False
+    bias: bool = False
+    transform_norm: Norm | None = None  # BERT: dense + act + LayerNorm before the decoder
+    project_to: int | None = None  # OPT: project_out hidden -> word_embed_proj_dim first
+    kind = "head"
+
+    @property
+    def width(self) -> int:
+        return self.project_to or self.hidden
+
+    def parts(self) -> dict[str, Block]:
+        out: dict[str, Block] = {}
+        if self.project_to:
+            out["project_out"] = Linear(self.hidden, self.project_to)
+        if self.transform_norm:
+            out["transform"] = Linear(self.hidden, self.hidden, bias=True)
+            out["transform_norm"] = self.transform_norm
+        out["decoder"] = Linear(self.width, self.vocab, self.bias)
+        return out
+
+    def params(self) -> Breakdown:
+        out = merge(*((name, part.params()) for name, part in self.parts().items()))
+        if self.tied:
+            del out["decoder/weight"]  # the token table, counted once in the embedding
+        return out
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {name: part.matmul_flops(p.tokens) for name, part in self.parts().items() if isinstance(part, Linear)}
+
+    def module(self):
+        return _head_class()(self)
+
+
+@dataclass(frozen=True)
+class Pooler(Block):
+    """BERT's pooler: dense h x h (+ bias) and tanh on the first token; an
+    optional classifier (num_labels outputs) on top. 2*b*h*h FLOPs."""
+
+    hidden: int
+    labels: int = 0  # 0: pooler only (BertModel)
+    kind = "head"
+
+    def parts(self) -> dict[str, Linear]:
+        out = {"dense": Linear(self.hidden, self.hidden, bias=True)}
+        if self.labels:
+            out["classifier"] = Linear(self.hidden, self.labels, bias=True)
+        return out
+
+    def params(self) -> Breakdown:
+        return merge(*((name, part.params()) for name, part in self.parts().items()))
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {name: part.matmul_flops(p.batch) for name, part in self.parts().items()}
+
+    def module(self):
+        from torch import nn
+
+        return nn.ModuleDict({name: part.module() for name, part in self.parts().items()})
+
+
+@cache
+def _embeddings_class():
+    import torch
+    from torch import nn
+
+    class EmbeddingsModule(nn.Module):
+        def __init__(self, spec: Embeddings):
+            super().__init__()
+            self.spec = spec
+            for name, part in spec.parts().items():
+                self.add_module(name, part.module())
+
+        def forward(self, ids):
+            x = self.tokens(ids)
+            if self.spec.project_to:
+                x = self.project_in(x)
+            if self.spec.positions:
+                x = x + self.positions(torch.arange(ids.shape[1], device=ids.device))
+            if self.spec.token_types:
+                x = x + self.token_types(torch.zeros_like(ids))
+            return self.norm(x) if self.spec.norm else x
+
+    return EmbeddingsModule
+
+
+@cache
+def _head_class():
+    from torch import nn
+
+    class LMHeadModule(nn.Module):
+        def __init__(self, spec: LMHead):
+            super().__init__()
+            self.spec = spec
+            for name, part in spec.parts().items():
+                self.add_module(name, part.module())
+
+        def tie(self, table: nn.Embedding) -> None:
+            self.decoder.weight = table.weight
+
+        def forward(self, x):
+            if self.spec.project_to:
+                x = self.project_out(x)
+            if self.spec.transform_norm:
+                x = self.transform_norm(nn.functional.gelu(self.transform(x)))
+            return self.decoder(x)
+
+    return LMHeadModule

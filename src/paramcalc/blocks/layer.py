@@ -1,0 +1,105 @@
+"""One transformer layer: attention (+ cross-attention), a feed-forward block
+and the norms its layout needs.
+
+Layouts (the parameter count differs only in how many norms there are):
+- `pre`: x + attn(norm(x)), then x + mlp(norm(x)) (GPT-2, Llama; Xiong et al. 2020)
+- `post`: norm(x + attn(x)), then norm(x + mlp(x)) (BERT, the original Transformer)
+- `sandwich`: norms before and after each sublayer, four in all (Gemma 2)
+- `parallel`: x + attn(norm1(x)) + mlp(norm2(x)) (GPT-NeoX, Falcon-40B's two norms)
+- `parallel-shared`: x + attn(norm(x)) + mlp(norm(x)), one norm (GPT-J, Falcon-7B)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from paramcalc.blocks.attention import Attention
+from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.mla import LatentAttention
+from paramcalc.blocks.mlp import MLP
+from paramcalc.blocks.moe import MoE
+from paramcalc.blocks.norm import Norm
+
+LAYOUTS = ("pre", "post", "sandwich", "parallel", "parallel-shared")
+
+_NORMS = {
+    "pre": ("input_layernorm", "post_attention_layernorm"),
+    "post": ("attention_layernorm", "output_layernorm"),
+    "sandwich": ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm",
+                 "post_feedforward_layernorm"),
+    "parallel": ("input_layernorm", "post_attention_layernorm"),
+    "parallel-shared": ("input_layernorm",),
+}
+
+
+@dataclass(frozen=True)
+class TransformerLayer(Block):
+    attention: Attention | LatentAttention
+    mlp: MLP | MoE
+    norm: Norm
+    layout: str = "pre"
+    cross_attention: Attention | None = None
+    kind = "layer"
+
+    @property
+    def norm_names(self) -> tuple[str, ...]:
+        names = _NORMS[self.layout]
+        return names + ("cross_attention_layernorm",) if self.cross_attention else names
+
+    def parts(self) -> dict[str, Block]:
+        out: dict[str, Block] = {"attention": self.attention}
+        if self.cross_attention:
+            out["cross_attention"] = self.cross_attention
+        out[self.mlp.kind] = self.mlp
+        out.update((f"norm/{name}", self.norm) for name in self.norm_names)
+        return out
+
+    def params(self) -> Breakdown:
+        return merge(*((name, part.params()) for name, part in self.parts().items()))
+
+    def active_params(self) -> Breakdown:
+        return merge(*((name, part.active_params()) for name, part in self.parts().items()))
+
+    def flops(self, p: Pass) -> Breakdown:
+        return merge(*((name, part.flops(p)) for name, part in self.parts().items()))
+
+    def module(self):
+        return _module_class()(self)
+
+
+@cache
+def _module_class():
+    from torch import nn
+
+    class TransformerLayerModule(nn.Module):
+        def __init__(self, spec: TransformerLayer):
+            super().__init__()
+            self.spec = spec
+            self.attention = spec.attention.module()
+            if spec.cross_attention:
+                self.cross_attention = spec.cross_attention.module()
+            self.mlp = spec.mlp.module()
+            self.norm = nn.ModuleDict({name: spec.norm.module() for name in spec.norm_names})
+
+        def forward(self, x, memory=None):
+            n, layout = self.norm, self.spec.layout
+            if layout == "parallel-shared":
+                y = n["input_layernorm"](x)
+                return x + self.attention(y) + self.mlp(y)
+            if layout == "parallel":
+                return x + self.attention(n["input_layernorm"](x)) + self.mlp(n["post_attention_layernorm"](x))
+            if layout == "post":
+                x = n["attention_layernorm"](x + self.attention(x))
+                if memory is not None:
+                    x = n["cross_attention_layernorm"](x + self.cross_attention(x, memory))
+                return n["output_layernorm"](x + self.mlp(x))
+            if layout == "sandwich":
+                x = x + n["post_attention_layernorm"](self.attention(n["input_layernorm"](x)))
+                return x + n["post_feedforward_layernorm"](self.mlp(n["pre_feedforward_layernorm"](x)))
+            x = x + self.attention(n["input_layernorm"](x))
+            if memory is not None:
+                x = x + self.cross_attention(n["cross_attention_layernorm"](x), memory)
+            return x + self.mlp(n["post_attention_layernorm"](x))
+
+    return TransformerLayerModule

@@ -1,0 +1,95 @@
+"""Multi-head latent attention (DeepSeek-V2 paper, section 2.1; DeepSeek-V3).
+
+Queries go through an optional low-rank bottleneck (q_lora_rank); keys and
+values are compressed into one latent of kv_lora_rank plus a shared rotary
+key of qk_rope_head_dim, which is what the KV cache stores. Each head scores
+with nope + rope dims and returns v_head_dim values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.linear import Linear
+from paramcalc.blocks.norm import Norm
+
+
+@dataclass(frozen=True)
+class LatentAttention(Block):
+    hidden: int
+    heads: int
+    q_lora_rank: int | None
+    kv_lora_rank: int
+    qk_nope_head_dim: int
+    qk_rope_head_dim: int
+    v_head_dim: int
+    bias: bool = False  # attention_bias: on q_a, kv_a and o projections
+    kind = "attention"
+
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    def parts(self) -> dict[str, Block]:
+        h, n, r = self.hidden, self.heads, self.kv_lora_rank
+        out: dict[str, Block] = {}
+        if self.q_lora_rank:
+            out["q_a_proj"] = Linear(h, self.q_lora_rank, self.bias)  # h -> q latent
+            out["q_a_layernorm"] = Norm(self.q_lora_rank)
+            out["q_b_proj"] = Linear(self.q_lora_rank, n * self.qk_head_dim)  # latent -> per-head q
+        else:
+            out["q_proj"] = Linear(h, n * self.qk_head_dim)
+        out["kv_a_proj_with_mqa"] = Linear(h, r + self.qk_rope_head_dim, self.bias)  # latent + shared rope key
+        out["kv_a_layernorm"] = Norm(r)
+        out["kv_b_proj"] = Linear(r, n * (self.qk_nope_head_dim + self.v_head_dim))  # latent -> k_nope, v
+        out["o_proj"] = Linear(n * self.v_head_dim, h, self.bias)
+        return out
+
+    def params(self) -> Breakdown:
+        return merge(*((name, part.params()) for name, part in self.parts().items()))
+
+    def flops(self, p: Pass) -> Breakdown:
+        # Training / prefill form: the latent is expanded to full K and V (as
+        # transformers computes it); absorbed-weight decoding does other work.
+        out = {name: part.matmul_flops(p.tokens) for name, part in self.parts().items() if isinstance(part, Linear)}
+        pairs = p.attended_pairs()
+        out["scores"] = 2 * p.batch * self.heads * pairs * self.qk_head_dim
+        out["values"] = 2 * p.batch * self.heads * pairs * self.v_head_dim
+        return out
+
+    def module(self):
+        return _module_class()(self)
+
+
+@cache
+def _module_class():
+    import torch
+    from torch import nn
+
+    class LatentAttentionModule(nn.Module):
+        """Reference MLA with explicit matmuls (rotary left out: no parameters)."""
+
+        def __init__(self, spec: LatentAttention):
+            super().__init__()
+            self.spec = spec
+            for name, part in spec.parts().items():
+                self.add_module(name, part.module())
+
+        def forward(self, x):
+            s = self.spec
+            b, t, _ = x.shape
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))) if s.q_lora_rank else self.q_proj(x)
+            q = q.view(b, t, s.heads, s.qk_head_dim).transpose(1, 2)
+            latent, k_rope = self.kv_a_proj_with_mqa(x).split([s.kv_lora_rank, s.qk_rope_head_dim], -1)
+            kv = self.kv_b_proj(self.kv_a_layernorm(latent)).view(b, t, s.heads, -1).transpose(1, 2)
+            k_nope, v = kv.split([s.qk_nope_head_dim, s.v_head_dim], -1)
+            k_rope = k_rope.view(b, 1, t, s.qk_rope_head_dim).expand(b, s.heads, t, s.qk_rope_head_dim)
+            k = torch.cat([k_nope, k_rope], -1)
+            scores = (q @ k.transpose(-2, -1)) * s.qk_head_dim**-0.5
+            keep = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            out = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v
+            return self.o_proj(out.transpose(1, 2).reshape(b, t, s.heads * s.v_head_dim))
+
+    return LatentAttentionModule

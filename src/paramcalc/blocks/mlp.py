@@ -1,0 +1,61 @@
+"""Feed-forward blocks: the plain two-matrix MLP and the gated one (GLU family).
+
+Plain (Vaswani et al. 2017): down(act(up(x))), 2*h*f weights.
+Gated (Shazeer 2020, "GLU Variants Improve Transformer"): down(act(gate(x)) * up(x)),
+3*h*f weights; SwiGLU with SiLU (Llama), GeGLU with GELU (Gemma, T5 v1.1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.linear import Linear
+
+
+@dataclass(frozen=True)
+class MLP(Block):
+    hidden: int
+    ffn: int
+    gated: bool = True
+    bias: bool = False
+    act: str = "silu"
+    kind = "mlp"
+
+    def parts(self) -> dict[str, Linear]:
+        h, f, b = self.hidden, self.ffn, self.bias
+        if self.gated:
+            return {"gate_proj": Linear(h, f, b), "up_proj": Linear(h, f, b), "down_proj": Linear(f, h, b)}
+        return {"up_proj": Linear(h, f, b), "down_proj": Linear(f, h, b)}
+
+    def params(self) -> Breakdown:
+        return merge(*((name, part.params()) for name, part in self.parts().items()))
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {name: part.matmul_flops(p.tokens) for name, part in self.parts().items()}
+
+    def module(self):
+        return _module_class()(self)
+
+
+@cache
+def _module_class():
+    from torch import nn
+
+    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU}
+
+    class MLPModule(nn.Module):
+        def __init__(self, spec: MLP):
+            super().__init__()
+            self.spec = spec
+            for name, part in spec.parts().items():
+                self.add_module(name, part.module())
+            self.act = activations.get(spec.act.split("_")[0], nn.GELU)()
+
+        def forward(self, x):
+            if self.spec.gated:
+                return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+            return self.down_proj(self.act(self.up_proj(x)))
+
+    return MLPModule

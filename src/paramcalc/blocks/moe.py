@@ -1,0 +1,103 @@
+"""Mixture of experts: a router, E routed experts of which each token uses k,
+and optional always-on shared experts.
+
+Shazeer et al. 2017; Switch/GShard-style top-k routing. Mixtral: 8 experts,
+top-2. DeepSeekMoE (Dai et al. 2024): fine-grained experts plus shared ones;
+DeepSeek-V3 adds a per-expert score-correction bias to the router. Qwen2-MoE:
+one shared expert scaled by a sigmoid gate (a 1-output linear).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from paramcalc.blocks.base import Block, Breakdown, Pass, merge, scale
+from paramcalc.blocks.linear import Linear
+from paramcalc.blocks.mlp import MLP
+
+
+@dataclass(frozen=True)
+class MoE(Block):
+    hidden: int
+    experts: int
+    top_k: int
+    expert: MLP
+    shared: MLP | None = None
+    shared_gate: bool = False
+    router_bias: bool = False
+    score_correction_bias: bool = False
+    kind = "moe"
+
+    @property
+    def router(self) -> Linear:
+        return Linear(self.hidden, self.experts, self.router_bias)
+
+    def _params(self, routed: int) -> Breakdown:
+        out = merge(("router", self.router.params()), ("experts", scale(self.expert.params(), routed)))
+        if self.score_correction_bias:
+            out["router/e_score_correction_bias"] = self.experts
+        if self.shared:
+            out.update(merge(("shared_expert", self.shared.params())))
+        if self.shared_gate:
+            out["shared_expert_gate/weight"] = self.hidden
+        return out
+
+    def params(self) -> Breakdown:
+        return self._params(self.experts)
+
+    def active_params(self) -> Breakdown:
+        """Per token: the router, k routed experts and every shared expert."""
+        return self._params(self.top_k)
+
+    def flops(self, p: Pass) -> Breakdown:
+        # Expected work: each token runs k experts, whichever they are, so the
+        # total is exact for any routing (load balance moves work, not FLOPs).
+        out = {"router": self.router.matmul_flops(p.tokens), "experts": self.top_k * sum(self.expert.flops(p).values())}
+        if self.shared:
+            out["shared_expert"] = sum(self.shared.flops(p).values())
+        if self.shared_gate:
+            out["shared_expert_gate"] = 2 * p.tokens * self.hidden
+        return out
+
+    def module(self):
+        return _module_class()(self)
+
+
+@cache
+def _module_class():
+    import torch
+    from torch import nn
+
+    class MoEModule(nn.Module):
+        """Reference MoE: top-k routing, each expert run on the tokens it got."""
+
+        def __init__(self, spec: MoE):
+            super().__init__()
+            self.spec = spec
+            self.router = spec.router.module()
+            if spec.score_correction_bias:
+                self.router.e_score_correction_bias = nn.Parameter(torch.zeros(spec.experts))
+            self.experts = nn.ModuleList(spec.expert.module() for _ in range(spec.experts))
+            if spec.shared:
+                self.shared_expert = spec.shared.module()
+            if spec.shared_gate:
+                self.shared_expert_gate = nn.Linear(spec.hidden, 1, bias=False)
+
+        def forward(self, x):
+            s = self.spec
+            flat = x.reshape(-1, s.hidden)
+            weights, chosen = self.router(flat).softmax(-1).topk(s.top_k, dim=-1)
+            out = torch.zeros_like(flat)
+            for e, expert in enumerate(self.experts):
+                token, slot = (chosen == e).nonzero(as_tuple=True)
+                if token.numel():
+                    out.index_add_(0, token, expert(flat[token]) * weights[token, slot, None])
+            if s.shared:
+                shared = self.shared_expert(flat)
+                if s.shared_gate:
+                    shared = shared * torch.sigmoid(self.shared_expert_gate(flat))
+                out = out + shared
+            return out.view_as(x)
+
+    return MoEModule

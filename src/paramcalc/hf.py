@@ -1,0 +1,345 @@
+"""Hugging Face `config.json` -> TransformerSpec.
+
+One small function per model_type reads the fields that family really uses;
+a field the config omits takes transformers' default for that model_type
+(the `<Family>Config.__init__` defaults of transformers 5.24.0, the
+reference version). `architectures[0]` picks the head: *ForCausalLM and
+*ForConditionalGeneration have an LM head, *Model none (BERT's a pooler),
+*ForMaskedLM BERT's MLM head, *ForSequenceClassification a classifier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from paramcalc.errors import UserError
+from paramcalc.spec import TransformerSpec, validate
+
+Config = dict[str, Any]
+
+
+class _Fields:
+    """Reads one config with its family's defaults; a bad type is the user's error."""
+
+    def __init__(self, cfg: Config, defaults: Config):
+        self.cfg, self.defaults = cfg, defaults
+
+    def __call__(self, *names: str) -> Any:
+        for name in names:
+            if self.cfg.get(name) is not None:
+                return self.cfg[name]
+        return self.defaults.get(names[0])
+
+
+def _head(arch: str, *, encoder: bool = False) -> dict:
+    if arch.endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")):
+        return {"head": "lm"}
+    if arch.endswith("ForMaskedLM"):
+        return {"head": "mlm"}
+    if arch.endswith("ForSequenceClassification"):
+        return {"head": "classifier"}
+    if arch.endswith("Model"):
+        return {"head": "pooler" if encoder else "none"}
+    raise UserError(f"unsupported architecture {arch!r}", where="architectures[0]",
+                    fix="use a *ForCausalLM, *Model, *ForMaskedLM or *ForSequenceClassification class")
+
+
+def _llama_like(f: _Fields) -> dict:
+    return {
+        "vocab_size": f("vocab_size"), "hidden_size": f("hidden_size"), "num_hidden_layers": f("num_hidden_layers"),
+        "num_attention_heads": f("num_attention_heads"), "num_key_value_heads": f("num_key_value_heads"),
+        "head_dim": f("head_dim"), "intermediate_size": f("intermediate_size"), "hidden_act": f("hidden_act"),
+        "max_position_embeddings": f("max_position_embeddings"), "tie_word_embeddings": f("tie_word_embeddings"),
+    }
+
+
+def _sliding(f: _Fields, layers: int, *, enabled: bool = True, first_full: int = 0) -> dict:
+    """Sliding-window layers as transformers lays them out (layer_types wins)."""
+    window = f("sliding_window")
+    if not enabled or not window:
+        return {}
+    types = f("layer_types")
+    if types is None:
+        types = ["full_attention" if i < first_full else "sliding_attention" for i in range(layers)]
+    return {"sliding_window": window, "layer_types": tuple(types)}
+
+
+# --- one converter per model_type -------------------------------------------------
+
+LLAMA = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
+             num_attention_heads=32, hidden_act="silu", max_position_embeddings=2048, tie_word_embeddings=False,
+             attention_bias=False, mlp_bias=False)
+
+
+def llama(f: _Fields) -> dict:
+    bias = bool(f("attention_bias"))
+    return {**_llama_like(f), "qkv_bias": bias, "o_bias": bias, "mlp_bias": bool(f("mlp_bias"))}
+
+
+MISTRAL = dict(LLAMA, intermediate_size=14336, num_key_value_heads=8, max_position_embeddings=4096 * 32,
+               sliding_window=4096)
+
+
+def mistral(f: _Fields) -> dict:
+    return {**_llama_like(f), **_sliding(f, f("num_hidden_layers"))}
+
+
+MIXTRAL = dict(MISTRAL, sliding_window=None, num_local_experts=8, num_experts_per_tok=2)
+
+
+def mixtral(f: _Fields) -> dict:
+    moe = {"num_experts": f("num_local_experts"), "num_experts_per_tok": f("num_experts_per_tok")}
+    return {**mistral(f), "moe": moe}
+
+
+QWEN2 = dict(LLAMA, vocab_size=151936, intermediate_size=22016, num_key_value_heads=32, max_position_embeddings=32768,
+             use_sliding_window=False, sliding_window=4096, max_window_layers=28)
+
+
+def qwen2(f: _Fields) -> dict:
+    # Qwen2 puts biases on q, k and v only (modeling_qwen2: o_proj bias=False).
+    layers = f("num_hidden_layers")
+    window = _sliding(f, layers, enabled=bool(f("use_sliding_window")), first_full=f("max_window_layers"))
+    return {**_llama_like(f), "qkv_bias": True, **window}
+
+
+QWEN2_MOE = dict(QWEN2, hidden_size=2048, intermediate_size=5632, num_hidden_layers=24, num_attention_heads=16,
+                 num_key_value_heads=16, decoder_sparse_step=1, moe_intermediate_size=1408,
+                 shared_expert_intermediate_size=5632, num_experts_per_tok=4, num_experts=60, mlp_only_layers=[])
+
+
+def qwen2_moe(f: _Fields) -> dict:
+    moe = {"num_experts": f("num_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
+           "moe_intermediate_size": f("moe_intermediate_size"),
+           "shared_expert_intermediate_size": f("shared_expert_intermediate_size"), "shared_expert_gate": True,
+           "decoder_sparse_step": f("decoder_sparse_step"), "mlp_only_layers": tuple(f("mlp_only_layers"))}
+    return {**qwen2(f), "qkv_bias": bool(f("qkv_bias") if f("qkv_bias") is not None else True), "moe": moe}
+
+
+QWEN3 = dict(QWEN2, head_dim=128, attention_bias=False)
+
+
+def qwen3(f: _Fields) -> dict:
+    bias = bool(f("attention_bias"))
+    layers = f("num_hidden_layers")
+    window = _sliding(f, layers, enabled=bool(f("use_sliding_window")), first_full=f("max_window_layers"))
+    return {**_llama_like(f), "qkv_bias": bias, "o_bias": bias, "qk_norm": True, **window}
+
+
+QWEN3_MOE = dict(QWEN3, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=32,
+                 num_key_value_heads=4, decoder_sparse_step=1, moe_intermediate_size=768, num_experts_per_tok=8,
+                 num_experts=128, mlp_only_layers=[])
+
+
+def qwen3_moe(f: _Fields) -> dict:
+    moe = {"num_experts": f("num_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
+           "moe_intermediate_size": f("moe_intermediate_size"), "decoder_sparse_step": f("decoder_sparse_step"),
+           "mlp_only_layers": tuple(f("mlp_only_layers"))}
+    return {**qwen3(f), "moe": moe}
+
+
+GEMMA = dict(LLAMA, vocab_size=256000, hidden_size=3072, intermediate_size=24576, num_hidden_layers=28,
+             num_attention_heads=16, num_key_value_heads=16, head_dim=256, hidden_act="gelu_pytorch_tanh",
+             max_position_embeddings=8192, tie_word_embeddings=True)
+
+
+def gemma(f: _Fields) -> dict:
+    bias = bool(f("attention_bias"))
+    return {**_llama_like(f), "hidden_act": f("hidden_activation", "hidden_act"), "qkv_bias": bias, "o_bias": bias}
+
+
+GEMMA2 = dict(GEMMA, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
+              num_key_value_heads=4, sliding_window=4096, attn_logit_softcapping=50.0, final_logit_softcapping=30.0)
+
+
+def gemma2(f: _Fields) -> dict:
+    layers = f("num_hidden_layers")
+    if f("layer_types") is None:  # Gemma 2 alternates: even layers slide, odd layers see everything
+        f.defaults["layer_types"] = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(layers)]
+    return {**gemma(f), "layout": "sandwich", **_sliding(f, layers),
+            "attn_logit_softcapping": f("attn_logit_softcapping"), "final_logit_softcapping": f("final_logit_softcapping")}
+
+
+PHI3 = dict(LLAMA, vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
+            num_attention_heads=32, max_position_embeddings=4096, sliding_window=None)
+
+
+def phi3(f: _Fields) -> dict:
+    # Fused qkv_proj and gate_up_proj: the same weights as separate q/k/v and gate/up.
+    return {**_llama_like(f), **_sliding(f, f("num_hidden_layers"))}
+
+
+GPT2 = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, activation_function="gelu_new",
+            tie_word_embeddings=True, resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+
+
+def gpt2(f: _Fields) -> dict:
+    h = f("n_embd", "hidden_size")
+    return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("n_layer", "num_hidden_layers"),
+            "num_attention_heads": f("n_head", "num_attention_heads"), "intermediate_size": f("n_inner") or 4 * h,
+            "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "qkv_bias": True, "o_bias": True,
+            "norm": "layernorm", "position_embedding": "learned", "max_position_embeddings": f("n_positions"),
+            "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attn_pdrop"),
+            "hidden_dropout": f("resid_pdrop")}
+
+
+GPT_NEOX = dict(vocab_size=50432, hidden_size=6144, num_hidden_layers=44, num_attention_heads=64,
+                intermediate_size=24576, hidden_act="gelu", max_position_embeddings=2048, use_parallel_residual=True,
+                attention_bias=True, tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0)
+
+
+def gpt_neox(f: _Fields) -> dict:
+    bias = bool(f("attention_bias"))
+    return {**_llama_like(f), "num_key_value_heads": None, "head_dim": None, "mlp": "plain", "mlp_bias": True,
+            "qkv_bias": bias, "o_bias": bias, "norm": "layernorm",
+            "layout": "parallel" if f("use_parallel_residual") else "pre",
+            "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout")}
+
+
+FALCON = dict(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71,
+              new_decoder_architecture=False, multi_query=True, parallel_attn=True, bias=False, alibi=False,
+              tie_word_embeddings=True, max_position_embeddings=2048, attention_dropout=0.0, hidden_dropout=0.0)
+
+
+def falcon(f: _Fields) -> dict:
+    h, n = f("hidden_size"), f("num_attention_heads")
+    new = bool(f("new_decoder_architecture"))
+    if new:
+        kv = f("num_kv_heads") or n
+    else:
+        kv = 1 if f("multi_query") else n
+    if new:  # Falcon-40B/180B: ln_attn + ln_mlp (or one norm when num_ln_in_parallel_attn == 1)
+        layout = "parallel-shared" if f("num_ln_in_parallel_attn") == 1 else "parallel"
+    else:  # Falcon-7B: one input_layernorm feeds both branches
+        layout = "parallel-shared" if f("parallel_attn") else "pre"
+    bias = bool(f("bias"))
+    return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("num_hidden_layers"),
+            "num_attention_heads": n, "num_key_value_heads": kv, "head_dim": f("head_dim"),
+            "intermediate_size": f("ffn_hidden_size") or 4 * h, "hidden_act": f("activation") or "gelu",
+            "mlp": "plain", "mlp_bias": bias, "qkv_bias": bias, "o_bias": bias, "norm": "layernorm",
+            "layout": layout, "position_embedding": "alibi" if f("alibi") else "rope",
+            "max_position_embeddings": f("max_position_embeddings"), "tie_word_embeddings": f("tie_word_embeddings"),
+            "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout")}
+
+
+OPT = dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, max_position_embeddings=2048,
+           do_layer_norm_before=True, _remove_final_layer_norm=False, word_embed_proj_dim=None, dropout=0.1,
+           attention_dropout=0.0, num_attention_heads=12, activation_function="relu", enable_bias=True,
+           layer_norm_elementwise_affine=True, tie_word_embeddings=True)
+
+
+def opt(f: _Fields) -> dict:
+    bias, pre = bool(f("enable_bias")), bool(f("do_layer_norm_before"))
+    return {"vocab_size": f("vocab_size"), "hidden_size": f("hidden_size"), "num_hidden_layers": f("num_hidden_layers"),
+            "num_attention_heads": f("num_attention_heads"), "intermediate_size": f("ffn_dim"),
+            "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": bias, "qkv_bias": bias, "o_bias": bias,
+            "norm": "layernorm", "norm_bias": bias, "layout": "pre" if pre else "post",
+            "final_norm": pre and not f("_remove_final_layer_norm"),
+            "final_norm_affine": bool(f("layer_norm_elementwise_affine")),
+            "position_embedding": "learned", "max_position_embeddings": f("max_position_embeddings"),
+            "position_offset": 2, "word_embed_proj_dim": f("word_embed_proj_dim"),
+            "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attention_dropout"),
+            "hidden_dropout": f("dropout")}
+
+
+BLOOM = dict(vocab_size=250880, hidden_size=64, n_layer=2, n_head=8, tie_word_embeddings=True,
+             hidden_dropout=0.0, attention_dropout=0.0)
+
+
+def bloom(f: _Fields) -> dict:
+    h = f("hidden_size", "n_embed")
+    return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("n_layer", "num_hidden_layers"),
+            "num_attention_heads": f("n_head", "num_attention_heads"), "intermediate_size": 4 * h,
+            "hidden_act": "gelu", "mlp": "plain", "mlp_bias": True, "qkv_bias": True, "o_bias": True,
+            "norm": "layernorm", "embedding_norm": True, "position_embedding": "alibi",
+            "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attention_dropout"),
+            "hidden_dropout": f("hidden_dropout")}
+
+
+BERT = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+            hidden_act="gelu", max_position_embeddings=512, type_vocab_size=2, tie_word_embeddings=True,
+            hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)
+
+
+def bert(f: _Fields) -> dict:
+    return {"architecture": "encoder", "vocab_size": f("vocab_size"), "hidden_size": f("hidden_size"),
+            "num_hidden_layers": f("num_hidden_layers"), "num_attention_heads": f("num_attention_heads"),
+            "intermediate_size": f("intermediate_size"), "hidden_act": f("hidden_act"), "mlp": "plain",
+            "mlp_bias": True, "qkv_bias": True, "o_bias": True, "norm": "layernorm", "layout": "post",
+            "final_norm": False, "embedding_norm": True, "position_embedding": "learned",
+            "max_position_embeddings": f("max_position_embeddings"), "type_vocab_size": f("type_vocab_size"),
+            "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attention_probs_dropout_prob"),
+            "hidden_dropout": f("hidden_dropout_prob")}
+
+
+T5 = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
+          relative_attention_num_buckets=32, feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.1)
+
+
+def t5(f: _Fields) -> dict:
+    act = f("feed_forward_proj")
+    gated = act.startswith("gated-")
+    return {"architecture": "encoder-decoder", "vocab_size": f("vocab_size"), "hidden_size": f("d_model", "hidden_size"),
+            "num_hidden_layers": f("num_layers", "num_hidden_layers"), "num_decoder_layers": f("num_decoder_layers"),
+            "num_attention_heads": f("num_heads", "num_attention_heads"), "head_dim": f("d_kv"),
+            "intermediate_size": f("d_ff"), "hidden_act": act.removeprefix("gated-"), "mlp": "gated" if gated else "plain",
+            "norm": "rmsnorm", "position_embedding": "relative",
+            "relative_attention_num_buckets": f("relative_attention_num_buckets"),
+            "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("dropout_rate"),
+            "hidden_dropout": f("dropout_rate")}
+
+
+DEEPSEEK_V3 = dict(LLAMA, vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
+                   num_hidden_layers=61, num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1,
+                   n_routed_experts=256, kv_lora_rank=512, q_lora_rank=1536, qk_rope_head_dim=64, v_head_dim=128,
+                   qk_nope_head_dim=128, num_experts_per_tok=8, first_k_dense_replace=3, max_position_embeddings=4096)
+
+
+def deepseek_v3(f: _Fields) -> dict:
+    moe = {"num_experts": f("n_routed_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
+           "moe_intermediate_size": f("moe_intermediate_size"),
+           "shared_expert_intermediate_size": f("moe_intermediate_size") * (f("n_shared_experts") or 0),
+           "score_correction_bias": True, "first_k_dense_replace": f("first_k_dense_replace")}
+    mla = {"q_lora_rank": f("q_lora_rank"), "kv_lora_rank": f("kv_lora_rank"), "qk_nope_head_dim": f("qk_nope_head_dim"),
+           "qk_rope_head_dim": f("qk_rope_head_dim"), "v_head_dim": f("v_head_dim")}
+    return {**_llama_like(f), "head_dim": None, "qkv_bias": bool(f("attention_bias")), "moe": moe, "mla": mla}
+
+
+FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
+    "llama": (llama, LLAMA), "mistral": (mistral, MISTRAL), "mixtral": (mixtral, MIXTRAL), "qwen2": (qwen2, QWEN2),
+    "qwen2_moe": (qwen2_moe, QWEN2_MOE), "qwen3": (qwen3, QWEN3), "qwen3_moe": (qwen3_moe, QWEN3_MOE),
+    "gemma": (gemma, GEMMA), "gemma2": (gemma2, GEMMA2), "phi3": (phi3, PHI3), "gpt2": (gpt2, GPT2),
+    "gpt_neox": (gpt_neox, GPT_NEOX), "falcon": (falcon, FALCON), "opt": (opt, OPT), "bloom": (bloom, BLOOM),
+    "bert": (bert, BERT), "t5": (t5, T5), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
+}
+
+
+def from_config(cfg: Config, where: str = "config.json", name: str | None = None) -> TransformerSpec:
+    """A spec for the class named in `architectures[0]` of a config.json mapping."""
+    model_type = cfg.get("model_type")
+    if model_type not in FAMILIES:
+        raise UserError(f"unsupported model_type {model_type!r}", where=f"{where}: field 'model_type'",
+                        fix=f"supported: {', '.join(sorted(FAMILIES))}")
+    convert, defaults = FAMILIES[model_type]
+    archs = cfg.get("architectures") or []
+    arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else "ForCausalLM"
+    try:
+        fields = convert(_Fields(cfg, dict(defaults)))
+    except (TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"a field has the wrong type ({e})", where=where,
+                        fix="compare with the model's config.json on the Hugging Face hub") from None
+    fields.update(_head(arch, encoder=fields.get("architecture") == "encoder"))
+    if arch.startswith("T5Encoder"):
+        fields.update(architecture="encoder", head="none", num_decoder_layers=None)
+    if fields["head"] == "classifier":
+        labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
+        fields["num_labels"] = labels
+    fields = {k: v for k, v in fields.items() if v is not None}
+    return validate({"name": name, "family": model_type, "source": where, **fields}, where)
+
+
+def from_config_file(path: Path) -> TransformerSpec:
+    from paramcalc.files import load_json, require_mapping
+
+    return from_config(require_mapping(load_json(path), str(path)), str(path), name=path.stem)

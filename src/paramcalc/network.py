@@ -1,0 +1,141 @@
+"""A spec lowered to building blocks: an ordered list of stages, each a block
+repeated `count` times. Every figure (params, FLOPs, saved bytes) is the sum
+over stages of the block's own breakdown times its count."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from paramcalc.blocks.attention import Attention
+from paramcalc.blocks.base import Block, Breakdown, Pass, merge, scale
+from paramcalc.blocks.embed import Embeddings, LMHead, Pooler
+from paramcalc.blocks.layer import TransformerLayer
+from paramcalc.blocks.linear import Linear
+from paramcalc.blocks.mla import LatentAttention
+from paramcalc.blocks.mlp import MLP
+from paramcalc.blocks.moe import MoE
+from paramcalc.blocks.norm import Norm
+from paramcalc.spec import TransformerSpec
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    block: Block
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    stages: tuple[Stage, ...]
+
+    def _sum(self, figure) -> Breakdown:
+        return merge(*((s.name, scale(figure(s.block), s.count)) for s in self.stages))
+
+    def params(self) -> Breakdown:
+        return self._sum(lambda b: b.params())
+
+    def active_params(self) -> Breakdown:
+        return self._sum(lambda b: b.active_params())
+
+    def flops(self, p: Pass) -> Breakdown:
+        return self._sum(lambda b: b.flops(p))
+
+    def embedding_params(self) -> int:
+        return sum(s.block.table_params() * s.count for s in self.stages if isinstance(s.block, Embeddings))
+
+    @property
+    def layers(self) -> tuple[Stage, ...]:
+        return tuple(s for s in self.stages if isinstance(s.block, TransformerLayer))
+
+
+def build(spec: TransformerSpec) -> Network:
+    """Lower a transformer spec to stages: embeddings, layer groups, final norm, head."""
+    h, V = spec.hidden_size, spec.vocab_size
+    norm = Norm(h, spec.norm, spec.norm_bias)
+    positions = (spec.max_position_embeddings or 0) + spec.position_offset if spec.position_embedding == "learned" else 0
+    project = spec.word_embed_proj_dim if spec.word_embed_proj_dim not in (None, h) else None
+    stages = [Stage("embedding", Embeddings(
+        vocab=V, dim=project or h, positions=positions, token_types=spec.type_vocab_size,
+        norm=norm if spec.embedding_norm else None, project_to=h if project else None))]
+
+    final_norm = Norm(h, spec.norm, spec.norm_bias, affine=spec.final_norm_affine)
+    if spec.architecture == "encoder-decoder":
+        for stack, count, cross in (("encoder", spec.num_hidden_layers, False),
+                                    ("decoder", spec.num_decoder_layers or spec.num_hidden_layers, True)):
+            first, rest = (_layer(spec, i, causal=cross, cross=cross, relative=(i == 0)) for i in (0, 1))
+            stages.append(Stage(f"{stack}/layers.0", first))
+            if count > 1:
+                stages.append(Stage(f"{stack}/layers", rest, count - 1))
+            stages.append(Stage(f"{stack}/final_norm", final_norm))
+    else:
+        causal = spec.architecture == "decoder"
+        layers = [_layer(spec, i, causal=causal, relative=(i == 0)) for i in range(spec.num_hidden_layers)]
+        merged = Counter(layers)  # identical layers anywhere in the stack form one stage
+        for block, count in merged.items():
+            stages.append(Stage(_layer_label(block, len(merged)), block, count))
+        if spec.final_norm:
+            stages.append(Stage("final_norm", final_norm))
+
+    stages.append(Stage("head", _head(spec, norm, project)))
+    return Network(spec.name or "model", tuple(stages))
+
+
+def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, relative: bool = False) -> TransformerLayer:
+    h, n, g, d = spec.hidden_size, spec.num_attention_heads, spec.kv_heads, spec.attention_head_dim
+    buckets = spec.relative_attention_num_buckets if (relative and spec.position_embedding == "relative") else 0
+    if spec.mla:
+        m = spec.mla
+        attention = LatentAttention(h, n, m.q_lora_rank, m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim,
+                                    m.v_head_dim, bias=spec.qkv_bias)
+    else:
+        attention = Attention(h, n, g, d, spec.qkv_bias, spec.o_bias, spec.qk_norm, causal=causal,
+                              window=spec.window(i), relative_buckets=buckets)
+    dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act)
+    mlp: MLP | MoE = dense
+    if spec.moe and spec.moe.is_moe_layer(i):
+        m = spec.moe
+        expert = MLP(h, m.moe_intermediate_size or spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act)
+        shared = MLP(h, m.shared_expert_intermediate_size, expert.gated, spec.mlp_bias, spec.hidden_act) \
+            if m.shared_expert_intermediate_size else None
+        mlp = MoE(h, m.num_experts, m.num_experts_per_tok, expert, shared, m.shared_expert_gate, m.router_bias,
+                  m.score_correction_bias)
+    cross_attention = Attention(h, n, n, d, spec.qkv_bias, spec.o_bias, causal=False, cross=True) if cross else None
+    return TransformerLayer(attention, mlp, Norm(h, spec.norm, spec.norm_bias), spec.layout, cross_attention)
+
+
+def _layer_label(layer: TransformerLayer, groups: int) -> str:
+    if groups == 1:
+        return "layers"
+    tags = ["moe" if isinstance(layer.mlp, MoE) else "dense"]
+    if isinstance(layer.attention, Attention):
+        tags.append(f"window {layer.attention.window}" if layer.attention.window else "full")
+        if layer.attention.relative_buckets:
+            tags.append("relative bias")
+    return f"layers ({', '.join(tags)})"
+
+
+def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
+    h, V = spec.hidden_size, spec.vocab_size
+    if spec.head == "lm":
+        return LMHead(h, V, tied=spec.tie_word_embeddings, project_to=project)
+    if spec.head == "mlm":  # BERT: transform + LayerNorm, decoder tied to the word table, vocab bias
+        return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=norm)
+    if spec.head == "pooler":
+        return Pooler(h)
+    if spec.head == "classifier":
+        if spec.architecture == "encoder":
+            return Pooler(h, spec.num_labels)
+        return Linear(h, spec.num_labels)  # decoders score every token with a bias-free h x labels
+    return _NoHead()
+
+
+class _NoHead(Block):
+    kind = "head"
+
+    def module(self):
+        from torch import nn
+
+        return nn.Identity()

@@ -1,0 +1,163 @@
+"""The spec language: what a paramcalc YAML file (or an imported Hugging Face
+config.json) says about a network.
+
+Field names follow Hugging Face `config.json` (`hidden_size`,
+`num_key_value_heads`, `intermediate_size`) so real configs map directly.
+Models are frozen and forbid unknown keys, so a typo in a YAML file fails
+loudly with the field's name. `paramcalc schema` exports the JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from paramcalc.errors import UserError
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+Pos = Field(gt=0)
+
+
+class MoESpec(_Spec):
+    """Routed experts (and optional shared ones) replacing the dense MLP."""
+
+    num_experts: int = Field(gt=0, description="routed experts per MoE layer (num_local_experts, n_routed_experts)")
+    num_experts_per_tok: int = Field(gt=0, description="experts each token is routed to (top-k)")
+    moe_intermediate_size: int | None = Field(None, gt=0, description="width of one routed expert; default intermediate_size")
+    shared_expert_intermediate_size: int = Field(0, ge=0, description="total width of the always-on shared expert(s); 0: none")
+    shared_expert_gate: bool = Field(False, description="Qwen2-MoE: a sigmoid gate (h x 1 linear) scales the shared expert")
+    router_bias: bool = Field(False, description="the router linear has a bias")
+    score_correction_bias: bool = Field(False, description="DeepSeek-V3: a learned per-expert bias for routing (e_score_correction_bias)")
+    first_k_dense_replace: int = Field(0, ge=0, description="the first k layers keep a dense MLP (DeepSeek)")
+    decoder_sparse_step: int = Field(1, gt=0, description="layer i is MoE when (i + 1) % step == 0 (Qwen2-MoE)")
+    mlp_only_layers: tuple[int, ...] = Field((), description="layer indices that keep a dense MLP (Qwen2/3-MoE)")
+
+    @model_validator(mode="after")
+    def _top_k_fits(self):
+        if self.num_experts_per_tok > self.num_experts:
+            raise ValueError(f"num_experts_per_tok ({self.num_experts_per_tok}) exceeds num_experts ({self.num_experts})")
+        return self
+
+    def is_moe_layer(self, i: int) -> bool:
+        return i >= self.first_k_dense_replace and i not in self.mlp_only_layers and (i + 1) % self.decoder_sparse_step == 0
+
+
+class MLASpec(_Spec):
+    """Multi-head latent attention (DeepSeek-V2/V3)."""
+
+    q_lora_rank: int | None = Field(None, gt=0, description="query bottleneck rank; null: a full q projection")
+    kv_lora_rank: int = Field(gt=0, description="rank of the compressed K/V latent (what the cache stores)")
+    qk_nope_head_dim: int = Field(gt=0, description="per-head query/key dims without rotary")
+    qk_rope_head_dim: int = Field(gt=0, description="rotary dims, one shared key per token")
+    v_head_dim: int = Field(gt=0, description="per-head value dims")
+
+
+class TransformerSpec(_Spec):
+    """A transformer: decoder-only (GPT, Llama), encoder-only (BERT) or encoder-decoder (T5)."""
+
+    # provenance (presets carry these)
+    name: str | None = Field(None, description="model name, e.g. llama-3.1-8b")
+    family: str | None = Field(None, description="model family, e.g. llama")
+    source: str | None = Field(None, description="where the numbers come from (model card, paper, config)")
+    expected_params: int | None = Field(None, gt=0, description="the published or instantiated parameter count")
+
+    architecture: Literal["decoder", "encoder", "encoder-decoder"] = Field("decoder", description="stack layout")
+    vocab_size: int = Field(gt=0, description="rows of the token embedding")
+    hidden_size: int = Field(gt=0, description="model width h")
+    num_hidden_layers: int = Field(gt=0, description="layers (encoder layers for encoder-decoder)")
+    num_decoder_layers: int | None = Field(None, gt=0, description="encoder-decoder: decoder layers; default num_hidden_layers")
+    num_attention_heads: int = Field(gt=0, description="query heads n")
+    num_key_value_heads: int | None = Field(None, gt=0, description="K/V heads g (GQA; 1 = MQA); default num_attention_heads")
+    head_dim: int | None = Field(None, gt=0, description="per-head width; default hidden_size / num_attention_heads")
+    intermediate_size: int = Field(gt=0, description="feed-forward width f")
+    hidden_act: str = Field("silu", description="activation of the feed-forward block")
+    mlp: Literal["gated", "plain"] = Field("gated", description="gated: down(act(gate x) * up x) (SwiGLU/GeGLU); plain: down(act(up x))")
+    mlp_bias: bool = Field(False, description="feed-forward linears have biases")
+    qkv_bias: bool = Field(False, description="q, k and v projections have biases (Qwen2: these only)")
+    o_bias: bool = Field(False, description="the attention output projection has a bias")
+    qk_norm: bool = Field(False, description="RMSNorm over head_dim on queries and keys (Qwen3)")
+    norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="normalisation layer")
+    norm_bias: bool = Field(True, description="LayerNorm has a bias (ignored for RMSNorm)")
+    final_norm_affine: bool = Field(True, description="the final norm has weights (OPT-350m's has none)")
+    layout: Literal["pre", "post", "sandwich", "parallel", "parallel-shared"] = Field(
+        "pre", description="where norms sit: pre (Llama), post (BERT), sandwich (Gemma 2), parallel (NeoX), parallel-shared (GPT-J)")
+    final_norm: bool = Field(True, description="a norm after the last layer (post-norm models have none)")
+    embedding_norm: bool = Field(False, description="a norm right after the embeddings (BLOOM, BERT)")
+    position_embedding: Literal["rope", "alibi", "learned", "relative", "none"] = Field(
+        "rope", description="rope/alibi/relative carry no table; learned adds max_positions x h")
+    max_position_embeddings: int | None = Field(None, gt=0, description="positions of the learned table")
+    position_offset: int = Field(0, ge=0, description="extra position rows (OPT reserves 2)")
+    type_vocab_size: int = Field(0, ge=0, description="token-type rows (BERT's segment embeddings)")
+    relative_attention_num_buckets: int = Field(32, gt=0, description="T5's relative position buckets")
+    word_embed_proj_dim: int | None = Field(None, gt=0, description="OPT: width of the word vectors when projected")
+    tie_word_embeddings: bool = Field(False, description="the LM head reuses the token embedding")
+    head: Literal["lm", "mlm", "pooler", "classifier", "none"] = Field(
+        "lm", description="lm: logits per token; mlm: BERT's MLM head; pooler: BERT's pooler; classifier: a score layer")
+    num_labels: int = Field(2, gt=0, description="outputs of a classifier head")
+    sliding_window: int | None = Field(None, gt=0, description="attention window of sliding layers")
+    layer_types: tuple[Literal["full_attention", "sliding_attention"], ...] | None = Field(
+        None, description="per layer; default: every layer sliding when sliding_window is set")
+    attn_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2: tanh cap on attention scores")
+    final_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2: tanh cap on logits")
+    attention_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on attention probabilities")
+    hidden_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on sublayer outputs and embeddings")
+    moe: MoESpec | None = Field(None, description="mixture of experts")
+    mla: MLASpec | None = Field(None, description="multi-head latent attention")
+
+    @model_validator(mode="after")
+    def _shapes_divide(self):
+        n, g = self.num_attention_heads, self.kv_heads
+        if self.head_dim is None and self.mla is None and self.hidden_size % n:
+            raise ValueError(f"num_attention_heads ({n}) does not divide hidden_size ({self.hidden_size}); "
+                             "set head_dim or pick a head count that divides it")
+        if n % g:
+            raise ValueError(f"num_key_value_heads ({g}) does not divide num_attention_heads ({n})")
+        if self.position_embedding == "learned" and not self.max_position_embeddings:
+            raise ValueError("learned positions need max_position_embeddings")
+        if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
+        return self
+
+    @property
+    def kv_heads(self) -> int:
+        return self.num_key_value_heads or self.num_attention_heads
+
+    @property
+    def attention_head_dim(self) -> int:
+        return self.head_dim or self.hidden_size // self.num_attention_heads
+
+    def window(self, i: int) -> int | None:
+        """The sliding window of layer i, or None for full attention."""
+        if not self.sliding_window:
+            return None
+        if self.layer_types is None or self.layer_types[i] == "sliding_attention":
+            return self.sliding_window
+        return None
+
+
+class CountSpec(_Spec):
+    """A model known only by its parameter count (`7.5B`)."""
+
+    name: str
+    params: int = Field(gt=0)
+
+
+def validate(data: dict, where: str, locate=None) -> TransformerSpec:
+    """Build a spec from a mapping; pydantic's first error becomes one UserError
+    naming the field (and, through `locate(loc)`, its file line)."""
+    from pydantic import ValidationError
+
+    try:
+        return TransformerSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(x) for x in err["loc"]) or "spec"
+        fix = "remove it or check its spelling (`paramcalc schema` lists the fields)" \
+            if err["type"] == "extra_forbidden" else None
+        place = locate(err["loc"]) if locate else where
+        raise UserError(err["msg"].removeprefix("Value error, "), where=f"{place}: field {field!r}", fix=fix) from None

@@ -1,0 +1,65 @@
+"""TARGET resolution (CONTRACT.md): a config.json, a YAML spec, a preset name
+or a bare parameter count, in that order."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+
+from paramcalc.errors import UserError
+from paramcalc.spec import CountSpec, TransformerSpec
+
+PRESETS = Path(__file__).parent / "presets" / "models"
+
+
+def load_spec(target: str | Path, *, base: Path | None = None) -> TransformerSpec | CountSpec:
+    """Resolve a TARGET to a spec. `base` resolves relative paths (budget files)."""
+    text = str(target)
+    path = Path(text)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        from paramcalc.hf import from_config_file
+
+        return from_config_file(path)
+    if suffix in (".yaml", ".yml"):
+        return load_yaml_spec(path)
+    preset = preset_path(text)
+    if preset is not None:
+        return load_yaml_spec(preset)
+    from paramcalc.units import parse_number
+
+    try:
+        count = parse_number(text, what="parameter count")
+    except UserError:
+        raise _unknown_target(text) from None
+    if not isinstance(count, int) or count <= 0:
+        raise UserError(f"a parameter count must be a positive whole number, got {text!r}")
+    return CountSpec(name=text, params=count)
+
+
+def load_yaml_spec(path: Path) -> TransformerSpec:
+    from paramcalc.files import load_yaml, require_mapping, yaml_line
+    from paramcalc.spec import validate
+
+    data = require_mapping(load_yaml(path), str(path))
+    return validate(data, str(path), locate=lambda loc: yaml_line(path, loc))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path | None:
+    """One preset file by name (case-insensitive), without reading the others."""
+    if "/" in name or "\\" in name or not name:
+        return None
+    path = PRESETS / f"{name.lower()}.yaml"
+    return path if path.is_file() else None
+
+
+def _unknown_target(text: str) -> UserError:
+    close = difflib.get_close_matches(text.lower(), preset_names(), n=3, cutoff=0.5)
+    fix = f"did you mean {', '.join(close)}?" if close else "see `paramcalc presets` for the names"
+    return UserError(f"{text!r} is not a file, a preset or a parameter count", fix=fix)
