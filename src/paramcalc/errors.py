@@ -16,7 +16,7 @@ class UserError(Exception):
 
     def __str__(self) -> str:
         text = f"{self.where}: {self.message}" if self.where else self.message
-        return f"{text}. {self.fix}" if self.fix else text
+        return f"{text}; {self.fix}" if self.fix else text
 
     def at(self, where: str) -> "UserError":
         """The same error, placed (a file name in front of a field name)."""

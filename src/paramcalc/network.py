@@ -50,6 +50,20 @@ class Network:
     def layers(self) -> tuple[Stage, ...]:
         return tuple(s for s in self.stages if isinstance(s.block, TransformerLayer))
 
+    def module(self):
+        """The whole network as PyTorch modules (build it under `torch.device("meta")`
+        to count without memory): stage name -> list of `count` block modules,
+        the LM head tied to the token table where the spec ties them."""
+        from torch import nn
+
+        out = nn.ModuleDict()
+        for stage in self.stages:
+            out[stage.name.replace(".", "_")] = nn.ModuleList(stage.block.module() for _ in range(stage.count))
+        head = self.stages[-1].block
+        if isinstance(head, LMHead) and head.tied:
+            out["head"][0].tie(out["embedding"][0].tokens)
+        return out
+
 
 def build(spec: TransformerSpec) -> Network:
     """Lower a transformer spec to stages: embeddings, layer groups, final norm, head."""

@@ -1,0 +1,91 @@
+"""The `paramcalc` command. Each command parses its flags, makes one library
+call and renders the result: a rich table, or one JSON document with --json.
+
+Errors: the library raises UserError; `main` prints it on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from paramcalc.cli.options import (AttentionFlopsOpt, BatchOpt, JsonOpt, SeqLenOpt, TargetArg)
+from paramcalc.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Exact parameter counts, FLOPs, memory and GPU cost of neural networks.")
+_debug = False
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="show tracebacks for unexpected errors")) -> None:
+    global _debug
+    _debug = debug
+
+
+def emit(report, as_json: bool, render) -> None:
+    """One JSON document on stdout, or the rich rendering."""
+    if as_json:
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    else:
+        render(report)
+
+
+@app.command()
+def count(target: TargetArg, json: JsonOpt = False) -> None:
+    """Exact parameter count with a breakdown by component."""
+    from paramcalc.count import count_params
+
+    emit(count_params(target), json, _render("count"))
+
+
+@app.command()
+def flops(target: TargetArg, seq_len: SeqLenOpt = None, batch: BatchOpt = "1",
+          attention: AttentionFlopsOpt = "dense",
+          recompute: str = typer.Option("none", help="none | selective | full: extra forward counted as hardware FLOPs"),
+          json: JsonOpt = False) -> None:
+    """Matmul FLOPs of one forward and backward pass (2 FLOPs per multiply-add)."""
+    from paramcalc.flops import count_flops
+
+    emit(count_flops(target, seq_len=seq_len, batch=batch, attention=attention, recompute=recompute),
+         json, _render("flops"))
+
+
+@app.command()
+def presets(json: JsonOpt = False) -> None:
+    """The embedded model presets, with family, size and source."""
+    from paramcalc.catalog import list_presets
+
+    items = list_presets()
+    if json:
+        import json as _json
+
+        sys.stdout.write(_json.dumps({"schema_version": 1, "presets": items}, indent=2) + "\n")
+    else:
+        _render("presets")(items)
+
+
+def _render(name: str):
+    def call(report):
+        from paramcalc.cli import render
+
+        getattr(render, name)(report)
+
+    return call
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as e:
+        print(f"paramcalc: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (KeyboardInterrupt, BrokenPipeError):
+        sys.exit(130)
+    except Exception as e:  # an input we failed to anticipate: still no traceback unless --debug
+        if _debug:
+            raise
+        print(f"paramcalc: error: could not process this input ({type(e).__name__}: {e}); "
+              "rerun with --debug for details", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,75 @@
+"""Human output: rich tables. Only the CLI imports this module (and rich)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from paramcalc import units
+
+console = Console()
+
+
+def _notes(notes: list[str]) -> None:
+    for note in notes:
+        console.print(f"[dim]* {note}[/dim]")
+
+
+def _breakdown(title: str, rows, total: int, fmt, each_header: str = "each") -> Table:
+    table = Table(title=title, title_justify="left")
+    for col, justify in (("stage", "left"), ("component", "left"), (each_header, "right"), ("x", "right"),
+                         ("total", "right"), ("share", "right")):
+        table.add_column(col, justify=justify)
+    for row in rows:
+        table.add_row(row.stage, row.component, fmt(row.each), str(row.count), fmt(row.total),
+                      units.percent(row.total, total))
+    return table
+
+
+def _exact(n: int | None) -> str:
+    return "unknown" if n is None else f"{n:,}"
+
+
+def count(report) -> None:
+    p = report.params
+    if report.breakdown:
+        console.print(_breakdown(f"{report.model}: parameters", report.breakdown, p.total, _exact))
+    summary = Table(show_header=False, box=None)
+    summary.add_row("total", f"[bold]{p.total:,}[/bold]", units.human_count(p.total))
+    summary.add_row("embedding", _exact(p.embedding), units.human_count(p.embedding))
+    summary.add_row("non-embedding", _exact(p.non_embedding), units.human_count(p.non_embedding))
+    summary.add_row("active per token", _exact(p.active), units.human_count(p.active))
+    if p.expected is not None:
+        verdict = "[green]matches[/green]" if p.expected == p.total else f"[red]differs by {p.total - p.expected:,}[/red]"
+        summary.add_row("published", f"{p.expected:,}", verdict)
+    console.print(summary)
+    _notes(report.notes)
+
+
+def flops(report) -> None:
+    f = report.flops
+    if report.breakdown:
+        console.print(_breakdown(f"{report.model}: forward matmul FLOPs, batch {report.batch} x seq {report.seq_len}, "
+                                 f"{report.attention} attention", report.breakdown, f.forward, units.human_flops))
+    summary = Table(show_header=False, box=None)
+    for label, value in (("forward", f.forward), ("backward", f.backward), ("train step (model FLOPs)", f.train_step),
+                         ("recompute", f.recompute), ("hardware FLOPs (HFU)", f.hardware_step),
+                         ("forward per token", f.forward_per_token), ("train per token", f.train_per_token),
+                         ("non-matmul forward (estimate)", f.non_matmul_forward)):
+        summary.add_row(label, _exact(value), units.human_flops(value))
+    if f.train_step:
+        for label, value in (("rule of thumb 6N", f.six_n), ("PaLM 6N + 12LHQT", f.palm)):
+            if value is not None:
+                summary.add_row(label, _exact(value), f"{units.human_flops(value)} ({(value / f.train_step - 1) * 100:+.1f}%)")
+    console.print(summary)
+    _notes(report.notes)
+
+
+def presets(items: list[dict]) -> None:
+    table = Table(title="presets", title_justify="left")
+    for col in ("name", "family", "params", "source"):
+        table.add_column(col, justify="right" if col == "params" else "left", overflow="fold")
+    for item in items:
+        table.add_row(item["name"], item.get("family") or "", units.human_count(item.get("params")),
+                      item.get("source") or "")
+    console.print(table)
