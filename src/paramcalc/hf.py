@@ -26,8 +26,10 @@ class _Fields:
         self.cfg, self.defaults = cfg, defaults
 
     def __call__(self, *names: str) -> Any:
+        """The first of `names` the config sets (an explicit null counts, as it
+        does for transformers), else the family default of the first name."""
         for name in names:
-            if self.cfg.get(name) is not None:
+            if name in self.cfg:
                 return self.cfg[name]
         return self.defaults.get(names[0])
 
@@ -234,9 +236,9 @@ def opt(f: _Fields) -> dict:
     return {"vocab_size": f("vocab_size"), "hidden_size": f("hidden_size"), "num_hidden_layers": f("num_hidden_layers"),
             "num_attention_heads": f("num_attention_heads"), "intermediate_size": f("ffn_dim"),
             "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": bias, "qkv_bias": bias, "o_bias": bias,
-            "norm": "layernorm", "norm_bias": bias, "layout": "pre" if pre else "post",
+            "norm": "layernorm", "layout": "pre" if pre else "post",
             "final_norm": pre and not f("_remove_final_layer_norm"),
-            "final_norm_affine": bool(f("layer_norm_elementwise_affine")),
+            "norm_affine": bool(f("layer_norm_elementwise_affine")),
             "position_embedding": "learned", "max_position_embeddings": f("max_position_embeddings"),
             "position_offset": 2, "word_embed_proj_dim": f("word_embed_proj_dim"),
             "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attention_dropout"),
@@ -286,8 +288,9 @@ def t5(f: _Fields) -> dict:
             "intermediate_size": f("d_ff"), "hidden_act": act.removeprefix("gated-"), "mlp": "gated" if gated else "plain",
             "norm": "rmsnorm", "position_embedding": "relative",
             "relative_attention_num_buckets": f("relative_attention_num_buckets"),
-            "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("dropout_rate"),
-            "hidden_dropout": f("dropout_rate")}
+            # transformers 5 always ties T5's head to `shared` (T5Config forces
+            # tie_word_embeddings=True; a False only turns off the output rescaling).
+            "tie_word_embeddings": True, "attention_dropout": f("dropout_rate"), "hidden_dropout": f("dropout_rate")}
 
 
 DEEPSEEK_V3 = dict(LLAMA, vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
@@ -300,7 +303,9 @@ def deepseek_v3(f: _Fields) -> dict:
     moe = {"num_experts": f("n_routed_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
            "moe_intermediate_size": f("moe_intermediate_size"),
            "shared_expert_intermediate_size": f("moe_intermediate_size") * (f("n_shared_experts") or 0),
-           "score_correction_bias": True, "first_k_dense_replace": f("first_k_dense_replace")}
+           # e_score_correction_bias is a buffer in transformers (not in parameters());
+           # the deepseek-v3 preset counts it, as DeepSeek's 671.03B does.
+           "first_k_dense_replace": f("first_k_dense_replace")}
     mla = {"q_lora_rank": f("q_lora_rank"), "kv_lora_rank": f("kv_lora_rank"), "qk_nope_head_dim": f("qk_nope_head_dim"),
            "qk_rope_head_dim": f("qk_rope_head_dim"), "v_head_dim": f("v_head_dim")}
     return {**_llama_like(f), "head_dim": None, "qkv_bias": bool(f("attention_bias")), "moe": moe, "mla": mla}

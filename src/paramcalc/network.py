@@ -68,14 +68,13 @@ class Network:
 def build(spec: TransformerSpec) -> Network:
     """Lower a transformer spec to stages: embeddings, layer groups, final norm, head."""
     h, V = spec.hidden_size, spec.vocab_size
-    norm = Norm(h, spec.norm, spec.norm_bias)
+    norm = Norm(h, spec.norm, spec.norm_bias, affine=spec.norm_affine)
     positions = (spec.max_position_embeddings or 0) + spec.position_offset if spec.position_embedding == "learned" else 0
     project = spec.word_embed_proj_dim if spec.word_embed_proj_dim not in (None, h) else None
     stages = [Stage("embedding", Embeddings(
         vocab=V, dim=project or h, positions=positions, token_types=spec.type_vocab_size,
         norm=norm if spec.embedding_norm else None, project_to=h if project else None))]
 
-    final_norm = Norm(h, spec.norm, spec.norm_bias, affine=spec.final_norm_affine)
     if spec.architecture == "encoder-decoder":
         for stack, count, cross in (("encoder", spec.num_hidden_layers, False),
                                     ("decoder", spec.num_decoder_layers or spec.num_hidden_layers, True)):
@@ -83,7 +82,7 @@ def build(spec: TransformerSpec) -> Network:
             stages.append(Stage(f"{stack}/layers.0", first))
             if count > 1:
                 stages.append(Stage(f"{stack}/layers", rest, count - 1))
-            stages.append(Stage(f"{stack}/final_norm", final_norm))
+            stages.append(Stage(f"{stack}/final_norm", norm))
     else:
         causal = spec.architecture == "decoder"
         layers = [_layer(spec, i, causal=causal, relative=(i == 0)) for i in range(spec.num_hidden_layers)]
@@ -91,7 +90,7 @@ def build(spec: TransformerSpec) -> Network:
         for block, count in merged.items():
             stages.append(Stage(_layer_label(block, len(merged)), block, count))
         if spec.final_norm:
-            stages.append(Stage("final_norm", final_norm))
+            stages.append(Stage("final_norm", norm))
 
     stages.append(Stage("head", _head(spec, norm, project)))
     return Network(spec.name or "model", tuple(stages))
@@ -117,7 +116,8 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
         mlp = MoE(h, m.num_experts, m.num_experts_per_tok, expert, shared, m.shared_expert_gate, m.router_bias,
                   m.score_correction_bias)
     cross_attention = Attention(h, n, n, d, spec.qkv_bias, spec.o_bias, causal=False, cross=True) if cross else None
-    return TransformerLayer(attention, mlp, Norm(h, spec.norm, spec.norm_bias), spec.layout, cross_attention)
+    norm = Norm(h, spec.norm, spec.norm_bias, affine=spec.norm_affine)
+    return TransformerLayer(attention, mlp, norm, spec.layout, cross_attention)
 
 
 def _layer_label(layer: TransformerLayer, groups: int) -> str:

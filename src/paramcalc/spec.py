@@ -83,7 +83,7 @@ class TransformerSpec(_Spec):
     qk_norm: bool = Field(False, description="RMSNorm over head_dim on queries and keys (Qwen3)")
     norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="normalisation layer")
     norm_bias: bool = Field(True, description="LayerNorm has a bias (ignored for RMSNorm)")
-    final_norm_affine: bool = Field(True, description="the final norm has weights (OPT-350m's has none)")
+    norm_affine: bool = Field(True, description="norms have weights (OPT's layer_norm_elementwise_affine=false: none)")
     layout: Literal["pre", "post", "sandwich", "parallel", "parallel-shared"] = Field(
         "pre", description="where norms sit: pre (Llama), post (BERT), sandwich (Gemma 2), parallel (NeoX), parallel-shared (GPT-J)")
     final_norm: bool = Field(True, description="a norm after the last layer (post-norm models have none)")

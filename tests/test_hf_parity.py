@@ -1,0 +1,132 @@
+"""Every supported model_type against transformers itself: the analytic count
+equals sum(p.numel()) of the real model class, and the analytic forward and
+backward matmul FLOPs equal FlopCounterMode's count on its eager path, exactly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hf_reference import hf_flops, hf_params
+from paramcalc.blocks.base import Pass
+from paramcalc.hf import FAMILIES, from_config
+from paramcalc.network import build
+
+DATA = Path(__file__).parent / "data" / "hf-configs"
+EXPECTED = json.loads((DATA / "expected.json").read_text())
+
+SMALL = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4)
+MOE_SMALL = dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=40)
+
+# (model_type, architecture, overrides): the variants each family's fields allow.
+CASES = [
+    ("llama", "LlamaForCausalLM", {}),
+    ("llama", "LlamaForCausalLM", dict(num_key_value_heads=2, attention_bias=True, mlp_bias=True)),
+    ("llama", "LlamaForCausalLM", dict(num_key_value_heads=1, tie_word_embeddings=True)),
+    ("llama", "LlamaForCausalLM", dict(head_dim=32)),
+    ("llama", "LlamaModel", {}),
+    ("llama", "LlamaForSequenceClassification", dict(num_labels=3, pad_token_id=0)),
+    ("mistral", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=4)),
+    ("mixtral", "MixtralForCausalLM", dict(SMALL, num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=2)),
+    ("qwen2", "Qwen2ForCausalLM", dict(num_key_value_heads=2)),
+    ("qwen2", "Qwen2ForCausalLM", dict(num_key_value_heads=4, tie_word_embeddings=True, use_sliding_window=True, sliding_window=4,
+                                       max_window_layers=1)),
+    ("qwen2_moe", "Qwen2MoeForCausalLM", dict(MOE_SMALL, shared_expert_intermediate_size=48)),
+    ("qwen2_moe", "Qwen2MoeForCausalLM", dict(MOE_SMALL, shared_expert_intermediate_size=48, num_hidden_layers=4,
+                                              decoder_sparse_step=2, mlp_only_layers=[1])),
+    ("qwen3", "Qwen3ForCausalLM", dict(head_dim=32, num_key_value_heads=2)),
+    ("qwen3_moe", "Qwen3MoeForCausalLM", dict(MOE_SMALL, head_dim=16, num_key_value_heads=2, mlp_only_layers=[0])),
+    ("gemma", "GemmaForCausalLM", dict(head_dim=32, num_key_value_heads=1)),
+    ("gemma2", "Gemma2ForCausalLM", dict(head_dim=32, num_key_value_heads=2, sliding_window=4)),
+    ("phi3", "Phi3ForCausalLM", dict(num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    ("gpt2", "GPT2LMHeadModel", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=32)),
+    ("gpt2", "GPT2LMHeadModel", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=32, n_inner=80,
+                                     tie_word_embeddings=False)),
+    ("gpt2", "GPT2Model", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=32)),
+    ("gpt_neox", "GPTNeoXForCausalLM", dict(SMALL, rotary_pct=0.25)),
+    ("gpt_neox", "GPTNeoXForCausalLM", dict(SMALL, use_parallel_residual=False, attention_bias=False)),
+    ("falcon", "FalconForCausalLM", dict(SMALL)),
+    ("falcon", "FalconForCausalLM", dict(SMALL, multi_query=False, parallel_attn=False, bias=True)),
+    ("falcon", "FalconForCausalLM", dict(SMALL, new_decoder_architecture=True, num_kv_heads=2)),
+    ("falcon", "FalconForCausalLM", dict(SMALL, new_decoder_architecture=True, num_kv_heads=2,
+                                         num_ln_in_parallel_attn=1, ffn_hidden_size=80)),
+    ("falcon", "FalconForCausalLM", dict(SMALL, alibi=True, multi_query=False)),
+    ("opt", "OPTForCausalLM", dict(hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4,
+                                   vocab_size=101, max_position_embeddings=32)),
+    ("opt", "OPTForCausalLM", dict(hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4,
+                                   vocab_size=101, max_position_embeddings=32, word_embed_proj_dim=32,
+                                   do_layer_norm_before=False)),
+    ("opt", "OPTForCausalLM", dict(hidden_size=64, ffn_dim=96, num_hidden_layers=2, num_attention_heads=4,
+                                   vocab_size=101, max_position_embeddings=32, enable_bias=False,
+                                   layer_norm_elementwise_affine=False)),
+    ("bloom", "BloomForCausalLM", dict(hidden_size=64, n_layer=2, n_head=4, vocab_size=101)),
+    ("bert", "BertForMaskedLM", dict(SMALL, max_position_embeddings=32)),
+    ("bert", "BertModel", dict(SMALL, max_position_embeddings=32)),
+    ("bert", "BertForSequenceClassification", dict(SMALL, max_position_embeddings=32, num_labels=3)),
+    ("t5", "T5ForConditionalGeneration", dict(vocab_size=101, d_model=64, d_kv=8, d_ff=96, num_layers=2, num_heads=4)),
+    ("t5", "T5ForConditionalGeneration", dict(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2,
+                                              num_decoder_layers=3, num_heads=4, feed_forward_proj="gated-gelu",
+                                              tie_word_embeddings=False)),
+    ("t5", "T5EncoderModel", dict(vocab_size=101, d_model=64, d_kv=8, d_ff=96, num_layers=2, num_heads=4)),
+    ("deepseek_v3", "DeepseekV3ForCausalLM", dict(SMALL, moe_intermediate_size=40, n_routed_experts=4,
+                                                  num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                                                  q_lora_rank=16, kv_lora_rank=8, qk_rope_head_dim=4,
+                                                  qk_nope_head_dim=8, v_head_dim=8, n_group=1, topk_group=1,
+                                                  num_key_value_heads=4)),
+    ("deepseek_v3", "DeepseekV3ForCausalLM", dict(SMALL, moe_intermediate_size=40, n_routed_experts=4,
+                                                  num_experts_per_tok=2, n_shared_experts=2, first_k_dense_replace=0,
+                                                  q_lora_rank=None, kv_lora_rank=8, qk_rope_head_dim=4,
+                                                  qk_nope_head_dim=8, v_head_dim=12, n_group=1, topk_group=1,
+                                                  num_key_value_heads=4)),
+]
+
+
+def case_config(model_type: str, arch: str, overrides: dict) -> dict:
+    base = {} if model_type in ("gpt2", "opt", "bloom", "t5") else SMALL
+    return {"model_type": model_type, "architectures": [arch], **base, **overrides}
+
+
+def _id(case) -> str:
+    return f"{case[1]}-{'-'.join(f'{k}={v}' for k, v in case[2].items() if k not in SMALL and k not in MOE_SMALL)}"
+
+
+def test_every_supported_model_type_has_a_parity_case():
+    assert {c[0] for c in CASES} == set(FAMILIES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_count_equals_transformers_instantiation(case):
+    cfg = case_config(*case)
+    ours = sum(build(from_config(cfg)).params().values())
+    assert ours == hf_params(cfg)
+
+
+@pytest.mark.parametrize("case", CASES, ids=_id)
+def test_flops_equal_flop_counter_on_transformers_eager(case):
+    cfg = case_config(*case)
+    net = build(from_config(cfg))
+    seq, batch = 12, 2
+    forward, backward = hf_flops(cfg, seq, batch, device="cpu")
+    ours = sum(net.flops(Pass(batch, seq, "dense")).values())
+    assert ours == forward
+    assert 2 * ours == backward
+
+
+@pytest.mark.parametrize("name", [k for k in EXPECTED if not k.startswith("_")])
+def test_reference_configs_match_published_counts_and_flops(name):
+    exp = EXPECTED[name]
+    net = build(from_config(json.loads((DATA / f"{name}.json").read_text())))
+    assert sum(net.params().values()) == exp["total_params"]
+    if "forward_matmul_flops" in exp:
+        forward = sum(net.flops(Pass(exp["batch"], exp["seq_len"], "dense")).values())
+        assert forward == exp["forward_matmul_flops"]
+        assert 2 * forward == exp["backward_matmul_flops"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["llama-2-7b", "gpt2", "bert-base-uncased", "t5-base", "mixtral-8x7b"])
+def test_reference_configs_equal_transformers_at_full_size(name):
+    cfg = json.loads((DATA / f"{name}.json").read_text())
+    assert sum(build(from_config(cfg)).params().values()) == hf_params(cfg)
