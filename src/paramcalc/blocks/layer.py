@@ -76,30 +76,32 @@ def _module_class():
         def __init__(self, spec: TransformerLayer):
             super().__init__()
             self.spec = spec
-            self.attention = spec.attention.module()
-            if spec.cross_attention:
-                self.cross_attention = spec.cross_attention.module()
-            self.mlp = spec.mlp.module()
+            for name, part in spec.parts().items():
+                if not name.startswith("norm/"):
+                    self.add_module(name, part.module())  # attention, cross_attention, mlp or moe
             self.norm = nn.ModuleDict({name: spec.norm.module() for name in spec.norm_names})
+
+        def mlp_forward(self, x):
+            return getattr(self, self.spec.mlp.kind)(x)
 
         def forward(self, x, memory=None):
             n, layout = self.norm, self.spec.layout
             if layout == "parallel-shared":
                 y = n["input_layernorm"](x)
-                return x + self.attention(y) + self.mlp(y)
+                return x + self.attention(y) + self.mlp_forward(y)
             if layout == "parallel":
-                return x + self.attention(n["input_layernorm"](x)) + self.mlp(n["post_attention_layernorm"](x))
+                return x + self.attention(n["input_layernorm"](x)) + self.mlp_forward(n["post_attention_layernorm"](x))
             if layout == "post":
                 x = n["attention_layernorm"](x + self.attention(x))
                 if memory is not None:
                     x = n["cross_attention_layernorm"](x + self.cross_attention(x, memory))
-                return n["output_layernorm"](x + self.mlp(x))
+                return n["output_layernorm"](x + self.mlp_forward(x))
             if layout == "sandwich":
                 x = x + n["post_attention_layernorm"](self.attention(n["input_layernorm"](x)))
-                return x + n["post_feedforward_layernorm"](self.mlp(n["pre_feedforward_layernorm"](x)))
+                return x + n["post_feedforward_layernorm"](self.mlp_forward(n["pre_feedforward_layernorm"](x)))
             x = x + self.attention(n["input_layernorm"](x))
             if memory is not None:
                 x = x + self.cross_attention(n["cross_attention_layernorm"](x), memory)
-            return x + self.mlp(n["post_attention_layernorm"](x))
+            return x + self.mlp_forward(n["post_attention_layernorm"](x))
 
     return TransformerLayerModule

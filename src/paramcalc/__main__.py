@@ -1,0 +1,3 @@
+from paramcalc.cli.app import main
+
+main()

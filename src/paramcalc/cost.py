@@ -1,0 +1,110 @@
+"""GPU-hours, wall-clock, dollars and energy of one training run.
+
+The convention is PaLM's (Chowdhery et al. 2022, appendix B) and Megatron's
+(Narayanan et al. 2021): model FLOPs (forward + backward, dense attention,
+no recomputation) divided by the GPU's dense peak times the model FLOPs
+utilisation (MFU). The MFU absorbs communication, pipeline bubbles, stalls and
+restarts, so nothing is added on top of it (CONTRACT.md). Recomputation is
+hardware work: it is reported as hardware FLOPs (HFU) and never raises the
+GPU-hours of a given MFU.
+"""
+
+from __future__ import annotations
+
+from paramcalc.catalog import load_gpu, prices
+from paramcalc.count import count_params, resolve
+from paramcalc.errors import UserError
+from paramcalc.flops import RECOMPUTE, count_flops, make_pass
+from paramcalc.results import Cost, CostReport
+from paramcalc.spec import CountSpec
+from paramcalc.units import human_flops, parse_positive, parse_positive_int
+
+# Hoffmann et al. 2022 ("Chinchilla", table 3): compute-optimal training uses ~20 tokens per parameter.
+CHINCHILLA_TOKENS_PER_PARAM = 20
+
+
+def _mfu(value) -> float:
+    mfu = parse_positive(value, what="--mfu")
+    if mfu > 1:
+        raise UserError(f"MFU must be in (0, 1], got {value!r}", where="--mfu",
+                        fix="give a fraction of peak such as 0.4 (40%), not a percentage")
+    return float(mfu)
+
+
+def training_flops(spec, p, tokens: int, recompute: str = "none") -> tuple[int, int | None, list[str]]:
+    """(model FLOPs, hardware FLOPs or None, notes) of training on `tokens` tokens."""
+    if isinstance(spec, CountSpec):
+        # Kaplan et al. 2020, eq. 2.1: C = 6 N D (2N forward + 4N backward per token; errs low, no attention)
+        return 6 * spec.params * tokens, None, ["a bare count: training FLOPs = 6 x N x tokens "
+                                                "(Kaplan et al. 2020); attention and recomputation unknown"]
+    f = count_flops(spec, seq_len=p.seq, batch=p.batch, attention="dense", recompute=recompute).flops
+    # one step covers batch x seq tokens; scale its forward + backward to the token budget (floor: exact int)
+    model = f.train_step * tokens // p.tokens
+    hardware = f.hardware_step * tokens // p.tokens if recompute != "none" else None
+    notes = [f"model FLOPs: forward + backward at seq {p.seq}, dense attention (full s x s scores), "
+             "2 per multiply-add, x tokens / (batch x seq): the PaLM/Megatron MFU convention"]
+    return model, hardware, notes
+
+
+def implied_mfu(flops: int, gpu_hours: float, peak_flops: int) -> float:
+    """The MFU a published run implies: its model FLOPs over what its GPU-hours could do at peak."""
+    return flops / (gpu_hours * 3600 * peak_flops)  # PaLM appendix B: MFU = achieved / peak throughput
+
+
+def estimate_cost(target, *, tokens, gpu, gpus=1, mfu=0.4, seq_len=None, batch=1, dtype: str = "bf16",
+                  usd_per_hour=None, recompute: str = "none") -> CostReport:
+    """GPU-hours, wall-clock hours, dollars and energy of training TARGET on `tokens` tokens.
+
+    >>> round(estimate_cost("7.5B", tokens="1e12", gpu="h100-sxm", mfu=0.5).cost.gpu_hours)
+    25268
+    """
+    if recompute not in RECOMPUTE:
+        raise UserError(f"unknown recomputation {recompute!r}", where="--recompute", fix="use none, selective or full")
+    spec = resolve(target)
+    n_tokens = parse_positive_int(tokens, what="--tokens")
+    n_gpus = parse_positive_int(gpus, what="--gpus")
+    util = _mfu(mfu)
+    p = make_pass(spec, seq_len, batch)
+    card = load_gpu(gpu)
+    try:
+        peak = card.peak(dtype)
+    except UserError as e:
+        raise e.at("--dtype") from None
+
+    flops, hardware, notes = training_flops(spec, p, n_tokens, recompute)
+    gpu_hours = flops / (peak * util) / 3600  # CONTRACT.md: FLOPs / (dense peak x MFU), in hours
+    wall = gpu_hours / n_gpus  # perfect data parallelism: the MFU already holds its losses
+    notes.append(f"peak: {card.name} dense {dtype}, {human_flops(peak)}/s per GPU (no 2:4 sparsity)")
+    notes.append(f"MFU {util:.2f}: model FLOPs / (GPUs x peak x time); it absorbs communication, bubbles and "
+                 "restarts, so nothing is added on top")
+    if hardware is not None:
+        # Korthikanti et al. 2022: HFU counts recomputed forwards too, so HFU = MFU x hardware / model FLOPs
+        notes.append(f"{recompute} recomputation: hardware FLOPs {hardware:,} ({human_flops(hardware)}), "
+                     f"HFU {util * hardware / flops:.2f} at this MFU; GPU-hours stay model FLOPs / (peak x MFU)")
+
+    as_of, table = prices()
+    if usd_per_hour is not None:
+        price = float(parse_positive(usd_per_hour, what="--usd-per-hour"))
+        notes.append(f"price: ${price:,.2f} per GPU-hour, as given")
+    elif card.name in table:
+        price = table[card.name]
+        notes.append(f"price: ${price:,.2f} per GPU-hour, indicative on-demand list price as of {as_of} "
+                     "(override with --usd-per-hour)")
+    else:
+        price = None
+        notes.append(f"price: none known for {card.name}; pass --usd-per-hour")
+    usd = gpu_hours * price if price is not None else None
+
+    # GPU board power only: no host, network or cooling (PUE) on top, so it errs low
+    energy = gpu_hours * card.tdp_watts / 1000 if card.tdp_watts else None
+    if energy is not None:
+        notes.append(f"energy: GPU-hours x {card.tdp_watts} W TDP (GPUs only, no host or cooling)")
+
+    params = spec.params if isinstance(spec, CountSpec) else count_params(spec).params.total
+    notes.append(f"Chinchilla-optimal: {CHINCHILLA_TOKENS_PER_PARAM} tokens per (total) parameter "
+                 "(Hoffmann et al. 2022)")
+    return CostReport(
+        model=spec.name or "model", gpu=card.name, gpus=n_gpus, tokens=n_tokens, seq_len=p.seq, dtype=dtype,
+        notes=notes, chinchilla_tokens=CHINCHILLA_TOKENS_PER_PARAM * params,
+        cost=Cost(training_flops=flops, gpu_hours=gpu_hours, wall_clock_hours=wall, usd=usd, usd_per_gpu_hour=price,
+                  energy_kwh=energy, peak_flops_per_gpu=peak, mfu=util))

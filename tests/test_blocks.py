@@ -1,0 +1,121 @@
+"""Block by block, formula and module agree: every block's `params()` equals
+its PyTorch module's named parameters key by key, and its `flops()` equals
+FlopCounterMode's count of one forward through that module, exactly."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from paramcalc.blocks.attention import Attention
+from paramcalc.blocks.base import Pass
+from paramcalc.blocks.embed import Embeddings, LMHead, Pooler
+from paramcalc.blocks.layer import LAYOUTS, TransformerLayer
+from paramcalc.blocks.linear import Embedding, Linear
+from paramcalc.blocks.mla import LatentAttention
+from paramcalc.blocks.mlp import MLP
+from paramcalc.blocks.moe import MoE
+from paramcalc.blocks.norm import Norm
+
+H = 48
+ATTENTIONS = [
+    Attention(H, 4, 4, 12),  # MHA
+    Attention(H, 4, 2, 12, qkv_bias=True),  # GQA, Qwen2's q/k/v-only bias
+    Attention(H, 6, 1, 16, qkv_bias=True, o_bias=True),  # MQA, head_dim != h/n
+    Attention(H, 4, 2, 20, qk_norm=True, window=3),  # Qwen3 q/k norms; a sliding window
+    Attention(H, 4, 4, 12, causal=False, relative_buckets=32),  # T5's first encoder layer
+]
+MLAS = [LatentAttention(H, 4, 16, 8, 8, 4, 6), LatentAttention(H, 3, None, 8, 8, 4, 10, bias=True)]
+MLPS = [MLP(H, 40), MLP(H, 40, gated=False, bias=True, act="gelu"), MLP(H, 40, bias=True, act="gelu")]
+MOES = [
+    MoE(H, 4, 2, MLP(H, 24)),  # Mixtral-style
+    MoE(H, 6, 3, MLP(H, 16), shared=MLP(H, 32), shared_gate=True),  # Qwen2-MoE
+    MoE(H, 5, 2, MLP(H, 16), shared=MLP(H, 32), score_correction_bias=True, router_bias=True),  # DeepSeek-V3
+]
+NORMS = [Norm(H), Norm(H, "layernorm"), Norm(H, "layernorm", bias=False), Norm(H, "layernorm", affine=False)]
+LAYERS = [TransformerLayer(a, m, Norm(H, "layernorm"), layout) for layout in LAYOUTS
+          for a, m in ((ATTENTIONS[1], MLPS[0]), (MLAS[0], MOES[2]))]
+CROSS = TransformerLayer(Attention(H, 4, 4, 12, causal=True), MLPS[1], Norm(H), "pre",
+                         cross_attention=Attention(H, 4, 4, 12, causal=False, cross=True))
+
+
+def module_params(module) -> dict[str, int]:
+    """named_parameters() keyed like params(): '/' separators, repeated experts summed."""
+    out: dict[str, int] = {}
+    for name, p in module.named_parameters():
+        key = "/".join(part for part in name.split(".") if not part.isdigit())
+        out[key] = out.get(key, 0) + p.numel()
+    return out
+
+
+def counted_flops(module, *inputs) -> int:
+    with FlopCounterMode(display=False) as counter:
+        module(*inputs)
+    return counter.get_total_flops()
+
+
+ALL = [Linear(H, 20), Linear(H, 20, bias=True), Embedding(11, H), *NORMS, *ATTENTIONS, *MLAS, *MLPS, *MOES, *LAYERS,
+       CROSS, Embeddings(101, H, positions=34, token_types=2, norm=Norm(H, "layernorm")),
+       Embeddings(101, 24, positions=34, project_to=H), LMHead(H, 101), LMHead(H, 101, project_to=24),
+       LMHead(H, 101, bias=True, transform_norm=Norm(H, "layernorm")), Pooler(H), Pooler(H, 3)]
+
+
+@pytest.mark.parametrize("block", ALL, ids=lambda b: re.sub(r"\s+", "", repr(b))[:90])
+def test_params_equal_the_modules_named_parameters(block):
+    assert module_params(block.module()) == {k: v for k, v in block.params().items()}
+
+
+def test_a_tied_head_owns_no_parameters_and_the_network_counts_the_table_once():
+    assert LMHead(H, 101, tied=True).params() == {}
+    assert LMHead(H, 101, tied=True, bias=True, transform_norm=Norm(H)).params() == \
+        {"transform/weight": H * H, "transform/bias": H, "transform_norm/weight": H, "decoder/bias": 101}
+
+
+@pytest.mark.parametrize("block", [*ATTENTIONS[:3], *MLAS, *MLPS, *MOES, *LAYERS], ids=repr)
+def test_forward_flops_equal_flop_counter_on_the_reference_module(block):
+    torch.manual_seed(0)
+    b, s = 2, 7
+    x = torch.randn(b, s, H)
+    assert counted_flops(block.module(), x) == sum(block.flops(Pass(b, s, "dense")).values())
+
+
+def test_cross_attention_projects_keys_and_values_from_the_encoder_length():
+    b, s = 2, 5
+    memory = torch.randn(b, s, H)
+    layer = CROSS.module()
+    assert counted_flops(layer, torch.randn(b, s, H), memory) == sum(CROSS.flops(Pass(b, s, "dense")).values())
+
+
+def test_lm_head_and_embedding_flops():
+    b, s = 2, 5
+    head = LMHead(H, 101, project_to=24)
+    assert counted_flops(head.module(), torch.randn(b, s, H)) == sum(head.flops(Pass(b, s)).values())
+    emb = Embeddings(101, 24, positions=34, project_to=H)
+    assert counted_flops(emb.module(), torch.randint(0, 101, (b, s))) == sum(emb.flops(Pass(b, s)).values())
+
+
+def test_moe_active_params_count_top_k_experts_plus_everything_shared():
+    moe = MOES[1]
+    expert = sum(moe.expert.params().values())
+    assert sum(moe.params().values()) - sum(moe.active_params().values()) == (moe.experts - moe.top_k) * expert
+
+
+@pytest.mark.parametrize("seq,window,expected", [
+    (4, None, 10),  # 4*5/2 unmasked pairs
+    (6, 2, 1 + 2 * 5),  # the first query sees 1 key, the rest 2
+    (5, 8, 15),  # a window longer than the sequence changes nothing
+])
+def test_causal_pairs_count_the_unmasked_part_capped_by_the_window(seq, window, expected):
+    assert Pass(1, seq, "causal").attended_pairs(window) == expected
+    brute = sum(min(i + 1, window or seq) for i in range(seq))
+    assert brute == expected
+    assert Pass(1, seq, "dense").attended_pairs(window) == seq * seq
+
+
+def test_decode_pairs_attend_over_the_cache():
+    assert Pass(1, 1, "causal", context=100).attended_pairs() == 100
+    assert Pass(1, 1, "causal", context=100).attended_pairs(window=10) == 10
+    assert Pass(1, 3, "causal", context=10).attended_pairs() == 8 + 9 + 10
