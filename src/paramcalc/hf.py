@@ -148,7 +148,8 @@ GEMMA = dict(LLAMA, vocab_size=256000, hidden_size=3072, intermediate_size=24576
 
 def gemma(f: _Fields) -> dict:
     bias = bool(f("attention_bias"))
-    return {**_llama_like(f), "hidden_act": f("hidden_activation", "hidden_act"), "qkv_bias": bias, "o_bias": bias}
+    return {**_llama_like(f), "hidden_act": f("hidden_activation", "hidden_act"), "qkv_bias": bias, "o_bias": bias,
+            "norm_unit_offset": True}
 
 
 GEMMA2 = dict(GEMMA, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
@@ -183,20 +184,30 @@ def gpt2(f: _Fields) -> dict:
             "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "qkv_bias": True, "o_bias": True,
             "norm": "layernorm", "position_embedding": "learned", "max_position_embeddings": f("n_positions"),
             "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attn_pdrop"),
-            "hidden_dropout": f("resid_pdrop")}
+            "hidden_dropout": f("resid_pdrop"), "embedding_dropout": f("embd_pdrop"), "softmax_fp32": False}
+
+
+def _rotary_pct(f: _Fields) -> float:
+    """GPT-NeoX: rotary_pct, or rope_parameters' partial_rotary_factor in newer configs."""
+    rope = f("rope_parameters") or {}
+    if isinstance(rope, dict) and rope.get("partial_rotary_factor"):
+        return rope["partial_rotary_factor"]
+    return f("rotary_pct") or 1.0
 
 
 GPT_NEOX = dict(vocab_size=50432, hidden_size=6144, num_hidden_layers=44, num_attention_heads=64,
                 intermediate_size=24576, hidden_act="gelu", max_position_embeddings=2048, use_parallel_residual=True,
-                attention_bias=True, tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0)
+                attention_bias=True, tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0,
+                rotary_pct=0.25)
 
 
 def gpt_neox(f: _Fields) -> dict:
     bias = bool(f("attention_bias"))
     return {**_llama_like(f), "num_key_value_heads": None, "head_dim": None, "mlp": "plain", "mlp_bias": True,
             "qkv_bias": bias, "o_bias": bias, "norm": "layernorm",
-            "layout": "parallel" if f("use_parallel_residual") else "pre",
-            "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout")}
+            "layout": "parallel" if f("use_parallel_residual") else "pre", "rotary_pct": _rotary_pct(f),
+            "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout"),
+            "embedding_dropout": f("hidden_dropout")}
 
 
 FALCON = dict(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71,
@@ -222,7 +233,7 @@ def falcon(f: _Fields) -> dict:
             "mlp": "plain", "mlp_bias": bias, "qkv_bias": bias, "o_bias": bias, "norm": "layernorm",
             "layout": layout, "position_embedding": "alibi" if f("alibi") else "rope",
             "max_position_embeddings": f("max_position_embeddings"), "tie_word_embeddings": f("tie_word_embeddings"),
-            "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout")}
+            "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout"), "softmax_fp32": False}
 
 
 OPT = dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, max_position_embeddings=2048,
@@ -272,7 +283,8 @@ def bert(f: _Fields) -> dict:
             "final_norm": False, "embedding_norm": True, "position_embedding": "learned",
             "max_position_embeddings": f("max_position_embeddings"), "type_vocab_size": f("type_vocab_size"),
             "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attention_probs_dropout_prob"),
-            "hidden_dropout": f("hidden_dropout_prob")}
+            "hidden_dropout": f("hidden_dropout_prob"), "embedding_dropout": f("hidden_dropout_prob"),
+            "softmax_fp32": False}
 
 
 T5 = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
@@ -290,7 +302,8 @@ def t5(f: _Fields) -> dict:
             "relative_attention_num_buckets": f("relative_attention_num_buckets"),
             # transformers 5 always ties T5's head to `shared` (T5Config forces
             # tie_word_embeddings=True; a False only turns off the output rescaling).
-            "tie_word_embeddings": True, "attention_dropout": f("dropout_rate"), "hidden_dropout": f("dropout_rate")}
+            "tie_word_embeddings": True, "attention_dropout": f("dropout_rate"), "hidden_dropout": f("dropout_rate"),
+            "embedding_dropout": f("dropout_rate"), "mlp_inner_dropout": True, "softmax_fp32": False}
 
 
 DEEPSEEK_V3 = dict(LLAMA, vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,

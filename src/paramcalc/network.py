@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from paramcalc.blocks.attention import Attention
-from paramcalc.blocks.base import Block, Breakdown, Pass, merge, scale
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge, scale
 from paramcalc.blocks.embed import Embeddings, LMHead, Pooler
 from paramcalc.blocks.layer import TransformerLayer
 from paramcalc.blocks.linear import Linear
@@ -30,6 +30,8 @@ class Stage:
 class Network:
     name: str
     stages: tuple[Stage, ...]
+    rotary_dim: int = 0  # rotary cos and sin tables, computed once and read by every layer
+    cross_memory: bool = False  # encoder-decoder: the encoder output feeds every cross-attention
 
     def _sum(self, figure) -> Breakdown:
         return merge(*((s.name, scale(figure(s.block), s.count)) for s in self.stages))
@@ -42,6 +44,16 @@ class Network:
 
     def flops(self, p: Pass) -> Breakdown:
         return self._sum(lambda b: b.flops(p))
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """Bytes autograd keeps for backward in a training forward with the loss."""
+        out = self._sum(lambda b: b.saved(p, a))
+        if self.rotary_dim:
+            out["rotary"] = 2 * a.x * p.seq * self.rotary_dim  # cos and sin, (1, s, rotary dims) each
+        if self.cross_memory:
+            out["encoder_output"] = a.x * p.tokens * self.stages[0].block.dim  # the k/v input of every cross-attention
+            out["decoder_ids"] = 8 * p.tokens  # the shifted labels the decoder embeds
+        return out
 
     def embedding_params(self) -> int:
         return sum(s.block.table_params() * s.count for s in self.stages if isinstance(s.block, Embeddings))
@@ -68,7 +80,7 @@ class Network:
 def build(spec: TransformerSpec) -> Network:
     """Lower a transformer spec to stages: embeddings, layer groups, final norm, head."""
     h, V = spec.hidden_size, spec.vocab_size
-    norm = Norm(h, spec.norm, spec.norm_bias, affine=spec.norm_affine)
+    norm = _norm(spec)
     positions = (spec.max_position_embeddings or 0) + spec.position_offset if spec.position_embedding == "learned" else 0
     project = spec.word_embed_proj_dim if spec.word_embed_proj_dim not in (None, h) else None
     stages = [Stage("embedding", Embeddings(
@@ -93,7 +105,12 @@ def build(spec: TransformerSpec) -> Network:
             stages.append(Stage("final_norm", norm))
 
     stages.append(Stage("head", _head(spec, norm, project)))
-    return Network(spec.name or "model", tuple(stages))
+    rotary = 0
+    if spec.position_embedding == "rope":
+        d = spec.mla.qk_rope_head_dim if spec.mla else spec.attention_head_dim
+        rotary = 2 * int(d * spec.rotary_pct // 2)
+    return Network(spec.name or "model", tuple(stages), rotary_dim=rotary,
+                   cross_memory=spec.architecture == "encoder-decoder")
 
 
 def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, relative: bool = False) -> TransformerLayer:
@@ -105,8 +122,9 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
                                     m.v_head_dim, bias=spec.qkv_bias)
     else:
         attention = Attention(h, n, g, d, spec.qkv_bias, spec.o_bias, spec.qk_norm, causal=causal,
-                              window=spec.window(i), relative_buckets=buckets)
-    dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act)
+                              window=spec.window(i), relative_buckets=buckets,
+                              softcap=spec.attn_logit_softcapping is not None)
+    dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act, spec.mlp_inner_dropout)
     mlp: MLP | MoE = dense
     if spec.moe and spec.moe.is_moe_layer(i):
         m = spec.moe
@@ -116,8 +134,11 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
         mlp = MoE(h, m.num_experts, m.num_experts_per_tok, expert, shared, m.shared_expert_gate, m.router_bias,
                   m.score_correction_bias)
     cross_attention = Attention(h, n, n, d, spec.qkv_bias, spec.o_bias, causal=False, cross=True) if cross else None
-    norm = Norm(h, spec.norm, spec.norm_bias, affine=spec.norm_affine)
-    return TransformerLayer(attention, mlp, norm, spec.layout, cross_attention)
+    return TransformerLayer(attention, mlp, _norm(spec), spec.layout, cross_attention)
+
+
+def _norm(spec: TransformerSpec) -> Norm:
+    return Norm(spec.hidden_size, spec.norm, spec.norm_bias, affine=spec.norm_affine, unit_offset=spec.norm_unit_offset)
 
 
 def _layer_label(layer: TransformerLayer, groups: int) -> str:
@@ -134,9 +155,10 @@ def _layer_label(layer: TransformerLayer, groups: int) -> str:
 def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
     h, V = spec.hidden_size, spec.vocab_size
     if spec.head == "lm":
-        return LMHead(h, V, tied=spec.tie_word_embeddings, project_to=project)
+        return LMHead(h, V, tied=spec.tie_word_embeddings, project_to=project,
+                      loss_fp32=spec.architecture == "decoder", softcap=spec.final_logit_softcapping is not None)
     if spec.head == "mlm":  # BERT: transform + LayerNorm, decoder tied to the word table, vocab bias
-        return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=norm)
+        return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=norm, loss_fp32=False)
     if spec.head == "pooler":
         return Pooler(h)
     if spec.head == "classifier":

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
 from paramcalc.blocks.linear import Embedding, Linear
 from paramcalc.blocks.norm import Norm
 
@@ -28,6 +28,7 @@ class Attention(Block):
     cross: bool = False  # keys and values come from the encoder's output
     window: int | None = None  # sliding-window layers (Mistral, Gemma 2's local layers)
     relative_buckets: int = 0  # T5: a (buckets x heads) bias table in each stack's first layer
+    softcap: bool = False  # Gemma 2: tanh soft-capping of the scores
     kind = "attention"
 
     def parts(self) -> dict[str, Block]:
@@ -64,6 +65,45 @@ class Attention(Block):
             "values": score,
             "o_proj": parts["o_proj"].matmul_flops(p.tokens),
         }
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """Bytes autograd keeps, as transformers' eager attention computes:
+        the projection input (one storage for q, k and v; cross-attention's k/v
+        input is the encoder output, counted once for the whole network), q, K
+        and V as the score and value matmuls see them (K/V repeated to n heads
+        by repeat_kv's copy, except MQA at batch 1 where broadcasting keeps one
+        head), the softmax output (fp32 when the eager softmax upcasts) and the
+        probabilities in the model dtype, dropout noise, the o_proj input.
+        Flash kernels keep q, k, v, the output and an fp32 logsumexp instead
+        of anything s x s (Dao et al. 2022)."""
+        x, b, s, k = a.x, p.batch, p.seq, p.keys
+        n, g, d = self.heads, self.kv_heads, self.head_dim
+        T = p.tokens
+        out = {"input": x * T * self.hidden}
+        if self.qk_norm:
+            norm = Norm(d)
+            out["q_norm"] = norm.saved_rows(T * n, a)
+            out["k_norm"] = norm.saved_rows(b * k * g, a)
+        if not a.eager:
+            out["qkv"] = x * (T * n * d + 2 * b * k * g * d)
+            out["output"] = x * T * n * d
+            out["logsumexp"] = 4 * b * n * s
+        else:
+            kv_heads = g if (g == 1 and b == 1 and n > 1) else n
+            out["q"] = x * T * n * d
+            out["kv"] = 2 * x * b * k * kv_heads * d
+            pairs = b * n * s * k  # eager computes (and masks) the full rectangle
+            if self.relative_buckets:
+                out["position_buckets"] = 8 * s * k  # int64 bucket ids of the relative bias lookup
+            if self.softcap:
+                out["softcap"] = x * pairs  # tanh result
+            out["softmax"] = (4 if a.softmax_fp32 else x) * pairs
+            if a.softmax_fp32:
+                out["probs"] = x * pairs  # the model-dtype copy the value matmul reads
+            if a.attention_dropout:
+                out["dropout"] = a.mask_bytes * pairs + (0 if a.softmax_fp32 else x * pairs)
+        out["o_proj_input"] = x * T * n * d
+        return out
 
     def module(self):
         return _module_class()(self)

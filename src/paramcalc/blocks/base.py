@@ -112,16 +112,28 @@ class Block:
 
 @dataclass(frozen=True)
 class Activations:
-    """How a training forward runs, for the bytes saved for backward.
+    """How a training forward runs, for the bytes autograd saves for backward.
 
-    `dtype_bytes` is the activation dtype; `upcast_norm` says the norm computes
-    in fp32 (Hugging Face's RMSNorm and T5LayerNorm do); `eager` keeps the s x s
-    attention probabilities (flash recomputes them); `dropout` gates masks.
+    The reference (CONTRACT.md) is transformers' eager implementation: what
+    `saved_tensors_hooks` sees, each storage once, weights excluded. Blocks count
+    their own input when their first op saves it, so a tensor shared by two
+    consumers (q/k/v reading one normed input) is counted once.
     """
 
-    dtype_bytes: int = 2
-    eager: bool = True
-    dropout: bool = True
-    recompute: str = "none"  # none | selective | full
-    tp: int = 1
-    sequence_parallel: bool = False
+    dtype_bytes: int = 2  # activations (bf16)
+    attention: str = "eager"  # eager keeps the s x s probabilities; flash keeps q, k, v, out and the logsumexp
+    attention_dropout: bool = False
+    hidden_dropout: bool = False
+    embedding_dropout: bool = False
+    # Dropout on the meta/CPU reference path saves its scaled noise tensor in the
+    # activation dtype; CUDA's fused kernel keeps a 1-byte mask instead.
+    mask_bytes: int = 2
+    softmax_fp32: bool = True  # eager softmax upcasts scores (Llama, OPT, BLOOM) or not (GPT-2, BERT, T5, Falcon)
+
+    @property
+    def x(self) -> int:
+        return self.dtype_bytes
+
+    @property
+    def eager(self) -> bool:
+        return self.attention == "eager"

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
 from paramcalc.blocks.linear import Embedding, Linear
 from paramcalc.blocks.norm import Norm
 
@@ -50,6 +50,21 @@ class Embeddings(Block):
     def flops(self, p: Pass) -> Breakdown:
         return {"project_in": self.parts()["project_in"].matmul_flops(p.tokens)} if self.project_to else {}
 
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """int64 token ids (and position / token-type ids) for the lookups'
+        backward, the embedding norm, the projection input, dropout noise."""
+        T, width = p.tokens, self.project_to or self.dim
+        out = {"ids": 8 * T * (1 + bool(self.positions))}
+        if self.token_types:
+            out["ids"] += 8 * p.seq
+        if self.project_to:
+            out["project_in"] = a.x * T * self.dim
+        if self.norm:
+            out["norm"] = self.norm.saved_rows(T, a)
+        if a.embedding_dropout:
+            out["dropout"] = a.mask_bytes * T * width
+        return out
+
     def module(self):
         return _embeddings_class()(self)
 
@@ -67,6 +82,8 @@ class LMHead(Block):
     bias: bool = False
     transform_norm: Norm | None = None  # BERT: dense + act + LayerNorm before the decoder
     project_to: int | None = None  # OPT: project_out hidden -> word_embed_proj_dim first
+    loss_fp32: bool = True  # causal-LM losses upcast logits to fp32 (transformers' ForCausalLMLoss)
+    softcap: bool = False  # Gemma 2: tanh soft-capping of the final logits
     kind = "head"
 
     @property
@@ -92,6 +109,23 @@ class LMHead(Block):
     def flops(self, p: Pass) -> Breakdown:
         return {name: part.matmul_flops(p.tokens) for name, part in self.parts().items() if isinstance(part, Linear)}
 
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """The head's input and, with labels, the loss: cross-entropy keeps its
+        log-softmax output over V per token (fp32 when the logits are upcast, as
+        causal-LM losses do), the int64 targets and a scalar; soft-capping keeps
+        its tanh output. BERT's transform keeps its dense, GELU and norm inputs."""
+        x, T, h, V = a.x, p.tokens, self.hidden, self.vocab
+        out = {"input": x * T * h}
+        if self.project_to:
+            out["project_out"] = x * T * self.project_to
+        if self.transform_norm:
+            # GELU input, the norm, the decoder's input (the dense input is `input`)
+            out["transform"] = x * T * h + self.transform_norm.saved_rows(T, a) + x * T * h
+        if self.softcap:
+            out["softcap"] = x * T * V
+        out["loss"] = (4 if self.loss_fp32 else x) * T * V + (8 * T if self.loss_fp32 else 0) + 4
+        return out
+
     def module(self):
         return _head_class()(self)
 
@@ -116,6 +150,9 @@ class Pooler(Block):
 
     def flops(self, p: Pass) -> Breakdown:
         return {name: part.matmul_flops(p.batch) for name, part in self.parts().items()}
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        return {"pooled": 2 * a.x * p.batch * self.hidden}  # dense input and tanh output
 
     def module(self):
         from torch import nn

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from paramcalc.blocks.attention import Attention
-from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.mlp import MLP
 from paramcalc.blocks.moe import MoE
@@ -63,6 +63,22 @@ class TransformerLayer(Block):
 
     def flops(self, p: Pass) -> Breakdown:
         return merge(*((name, part.flops(p)) for name, part in self.parts().items()))
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """The sublayers' saved bytes, each shared tensor once: in the parallel
+        layouts both branches read the same residual (NeoX's second LayerNorm
+        only adds its statistics) or the same normed input (GPT-J, Falcon-7B);
+        with dropout on, each sublayer's output keeps a noise tensor."""
+        T = p.tokens
+        out = merge(*((name, part.saved(p, a)) for name, part in self.parts().items()))
+        if self.layout == "parallel" and self.norm.kind_ == "layernorm":
+            out["norm/post_attention_layernorm"] = 8 * T  # the residual input is ln_attn's, saved already
+        if self.layout == "parallel-shared":
+            out[f"{self.mlp.kind}/input"] = 0  # the MLP reads the attention's normed input
+        if a.hidden_dropout:
+            branches = 1 if self.layout == "parallel-shared" else (3 if self.cross_attention else 2)
+            out["dropout"] = branches * a.mask_bytes * T * self.attention.hidden
+        return out
 
     def module(self):
         return _module_class()(self)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
 from paramcalc.blocks.linear import Linear
 from paramcalc.blocks.norm import Norm
 
@@ -57,6 +57,27 @@ class LatentAttention(Block):
         pairs = p.attended_pairs()
         out["scores"] = 2 * p.batch * self.heads * pairs * self.qk_head_dim
         out["values"] = 2 * p.batch * self.heads * pairs * self.v_head_dim
+        return out
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """As transformers' eager DeepSeek-V3 attention keeps them: the shared
+        input, the query latent and its norm, the K/V latent and its norm, the
+        assembled q, k, v, the fp32 softmax and model-dtype probabilities."""
+        x, b, s, T = a.x, p.batch, p.seq, p.tokens
+        n, r, dq, dv = self.heads, self.kv_lora_rank, self.qk_head_dim, self.v_head_dim
+        out = {"input": x * T * self.hidden}
+        if self.q_lora_rank:
+            out["q_latent"] = Norm(self.q_lora_rank).saved_rows(T, a) + x * T * self.q_lora_rank
+        out["kv_latent"] = Norm(r).saved_rows(T, a) + x * T * r
+        if a.eager:
+            out["qkv"] = x * b * n * s * (2 * dq + dv)
+            out["softmax"] = 4 * b * n * s * s
+            out["probs"] = x * b * n * s * s
+        else:
+            out["qkv"] = x * b * n * s * (2 * dq + dv)
+            out["output"] = x * T * n * dv
+            out["logsumexp"] = 4 * b * n * s
+        out["o_proj_input"] = x * T * n * dv
         return out
 
     def module(self):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from paramcalc.blocks.base import Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
 from paramcalc.blocks.linear import Linear
 
 
@@ -21,6 +21,7 @@ class MLP(Block):
     gated: bool = True
     bias: bool = False
     act: str = "silu"
+    inner_dropout: bool = False  # T5: dropout between the activation and the down projection
     kind = "mlp"
 
     def parts(self) -> dict[str, Linear]:
@@ -34,6 +35,29 @@ class MLP(Block):
 
     def flops(self, p: Pass) -> Breakdown:
         return {name: part.matmul_flops(p.tokens) for name, part in self.parts().items()}
+
+    def act_saved_elements(self) -> int:
+        """Elements per activation input the activation itself saves: ReLU keeps
+        its output, which is the next matmul's input anyway (0 extra); native
+        SiLU/GELU keep their input (1); GPT-2's `gelu_new` is composed of pow,
+        tanh and muls that keep four tensors of that size."""
+        if self.act == "relu":
+            return 0
+        if self.act in ("gelu_new", "gelu_fast"):
+            return 4
+        return 1
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        x, T, f = a.x, p.tokens, self.ffn
+        out = {"input": x * T * self.hidden, "activation": x * T * f * self.act_saved_elements()}
+        if self.gated:
+            out["gate_product"] = 2 * x * T * f  # act(gate) and up, both saved by the product
+        out["down_input"] = x * T * f
+        if self.inner_dropout and a.hidden_dropout:
+            out["dropout"] = a.mask_bytes * T * f
+            if not self.gated and self.act == "relu":
+                out["down_input"] += x * T * f  # the relu output is saved apart from the dropped copy
+        return out
 
     def module(self):
         return _module_class()(self)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from paramcalc.blocks.base import Block, Breakdown, Pass, merge, scale
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge, scale
 from paramcalc.blocks.linear import Linear
 from paramcalc.blocks.mlp import MLP
 
@@ -58,6 +58,28 @@ class MoE(Block):
             out["shared_expert"] = sum(self.shared.flops(p).values())
         if self.shared_gate:
             out["shared_expert_gate"] = 2 * p.tokens * self.hidden
+        return out
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """transformers' default grouped-matmul experts path: routing (fp32
+        softmax, top-k indices, the renormalisation), the gather/scatter indices,
+        each token's k copies through a fused gate_up matmul and SiLU product,
+        the routing weights and the weighted outputs; plus shared experts."""
+        x, T, h, E, k = a.x, p.tokens, self.hidden, self.experts, self.top_k
+        f = self.expert.ffn
+        out = {"input": x * T * h, "routing": 4 * T * E + 8 * T * k + 4 * T + 4 * T * k}
+        if self.score_correction_bias:  # DeepSeek-V3 routes in fp32: input and weight copies, sigmoid scores
+            out["routing"] += 4 * T * h + 4 * h * E
+        out["experts"] = (24 * T * k + 4 * E + 2 * x * T * k * h  # indices, offsets; permuted tokens in and out
+                          + x * T * k * f * (2 if self.expert.gated else 1)  # gate_up output (activation input)
+                          + 2 * x * T * k * f  # activation output, down-projection input
+                          + 4 * T * k)  # routing weights
+        if self.shared:
+            shared = self.shared.saved(p, a)
+            shared.pop("input")  # the MoE input, counted once
+            out["shared_expert"] = sum(shared.values())
+        if self.shared_gate:
+            out["shared_expert_gate"] = x * T + x * T * h
         return out
 
     def module(self):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from paramcalc.blocks.base import Block, Breakdown
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class Norm(Block):
     kind_: str = "rmsnorm"  # rmsnorm | layernorm
     bias: bool = True  # layernorm only
     affine: bool = True
+    unit_offset: bool = False  # Gemma: weight applied as (1 + w), the whole norm computed in fp32
     kind = "norm"
 
     def params(self) -> Breakdown:
@@ -26,6 +27,26 @@ class Norm(Block):
         if self.kind_ == "layernorm" and self.bias:
             out["bias"] = self.dim
         return out
+
+    def saved_rows(self, rows: int, a: Activations) -> int:
+        """Bytes saved normalising `rows` vectors (the output is its consumer's input).
+
+        RMSNorm as transformers computes it: an fp32 copy of x (pow and mul save
+        it), rsqrt per row (fp32) and the normalised x in the model dtype (saved
+        by the weight multiply); Gemma keeps the fp32 normalised x and an fp32
+        (1 + w). T5's variant also saves its bf16 input (we err low by 2 bytes
+        per element there). LayerNorm (aten native_layer_norm): its input plus
+        fp32 mean and rstd per row.
+        """
+        w = self.dim
+        if self.kind_ == "layernorm":
+            return a.x * rows * w + 8 * rows
+        if self.unit_offset:
+            return 8 * rows * w + 4 * rows + 4 * w
+        return 4 * rows * w + 4 * rows + a.x * rows * w
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        return {"": self.saved_rows(p.tokens, a)}
 
     def module(self):
         from torch import nn

@@ -10,7 +10,8 @@ import sys
 
 import typer
 
-from paramcalc.cli.options import (AttentionFlopsOpt, BatchOpt, JsonOpt, SeqLenOpt, TargetArg)
+from paramcalc.cli.options import (AttentionFlopsOpt, BatchOpt, DtypeOpt, GpuOpt, JsonOpt, SeqLenOpt,
+                                  TargetArg)
 from paramcalc.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -64,6 +65,22 @@ def presets(json: JsonOpt = False) -> None:
         sys.stdout.write(_json.dumps({"schema_version": 1, "presets": items}, indent=2) + "\n")
     else:
         _render("presets")(items)
+
+
+@app.command()
+def cost(target: TargetArg, gpu: GpuOpt,
+         tokens: str = typer.Option(..., "--tokens", "-t", help="training tokens (15e12, 15T)"),
+         gpus: str = typer.Option("1", "--gpus", help="GPUs in the run (wall-clock = GPU-hours / N)"),
+         mfu: str = typer.Option("0.4", "--mfu", help="model FLOPs utilisation in (0, 1]; absorbs communication"),
+         seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
+         usd_per_hour: str | None = typer.Option(None, "--usd-per-hour", help="USD per GPU-hour [default: built-in table]"),
+         recompute: str = typer.Option("none", help="none | selective | full: reported as hardware FLOPs (HFU) only"),
+         json: JsonOpt = False) -> None:
+    """GPU-hours, wall-clock, dollars and energy of one training run (model FLOPs / (dense peak x MFU))."""
+    from paramcalc.cost import estimate_cost
+
+    emit(estimate_cost(target, tokens=tokens, gpu=gpu, gpus=gpus, mfu=mfu, seq_len=seq_len, batch=batch, dtype=dtype,
+                       usd_per_hour=usd_per_hour, recompute=recompute), json, _render("cost"))
 
 
 def _render(name: str):

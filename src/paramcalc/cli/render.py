@@ -73,3 +73,32 @@ def presets(items: list[dict]) -> None:
         table.add_row(item["name"], item.get("family") or "", units.human_count(item.get("params")),
                       item.get("source") or "")
     console.print(table)
+
+
+def _duration(hours: float) -> str:
+    return f"{hours / 24:,.0f} days" if hours >= 48 else f"{hours:,.1f} hours"
+
+
+def cost(report) -> None:
+    c = report.cost
+    table = Table(title=f"{report.model}: training on {units.human_count(report.tokens)} tokens, seq {report.seq_len}",
+                  title_justify="left", show_header=False)
+    table.add_row("training FLOPs (model)", f"{c.training_flops:.3e}", units.human_flops(c.training_flops))
+    table.add_row("GPU peak", f"{report.gpu} dense {report.dtype}", f"{units.human_flops(c.peak_flops_per_gpu)}/s")
+    table.add_row("MFU", f"{c.mfu:.2f}", "")
+    table.add_row("GPU-hours", f"{c.gpu_hours:,.0f}", units.human_hours(c.gpu_hours))
+    gpus = f"{report.gpus:,} GPU{'s' if report.gpus > 1 else ''}"
+    table.add_row("wall-clock", f"{c.wall_clock_hours:,.1f} h on {gpus}", _duration(c.wall_clock_hours))
+    price = "" if c.usd_per_gpu_hour is None else f"at ${c.usd_per_gpu_hour:,.2f}/GPU-hour"
+    table.add_row("cost", units.human_usd(c.usd), price)
+    table.add_row("energy (GPUs)", "unknown" if c.energy_kwh is None else f"{c.energy_kwh / 1000:,.0f} MWh", "")
+    if report.chinchilla_tokens is not None:
+        table.add_row("Chinchilla-optimal tokens", units.human_count(report.chinchilla_tokens),
+                      f"{report.tokens / report.chinchilla_tokens:.1f}x of it trained")
+    console.print(table)
+    verdict = (f"{units.human_count(c.gpu_hours)} GPU-hours on {report.gpu} at MFU {c.mfu:.2f}; "
+               f"{_duration(c.wall_clock_hours)} on {gpus}")
+    if c.usd is not None:
+        verdict += f"; {units.human_usd(c.usd)}"
+    console.print(f"[bold]{verdict}[/bold]")
+    _notes(report.notes)

@@ -1,0 +1,273 @@
+"""Memory per GPU for training and inference.
+
+Model states (Rajbhandari et al. 2020, "ZeRO", section 3): with mixed-precision
+Adam each parameter costs 2 (16-bit weight) + 2 (16-bit gradient) + 12 (fp32
+master weight, momentum, variance) = 16 bytes; ZeRO stage 1 shards the 12 over
+data-parallel ranks, stage 2 also the gradients, stage 3 also the weights.
+Tensor and pipeline parallelism split the model first (Megatron-LM).
+
+Activations: the bytes autograd saves in one training forward with the loss,
+block by block (blocks/*.saved), as transformers' eager implementation keeps
+them (CONTRACT.md); recomputation and tensor/sequence parallelism follow
+Korthikanti et al. 2022 ("Reducing Activation Recomputation").
+
+KV cache: 2 (K and V) x layers x kv_heads x head_dim x tokens x batch x bytes;
+MLA caches its latent (kv_lora_rank + rope dims) per token and layer; sliding
+layers keep at most their window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from paramcalc.blocks.attention import Attention
+from paramcalc.blocks.base import Activations, Breakdown, Pass
+from paramcalc.blocks.mla import LatentAttention
+from paramcalc.count import resolve
+from paramcalc.errors import UserError
+from paramcalc.flops import RECOMPUTE, make_pass
+from paramcalc.network import Network, build
+from paramcalc.results import Memory, MemoryReport
+from paramcalc.spec import CountSpec, TransformerSpec
+from paramcalc.units import GIB, parse_positive_int
+
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+
+# Optimizer state in bytes per trainable parameter, master weights excluded.
+OPTIMIZER_STATE = {
+    "adamw": 8, "adam": 8,  # fp32 momentum + variance (Kingma & Ba 2015)
+    "adam-8bit": 2,  # 8-bit momentum + variance (Dettmers et al. 2022), block-wise scales left out (<1%)
+    "sgd": 0,  # plain SGD keeps nothing
+    "sgd-momentum": 4,  # one fp32 momentum buffer
+    "lion": 4,  # one fp32 momentum buffer (Chen et al. 2023)
+    "adafactor": None,  # factored second moment: rows + cols per matrix (Shazeer & Stern 2018), see below
+}
+
+# Training recipes: bytes per parameter of (weights, gradients, master copy).
+PRECISION = {
+    "mixed": (None, None, 4),  # ZeRO's recipe: 16-bit weights and gradients (--dtype), fp32 master
+    "fp32": (4, 4, 0),  # everything fp32
+    "amp": (4, 4, 0),  # PyTorch AMP: fp32 weights and gradients, 16-bit activations
+    "megatron": (None, 4, 4),  # Megatron-LM: 16-bit weights, fp32 main gradients, fp32 master
+}
+
+# Runtime overheads outside the tensors PyTorch allocates, as calibratable terms.
+CUDA_CONTEXT = 512 * 2**20  # CUDA context + cuBLAS/cuDNN workspaces, typically 0.4-0.6 GiB on H100 with torch
+NCCL_BUFFERS = 512 * 2**20  # NCCL's communicator buffers when more than one GPU talks
+FRAGMENTATION = 0.05  # the caching allocator's unusable slack, as a share of the tensors
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Every flag that shapes memory, parsed and checked."""
+
+    mode: str = "train"
+    dtype: str = "bf16"
+    kv_dtype: str | None = None
+    precision: str = "mixed"
+    optimizer: str = "adamw"
+    zero: int = 0
+    dp: int = 1
+    tp: int = 1
+    pp: int = 1
+    sequence_parallel: bool = False
+    recompute: str = "none"
+    attention: str = "eager"
+
+    def check(self) -> "Setup":
+        for flag, value, choices in (("--mode", self.mode, ("train", "infer")), ("--dtype", self.dtype, DTYPE_BYTES),
+                                     ("--kv-dtype", self.kv_dtype or self.dtype, DTYPE_BYTES),
+                                     ("--precision", self.precision, PRECISION),
+                                     ("--optimizer", self.optimizer, OPTIMIZER_STATE),
+                                     ("--recompute", self.recompute, RECOMPUTE),
+                                     ("--attention", self.attention, ("eager", "flash"))):
+            if value not in choices:
+                raise UserError(f"unknown value {value!r}", where=flag, fix=f"choose from: {', '.join(choices)}")
+        if self.zero not in (0, 1, 2, 3):
+            raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {self.zero}", where="--zero")
+        if self.mode == "train" and self.precision in ("mixed", "megatron") and DTYPE_BYTES[self.dtype] != 2:
+            raise UserError(f"--precision {self.precision} trains with 16-bit weights, not {self.dtype}",
+                            fix="use --dtype bf16 or fp16, or --precision fp32")
+        return self
+
+    @property
+    def world(self) -> int:
+        return self.dp * self.tp * self.pp
+
+
+def model_states(params: int, s: Setup, adafactor_state: int | None = None) -> tuple[int, int, int]:
+    """(weights, gradients, optimizer) bytes per GPU after TP/PP and ZeRO sharding."""
+    split = s.tp * s.pp
+    if s.mode == "infer":
+        return _ceil(_weight_bytes(params, s.dtype), split), 0, 0
+    w_b, g_b, master = PRECISION[s.precision]
+    dtype = DTYPE_BYTES[s.dtype]
+    weights = params * (w_b or dtype)
+    grads = params * (g_b or dtype)
+    state = OPTIMIZER_STATE[s.optimizer]
+    opt = params * master + (adafactor_state if state is None else params * state)
+    return (_ceil(weights, split * (s.dp if s.zero >= 3 else 1)),
+            _ceil(grads, split * (s.dp if s.zero >= 2 else 1)),
+            _ceil(opt, split * (s.dp if s.zero >= 1 else 1)))
+
+
+def _weight_bytes(params: int, dtype: str) -> int:
+    """Inference weights; int4 adds an fp16 scale per group of 128 weights (GPTQ/AWQ-style)."""
+    if dtype == "int4":
+        return _ceil(params, 2) + 2 * _ceil(params, 128)
+    return params * DTYPE_BYTES[dtype]
+
+
+def _ceil(a: int | float, b: int) -> int:
+    return -(-int(a) // b)
+
+
+def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
+    """Exact cache size: K and V per layer per token; MLA keeps one latent."""
+    total = 0
+    for stage in net.layers:
+        att = stage.block.attention
+        if isinstance(att, LatentAttention):
+            per_token = att.kv_lora_rank + att.qk_rope_head_dim
+        else:
+            per_token = 2 * att.kv_heads * att.head_dim
+        kept = min(tokens, att.window) if isinstance(att, Attention) and att.window else tokens
+        total += stage.count * per_token * kept * batch
+    return int(total * DTYPE_BYTES[dtype])
+
+
+def activation_bytes(spec: TransformerSpec, net: Network, p: Pass, s: Setup) -> Breakdown:
+    """Saved bytes of one micro-batch on one GPU, by stage."""
+    x = 4 if s.precision == "fp32" else int(DTYPE_BYTES[s.dtype])
+    a = Activations(dtype_bytes=x, mask_bytes=x, attention=s.attention, attention_dropout=spec.attention_dropout > 0,
+                    hidden_dropout=spec.hidden_dropout > 0, embedding_dropout=spec.embedding_dropout > 0,
+                    softmax_fp32=spec.softmax_fp32)
+    out = net.saved(p, a)
+    layers = {st.name: st for st in net.layers}
+    result: Breakdown = {}
+    for key, value in out.items():
+        stage = key.split("/", 1)[0]
+        if stage in layers:
+            value = _layer_share(key, value, s)
+        result[key] = value
+    if s.recompute == "full":  # keep each layer's input; one layer is recomputed at a time in backward
+        peak_layer = max(sum(v for k, v in result.items() if k.startswith(st.name + "/")) // st.count
+                         for st in net.layers)
+        result = {k: v for k, v in result.items() if k.split("/", 1)[0] not in layers}
+        hidden = spec.hidden_size
+        result["layers/checkpointed_inputs"] = sum(st.count for st in net.layers) * a.x * p.tokens * hidden
+        result["layers/recomputed_layer"] = peak_layer
+    if s.pp > 1:
+        result = _first_or_last_stage(result, set(layers), s.pp)
+    return result
+
+
+def _first_or_last_stage(parts: Breakdown, layer_stages: set[str], pp: int) -> Breakdown:
+    """1F1B pipelining (Narayanan et al. 2021): the first stage holds pp
+    micro-batches of its L/pp layers (about L layers' worth) plus the
+    embedding; the last holds one micro-batch of L/pp layers plus head and loss.
+    The busier of the two sets the per-GPU peak."""
+    layer = {k: v for k, v in parts.items() if k.split("/", 1)[0] in layer_stages}
+    first = {**layer, **{k: v for k, v in parts.items() if k.startswith("embedding")}}
+    last = {**{k: _ceil(v, pp) for k, v in layer.items()},
+            **{k: v for k, v in parts.items() if k.split("/", 1)[0] not in layer_stages and not k.startswith("embedding")}}
+    return first if sum(first.values()) >= sum(last.values()) else last
+
+
+_ATTENTION_CORE = ("softmax", "probs", "dropout", "softcap", "position_buckets")
+
+
+def _layer_share(key: str, value: int, s: Setup) -> int:
+    """Selective recomputation drops the attention core; TP splits what lives
+    inside a sublayer (Korthikanti et al. 2022, section 4); SP splits the rest."""
+    leaf = key.rsplit("/", 1)[-1]
+    inside_attention = "/attention/" in key or "/cross_attention/" in key
+    if s.recompute == "selective" and inside_attention and leaf in _ATTENTION_CORE:
+        return 0
+    sharded = inside_attention and leaf != "input" or ("/mlp/" in key or "/moe/" in key) and leaf != "input"
+    if sharded or s.sequence_parallel:
+        return _ceil(value, s.tp)
+    return value
+
+
+def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype: str = "bf16",
+                    kv_dtype: str | None = None, precision: str = "mixed", optimizer: str = "adamw", zero=0, dp=1,
+                    tp=1, pp=1, sequence_parallel: bool = False, recompute: str = "none",
+                    attention: str = "eager", gpu: str | None = None) -> MemoryReport:
+    """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads.
+
+    >>> estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2).memory.kv_cache
+    2147483648
+    """
+    spec = resolve(target)
+    setup = Setup(mode, dtype, kv_dtype, precision, optimizer, _stage(zero),
+                  parse_positive_int(dp, what="--dp"), parse_positive_int(tp, what="--tp"),
+                  parse_positive_int(pp, what="--pp"), sequence_parallel, recompute, attention).check()
+    p = make_pass(spec, seq_len, batch)
+    notes = [f"{setup.mode}: {setup.dtype} weights and activations"
+             + (f", {setup.precision} precision, {setup.optimizer}, ZeRO-{setup.zero}" if setup.mode == "train" else ""),
+             "bytes per GPU; GiB = 2^30 bytes"]
+    if isinstance(spec, CountSpec):
+        params, net, adafactor = spec.params, None, None
+        notes.append("a bare count: activations and KV cache need the architecture (null)")
+    else:
+        net = build(spec)
+        params = sum(net.params().values())
+        adafactor = _adafactor_bytes(spec, params)
+    weights, grads, opt = model_states(params, setup, adafactor)
+    states = weights + grads + opt
+    breakdown: Breakdown = {}
+    activations = kv = None
+    if net is not None:
+        if setup.mode == "train":
+            breakdown = activation_bytes(spec, net, p, setup)
+            activations = sum(breakdown.values())
+            kv = 0
+        else:
+            kv = _ceil(kv_cache_bytes(net, p.seq, p.batch, setup.kv_dtype or setup.dtype), setup.tp * setup.pp)
+            # Serving keeps no autograd state; the working set is one layer's widest intermediates (errs high).
+            width = max(3 * spec.intermediate_size, 4 * spec.hidden_size)
+            activations = _ceil(DTYPE_BYTES[setup.dtype] * p.tokens * width, setup.tp)
+    overhead = None
+    total = None
+    if activations is not None:
+        tensors = states + activations + (kv or 0)
+        overhead = CUDA_CONTEXT + (NCCL_BUFFERS if setup.world > 1 else 0) + int(FRAGMENTATION * tensors)
+        if setup.mode == "train" and isinstance(spec, TransformerSpec):
+            overhead += _ceil(4 * p.tokens * spec.vocab_size, setup.tp)  # fp32 logits gradient in backward
+        total = tensors + overhead
+    fits = _fits(gpu, total)
+    return MemoryReport(
+        model=spec.name or "model", mode=setup.mode, seq_len=p.seq, batch=p.batch, notes=notes,
+        settings={k: v for k, v in setup.__dict__.items()},
+        memory=Memory(weights=weights, gradients=grads, optimizer=opt, activations=activations, kv_cache=kv,
+                      model_states_per_gpu=states, overhead=overhead, total_per_gpu=total),
+        breakdown=breakdown, fits=fits)
+
+
+def _stage(zero) -> int:
+    from paramcalc.units import parse_number
+
+    value = parse_number(zero, what="ZeRO stage")
+    if value not in (0, 1, 2, 3):
+        raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {zero!r}", where="--zero")
+    return int(value)
+
+
+def _adafactor_bytes(spec: TransformerSpec, params: int) -> int:
+    """Factored second moments: 4 x (rows + cols) per r x c matrix, approximated
+    as 8 x params / hidden (exact for h x h matrices, high for wider ones)."""
+    return 8 * params // spec.hidden_size
+
+
+def _fits(gpu: str | None, total: int | None) -> dict:
+    if gpu is None or total is None:
+        return {}
+    from paramcalc.catalog import load_gpu
+
+    card = load_gpu(gpu)
+    return {"gpu": card.name, "gpu_bytes": card.memory_bytes, "fits": total <= card.memory_bytes,
+            "headroom": card.memory_bytes - total}
+
+
+__all__ = ["estimate_memory", "kv_cache_bytes", "model_states", "GIB"]
