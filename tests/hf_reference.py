@@ -10,12 +10,13 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 
-def hf_model(cfg: dict, dtype=torch.float32, device: str = "meta"):
+def hf_model(cfg: dict, dtype=torch.float32, device: str = "meta", experts: str | None = "eager"):
     cfg = dict(cfg)
     arch = cfg.get("architectures", [None])[0]
     config = transformers.AutoConfig.for_model(cfg.pop("model_type"), **cfg)
     config._attn_implementation = "eager"
-    config._experts_implementation = "eager"  # a loop over experts: FlopCounterMode sees every matmul
+    if experts:  # "eager": a loop over experts, so FlopCounterMode sees every matmul
+        config._experts_implementation = experts
     cls = getattr(transformers, arch)
     with torch.device(device):
         model = cls(config)
@@ -52,7 +53,7 @@ def hf_saved_bytes(cfg: dict, seq: int, batch: int = 1) -> int:
     """CONTRACT.md's activation truth: bytes autograd saves in one training
     forward with labels (bf16, eager attention, meta device), each storage once,
     parameters' storages excluded, seen through saved_tensors_hooks."""
-    model = hf_model(cfg, dtype=torch.bfloat16)
+    model = hf_model(cfg, dtype=torch.bfloat16, experts=None)  # transformers' default experts path
     model.train()
     weights = {p.untyped_storage()._cdata for p in model.parameters()}
     seen: dict[int, int] = {}

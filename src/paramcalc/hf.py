@@ -149,7 +149,7 @@ GEMMA = dict(LLAMA, vocab_size=256000, hidden_size=3072, intermediate_size=24576
 def gemma(f: _Fields) -> dict:
     bias = bool(f("attention_bias"))
     return {**_llama_like(f), "hidden_act": f("hidden_activation", "hidden_act"), "qkv_bias": bias, "o_bias": bias,
-            "norm_unit_offset": True}
+            "rmsnorm_style": "gemma"}
 
 
 GEMMA2 = dict(GEMMA, hidden_size=2304, intermediate_size=9216, num_hidden_layers=26, num_attention_heads=8,
@@ -184,7 +184,8 @@ def gpt2(f: _Fields) -> dict:
             "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "qkv_bias": True, "o_bias": True,
             "norm": "layernorm", "position_embedding": "learned", "max_position_embeddings": f("n_positions"),
             "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attn_pdrop"),
-            "hidden_dropout": f("resid_pdrop"), "embedding_dropout": f("embd_pdrop"), "softmax_fp32": False}
+            "hidden_dropout": f("resid_pdrop"), "embedding_dropout": f("embd_pdrop"), "softmax_fp32": False,
+            "fused_qkv": True}
 
 
 def _rotary_pct(f: _Fields) -> float:
@@ -265,7 +266,7 @@ def bloom(f: _Fields) -> dict:
     return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("n_layer", "num_hidden_layers"),
             "num_attention_heads": f("n_head", "num_attention_heads"), "intermediate_size": 4 * h,
             "hidden_act": "gelu", "mlp": "plain", "mlp_bias": True, "qkv_bias": True, "o_bias": True,
-            "norm": "layernorm", "embedding_norm": True, "position_embedding": "alibi",
+            "norm": "layernorm", "embedding_norm": True, "position_embedding": "alibi", "fused_qkv": True,
             "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attention_dropout"),
             "hidden_dropout": f("hidden_dropout")}
 
@@ -292,13 +293,14 @@ T5 = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_h
 
 
 def t5(f: _Fields) -> dict:
-    act = f("feed_forward_proj")
-    gated = act.startswith("gated-")
+    proj = f("feed_forward_proj")
+    gated = proj.startswith("gated-")
+    act = "gelu_new" if proj == "gated-gelu" else proj.removeprefix("gated-")  # T5Config's backward-compatible mapping
     return {"architecture": "encoder-decoder", "vocab_size": f("vocab_size"), "hidden_size": f("d_model", "hidden_size"),
             "num_hidden_layers": f("num_layers", "num_hidden_layers"), "num_decoder_layers": f("num_decoder_layers"),
             "num_attention_heads": f("num_heads", "num_attention_heads"), "head_dim": f("d_kv"),
-            "intermediate_size": f("d_ff"), "hidden_act": act.removeprefix("gated-"), "mlp": "gated" if gated else "plain",
-            "norm": "rmsnorm", "position_embedding": "relative",
+            "intermediate_size": f("d_ff"), "hidden_act": act, "mlp": "gated" if gated else "plain",
+            "norm": "rmsnorm", "rmsnorm_style": "t5", "position_embedding": "relative",
             "relative_attention_num_buckets": f("relative_attention_num_buckets"),
             # transformers 5 always ties T5's head to `shared` (T5Config forces
             # tie_word_embeddings=True; a False only turns off the output rescaling).

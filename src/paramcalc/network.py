@@ -51,8 +51,12 @@ class Network:
         if self.rotary_dim:
             out["rotary"] = 2 * a.x * p.seq * self.rotary_dim  # cos and sin, (1, s, rotary dims) each
         if self.cross_memory:
-            out["encoder_output"] = a.x * p.tokens * self.stages[0].block.dim  # the k/v input of every cross-attention
+            width = self.stages[0].block.dim
+            out["encoder_output"] = a.x * p.tokens * width  # the k/v input of every cross-attention
             out["decoder_ids"] = 8 * p.tokens  # the shifted labels the decoder embeds
+            # T5 drops out the decoder's embeddings and both stacks' final outputs too
+            drops = a.embedding_dropout + 2 * a.hidden_dropout
+            out["stack_dropout"] = drops * a.mask_bytes * p.tokens * width
         return out
 
     def embedding_params(self) -> int:
@@ -123,7 +127,7 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
     else:
         attention = Attention(h, n, g, d, spec.qkv_bias, spec.o_bias, spec.qk_norm, causal=causal,
                               window=spec.window(i), relative_buckets=buckets,
-                              softcap=spec.attn_logit_softcapping is not None)
+                              softcap=spec.attn_logit_softcapping is not None, fused_views=spec.fused_qkv)
     dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act, spec.mlp_inner_dropout)
     mlp: MLP | MoE = dense
     if spec.moe and spec.moe.is_moe_layer(i):
@@ -138,7 +142,7 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
 
 
 def _norm(spec: TransformerSpec) -> Norm:
-    return Norm(spec.hidden_size, spec.norm, spec.norm_bias, affine=spec.norm_affine, unit_offset=spec.norm_unit_offset)
+    return Norm(spec.hidden_size, spec.norm, spec.norm_bias, affine=spec.norm_affine, style=spec.rmsnorm_style)
 
 
 def _layer_label(layer: TransformerLayer, groups: int) -> str:

@@ -108,8 +108,11 @@ class TransformerSpec(_Spec):
     hidden_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on each sublayer's output")
     embedding_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the embeddings' output")
     mlp_inner_dropout: bool = Field(False, description="T5: hidden_dropout also between the activation and the down projection")
-    norm_unit_offset: bool = Field(False, description="Gemma: norms scale by (1 + weight), computed in fp32")
+    rmsnorm_style: Literal["llama", "t5", "gemma"] = Field(
+        "llama", description="how RMSNorm computes, for saved bytes: llama, t5, or gemma (1 + weight, all in fp32)")
     softmax_fp32: bool = Field(True, description="eager attention's softmax upcasts to fp32 (Llama, OPT, BLOOM); false: model dtype (GPT-2, BERT, T5, Falcon)")
+    fused_qkv: bool = Field(False, description="q, k, v are views of one fused projection with no rotary copy "
+                            "(GPT-2's c_attn, BLOOM's query_key_value): same count, more saved at batch 1")
     rotary_pct: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated (GPT-NeoX rotary_pct)")
     moe: MoESpec | None = Field(None, description="mixture of experts")
     mla: MLASpec | None = Field(None, description="multi-head latent attention")

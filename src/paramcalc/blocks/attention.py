@@ -29,6 +29,7 @@ class Attention(Block):
     window: int | None = None  # sliding-window layers (Mistral, Gemma 2's local layers)
     relative_buckets: int = 0  # T5: a (buckets x heads) bias table in each stack's first layer
     softcap: bool = False  # Gemma 2: tanh soft-capping of the scores
+    fused_views: bool = False  # q, k, v are views of one fused output (GPT-2, BLOOM)
     kind = "attention"
 
     def parts(self) -> dict[str, Block]:
@@ -92,6 +93,8 @@ class Attention(Block):
             kv_heads = g if (g == 1 and b == 1 and n > 1) else n
             out["q"] = x * T * n * d
             out["kv"] = 2 * x * b * k * kv_heads * d
+            if self.fused_views and b == 1:  # the views keep the whole fused storage, and k^T is copied
+                out["q"] += 2 * x * T * n * d
             pairs = b * n * s * k  # eager computes (and masks) the full rectangle
             if self.relative_buckets:
                 out["position_buckets"] = 8 * s * k  # int64 bucket ids of the relative bias lookup

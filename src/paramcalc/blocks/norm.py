@@ -17,7 +17,7 @@ class Norm(Block):
     kind_: str = "rmsnorm"  # rmsnorm | layernorm
     bias: bool = True  # layernorm only
     affine: bool = True
-    unit_offset: bool = False  # Gemma: weight applied as (1 + w), the whole norm computed in fp32
+    style: str = "llama"  # RMSNorm arithmetic (saved bytes only): llama | t5 | gemma (scales by 1 + w)
     kind = "norm"
 
     def params(self) -> Breakdown:
@@ -33,17 +33,18 @@ class Norm(Block):
 
         RMSNorm as transformers computes it: an fp32 copy of x (pow and mul save
         it), rsqrt per row (fp32) and the normalised x in the model dtype (saved
-        by the weight multiply); Gemma keeps the fp32 normalised x and an fp32
-        (1 + w). T5's variant also saves its bf16 input (we err low by 2 bytes
-        per element there). LayerNorm (aten native_layer_norm): its input plus
-        fp32 mean and rstd per row.
+        by the weight multiply). T5 multiplies its model-dtype input by the fp32
+        rsqrt, so it keeps that input too; Gemma keeps the fp32 normalised x and
+        an fp32 (1 + w). LayerNorm (aten native_layer_norm): its input plus fp32
+        mean and rstd per row.
         """
         w = self.dim
         if self.kind_ == "layernorm":
             return a.x * rows * w + 8 * rows
-        if self.unit_offset:
+        if self.style == "gemma":
             return 8 * rows * w + 4 * rows + 4 * w
-        return 4 * rows * w + 4 * rows + a.x * rows * w
+        upcast = 4 * rows * w + 4 * rows + a.x * rows * w
+        return upcast + a.x * rows * w if self.style == "t5" else upcast
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         return {"": self.saved_rows(p.tokens, a)}
