@@ -7,6 +7,7 @@ Errors: the library raises UserError; `main` prints it on stderr and exits 2.
 from __future__ import annotations
 
 import sys
+from typing import Optional
 
 import typer
 
@@ -51,6 +52,31 @@ def flops(target: TargetArg, seq_len: SeqLenOpt = None, batch: BatchOpt = "1",
 
     emit(count_flops(target, seq_len=seq_len, batch=batch, attention=attention, recompute=recompute),
          json, _render("flops"))
+
+
+@app.command()
+def memory(target: TargetArg,
+           mode: str = typer.Option("train", help="train | infer"),
+           seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
+           kv_dtype: Optional[str] = typer.Option(None, help="KV cache dtype [default: --dtype]"),
+           precision: str = typer.Option("mixed", help="mixed (ZeRO: 16-bit weights and grads, fp32 master and "
+                                                       "Adam: 16 B/param) | fp32 | amp | megatron"),
+           optimizer: str = typer.Option("adamw", help="adamw | adam | adam-8bit | sgd | sgd-momentum | lion | adafactor"),
+           zero: str = typer.Option("0", help="ZeRO stage 0-3 (3 = FSDP full sharding)"),
+           dp: str = typer.Option("1", help="data-parallel GPUs"), tp: str = typer.Option("1", help="tensor-parallel GPUs"),
+           pp: str = typer.Option("1", help="pipeline stages"),
+           sp: bool = typer.Option(False, "--sp", help="sequence parallelism with TP (Korthikanti et al. 2022)"),
+           recompute: str = typer.Option("none", help="none | selective | full"),
+           attention: str = typer.Option("eager", help="eager (keeps s x s probabilities) | flash"),
+           gpu: Optional[str] = typer.Option(None, help="say whether it fits on this GPU"),
+           json: JsonOpt = False) -> None:
+    """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads."""
+    from paramcalc.memory import estimate_memory
+
+    emit(estimate_memory(target, mode=mode, seq_len=seq_len, batch=batch, dtype=dtype, kv_dtype=kv_dtype,
+                         precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
+                         sequence_parallel=sp, recompute=recompute, attention=attention, gpu=gpu),
+         json, _render("memory"))
 
 
 @app.command()

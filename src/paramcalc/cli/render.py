@@ -65,6 +65,45 @@ def flops(report) -> None:
     _notes(report.notes)
 
 
+def memory(report) -> None:
+    m = report.memory
+    table = Table(title=f"{report.model}: memory per GPU ({report.mode}, batch {report.batch} x seq {report.seq_len})",
+                  title_justify="left")
+    for col in ("part", "bytes", "GiB", "share"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    total = m.total_per_gpu or m.model_states_per_gpu
+    rows = [("weights", m.weights), ("gradients", m.gradients), ("optimizer state", m.optimizer),
+            ("activations", m.activations), ("KV cache", m.kv_cache), ("overheads", m.overhead)]
+    for label, value in rows:
+        if value is None:
+            table.add_row(label, "unknown", "unknown", "-")
+        elif value or label in ("weights", "activations"):
+            table.add_row(label, f"{value:,}", units.human_bytes(value), units.percent(value, total))
+    table.add_row("[bold]model states[/bold]", f"{m.model_states_per_gpu:,}", units.human_bytes(m.model_states_per_gpu),
+                  units.percent(m.model_states_per_gpu, total))
+    table.add_row("[bold]total per GPU[/bold]", _exact(m.total_per_gpu), units.human_bytes(m.total_per_gpu), "")
+    console.print(table)
+    _bar([(label, v) for label, v in rows if v], total)
+    if report.fits:
+        f = report.fits
+        verdict = "[green]fits[/green]" if f["fits"] else "[red]does not fit[/red]"
+        console.print(f"{verdict} on one {f['gpu']} ({units.human_bytes(f['gpu_bytes'])}); "
+                      f"headroom {units.human_bytes(f['headroom'])}")
+    _notes(report.notes)
+
+
+def _bar(parts: list[tuple[str, int]], total: int, width: int = 60) -> None:
+    """A one-line stacked bar of where the bytes go."""
+    colours = ("cyan", "magenta", "yellow", "green", "blue", "red")
+    line, legend = "", []
+    for (label, value), colour in zip(parts, colours):
+        cells = round(width * value / total) if total else 0
+        line += f"[{colour}]{'█' * cells}[/{colour}]"
+        legend.append(f"[{colour}]█[/{colour}] {label}")
+    console.print(line)
+    console.print("  ".join(legend))
+
+
 def presets(items: list[dict]) -> None:
     table = Table(title="presets", title_justify="left")
     for col in ("name", "family", "params", "source"):
