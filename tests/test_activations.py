@@ -14,7 +14,7 @@ import pytest
 
 from hf_reference import hf_saved_bytes
 from paramcalc.hf import from_config
-from paramcalc.memory import estimate_memory
+from paramcalc.core.memory import estimate_memory
 from test_hf_parity import CASES, case_config
 
 DATA = Path(__file__).parent / "data" / "hf-configs"

@@ -6,7 +6,7 @@ import pytest
 from cli import run
 
 from paramcalc.catalog import load_gpu, prices
-from paramcalc.cost import estimate_cost, implied_mfu
+from paramcalc.core.cost import estimate_cost, implied_mfu
 from paramcalc.errors import UserError
 
 H100_BF16 = 989.4e12  # NVIDIA H100 SXM5 dense BF16 (whitepaper 2022; the datasheet's 1,979 TFLOPS is 2:4 sparse)
@@ -100,7 +100,7 @@ def test_tokens_with_a_fraction_parse_exactly():
 
 
 def test_training_flops_are_one_step_scaled_to_the_token_budget():
-    from paramcalc.flops import count_flops
+    from paramcalc.core.flops import count_flops
 
     step = count_flops("llama-2-7b", seq_len=4096).flops.train_step
     assert _estimate("llama-2-7b").cost.training_flops == step * 2 * 10**12 // 4096

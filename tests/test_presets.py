@@ -12,9 +12,9 @@ import torch
 
 from paramcalc.blocks.base import Pass
 from paramcalc.catalog import list_presets
-from paramcalc.count import resolve
+from paramcalc.core.count import resolve
 from paramcalc.hf import from_config
-from paramcalc.memory import estimate_memory
+from paramcalc.core.memory import estimate_memory
 from paramcalc.network import build
 from paramcalc.target import preset_names
 

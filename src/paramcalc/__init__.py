@@ -1,0 +1,48 @@
+"""paramcalc: exact parameter counts, FLOPs, memory and GPU cost of neural networks.
+
+>>> import paramcalc
+>>> paramcalc.count_params("llama-3.1-8b").params.total
+8030261248
+>>> paramcalc.flops("gpt2", seq_len=1024).flops.forward
+291648307200
+
+Every function takes a TARGET (a preset name, a config.json path, a YAML spec
+path, a bare count such as "7.5B", or a spec from `load_spec`) and returns a
+typed pydantic result (`.model_dump()` for plain data). Nothing here prints
+and nothing imports torch. Names load lazily, so `import paramcalc` is cheap.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+
+__version__ = "0.1.0"
+
+_API = {
+    "count_params": ("paramcalc.core.count", "count_params"),
+    "flops": ("paramcalc.core.flops", "count_flops"),
+    "memory": ("paramcalc.core.memory", "estimate_memory"),
+    "cost": ("paramcalc.core.cost", "estimate_cost"),
+    "estimate": ("paramcalc.core.estimate", "estimate"),
+    "load_spec": ("paramcalc.target", "load_spec"),
+    "presets": ("paramcalc.catalog", "list_presets"),
+    "gpus": ("paramcalc.catalog", "gpu_names"),
+    "load_gpu": ("paramcalc.catalog", "load_gpu"),
+    "TransformerSpec": ("paramcalc.spec", "TransformerSpec"),
+    "UserError": ("paramcalc.errors", "UserError"),
+}
+
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        module, attr = _API[name]
+        value = getattr(import_module(module), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'paramcalc' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

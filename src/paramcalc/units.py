@@ -91,13 +91,14 @@ def human_flops(n: int | float | None) -> str:
 
 
 def human_hours(h: float | None) -> str:
+    """30840000 -> '30.84M', 5439 -> '5.4K' (callers name the unit: GPU-hours, hours)."""
     if h is None:
         return "unknown"
     if h >= 1e6:
-        return f"{h / 1e6:,.2f}M h"
+        return f"{h / 1e6:,.2f}M"
     if h >= 1e3:
-        return f"{h / 1e3:,.1f}K h"
-    return f"{h:,.1f} h"
+        return f"{h / 1e3:,.1f}K"
+    return f"{h:,.1f}"
 
 
 def human_usd(x: float | None) -> str:

@@ -37,7 +37,7 @@ def emit(report, as_json: bool, render) -> None:
 @app.command()
 def count(target: TargetArg, json: JsonOpt = False) -> None:
     """Exact parameter count with a breakdown by component."""
-    from paramcalc.count import count_params
+    from paramcalc.core.count import count_params
 
     emit(count_params(target), json, _render("count"))
 
@@ -48,7 +48,7 @@ def flops(target: TargetArg, seq_len: SeqLenOpt = None, batch: BatchOpt = "1",
           recompute: str = typer.Option("none", help="none | selective | full: extra forward counted as hardware FLOPs"),
           json: JsonOpt = False) -> None:
     """Matmul FLOPs of one forward and backward pass (2 FLOPs per multiply-add)."""
-    from paramcalc.flops import count_flops
+    from paramcalc.core.flops import count_flops
 
     emit(count_flops(target, seq_len=seq_len, batch=batch, attention=attention, recompute=recompute),
          json, _render("flops"))
@@ -71,12 +71,52 @@ def memory(target: TargetArg,
            gpu: Optional[str] = typer.Option(None, help="say whether it fits on this GPU"),
            json: JsonOpt = False) -> None:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads."""
-    from paramcalc.memory import estimate_memory
+    from paramcalc.core.memory import estimate_memory
 
     emit(estimate_memory(target, mode=mode, seq_len=seq_len, batch=batch, dtype=dtype, kv_dtype=kv_dtype,
                          precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
                          sequence_parallel=sp, recompute=recompute, attention=attention, gpu=gpu),
          json, _render("memory"))
+
+
+@app.command()
+def estimate(target: TargetArg, gpu: str = typer.Option("h100-sxm", "--gpu", help="accelerator to plan for"),
+             tokens: Optional[str] = typer.Option(None, "--tokens", "-t", help="training tokens [default: 20 x params]"),
+             gpus: Optional[str] = typer.Option(None, "--gpus", help="GPUs for wall-clock [default: the plan's]"),
+             mfu: str = typer.Option("0.4", "--mfu", help="model FLOPs utilisation"),
+             seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
+             usd_per_hour: Optional[str] = typer.Option(None, "--usd-per-hour", help="price per GPU-hour"),
+             json: JsonOpt = False) -> None:
+    """Params, FLOPs, a training plan that fits, GPU-hours and dollars in one report."""
+    from paramcalc.core.estimate import estimate as run
+
+    emit(run(target, gpu=gpu, tokens=tokens, gpus=gpus, mfu=mfu, seq_len=seq_len, batch=batch, dtype=dtype,
+             usd_per_hour=usd_per_hour), json, _render("estimate"))
+
+
+@app.command()
+def gpus(json: JsonOpt = False) -> None:
+    """The hardware catalog: dense peaks per dtype, memory, bandwidth, sources."""
+    from paramcalc.catalog import gpu_names, load_gpu
+
+    cards = [load_gpu(name) for name in gpu_names()]
+    if json:
+        import json as _json
+        from dataclasses import asdict
+
+        sys.stdout.write(_json.dumps({"schema_version": 1, "gpus": [asdict(c) for c in cards]}, indent=2) + "\n")
+    else:
+        _render("gpus")(cards)
+
+
+@app.command()
+def schema() -> None:
+    """The JSON Schema of paramcalc's YAML spec format (for editors and validators)."""
+    import json as _json
+
+    from paramcalc.spec import TransformerSpec
+
+    sys.stdout.write(_json.dumps(TransformerSpec.model_json_schema(), indent=2) + "\n")
 
 
 @app.command()
@@ -103,7 +143,7 @@ def cost(target: TargetArg, gpu: GpuOpt,
          recompute: str = typer.Option("none", help="none | selective | full: reported as hardware FLOPs (HFU) only"),
          json: JsonOpt = False) -> None:
     """GPU-hours, wall-clock, dollars and energy of one training run (model FLOPs / (dense peak x MFU))."""
-    from paramcalc.cost import estimate_cost
+    from paramcalc.core.cost import estimate_cost
 
     emit(estimate_cost(target, tokens=tokens, gpu=gpu, gpus=gpus, mfu=mfu, seq_len=seq_len, batch=batch, dtype=dtype,
                        usd_per_hour=usd_per_hour, recompute=recompute), json, _render("cost"))

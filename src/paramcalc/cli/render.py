@@ -104,6 +104,42 @@ def _bar(parts: list[tuple[str, int]], total: int, width: int = 60) -> None:
     console.print("  ".join(legend))
 
 
+def estimate(report) -> None:
+    p, f, c = report.params, report.flops, report.cost
+    table = Table(title=f"{report.model}: estimate", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_column("", justify="left")
+    table.add_row("parameters", _exact(p.total), units.human_count(p.total))
+    table.add_row("active per token", _exact(p.active), units.human_count(p.active))
+    table.add_row(f"train step FLOPs (batch 1 x {report.seq_len})", _exact(f.train_step), units.human_flops(f.train_step))
+    plan = report.plan
+    if plan.get("gpus"):
+        table.add_row("plan", f"{plan['gpus']:,} x {plan['gpu']}",
+                      f"dp {plan['dp']}, tp {plan['tp']}, pp {plan['pp']}, ZeRO-{plan['zero']}, recompute {plan['recompute']}")
+    if report.memory:
+        table.add_row("memory per GPU", _exact(report.memory.total_per_gpu), units.human_bytes(report.memory.total_per_gpu))
+    table.add_row("training FLOPs", _exact(c.training_flops), units.human_flops(c.training_flops))
+    table.add_row("GPU-hours", f"{c.gpu_hours:,.0f}", units.human_hours(c.gpu_hours))
+    table.add_row("wall-clock", f"{c.wall_clock_hours:,.1f} h", f"{c.wall_clock_hours / 24:,.1f} days")
+    table.add_row("cost", units.human_usd(c.usd), f"${c.usd_per_gpu_hour:,.2f}/GPU-h" if c.usd_per_gpu_hour else "")
+    console.print(table)
+    console.print(f"[bold]{report.verdict}[/bold]")
+    _notes(report.notes)
+
+
+def gpus(cards) -> None:
+    table = Table(title="accelerators (dense peaks, no sparsity)", title_justify="left")
+    for col in ("name", "memory", "bandwidth", "bf16", "fp8", "TDP"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for c in cards:
+        fp8 = c.peak_flops.get("fp8")
+        table.add_row(c.name, units.human_bytes(c.memory_bytes), f"{c.memory_bandwidth / 1e12:.2f} TB/s",
+                      f"{c.peak_flops.get('bf16', 0) / 1e12:,.0f} TFLOP/s",
+                      f"{fp8 / 1e12:,.0f} TFLOP/s" if fp8 else "-", f"{c.tdp_watts} W" if c.tdp_watts else "-")
+    console.print(table)
+
+
 def presets(items: list[dict]) -> None:
     table = Table(title="presets", title_justify="left")
     for col in ("name", "family", "params", "source"):

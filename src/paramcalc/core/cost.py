@@ -12,9 +12,9 @@ GPU-hours of a given MFU.
 from __future__ import annotations
 
 from paramcalc.catalog import load_gpu, prices
-from paramcalc.count import count_params, resolve
+from paramcalc.core.count import count_params, resolve
 from paramcalc.errors import UserError
-from paramcalc.flops import RECOMPUTE, count_flops, make_pass
+from paramcalc.core.flops import RECOMPUTE, count_flops, make_pass
 from paramcalc.results import Cost, CostReport
 from paramcalc.spec import CountSpec
 from paramcalc.units import human_flops, parse_positive, parse_positive_int

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Breakdown, Pass
 from paramcalc.blocks.mla import LatentAttention
-from paramcalc.count import resolve
+from paramcalc.core.count import resolve
 from paramcalc.errors import UserError
-from paramcalc.flops import RECOMPUTE, make_pass
+from paramcalc.core.flops import RECOMPUTE, make_pass
 from paramcalc.network import Network, build
 from paramcalc.results import Memory, MemoryReport
 from paramcalc.spec import CountSpec, TransformerSpec

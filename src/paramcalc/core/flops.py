@@ -12,7 +12,7 @@ model FLOPs (MFU), as PaLM (Chowdhery et al. 2022, appendix B) defines them.
 from __future__ import annotations
 
 from paramcalc.blocks.base import Pass
-from paramcalc.count import resolve, rows
+from paramcalc.core.count import resolve, rows
 from paramcalc.errors import UserError
 from paramcalc.network import Network, build
 from paramcalc.results import Flops, FlopsReport

@@ -1,0 +1,90 @@
+"""The main job: parameters, FLOPs, a training plan that fits, and its cost,
+in one report.
+
+The plan is the smallest GPU count that holds one training step: first plain
+data parallelism with ZeRO-3 sharding (FSDP), then with full activation
+recomputation, then with 8-way tensor parallelism inside a node and pipeline
+stages; GPU counts are powers of two, as clusters are allocated.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from paramcalc.catalog import load_gpu
+from paramcalc.core.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost
+from paramcalc.core.count import count_params, resolve
+from paramcalc.core.flops import count_flops, default_seq_len
+from paramcalc.core.memory import estimate_memory
+from paramcalc.results import Cost, Flops, Memory, Params, Report
+from paramcalc.units import human_bytes, human_count, human_hours, human_usd, parse_positive_int
+
+MAX_GPUS = 2**17
+
+# (recompute, tp, pp) in the order a practitioner reaches for them.
+STRATEGIES = (("none", 1, 1), ("full", 1, 1), ("full", 8, 1), ("full", 8, 4), ("full", 8, 16))
+
+
+class EstimateReport(Report):
+    command: str = "estimate"
+    seq_len: int
+    params: Params
+    flops: Flops
+    plan: dict[str, str | int | float | bool | None] = Field(description="the smallest configuration that fits")
+    memory: Memory | None
+    cost: Cost
+    verdict: str
+
+
+def plan_training(target, *, gpu: str, seq_len=None, batch=1, dtype: str = "bf16", max_gpus: int = MAX_GPUS) -> dict:
+    """Smallest power-of-two GPU count (and how to shard) that fits one step per GPU."""
+    card = load_gpu(gpu)
+    for recompute, tp, pp in STRATEGIES:
+        gpus = tp * pp
+        while gpus <= max_gpus:
+            dp = gpus // (tp * pp)
+            m = estimate_memory(target, mode="train", seq_len=seq_len, batch=batch, dtype=dtype, zero=3 if dp > 1 else 0,
+                                dp=dp, tp=tp, pp=pp, sequence_parallel=tp > 1, recompute=recompute,
+                                attention="flash", gpu=card.name)
+            if m.fits.get("fits"):
+                return {"gpus": gpus, "dp": dp, "tp": tp, "pp": pp, "zero": 3 if dp > 1 else 0,
+                        "recompute": recompute, "attention": "flash", "gpu": card.name, "memory": m}
+            gpus *= 2
+    return {"gpus": None, "gpu": card.name, "memory": None}
+
+
+def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, seq_len=None, batch=1,
+             dtype: str = "bf16", usd_per_hour=None) -> EstimateReport:
+    """Everything at once: params, FLOPs per step, a plan that fits, GPU-hours and dollars.
+
+    Tokens default to Chinchilla's 20 per parameter (Hoffmann et al. 2022).
+    """
+    spec = resolve(target)
+    params = count_params(spec).params
+    seq = default_seq_len(spec) if seq_len is None else parse_positive_int(seq_len, what="--seq-len")
+    f = count_flops(spec, seq_len=seq, batch=batch).flops
+    plan = plan_training(spec, gpu=gpu, seq_len=seq, batch=batch, dtype=dtype)
+    memory = plan.pop("memory")
+    n_gpus = parse_positive_int(gpus, what="--gpus") if gpus is not None else (plan["gpus"] or 1)
+    budget = tokens if tokens is not None else CHINCHILLA_TOKENS_PER_PARAM * params.total
+    c = estimate_cost(spec, tokens=budget, gpu=gpu, gpus=n_gpus, mfu=mfu, seq_len=seq, batch=batch, dtype=dtype,
+                      usd_per_hour=usd_per_hour)
+    gpu_name = c.gpu
+    if plan["gpus"]:
+        fit = (f"fits on {plan['gpus']:,} x {gpu_name} with ZeRO-{plan['zero']}"
+               + (f", TP {plan['tp']}" if plan["tp"] > 1 else "") + (f", PP {plan['pp']}" if plan["pp"] > 1 else "")
+               + (", full recomputation" if plan["recompute"] == "full" else "")
+               + f" ({human_bytes(memory.memory.total_per_gpu)} per GPU)")
+    elif memory is None and params.embedding is None:
+        fit = f"{human_bytes(16 * params.total)} of model states; activations need the architecture"
+    else:
+        fit = f"does not fit on {MAX_GPUS:,} x {gpu_name}"
+    cost = c.cost
+    verdict = (f"{human_count(params.total)} params; {fit}; {human_hours(cost.gpu_hours)} GPU-hours for "
+               f"{human_count(c.tokens)} tokens at MFU {cost.mfu:.2f}"
+               + (f"; {human_usd(cost.usd)}" if cost.usd is not None else ""))
+    notes = [f"tokens: {'given' if tokens is not None else 'Chinchilla-optimal 20 per parameter'}",
+             "plan: the fewest power-of-two GPUs holding one step (flash attention, micro-batch "
+             f"{batch}); cost: model FLOPs / (dense {dtype} peak x MFU)", *c.notes[:2]]
+    return EstimateReport(model=spec.name, seq_len=seq, params=params, flops=f, plan=plan,
+                          memory=memory.memory if memory else None, cost=cost, verdict=verdict, notes=notes)
