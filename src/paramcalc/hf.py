@@ -338,7 +338,7 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
 def from_config(cfg: Config, where: str = "config.json", name: str | None = None) -> TransformerSpec:
     """A spec for the class named in `architectures[0]` of a config.json mapping."""
     model_type = cfg.get("model_type")
-    if model_type not in FAMILIES:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise UserError(f"unsupported model_type {model_type!r}", where=f"{where}: field 'model_type'",
                         fix=f"supported: {', '.join(sorted(FAMILIES))}")
     convert, defaults = FAMILIES[model_type]
