@@ -60,8 +60,21 @@ def test_arbitrary_text_as_json_or_yaml(tmp_path_factory, text):
         only_user_errors(folder / name)
 
 
-def test_absurd_sizes_give_exact_big_integers_quickly():
-    spec = TransformerSpec(vocab_size=10**9, hidden_size=2**20, intermediate_size=10**7, num_hidden_layers=10**6,
+def test_absurd_sizes_give_exact_big_integers():
+    spec = TransformerSpec(vocab_size=10**9, hidden_size=2**20, intermediate_size=10**7, num_hidden_layers=10**5,
                            num_attention_heads=2**10)
     total = count_params(spec).params.total
-    assert total > 10**18 and isinstance(total, int)
+    h, f, V, L = 2**20, 10**7, 10**9, 10**5
+    assert total == 2 * V * h + L * (4 * h * h + 3 * h * f + 2 * h) + h
+
+
+def test_a_billion_layers_is_refused_with_the_limit_named(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text("vocab_size: 10\nhidden_size: 8\nintermediate_size: 8\nnum_hidden_layers: 1e9\n"
+                    "num_attention_heads: 2\n")
+    try:
+        count_params(load_spec(str(path)))
+    except UserError as e:
+        assert "num_hidden_layers" in str(e) and "100000" in str(e)
+    else:
+        raise AssertionError("a billion layers was accepted")

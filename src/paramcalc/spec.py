@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import get_args
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from paramcalc.errors import UserError
 
@@ -19,8 +21,26 @@ from paramcalc.errors import UserError
 class _Spec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _number_grammar(cls, value, info):
+        """Numeric fields take the command line's grammar (`1e9`, `128K`): YAML 1.1
+        reads `1e9` as a string."""
+        if isinstance(value, str):
+            annotation = cls.model_fields[info.field_name].annotation
+            if annotation in (int, float) or {int, float} & set(get_args(annotation)):
+                from paramcalc.units import parse_number
 
-Pos = Field(gt=0)
+                try:
+                    return parse_number(value)
+                except UserError:
+                    return value
+        return value
+
+
+# Layers are lowered one by one (sliding windows and dense/MoE patterns vary per
+# layer): a limit far beyond any real model keeps absurd input from hanging.
+MAX_LAYERS = 100_000
 
 
 class MoESpec(_Spec):
@@ -69,8 +89,9 @@ class TransformerSpec(_Spec):
     architecture: Literal["decoder", "encoder", "encoder-decoder"] = Field("decoder", description="stack layout")
     vocab_size: int = Field(gt=0, description="rows of the token embedding")
     hidden_size: int = Field(gt=0, description="model width h")
-    num_hidden_layers: int = Field(gt=0, description="layers (encoder layers for encoder-decoder)")
-    num_decoder_layers: int | None = Field(None, gt=0, description="encoder-decoder: decoder layers; default num_hidden_layers")
+    num_hidden_layers: int = Field(gt=0, le=MAX_LAYERS, description="layers (encoder layers for encoder-decoder)")
+    num_decoder_layers: int | None = Field(None, gt=0, le=MAX_LAYERS,
+                                           description="encoder-decoder: decoder layers; default num_hidden_layers")
     num_attention_heads: int = Field(gt=0, description="query heads n")
     num_key_value_heads: int | None = Field(None, gt=0, description="K/V heads g (GQA; 1 = MQA); default num_attention_heads")
     head_dim: int | None = Field(None, gt=0, description="per-head width; default hidden_size / num_attention_heads")
