@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from paramcalc.blocks.base import Pass
 from paramcalc.catalog import load_gpu
+from paramcalc.core.comm import Communication, step_communication
 from paramcalc.core.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost
 from paramcalc.core.count import count_params, resolve
 from paramcalc.core.flops import count_flops, default_seq_len
@@ -33,24 +35,29 @@ class EstimateReport(Report):
     plan: dict[str, str | int | float | bool | None] = Field(description="the smallest configuration that fits")
     memory: Memory | None
     cost: Cost
+    communication: Communication | None = Field(None, description="per step of the plan; a diagnostic, not added")
     verdict: str
 
 
 def plan_training(target, *, gpu: str, seq_len=None, batch=1, dtype: str = "bf16", max_gpus: int = MAX_GPUS) -> dict:
-    """Smallest power-of-two GPU count (and how to shard) that fits one step per GPU."""
+    """Fewest power-of-two GPUs (and how to shard) that fit one step per GPU;
+    among equal counts, the simplest strategy (the earliest in STRATEGIES)."""
     card = load_gpu(gpu)
+    best: dict = {"gpus": None, "gpu": card.name, "memory": None}
     for recompute, tp, pp in STRATEGIES:
         gpus = tp * pp
-        while gpus <= max_gpus:
+        limit = best["gpus"] // 2 if best["gpus"] else max_gpus  # only a strictly smaller count can win
+        while gpus <= limit:
             dp = gpus // (tp * pp)
             m = estimate_memory(target, mode="train", seq_len=seq_len, batch=batch, dtype=dtype, zero=3 if dp > 1 else 0,
                                 dp=dp, tp=tp, pp=pp, sequence_parallel=tp > 1, recompute=recompute,
                                 attention="flash", gpu=card.name)
             if m.fits.get("fits"):
-                return {"gpus": gpus, "dp": dp, "tp": tp, "pp": pp, "zero": 3 if dp > 1 else 0,
+                best = {"gpus": gpus, "dp": dp, "tp": tp, "pp": pp, "zero": 3 if dp > 1 else 0,
                         "recompute": recompute, "attention": "flash", "gpu": card.name, "memory": m}
+                break
             gpus *= 2
-    return {"gpus": None, "gpu": card.name, "memory": None}
+    return best
 
 
 def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, seq_len=None, batch=1,
@@ -62,6 +69,7 @@ def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, 
     spec = resolve(target)
     params = count_params(spec).params
     seq = default_seq_len(spec) if seq_len is None else parse_positive_int(seq_len, what="--seq-len")
+    batch = parse_positive_int(batch, what="--batch")
     f = count_flops(spec, seq_len=seq, batch=batch).flops
     plan = plan_training(spec, gpu=gpu, seq_len=seq, batch=batch, dtype=dtype)
     memory = plan.pop("memory")
@@ -80,6 +88,12 @@ def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, 
     else:
         fit = f"does not fit on {MAX_GPUS:,} x {gpu_name}"
     cost = c.cost
+    comm = None
+    if plan["gpus"]:
+        from paramcalc.network import build
+
+        comm = step_communication(build(spec), Pass(batch, seq), gpu=gpu, dp=plan["dp"], tp=plan["tp"], pp=plan["pp"],
+                                  zero=plan["zero"], micro_batches=plan["pp"], dtype=dtype, mfu=cost.mfu)
     verdict = (f"{human_count(params.total)} params; {fit}; {human_hours(cost.gpu_hours)} GPU-hours for "
                f"{human_count(c.tokens)} tokens at MFU {cost.mfu:.2f}"
                + (f"; {human_usd(cost.usd)}" if cost.usd is not None else ""))
@@ -87,4 +101,5 @@ def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, 
              "plan: the fewest power-of-two GPUs holding one step (flash attention, micro-batch "
              f"{batch}); cost: model FLOPs / (dense {dtype} peak x MFU)", *c.notes[:2]]
     return EstimateReport(model=spec.name, seq_len=seq, params=params, flops=f, plan=plan,
-                          memory=memory.memory if memory else None, cost=cost, verdict=verdict, notes=notes)
+                          memory=memory.memory if memory else None, cost=cost, communication=comm,
+                          verdict=verdict, notes=notes)

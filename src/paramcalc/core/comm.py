@@ -1,0 +1,87 @@
+"""Communication per training step, as a diagnostic (CONTRACT.md: the MFU
+already absorbs it, so it is never added to GPU-hours).
+
+Ring collectives over N ranks move, per rank (Patarasuk & Yuan 2009):
+all-reduce 2(N-1)/N x size, all-gather and reduce-scatter (N-1)/N x size.
+- Data parallel (ZeRO-0/1): one gradient all-reduce per step; ZeRO-2
+  reduce-scatters gradients and all-gathers updated weights; ZeRO-3 / FSDP
+  all-gathers weights in forward and again in backward and reduce-scatters
+  gradients: 1.5x ZeRO-0's volume (Rajbhandari et al. 2020, section 7).
+  Gradient traffic overlaps the backward pass (it can hide); parameter
+  all-gathers are prefetched (they can hide too, behind the previous layer).
+- Tensor parallel (Megatron-LM, Shoeybi et al. 2019): 2 all-reduces of the
+  b x s x h activations per layer in forward, 2 in backward; on the
+  critical path.
+- Pipeline (1F1B, Narayanan et al. 2021): activations of b x s x h sent to
+  the next stage per micro-batch and their gradients back; the bubble idles
+  (p - 1) / (m + p - 1) of the step.
+- Expert parallel: a dispatch and a combine all-to-all of the routed tokens
+  (k copies of b x s x h) per MoE layer, forward and backward.
+Times use the GPU's scale-up link bandwidth per direction.
+"""
+
+from __future__ import annotations
+
+from paramcalc.blocks.moe import MoE
+from paramcalc.catalog import load_gpu
+from paramcalc.core.flops import forward_flops
+from paramcalc.core.memory import DTYPE_BYTES, PRECISION
+from paramcalc.blocks.base import Pass
+from paramcalc.network import Network
+from paramcalc.results import _Result
+
+
+class Collective(_Result):
+    name: str
+    bytes_per_gpu: int
+    seconds: float
+    overlappable: bool
+
+
+class Communication(_Result):
+    collectives: list[Collective]
+    compute_seconds: float
+    exposed_seconds: float
+    bubble_fraction: float
+
+
+def _ring(kind: str, n: int, size: int) -> int:
+    if n <= 1:
+        return 0
+    return 2 * (n - 1) * size // n if kind == "all-reduce" else (n - 1) * size // n
+
+
+def step_communication(net: Network, p: Pass, *, gpu: str, dp: int = 1, tp: int = 1, pp: int = 1, ep: int = 1,
+                       zero: int = 0, micro_batches: int = 1, dtype: str = "bf16", precision: str = "mixed",
+                       mfu: float = 0.4) -> Communication:
+    card = load_gpu(gpu)
+    link = card.interconnect_bandwidth or card.memory_bandwidth
+    x = int(DTYPE_BYTES[dtype])
+    params = sum(net.params().values()) // (tp * pp)
+    grad_bytes = params * (PRECISION[precision][1] or x)
+    weight_bytes = params * x
+    out: list[tuple[str, int, bool]] = []
+    if zero <= 1:
+        out.append(("data-parallel gradient all-reduce", _ring("all-reduce", dp, grad_bytes), True))
+    else:
+        out.append(("ZeRO gradient reduce-scatter", _ring("reduce-scatter", dp, grad_bytes), True))
+        gathers = 2 if zero >= 3 else 1  # ZeRO-3: forward and backward; ZeRO-2: the updated weights once
+        out.append((f"ZeRO weight all-gather (x{gathers})", gathers * _ring("all-gather", dp, weight_bytes), True))
+    layers = sum(s.count for s in net.layers) // pp
+    activation = p.tokens * net.stages[0].block.dim * x * micro_batches
+    if tp > 1:
+        out.append(("tensor-parallel all-reduces (4 per layer)", 4 * layers * _ring("all-reduce", tp, activation), False))
+    if pp > 1:
+        out.append(("pipeline sends (activations and gradients)", 2 * activation, False))
+    moe_layers = sum(s.count for s in net.layers if isinstance(s.block.mlp, MoE)) // pp
+    if ep > 1 and moe_layers:
+        k = next(s.block.mlp.top_k for s in net.layers if isinstance(s.block.mlp, MoE))
+        out.append(("expert-parallel all-to-all (4 per MoE layer)",
+                    4 * moe_layers * k * activation * (ep - 1) // ep, False))
+    compute = 3 * forward_flops(net, p) * micro_batches / (tp * pp) / (card.peak(dtype) * mfu)
+    collectives = [Collective(name=n, bytes_per_gpu=b, seconds=b / link, overlappable=o) for n, b, o in out]
+    hidden = sum(c.seconds for c in collectives if c.overlappable)
+    exposed = sum(c.seconds for c in collectives if not c.overlappable) + max(0.0, hidden - compute)
+    bubble = (pp - 1) / (micro_batches + pp - 1) if pp > 1 else 0.0
+    return Communication(collectives=collectives, compute_seconds=compute, exposed_seconds=exposed,
+                         bubble_fraction=bubble)
