@@ -123,7 +123,10 @@ class LMHead(Block):
             out["transform"] = x * T * h + self.transform_norm.saved_rows(T, a) + x * T * h
         if self.softcap:
             out["softcap"] = x * T * V
-        out["loss"] = (4 if self.loss_fp32 else x) * T * V + (8 * T if self.loss_fp32 else 0) + 4
+        # Causal-LM labels are shifted into a new int64 tensor; at batch 1 it stays a view of the
+        # padded (1, s + 1) storage, which is what autograd keeps.
+        labels = (8 * T if p.batch > 1 else 8 * (p.seq + 1)) if self.loss_fp32 else 0
+        out["loss"] = (4 if self.loss_fp32 else x) * T * V + labels + 4
         return out
 
     def module(self):
