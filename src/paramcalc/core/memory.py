@@ -149,6 +149,8 @@ def activation_bytes(spec: TransformerSpec, net: Network, p: Pass, s: Setup) -> 
         stage = key.split("/", 1)[0]
         if stage in layers:
             value = _layer_share(key, value, s)
+        elif stage == "head" and key.rsplit("/", 1)[-1] in ("loss", "softcap"):
+            value = _ceil(value, s.tp)  # Megatron's vocab-parallel head: each TP rank holds V/tp logits
         result[key] = value
     if s.recompute == "full":  # keep each layer's input; one layer is recomputed at a time in backward
         peak_layer = max(sum(v for k, v in result.items() if k.startswith(st.name + "/")) // st.count

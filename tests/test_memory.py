@@ -1,0 +1,101 @@
+"""Memory: model states by precision, optimizer and ZeRO stage against the
+ZeRO paper and DeepSpeed's estimator; the KV cache exactly; parallelism and
+recomputation in the directions the papers give."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli import run
+from paramcalc.core.memory import estimate_memory
+
+GB = 10**9
+
+
+@pytest.mark.parametrize("stage,gb", [(0, 120), (1, 31.4), (2, 16.6), (3, 1.9)])
+def test_zero_paper_figure_1_from_a_bare_count(stage, gb):
+    """Rajbhandari et al. 2020, figure 1: 7.5B parameters, 64-way data parallel, mixed-precision Adam."""
+    m = estimate_memory("7.5B", zero=stage, dp=64).memory
+    assert m.model_states_per_gpu / GB == pytest.approx(gb, abs=0.05)
+    assert m.activations is None and m.kv_cache is None and m.total_per_gpu is None
+
+
+def test_deepspeed_zero3_estimator_on_one_gpu():
+    """DeepSpeed's estimate_zero3_model_states_mem_needs_all_live for bigscience/T0_3B on one GPU
+    (transformers' DeepSpeed guide): 46.91 GB (GiB) per GPU with no offload = 18 bytes x 2783M
+    parameters + 4 bytes x its 65M-parameter largest layer. DeepSpeed keeps fp32 gradients, which is
+    --precision megatron (2 + 4 + 12 bytes)."""
+    m = estimate_memory("2783M", zero=3, dp=1, precision="megatron").memory
+    largest_layer = 4 * 65_000_000
+    assert (m.model_states_per_gpu + largest_layer) / 2**30 == pytest.approx(46.91, rel=0.005)
+
+
+@pytest.mark.parametrize("precision,optimizer,per_param", [
+    ("mixed", "adamw", 16), ("fp32", "adamw", 16), ("megatron", "adam", 18), ("mixed", "sgd", 8),
+    ("mixed", "sgd-momentum", 12), ("mixed", "lion", 12), ("mixed", "adam-8bit", 10), ("amp", "adamw", 16),
+])
+def test_bytes_per_parameter_by_recipe(precision, optimizer, per_param):
+    m = estimate_memory("1B", precision=precision, optimizer=optimizer).memory
+    assert m.model_states_per_gpu == per_param * 10**9
+
+
+def test_kv_cache_is_exact_for_gqa_mha_and_mla():
+    # CONTRACT.md: 2 x layers x kv_heads x head_dim x tokens x batch x bytes
+    assert estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2, kv_dtype="bf16").memory.kv_cache == \
+        2 * 32 * 8 * 128 * 8192 * 2 * 2
+    assert estimate_memory("llama-2-7b", mode="infer", seq_len=4096, batch=1, kv_dtype="fp8").memory.kv_cache == \
+        2 * 32 * 32 * 128 * 4096 * 1
+    # DeepSeek-V3 caches the 512-dim latent plus the 64-dim rotary key per token and layer
+    assert estimate_memory("deepseek-v3", mode="infer", seq_len=4096, batch=1).memory.kv_cache == \
+        61 * (512 + 64) * 4096 * 2
+
+
+def test_sliding_window_layers_hold_at_most_their_window():
+    full = estimate_memory("mistral-7b", mode="infer", seq_len=4096, batch=1).memory.kv_cache
+    long = estimate_memory("mistral-7b", mode="infer", seq_len=16384, batch=1).memory.kv_cache
+    assert full == long == 2 * 32 * 8 * 128 * 4096 * 2
+    gemma = estimate_memory("gemma-2-9b", mode="infer", seq_len=8192, batch=1).memory.kv_cache
+    assert gemma == 2 * 8 * 256 * 2 * (21 * 4096 + 21 * 8192)  # alternating local (4096) and global layers
+
+
+def test_inference_weights_by_dtype_with_int4_group_scales():
+    n = 8_030_261_248
+    assert estimate_memory("llama-3.1-8b", mode="infer", dtype="bf16").memory.weights == 2 * n
+    assert estimate_memory("llama-3.1-8b", mode="infer", dtype="fp8").memory.weights == n
+    assert estimate_memory("llama-3.1-8b", mode="infer", dtype="int4").memory.weights == n // 2 + 2 * (-(-n // 128))
+
+
+def test_recomputation_and_flash_attention_shrink_activations_in_order():
+    base = dict(seq_len=4096)
+    eager = estimate_memory("llama-3.1-8b", **base).memory.activations
+    flash = estimate_memory("llama-3.1-8b", attention="flash", **base).memory.activations
+    selective = estimate_memory("llama-3.1-8b", recompute="selective", **base).memory.activations
+    full = estimate_memory("llama-3.1-8b", recompute="full", **base).memory.activations
+    assert full < flash < eager and full < selective < eager
+    # selective recomputation removes exactly the s x s attention core (softmax fp32 + probs): 6 b n s^2 per layer
+    assert eager - selective == 32 * 6 * 32 * 4096**2
+
+
+def test_tensor_and_sequence_parallelism_split_activations():
+    one = estimate_memory("llama-3.1-70b", tp=1).memory
+    tp8 = estimate_memory("llama-3.1-70b", tp=8).memory
+    sp8 = estimate_memory("llama-3.1-70b", tp=8, sequence_parallel=True).memory
+    assert tp8.weights == -(-one.weights // 8)
+    assert sp8.activations < tp8.activations < one.activations
+    assert sp8.activations == pytest.approx(one.activations / 8, rel=0.02)
+
+
+def test_pipeline_first_stage_holds_about_all_layers_of_activations():
+    one = estimate_memory("llama-3.1-8b", pp=1).memory
+    four = estimate_memory("llama-3.1-8b", pp=4).memory
+    assert four.weights == -(-one.weights // 4)
+    assert 0.9 * one.activations < four.activations <= one.activations
+
+
+def test_memory_cli_fits_verdict_and_bad_flags():
+    r = run("memory", "llama-3.1-8b", "--mode", "infer", "--gpu", "h100", "--json")
+    assert r.code == 0 and r.json["fits"]["fits"] is True and r.json["fits"]["gpu"] == "h100-sxm"
+    assert run("memory", "llama-3.1-405b", "--gpu", "h100-sxm", "--json").json["fits"]["fits"] is False
+    for flag, value in (("--zero", "4"), ("--optimizer", "adamx"), ("--dtype", "fp12"), ("--mode", "serve")):
+        bad = run("memory", "gpt2", flag, value)
+        assert bad.code == 2 and flag in bad.err and "Traceback" not in bad.err
