@@ -85,9 +85,12 @@ class Setup:
                 raise UserError(f"unknown value {value!r}", where=flag, fix=f"choose from: {', '.join(choices)}")
         if self.zero not in (0, 1, 2, 3):
             raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {self.zero}", where="--zero")
-        if self.mode == "train" and self.precision in ("mixed", "megatron") and DTYPE_BYTES[self.dtype] != 2:
-            raise UserError(f"--precision {self.precision} trains with 16-bit weights, not {self.dtype}",
+        if self.mode == "train" and self.precision in ("mixed", "megatron") and DTYPE_BYTES[self.dtype] > 2:
+            raise UserError(f"--precision {self.precision} trains with 16-bit (or 8-bit) weights, not {self.dtype}",
                             fix="use --dtype bf16 or fp16, or --precision fp32")
+        if self.mode == "train" and DTYPE_BYTES[self.dtype] < 1:
+            raise UserError(f"full training keeps no {self.dtype} weights",
+                            fix="use --dtype bf16 (QLoRA's 4-bit base is frozen: see --lora options)")
         return self
 
     @property
@@ -103,7 +106,7 @@ def model_states(params: int, s: Setup, adafactor_state: int | None = None) -> t
     w_b, g_b, master = PRECISION[s.precision]
     dtype = DTYPE_BYTES[s.dtype]
     weights = params * (w_b or dtype)
-    grads = params * (g_b or dtype)
+    grads = params * (g_b or max(dtype, 2))  # 8-bit (fp8) training still reduces 16-bit gradients
     state = OPTIMIZER_STATE[s.optimizer]
     opt = params * master + (adafactor_state if state is None else params * state)
     return (_ceil(weights, split * (s.dp if s.zero >= 3 else 1)),
@@ -193,7 +196,7 @@ def _layer_share(key: str, value: int, s: Setup) -> int:
 
 
 def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype: str = "bf16",
-                    kv_dtype: str | None = None, precision: str = "mixed", optimizer: str = "adamw", zero=0, dp=1,
+                    kv_dtype: str | None = None, precision: str | None = None, optimizer: str = "adamw", zero=0, dp=1,
                     tp=1, pp=1, sequence_parallel: bool = False, recompute: str = "none",
                     attention: str = "eager", gpu: str | None = None) -> MemoryReport:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads.
@@ -202,6 +205,8 @@ def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype
     2147483648
     """
     spec = resolve(target)
+    if precision is None:  # fp32 weights train in fp32; 16- and 8-bit ones in ZeRO's mixed recipe
+        precision = "fp32" if dtype in ("fp32", "tf32") else "mixed"
     setup = Setup(mode, dtype, kv_dtype, precision, optimizer, _stage(zero),
                   parse_positive_int(dp, what="--dp"), parse_positive_int(tp, what="--tp"),
                   parse_positive_int(pp, what="--pp"), sequence_parallel, recompute, attention).check()
