@@ -59,8 +59,9 @@ def memory(target: TargetArg,
            mode: str = typer.Option("train", help="train | infer"),
            seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
            kv_dtype: Optional[str] = typer.Option(None, help="KV cache dtype [default: --dtype]"),
-           precision: str = typer.Option("mixed", help="mixed (ZeRO: 16-bit weights and grads, fp32 master and "
-                                                       "Adam: 16 B/param) | fp32 | amp | megatron"),
+           precision: Optional[str] = typer.Option(None, help="mixed (ZeRO: 16-bit weights and grads, fp32 master "
+                                                                 "and Adam: 16 B/param) | fp32 | amp | megatron "
+                                                                 "[default: fp32 for --dtype fp32, else mixed]"),
            optimizer: str = typer.Option("adamw", help="adamw | adam | adam-8bit | sgd | sgd-momentum | lion | adafactor"),
            zero: str = typer.Option("0", help="ZeRO stage 0-3 (3 = FSDP full sharding)"),
            dp: str = typer.Option("1", help="data-parallel GPUs"), tp: str = typer.Option("1", help="tensor-parallel GPUs"),
@@ -147,6 +148,80 @@ def cost(target: TargetArg, gpu: GpuOpt,
 
     emit(estimate_cost(target, tokens=tokens, gpu=gpu, gpus=gpus, mfu=mfu, seq_len=seq_len, batch=batch, dtype=dtype,
                        usd_per_hour=usd_per_hour, recompute=recompute), json, _render("cost"))
+
+
+_CHECK_RENDER = {"table": "check", "markdown": "check_markdown", "junit": "check_junit", "json": None}
+
+
+@app.command()
+def check(budget: str = typer.Argument(..., metavar="BUDGET.yaml", help="a budget file (docs/ci.md)"),
+          format: str = typer.Option("table", "--format", "-f", help="table | json | markdown | junit")) -> None:
+    """CI budgets: exit 0 when every budget holds, 1 when one is exceeded, 2 on bad input."""
+    from paramcalc.core.budget import check_budgets
+
+    if format not in _CHECK_RENDER:
+        raise UserError(f"unknown format {format!r}", where="--format", fix="use table, json, markdown or junit")
+    report = check_budgets(budget)
+    emit(report, format == "json", _render(_CHECK_RENDER[format] or "check"))
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+@app.command()
+def diff(a: str = typer.Argument(..., metavar="A", help="a TARGET: preset, config.json, .yaml spec or count"),
+         b: str = typer.Argument(..., metavar="B", help="a TARGET to compare with A (deltas are B - A)"),
+         seq_len: SeqLenOpt = None, json: JsonOpt = False) -> None:
+    """Two models side by side: params, FLOPs per token, training memory, KV cache, with deltas."""
+    from paramcalc.core.diff import diff as compare
+
+    emit(compare(a, b, seq_len=seq_len), json, _render("diff"))
+
+
+@app.command()
+def size(target: Optional[str] = typer.Option(None, "--target", help="parameter count to aim at (7B, 7e9, 405B)"),
+         flops: Optional[str] = typer.Option(None, "--flops", help="instead of --target: a FLOP budget; aims at the "
+                                                                 "compute-optimal N = sqrt(C / 120) (Chinchilla)"),
+         tolerance: str = typer.Option("0.02", "--tolerance", help="largest relative deviation from the target"),
+         vocab: str = typer.Option("128256", "--vocab", help="vocabulary size (Llama 3: 128256)"),
+         max_: str = typer.Option("10", "--max", help="candidates shown, closest first (0: all)"),
+         tied: bool = typer.Option(False, "--tied", help="tie the LM head to the token embedding"),
+         kv_heads: str = typer.Option("8,4,2,mha", "--kv-heads", help="K/V head counts allowed, preferred first"),
+         json: JsonOpt = False) -> None:
+    """Llama-style architectures whose exact parameter count is within the tolerance of a target."""
+    from paramcalc.core.sizing import propose_architectures
+
+    emit(propose_architectures(target, flops=flops, tolerance=tolerance, vocab_size=vocab, tied=tied,
+                               max_candidates=max_, kv_heads=kv_heads), json, _render("size"))
+
+
+@app.command()
+def checkpoint(target: TargetArg, dtype: DtypeOpt = "bf16",
+               optimizer: str = typer.Option("adamw", help="adamw | adam | adam-8bit | sgd | sgd-momentum | lion | "
+                                                           "adafactor"),
+               precision: str = typer.Option("mixed", help="mixed (16-bit weights + fp32 master) | fp32 | amp | "
+                                                           "megatron"),
+               zero: str = typer.Option("0", help="ZeRO stage 0-3 (3 = FSDP full sharding): what each rank writes"),
+               dp: str = typer.Option("1", help="data-parallel ranks"),
+               keep: str = typer.Option("1", help="checkpoints kept on disk"),
+               json: JsonOpt = False) -> None:
+    """Checkpoint bytes on disk: weights only, resumable, per-rank shard, K kept."""
+    from paramcalc.core.checkpoint import checkpoint_sizes
+
+    emit(checkpoint_sizes(target, dtype=dtype, precision=precision, optimizer=optimizer, zero=zero, dp=dp, keep=keep),
+         json, _render("checkpoint"))
+
+
+@app.command()
+def serve(target: TargetArg, gpu: GpuOpt = "h100-sxm", tp: str = typer.Option("1", help="tensor-parallel GPUs per replica"),
+          prompt: str = typer.Option("1024", help="prompt tokens"), output: str = typer.Option("256", help="output tokens"),
+          batch: str = typer.Option("1,8,32,128", "--batch", "-b", help="concurrent sequences, comma-separated"),
+          dtype: DtypeOpt = "bf16", kv_dtype: Optional[str] = typer.Option(None, help="KV cache dtype"),
+          json: JsonOpt = False) -> None:
+    """Inference on a roofline: time to first token, time per output token, tokens/s."""
+    from paramcalc.core.inference import estimate_serving
+
+    emit(estimate_serving(target, gpu=gpu, tp=tp, prompt=prompt, output=output, batches=batch.split(","),
+                          dtype=dtype, kv_dtype=kv_dtype), json, _render("serve"))
 
 
 def _render(name: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -140,6 +141,22 @@ def gpus(cards) -> None:
     console.print(table)
 
 
+def serve(report) -> None:
+    table = Table(title=f"{report.model} on {report.tp} x {report.gpu}: prompt {report.prompt_tokens:,}, "
+                        f"output {report.output_tokens:,} tokens ({report.dtype} weights, {report.kv_dtype} cache)",
+                  title_justify="left")
+    for col in ("batch", "memory/GPU", "fits", "TTFT", "TPOT", "bound", "tokens/s", "request"):
+        table.add_column(col, justify="right")
+    for p in report.points:
+        table.add_row(str(p.batch), units.human_bytes(p.memory_per_gpu), "yes" if p.fits else "[red]no[/red]",
+                      f"{p.ttft_seconds * 1e3:,.1f} ms", f"{p.tpot_seconds * 1e3:,.2f} ms", p.decode_bound,
+                      f"{p.tokens_per_second:,.0f}", f"{p.request_seconds:,.2f} s")
+    console.print(table)
+    console.print(f"weights {units.human_bytes(report.weights_per_gpu)} per GPU; up to {report.max_batch:,} "
+                  f"concurrent sequences of {report.prompt_tokens + report.output_tokens:,} tokens fit")
+    _notes(report.notes)
+
+
 def presets(items: list[dict]) -> None:
     table = Table(title="presets", title_justify="left")
     for col in ("name", "family", "params", "source"):
@@ -176,4 +193,177 @@ def cost(report) -> None:
     if c.usd is not None:
         verdict += f"; {units.human_usd(c.usd)}"
     console.print(f"[bold]{verdict}[/bold]")
+    _notes(report.notes)
+
+
+def _amount(value: int | float, unit: str) -> str:
+    """A budget figure in its unit, short: 8.03B params, 75.20 GiB, 609.7K GPU-hours, $1.82M."""
+    if unit == "params":
+        return units.human_count(value)
+    if unit == "bytes":
+        return units.human_bytes(value)
+    if unit == "FLOPs":
+        return units.human_flops(value)
+    if unit == "USD":
+        return units.human_usd(value)
+    return f"{units.human_hours(value)} {unit}"
+
+
+def _exact_amount(value: int | float, unit: str) -> str:
+    """Exact where the figure is an integer: '8,030,261,248 params (8.03B)'."""
+    if isinstance(value, int) and unit in ("params", "bytes", "FLOPs"):
+        return f"{value:,} {unit} ({_amount(value, unit)})"
+    if unit == "USD":
+        return f"${value:,.0f}"
+    return f"{value:,.1f} {unit}" if unit in ("GPU-hours", "hours") else _amount(value, unit)
+
+
+def _exceeded(limit) -> str:
+    return f"{limit.limit}: {_exact_amount(limit.actual, limit.unit)} exceeds {_exact_amount(limit.max, limit.unit)}"
+
+
+def check(report) -> None:
+    # CI logs are no terminal: rich would squeeze the table into 80 columns (or $COLUMNS) and crop it
+    out = console if console.is_terminal else Console(width=132)
+    table = Table(title=f"budgets: {report.file}", title_justify="left")
+    for col in ("budget", "model", "limit", "actual", "max", "used", "result"):
+        table.add_column(col, justify="right" if col in ("actual", "max", "used") else "left",
+                         no_wrap=col in ("limit", "result"), overflow="fold")
+    for r in report.results:
+        for i, limit in enumerate(r.limits):
+            table.add_row(r.name if i == 0 else "", r.model if i == 0 else "", limit.limit,
+                          _amount(limit.actual, limit.unit), _amount(limit.max, limit.unit),
+                          units.percent(limit.actual, limit.max),
+                          "[green]PASS[/green]" if limit.passed else "[bold red]FAIL[/bold red]")
+        table.add_section()
+    out.print(table)
+    failed = [r for r in report.results if not r.passed]
+    if failed:
+        out.print(f"[bold red]{len(failed)} of {len(report.results)} budget{'s' if len(report.results) > 1 else ''} "
+                  "exceeded[/bold red]")
+        for r in failed:
+            for limit in r.limits:
+                if not limit.passed:
+                    out.print(f"[red]* {r.name}: {_exceeded(limit)}[/red]")
+    else:
+        out.print(f"[bold green]{'all ' if len(report.results) > 1 else ''}{len(report.results)} "
+                  f"budget{'s hold' if len(report.results) > 1 else ' holds'}[/bold green]")
+    for r in report.results:
+        for note in r.notes:
+            out.print(f"[dim]* {r.name}: {note}[/dim]")
+
+
+def check_markdown(report) -> None:
+    """A GitHub-flavoured table for a PR comment or $GITHUB_STEP_SUMMARY."""
+    import sys
+
+    def cell(text: str) -> str:
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    failed = sum(not r.passed for r in report.results)
+    total = len(report.results)
+    head = (f"❌ {failed} of {total} budget{'s' if total > 1 else ''} exceeded" if failed
+            else f"✅ all {total} budget{'s' if total > 1 else ''} hold")
+    lines = [f"### paramcalc check: {head}", "",
+             "| budget | model | limit | actual | max | used | result |",
+             "| --- | --- | --- | ---: | ---: | ---: | --- |"]
+    for r in report.results:
+        for limit in r.limits:
+            lines.append(f"| {cell(r.name)} | `{cell(r.model)}` | `{limit.limit}` | {_amount(limit.actual, limit.unit)} "
+                         f"| {_amount(limit.max, limit.unit)} | {units.percent(limit.actual, limit.max)} "
+                         f"| {'✅ pass' if limit.passed else '❌ **FAIL**'} |")
+    lines += ["", f"<details><summary>settings ({cell(report.file)})</summary>", ""]
+    lines += [f"- **{cell(r.name)}**: {cell(note)}" for r in report.results for note in r.notes]
+    lines += ["- a limit holds when actual <= max; bytes in GiB (2^30), counts decimal", "", "</details>"]
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def check_junit(report) -> None:
+    """JUnit XML: one testcase per budget, one <failure> per failed budget naming every exceeded limit."""
+    import sys
+    import xml.etree.ElementTree as ET
+
+    failed = sum(not r.passed for r in report.results)
+    suite = ET.Element("testsuite", name="paramcalc check", tests=str(len(report.results)), failures=str(failed),
+                       errors="0", skipped="0", time="0")
+    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="file", value=report.file)
+    for r in report.results:
+        case = ET.SubElement(suite, "testcase", name=r.name, classname="paramcalc.check", time="0")
+        exceeded = [limit for limit in r.limits if not limit.passed]
+        if exceeded:
+            failure = ET.SubElement(case, "failure", type="BudgetExceeded",
+                                    message=f"{r.name} ({r.model}): " + "; ".join(_exceeded(x) for x in exceeded))
+            failure.text = "\n".join(_exceeded(x) for x in exceeded)
+        out = ET.SubElement(case, "system-out")
+        out.text = "\n".join([f"model: {r.model}"]
+                             + [f"{x.limit}: {_exact_amount(x.actual, x.unit)} (max {_exact_amount(x.max, x.unit)}): "
+                                f"{'pass' if x.passed else 'FAIL'}" for x in r.limits] + r.notes)
+    ET.indent(suite)
+    sys.stdout.write('<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n")
+
+
+def diff(report) -> None:
+    table = Table(title=f"{report.a} vs {report.b} (seq {report.seq_len})", title_justify="left")
+    for col in ("", report.a, report.b, "B - A", "change"):
+        table.add_column(col, justify="left" if not col else "right")
+    for row in report.rows:
+        def show(value):
+            return "unknown" if value is None else _amount(value, row.unit)
+
+        delta = "unknown" if row.delta is None else ("+" if row.delta > 0 else "") + _amount(row.delta, row.unit)
+        change = "-" if row.percent is None else f"{row.percent:+.1f}%"
+        table.add_row(row.label, show(row.a), show(row.b), delta, change)
+    console.print(table)
+    _notes(report.notes)
+
+
+def size(report) -> None:
+    aim = f"{units.human_count(report.target)} ({report.target:,})"
+    if report.flops is not None:
+        console.print(f"compute-optimal for {units.human_flops(report.flops)}: N = {aim} parameters, "
+                      f"D = {units.human_count(report.tokens)} tokens (Hoffmann et al. 2022)")
+    head = "tied head" if report.tie_word_embeddings else "untied head"
+    where = f"within ±{report.tolerance:.2%} of {aim}, vocab {report.vocab_size:,}, {head}"
+    if not report.candidates:
+        console.print(f"[yellow]no Llama-style architecture {where}[/yellow]")
+        _notes(report.notes)
+        return
+    shown = len(report.candidates)
+    table = Table(title=f"Llama-style architectures {where}: {report.matches:,} match"
+                        f"{'es' if report.matches != 1 else ''}, closest {shown} shown", title_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for col in ("params", "deviation", "hidden", "layers", "heads", "kv", "dim", "ffn", "ffn/h", "h/L"):
+        table.add_column(col, justify="right")
+    for c in report.candidates:
+        table.add_row(f"{c.params_total:,}", f"{c.deviation:+.4%}", str(c.hidden_size), str(c.num_hidden_layers),
+                      str(c.num_attention_heads), str(c.num_key_value_heads), str(c.head_dim),
+                      str(c.intermediate_size), f"{c.intermediate_size / c.hidden_size:.2f}",
+                      f"{c.hidden_size / c.num_hidden_layers:.0f}")
+    console.print(table)
+    _notes(report.notes)
+
+
+def checkpoint(report) -> None:
+    c = report.checkpoint
+    table = Table(title=f"{report.model}: checkpoint on disk ({units.human_count(report.params)} params, "
+                        f"{report.precision} precision, {report.optimizer}, ZeRO-{report.zero}, dp {report.dp})",
+                  title_justify="left")
+    for col in ("what", "bytes", "GiB", "bytes/param"):
+        table.add_column(col, justify="left" if col == "what" else "right")
+
+    def row(label, value):
+        table.add_row(label, f"{value:,}", units.human_bytes(value), f"{value / report.params:.4g}")
+
+    row(f"weights only ({report.dtype})", c.weights)
+    row("  training weights", c.training_weights)
+    if c.master_weights:
+        row("  fp32 master weights", c.master_weights)
+    row(f"  {report.optimizer} state", c.optimizer_state)
+    row("[bold]resumable checkpoint[/bold]", c.resumable)
+    if report.dp > 1:
+        row("per rank: rank 0", c.per_rank)
+        row(f"per rank: each of the other {report.dp - 1:,}", c.per_other_rank)
+    row(f"[bold]keeping {report.keep}[/bold]", c.kept)
+    row(f"peak while rotating ({report.keep} + 1)", c.rotation_peak)
+    console.print(table)
     _notes(report.notes)
