@@ -49,3 +49,15 @@ def test_serve_cli_json_and_bad_dtype():
     assert r.code == 0 and [p["batch"] for p in r.json["points"]] == [1, 16]
     bad = run("serve", "mistral-7b", "--kv-dtype", "fp3")
     assert bad.code == 2 and "--kv-dtype" in bad.err
+
+
+def test_decode_flops_per_token_grow_with_the_context():
+    """One new token: every linear once (2 x params, the embedding lookup excluded) plus the
+    attention over the cache: 2 x 2 x layers x heads x head_dim x context."""
+    from paramcalc.core.flops import count_flops
+
+    for seq in (1023, 8191):
+        f = count_flops("llama-3.1-8b", seq_len=seq).flops
+        linear = 2 * (8_030_261_248 - 128256 * 4096 - 32 * 2 * 4096 - 4096)  # no embedding table, no norms
+        assert f.decode_per_token == linear + 4 * 32 * 32 * 128 * (seq + 1)
+        assert f.prefill < f.forward  # causal counts about half the score matmuls

@@ -56,7 +56,9 @@ def flops(report) -> None:
     for label, value in (("forward", f.forward), ("backward", f.backward), ("train step (model FLOPs)", f.train_step),
                          ("recompute", f.recompute), ("hardware FLOPs (HFU)", f.hardware_step),
                          ("forward per token", f.forward_per_token), ("train per token", f.train_per_token),
-                         ("non-matmul forward (estimate)", f.non_matmul_forward)):
+                         ("non-matmul forward (estimate)", f.non_matmul_forward),
+                         ("inference prefill (causal)", f.prefill),
+                         (f"decode, per token at context {report.seq_len + 1:,}", f.decode_per_token)):
         summary.add_row(label, _exact(value), units.human_flops(value))
     if f.train_step:
         for label, value in (("rule of thumb 6N", f.six_n), ("PaLM 6N + 12LHQT", f.palm)):

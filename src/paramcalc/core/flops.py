@@ -114,6 +114,8 @@ def count_flops(target, *, seq_len=None, batch=1, attention: str = "dense", reco
         model=spec.name or "model", seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=attention, notes=notes,
         flops=Flops(forward=fwd, backward=bwd, train_step=fwd + bwd, recompute=extra, hardware_step=fwd + bwd + extra,
                     forward_per_token=fwd // p.tokens, train_per_token=(fwd + bwd) // p.tokens,
+                    prefill=forward_flops(net, Pass(p.batch, p.seq, "causal")),
+                    decode_per_token=forward_flops(net, Pass(1, 1, "causal", context=p.seq + 1)),
                     non_matmul_forward=non_matmul_flops(spec, net, p), six_n=6 * active * p.tokens, palm=palm),
         breakdown=rows(net, lambda b: b.flops(p)))
 
