@@ -198,8 +198,10 @@ def size(target: Optional[str] = typer.Option(None, "--target", help="parameter 
 def checkpoint(target: TargetArg, dtype: DtypeOpt = "bf16",
                optimizer: str = typer.Option("adamw", help="adamw | adam | adam-8bit | sgd | sgd-momentum | lion | "
                                                            "adafactor"),
-               precision: str = typer.Option("mixed", help="mixed (16-bit weights + fp32 master) | fp32 | amp | "
-                                                           "megatron"),
+               precision: Optional[str] = typer.Option(None, help="mixed (16-bit weights + fp32 master) | fp32 | amp | "
+                                                                  "megatron [default: fp32 for fp32, else mixed]"),
+               train_dtype: Optional[str] = typer.Option(None, "--train-dtype",
+                                                         help="weights as trained [default: --dtype]"),
                zero: str = typer.Option("0", help="ZeRO stage 0-3 (3 = FSDP full sharding): what each rank writes"),
                dp: str = typer.Option("1", help="data-parallel ranks"),
                keep: str = typer.Option("1", help="checkpoints kept on disk"),
@@ -207,8 +209,8 @@ def checkpoint(target: TargetArg, dtype: DtypeOpt = "bf16",
     """Checkpoint bytes on disk: weights only, resumable, per-rank shard, K kept."""
     from paramcalc.core.checkpoint import checkpoint_sizes
 
-    emit(checkpoint_sizes(target, dtype=dtype, precision=precision, optimizer=optimizer, zero=zero, dp=dp, keep=keep),
-         json, _render("checkpoint"))
+    emit(checkpoint_sizes(target, dtype=dtype, precision=precision, optimizer=optimizer, zero=zero, dp=dp, keep=keep,
+                          train_dtype=train_dtype), json, _render("checkpoint"))
 
 
 @app.command()
@@ -222,6 +224,60 @@ def serve(target: TargetArg, gpu: GpuOpt = "h100-sxm", tp: str = typer.Option("1
 
     emit(estimate_serving(target, gpu=gpu, tp=tp, prompt=prompt, output=output, batches=batch.split(","),
                           dtype=dtype, kv_dtype=kv_dtype), json, _render("serve"))
+
+
+@app.command()
+def bench(target: TargetArg,
+          device: Optional[str] = typer.Option(None, help="cuda | cpu [default: cuda when available]"),
+          dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32 | bf16 | fp16 [default: bf16 on CUDA, fp32 on CPU]"),
+          layers: str = typer.Option("1", "--layers", help="copies of the first layer stage to run"),
+          seq_len: SeqLenOpt = None, batch: BatchOpt = "1",
+          attention: str = typer.Option("eager", help="eager (explicit matmuls) | sdpa (F.scaled_dot_product_attention)"),
+          warmup: str = typer.Option("3", help="untimed steps first"), steps: str = typer.Option("10", help="timed steps"),
+          with_head: bool = typer.Option(False, "--with-head", help="add the embedding, final norm, LM head and loss"),
+          gpu: Optional[str] = typer.Option(None, "--gpu", help="catalog GPU for MFU [default: guessed from the device]"),
+          calibration_out: Optional[str] = typer.Option(None, "--calibration-out", help="write the measured MFU "
+                                                        "for `paramcalc cost --calibration` (docs/bench.md)"),
+          json: JsonOpt = False) -> None:
+    """Time real layers on a device and compare FLOPs and saved bytes with paramcalc's predictions."""
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from paramcalc.torchref.bench import run_bench, write_calibration
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("bench", total=None)
+
+        def tick(phase: str, done: int, total: int) -> None:
+            bar.update(task, description=f"bench: {phase}", completed=done, total=total)
+
+        report = run_bench(target, device=device, dtype=dtype, layers=layers, seq_len=seq_len, batch=batch,
+                           attention=attention, warmup=warmup, steps=steps, with_head=with_head, gpu=gpu,
+                           require_mfu=calibration_out is not None, progress=tick)
+    if calibration_out:
+        write_calibration(report, calibration_out)
+    emit(report, json, _render("bench"))
+
+
+@app.command()
+def verify(target: TargetArg,
+           layers: str = typer.Option("1", "--layers", help="layers instantiated per layer stage"),
+           seq_len: str = typer.Option("128", "--seq-len", "-s", help="tokens per sequence (small: counting runs on meta)"),
+           batch: BatchOpt = "1", json: JsonOpt = False) -> None:
+    """Check the analytic counts against real modules: parameters, FlopCounterMode and fvcore, per component."""
+    from paramcalc.torchref.verify import run_verify
+
+    emit(run_verify(target, layers=layers, seq_len=seq_len, batch=batch), json, _render("verify"))
+
+
+@app.command()
+def plan(pipeline: str = typer.Argument(..., metavar="PIPELINE.yaml", help="a pipeline file (docs/plan.md)"),
+         json: JsonOpt = False) -> None:
+    """Cost a training pipeline: pretrain, SFT, reward, PPO and DPO stages and a hyperparameter search."""
+    from paramcalc.core.plan import plan_pipeline
+
+    emit(plan_pipeline(pipeline), json, _render("plan"))
 
 
 def _render(name: str):

@@ -265,14 +265,15 @@ def check_markdown(report) -> None:
     failed = sum(not r.passed for r in report.results)
     total = len(report.results)
     head = (f"❌ {failed} of {total} budget{'s' if total > 1 else ''} exceeded" if failed
-            else f"✅ all {total} budget{'s' if total > 1 else ''} hold")
+            else f"✅ all {total} budgets hold" if total > 1 else "✅ the budget holds")
     lines = [f"### paramcalc check: {head}", "",
              "| budget | model | limit | actual | max | used | result |",
              "| --- | --- | --- | ---: | ---: | ---: | --- |"]
     for r in report.results:
         for limit in r.limits:
-            lines.append(f"| {cell(r.name)} | `{cell(r.model)}` | `{limit.limit}` | {_amount(limit.actual, limit.unit)} "
-                         f"| {_amount(limit.max, limit.unit)} | {units.percent(limit.actual, limit.max)} "
+            lines.append(f"| {cell(r.name)} | `{cell(r.model)}` | `{limit.limit}` "
+                         f"| {_amount(limit.actual, limit.unit)} | {_amount(limit.max, limit.unit)} "
+                         f"| {units.percent(limit.actual, limit.max)} "
                          f"| {'✅ pass' if limit.passed else '❌ **FAIL**'} |")
     lines += ["", f"<details><summary>settings ({cell(report.file)})</summary>", ""]
     lines += [f"- **{cell(r.name)}**: {cell(note)}" for r in report.results for note in r.notes]
@@ -357,7 +358,7 @@ def checkpoint(report) -> None:
         table.add_row(label, f"{value:,}", units.human_bytes(value), f"{value / report.params:.4g}")
 
     row(f"weights only ({report.dtype})", c.weights)
-    row("  training weights", c.training_weights)
+    row(f"  training weights ({report.train_dtype})", c.training_weights)
     if c.master_weights:
         row("  fp32 master weights", c.master_weights)
     row(f"  {report.optimizer} state", c.optimizer_state)
@@ -369,3 +370,121 @@ def checkpoint(report) -> None:
     row(f"peak while rotating ({report.keep} + 1)", c.rotation_peak)
     console.print(table)
     _notes(report.notes)
+
+
+def _ratio_verdict(check) -> str:
+    if check.exact:
+        return "[green]ok (exact)[/green]"
+    if check.verdict == "ok":
+        return f"[green]ok ({(check.ratio - 1) * 100:+.1f}%)[/green]"
+    if check.verdict == "differs":
+        return f"[red]differs ({(check.ratio - 1) * 100:+.1f}%)[/red]"
+    return "[yellow]unknown[/yellow]"
+
+
+def bench(report) -> None:
+    m = report.bench.measured
+    table = Table(title=f"{report.model}: {report.layers} x {report.stage}, batch {report.batch} x seq "
+                        f"{report.seq_len}, {report.dtype}, {report.attention} attention on {report.device_name}",
+                  title_justify="left")
+    for col in ("figure", "predicted", "measured", "verdict"):
+        table.add_column(col, justify="left" if col in ("figure", "verdict") else "right")
+    for c in report.bench.checks:
+        fmt = units.human_bytes if c.figure == "activations" else units.human_flops
+        table.add_row(c.figure.replace("_", " "), f"{_exact(c.predicted)}\n{fmt(c.predicted)}",
+                      f"{_exact(c.measured)}\n{fmt(c.measured)}", _ratio_verdict(c))
+    console.print(table)
+    summary = Table(show_header=False, box=None)
+    summary.add_row("seconds per step", f"{m.seconds_per_step * 1e3:,.2f} ms",
+                    f"min {m.seconds_min * 1e3:,.2f} ms, median {m.seconds_median * 1e3:,.2f} ms over {report.steps}")
+    summary.add_row("achieved", f"{units.human_flops(m.achieved_tflops * 1e12)}/s", "3 x forward FLOPs / seconds per step")
+    mfu = "unknown" if m.mfu is None else f"{m.mfu * 100:.1f}%"
+    summary.add_row("MFU", mfu, f"of {report.gpu} dense {report.dtype}" if report.gpu else "")
+    summary.add_row("peak allocated", units.human_bytes(m.peak_allocated) if m.peak_allocated is not None
+                    else "n/a on CPU", f"weights {units.human_bytes(m.weights)}")
+    console.print(summary)
+    _notes(report.notes)
+
+
+def verify(report) -> None:
+    def verdict(ok: bool) -> str:
+        return "[green]exact[/green]" if ok else "[red]differs[/red]"
+
+    table = Table(title=f"{report.model}: analytic vs counted matmul FLOPs, batch {report.batch} x seq "
+                        f"{report.seq_len} (JSON has the exact integers)", title_justify="left")
+    for col in ("component", "built", "analytic fwd", "FlopCounter fwd", "fvcore fwd x2", "FlopCounter bwd",
+                "verdict"):
+        table.add_column(col, justify="left" if col in ("component", "verdict") else "right")
+    for c in report.components:
+        fv = units.human_flops(c.fvcore_forward) if c.fvcore_forward is not None else "n/a"
+        table.add_row(c.stage, f"{c.instantiated} of {c.count}", units.human_flops(c.analytic_forward),
+                      units.human_flops(c.flop_counter_forward), fv, units.human_flops(c.flop_counter_backward),
+                      verdict(c.exact))
+    t = report.totals
+    table.add_row("[bold]network fwd[/bold]", "", units.human_flops(t.analytic_forward),
+                  units.human_flops(t.counted_forward), "", "", verdict(t.exact))
+    console.print(table)
+    params = Table(title=f"{report.model}: parameters", title_justify="left")
+    for col in ("stage", "x", "analytic", "sum(p.numel())", "verdict"):
+        params.add_column(col, justify="left" if col in ("stage", "verdict") else "right")
+    for row in report.params.by_stage:
+        params.add_row(row.stage, str(row.count), f"{row.analytic:,}", f"{row.counted:,}",
+                       verdict(row.analytic == row.counted))
+    p = report.params
+    params.add_row("[bold]total[/bold]", "", f"{p.analytic:,}", f"{p.counted:,}", verdict(p.exact))
+    console.print(params)
+    console.print("[bold green]verified: every count matches[/bold green]" if report.passed
+                  else "[bold red]some counts differ[/bold red]")
+    _notes(report.notes)
+
+
+def plan(report) -> None:
+    """A pipeline: one row per stage, the search, the totals, then where it breaks."""
+    import os
+
+    out = console if console.is_terminal or "COLUMNS" in os.environ else Console(width=140)
+    table = Table(title=f"{report.model}: training pipeline ({report.file})", title_justify="left")
+    for col in ("stage", "GPUs", "steps", "accum", "s/step", "warm-up", "FLOPs", "memory/GPU", "GPU-hours",
+                "wall-clock", "cost"):
+        table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
+    for s in report.stages:
+        m = s.memory
+        mem = "unknown" if m.peak_per_gpu is None else units.human_bytes(m.peak_per_gpu)
+        if m.fits is False:
+            mem = f"[red]{mem} (no fit)[/red]"
+        table.add_row(f"{s.name} ({s.kind})" if s.name != s.kind else s.name, f"{s.gpus:,} x {s.gpu}",
+                      f"{s.steps:,}", "[red]-[/red]" if s.grad_accum is None else str(s.grad_accum),
+                      f"{s.time_per_step_seconds:,.2f}", f"{s.lr.warmup_steps:,}", units.human_flops(s.flops), mem,
+                      units.human_hours(s.gpu_hours), _duration(s.wall_clock_hours), units.human_usd(s.usd))
+    search = report.search
+    if search:
+        table.add_row(f"search ({search.method})", f"{search.pool_gpus:,} pool", f"{search.trials} trials", "", "",
+                      "", units.human_flops(search.flops), "", units.human_hours(search.gpu_hours),
+                      _duration(search.wall_clock_hours), units.human_usd(search.usd))
+    t = report.totals
+    table.add_section()
+    table.add_row("[bold]total[/bold]", "", "", "", "", "", units.human_flops(t.flops), "",
+                  f"[bold]{units.human_hours(t.gpu_hours)}[/bold]", f"[bold]{_duration(t.wall_clock_hours)}[/bold]",
+                  f"[bold]{units.human_usd(t.usd)}[/bold]")
+    out.print(table)
+    for s in report.stages:
+        shares = ", ".join(f"{k} {units.percent(v, s.flops)}" for k, v in s.flops_breakdown.items() if v)
+        fit = "unknown" if s.memory.max_micro_batch is None else s.memory.max_micro_batch
+        out.print(f"[dim]* {s.name}: {s.objective}; {', '.join(f'{k} {v}' for k, v in s.models.items())}; "
+                  f"{units.human_count(s.tokens)} tokens, {s.tokens_per_step:,} per step; lr {s.lr.warmup_steps:,} "
+                  f"warm-up + {s.lr.decay_steps:,} {s.lr.decay} steps; micro-batch {s.micro_batch} (largest that "
+                  f"fits: {fit}); FLOPs: {shares}[/dim]")
+    if search:
+        rungs = "; ".join(f"{r.trials} x {units.human_count(r.trained_tokens)} tokens in {r.waves} wave"
+                          f"{'s' if r.waves > 1 else ''}" for r in search.rungs)
+        out.print(f"[dim]* search on stage {search.stage}: {search.parallel_trials} trials at once "
+                  f"({search.pool_gpus} GPUs / {search.gpus_per_trial} per trial); {rungs}[/dim]")
+    breaks = [b for s in report.stages for b in s.breaks]
+    if breaks:
+        out.print(f"[bold red]the plan breaks in {len(breaks)} place{'s' if len(breaks) > 1 else ''}[/bold red]")
+        for b in breaks:
+            out.print(f"[red]* {b.field}: {b.message}" + (f"; {b.fix}" if b.fix else "") + "[/red]")
+    else:
+        out.print("[bold green]every stage's batches divide and its micro-batch fits[/bold green]")
+    for note in report.notes:
+        out.print(f"[dim]* {note}[/dim]")
