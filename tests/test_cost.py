@@ -184,3 +184,21 @@ def test_human_output_ends_in_a_verdict_line():
     result = run("cost", "7.5B", "--tokens", "1e12", "--gpu", "h100-sxm", "--mfu", "0.5", "--gpus", "8")
     assert result.code == 0, result.err
     assert "25.3K GPU-hours on h100-sxm at MFU 0.50; 132 days on 8 GPUs; $75,551" in result.out
+
+
+def test_a_bench_calibration_file_replaces_the_guessed_mfu(tmp_path):
+    path = tmp_path / "cal.json"
+    path.write_text('{"schema_version": 1, "kind": "paramcalc.calibration", "mfu": 0.52, "gpu": "h100-sxm", '
+                    '"dtype": "bf16", "measured": {"model": "llama-3.1-8b", "seq_len": 4096, "date": "2026-11-27"}}')
+    guessed = estimate_cost("llama-3.1-8b", tokens="1T", gpu="h100-sxm", mfu=0.4)
+    measured = estimate_cost("llama-3.1-8b", tokens="1T", gpu="h100-sxm", calibration=path)
+    assert measured.cost.mfu == 0.52
+    assert measured.cost.gpu_hours == pytest.approx(guessed.cost.gpu_hours * 0.4 / 0.52)
+    assert any("measured by paramcalc bench" in n for n in measured.notes)
+
+
+def test_a_file_that_is_not_a_calibration_exits_2(tmp_path):
+    path = tmp_path / "cal.json"
+    path.write_text('{"mfu": 3}')
+    r = run("cost", "gpt2", "--tokens", "1B", "--gpu", "h100-sxm", "--calibration", path)
+    assert r.code == 2 and "calibration" in r.err and "Traceback" not in r.err

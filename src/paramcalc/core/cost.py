@@ -51,8 +51,27 @@ def implied_mfu(flops: int, gpu_hours: float, peak_flops: int) -> float:
     return flops / (gpu_hours * 3600 * peak_flops)  # PaLM appendix B: MFU = achieved / peak throughput
 
 
+def calibrated_mfu(path, gpu: str) -> tuple[float, str]:
+    """The MFU `paramcalc bench --calibration-out FILE` measured, and a note saying where it came from."""
+    from pathlib import Path
+
+    from paramcalc.files import load_json, require_mapping
+
+    data = require_mapping(load_json(Path(path)), str(path))
+    if data.get("kind") != "paramcalc.calibration":
+        raise UserError("not a paramcalc calibration file", where=str(path),
+                        fix="write one with `paramcalc bench TARGET --device cuda --calibration-out FILE`")
+    mfu = _mfu(data.get("mfu"))
+    measured = data.get("measured") or {}
+    note = (f"MFU {mfu:.3f} measured by paramcalc bench on {data.get('gpu')} ({measured.get('device_name')}, "
+            f"{measured.get('model')}, seq {measured.get('seq_len')}, {measured.get('date')})")
+    if data.get("gpu") != gpu:
+        note += f"; measured on {data.get('gpu')}, applied to {gpu}"
+    return mfu, note
+
+
 def estimate_cost(target, *, tokens, gpu, gpus=1, mfu=0.4, seq_len=None, batch=1, dtype: str = "bf16",
-                  usd_per_hour=None, recompute: str = "none") -> CostReport:
+                  usd_per_hour=None, recompute: str = "none", calibration=None) -> CostReport:
     """GPU-hours, wall-clock hours, dollars and energy of training TARGET on `tokens` tokens.
 
     >>> round(estimate_cost("7.5B", tokens="1e12", gpu="h100-sxm", mfu=0.5).cost.gpu_hours)
@@ -72,6 +91,9 @@ def estimate_cost(target, *, tokens, gpu, gpus=1, mfu=0.4, seq_len=None, batch=1
         raise e.at("--dtype") from None
 
     flops, hardware, notes = training_flops(spec, p, n_tokens, recompute)
+    if calibration is not None:
+        util, note = calibrated_mfu(calibration, card.name)
+        notes.append(note)
     gpu_hours = flops / (peak * util) / 3600  # CONTRACT.md: FLOPs / (dense peak x MFU), in hours
     wall = gpu_hours / n_gpus  # perfect data parallelism: the MFU already holds its losses
     notes.append(f"peak: {card.name} dense {dtype}, {human_flops(peak)}/s per GPU (no 2:4 sparsity)")
