@@ -1,0 +1,754 @@
+"""A whole training pipeline, costed (`paramcalc plan PIPELINE.yaml`, docs/plan.md).
+
+A pipeline file lists stages (pretrain, sft, reward, ppo, dpo), run one after
+another, and optionally a hyperparameter `search:` (core/search.py). Each
+stage becomes a training plan:
+
+- batches: gradient accumulation = global_batch / (micro_batch x dp), exactly;
+  optimizer steps = tokens // (global_batch x seq_len x sequences per sample);
+- FLOPs: model FLOPs (2 per multiply-add; backward = 2 x forward; dense
+  attention for every training or scoring pass, the PaLM/Megatron MFU
+  convention; generation counts the causal pairs its kernels compute);
+- time: FLOPs / (GPUs x dense peak x MFU), as `paramcalc cost` (CONTRACT.md):
+  per step, in GPU-hours, wall-clock and dollars;
+- memory: core.memory.estimate_memory with the stage's parallel settings for
+  every trained model, plus the weights (stage dtype) of every frozen one, against the GPU;
+- where it breaks: a batch that does not divide, a micro-batch that does not
+  fit (with the largest that does), a warm-up longer than the run.
+
+Stage work, per optimizer step (F = one forward, 3F = forward + backward):
+- pretrain, sft: 3F(model) over global_batch sequences;
+- reward: 3F(scalar-head model) over chosen + rejected (2 per pair);
+- dpo: 3F(policy) + F(reference), both over chosen + rejected (Rafailov et al. 2023);
+- ppo, per iteration (Ouyang et al. 2022): generation (prefill + decode) at the
+  generation MFU, then forwards of policy (old log-probs), reference, reward
+  model and critic (values) over prompt + response, then ppo_epochs x 3F of
+  policy and critic.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal, Union
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from paramcalc.blocks.base import Pass
+from paramcalc.core.memory import DTYPE_BYTES, OPTIMIZER_STATE, PRECISION
+from paramcalc.core.search import Input, Positive, Search, SearchResult, Share, Text, Whole, cost_search
+from paramcalc.errors import UserError
+from paramcalc.results import Report, _Result
+from paramcalc.spec import CountSpec, TransformerSpec
+from paramcalc.units import human_bytes, parse_number
+
+if TYPE_CHECKING:
+    from paramcalc.catalog import Gpu
+
+KINDS = ("pretrain", "sft", "reward", "ppo", "dpo")
+
+
+def _count(value) -> int:
+    """A whole number, zero allowed (warm-up steps)."""
+    try:
+        number = parse_number(value)
+    except UserError as e:
+        raise ValueError(str(e)) from None
+    if not isinstance(number, int) or number < 0:
+        raise ValueError(f"must be a whole number >= 0, got {value!r}")
+    return number
+
+
+Count = Annotated[int, BeforeValidator(_count)]
+
+# ---------------------------------------------------------------- the file format
+
+
+class Parallel(Input):
+    """How one stage spreads over GPUs and holds its model (as `paramcalc memory` takes it)."""
+
+    dp: Whole = Field(1, description="data-parallel degree")
+    tp: Whole = Field(1, description="tensor-parallel degree")
+    pp: Whole = Field(1, description="pipeline stages")
+    zero: int = Field(0, ge=0, le=3, description="ZeRO stage 0-3 (3 = FSDP full sharding)")
+    sequence_parallel: bool = Field(False, description="sequence parallelism with TP (Korthikanti et al. 2022)")
+    recompute: Literal["none", "selective", "full"] = Field("none", description="activation recomputation")
+    attention: Literal["eager", "flash"] = Field("flash", description="attention kernel, for activation memory")
+    precision: Literal[tuple(PRECISION)] = Field("mixed", description="mixed (16 B/param with Adam) | fp32 | amp "
+                                                                     "| megatron")
+    optimizer: Literal[tuple(OPTIMIZER_STATE)] = Field("adamw", description="optimizer whose state is held")
+
+
+class Schedule(Input):
+    """The learning-rate schedule: linear warm-up, then decay to the last step."""
+
+    warmup_steps: Count | None = Field(None, description="warm-up in optimizer steps")
+    warmup_fraction: float | None = Field(None, ge=0, lt=1, description="instead: warm-up as a share of the steps")
+    decay: Literal["cosine", "linear", "inverse-sqrt", "constant"] = Field("cosine", description="after warm-up")
+
+    @model_validator(mode="after")
+    def _one_warmup(self):
+        if self.warmup_steps is not None and self.warmup_fraction is not None:
+            raise ValueError("give warmup_steps or warmup_fraction, not both")
+        return self
+
+
+class _Stage(Input):
+    name: Text | None = Field(None, description="shown in reports [default: the kind]")
+    model: Text | None = Field(None, description="any TARGET; paths relative to this file [default: the pipeline's]")
+    gpu: Text | None = Field(None, description="accelerator or GPU .yaml [default: the pipeline's]")
+    mfu: Share | None = Field(None, description="model FLOPs utilisation of training passes [default: the pipeline's]")
+    dtype: Literal[tuple(DTYPE_BYTES)] | None = Field(None, description="weights and activations; sets the peak")
+    usd_per_hour: Positive | None = Field(None, description="USD per GPU-hour [default: the pipeline's, or the table]")
+    micro_batch: Whole = Field(1, description="samples per GPU per forward (pairs for reward and dpo)")
+    parallel: Parallel = Field(default_factory=Parallel, description="dp, tp, pp, ZeRO, recomputation, kernels")
+    lr: Schedule = Field(default_factory=Schedule, description="learning-rate phases")
+
+
+class _Data(_Stage):
+    seq_len: Whole = Field(description="tokens per sequence (packed); for pairs, per chosen or rejected sequence")
+    global_batch: Whole = Field(description="samples per optimizer step: sequences, or pairs for reward and dpo")
+    tokens: Whole | None = Field(None, description="the token budget over all epochs")
+    dataset_tokens: Whole | None = Field(None, description="instead: tokens in the dataset, x epochs")
+    samples: Whole | None = Field(None, description="instead: sequences (pairs) in the dataset, x epochs")
+    epochs: Positive | None = Field(None, description="passes over dataset_tokens or samples [default: 1]")
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        given = [k for k in ("tokens", "dataset_tokens", "samples") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of tokens, dataset_tokens and samples (with epochs)"
+                             + (f"; got {', '.join(given)}" if given else ""))
+        if self.tokens is not None and self.epochs is not None:
+            raise ValueError("tokens is the budget over all epochs; use dataset_tokens or samples with epochs")
+        return self
+
+
+class Pretrain(_Data):
+    """Causal LM on a decoder (masked LM on an encoder, span corruption on T5)."""
+
+    kind: Literal["pretrain"] = Field(description="pretrain")
+
+
+class Sft(_Data):
+    """Supervised fine-tuning: next-token loss on prompt + response, fewer tokens, several epochs."""
+
+    kind: Literal["sft"] = Field(description="sft")
+
+
+class Reward(_Data):
+    """A reward model (the LM with a scalar head) on chosen/rejected pairs."""
+
+    kind: Literal["reward"] = Field(description="reward")
+
+
+class Dpo(_Data):
+    """Direct preference optimisation on chosen/rejected pairs against a frozen reference."""
+
+    kind: Literal["dpo"] = Field(description="dpo")
+    reference: Text | None = Field(None, description="the frozen reference TARGET [default: the policy]")
+
+
+class Ppo(_Stage):
+    """PPO-RLHF: generate, score, update actor and critic (Ouyang et al. 2022)."""
+
+    kind: Literal["ppo"] = Field(description="ppo")
+    reference: Text | None = Field(None, description="frozen reference TARGET [default: the policy]")
+    reward_model: Text | None = Field(None, description="frozen reward TARGET, given a scalar head "
+                                                        "[default: the last reward stage's model, else the policy]")
+    critic: Text | None = Field(None, description="trained value TARGET, given a scalar head "
+                                                  "[default: the reward model]")
+    iterations: Whole | None = Field(None, description="rollout-and-update iterations")
+    prompts: Whole | None = Field(None, description="instead: prompts in the dataset, x epochs / rollout_batch")
+    epochs: Positive | None = Field(None, description="passes over `prompts` [default: 1]")
+    rollout_batch: Whole = Field(description="prompts generated per iteration")
+    prompt_tokens: Whole = Field(description="tokens per prompt")
+    response_tokens: Whole = Field(description="tokens generated per prompt (the maximum: early stops err high)")
+    ppo_epochs: Whole = Field(1, description="passes of actor and critic updates over each rollout")
+    global_batch: Whole | None = Field(None, description="sequences per optimizer step (the PPO mini-batch) "
+                                                         "[default: rollout_batch]")
+    generation_mfu: Share = Field(0.1, description="share of the dense peak that generation reaches "
+                                                   "(decode is memory-bound)")
+    recompute_logprobs: bool = Field(True, description="a policy forward recomputes the rollout's log-probs "
+                                                       "(false: taken from generation)")
+
+    @model_validator(mode="after")
+    def _one_length(self):
+        if (self.iterations is None) == (self.prompts is None):
+            raise ValueError("give exactly one of iterations and prompts (with epochs)")
+        if self.iterations is not None and self.epochs is not None:
+            raise ValueError("epochs counts passes over prompts; with iterations, leave it out")
+        return self
+
+
+Stage = Annotated[Union[Pretrain, Sft, Reward, Ppo, Dpo], Field(discriminator="kind")]
+STAGES = {"pretrain": Pretrain, "sft": Sft, "reward": Reward, "ppo": Ppo, "dpo": Dpo}
+
+
+class Pipeline(Input):
+    """A training pipeline: defaults, stages in order, and an optional search."""
+
+    name: Text | None = Field(None, description="shown in reports")
+    model: Text | None = Field(None, description="default model of every stage (any TARGET)")
+    gpu: Text = Field("h100-sxm", description="default accelerator (paramcalc gpus) or GPU .yaml")
+    mfu: Share = Field(0.4, description="default MFU of training passes")
+    dtype: Literal[tuple(DTYPE_BYTES)] = Field("bf16", description="default weights/activations dtype and peak")
+    usd_per_hour: Positive | None = Field(None, description="default USD per GPU-hour [default: the price table]")
+    stages: list[Stage] = Field(min_length=1, description="run one after another")
+    search: Search | None = Field(None, description="a hyperparameter search, run before the stages")
+
+
+# ---------------------------------------------------------------- results
+
+
+class Break(_Result):
+    field: str = Field(description="where in the file, e.g. stages[0].global_batch")
+    message: str
+    fix: str | None = None
+
+
+class LrSplit(_Result):
+    decay: str
+    warmup_steps: int
+    decay_steps: int = Field(description="steps after warm-up, to the end of the stage")
+
+
+class StageMemory(_Result):
+    peak_per_gpu: int | None = Field(description="bytes: trained models' states, the busiest one's activations "
+                                                  "and overheads, frozen weights; null for a bare count")
+    gpu_bytes: int
+    fits: bool | None
+    max_micro_batch: int | None = Field(description="the largest micro-batch that fits, up to global_batch / dp "
+                                                    "(0: none)")
+    breakdown: dict[str, int | None]
+
+
+class StageResult(_Result):
+    name: str
+    kind: str
+    objective: str
+    models: dict[str, str] = Field(description="role -> model")
+    gpu: str
+    gpus: int = Field(description="dp x tp x pp")
+    dp: int
+    tp: int
+    pp: int
+    seq_len: int = Field(description="tokens per sequence (ppo: prompt + response)")
+    sequences_per_sample: int = Field(description="2 for pairs (chosen and rejected), else 1")
+    global_batch: int = Field(description="samples per optimizer step")
+    micro_batch: int
+    grad_accum: int | None = Field(description="global_batch / (micro_batch x dp); null when it does not divide")
+    tokens_per_step: int
+    steps: int = Field(description="optimizer steps")
+    iterations: int | None = Field(None, description="ppo: rollout-and-update iterations")
+    tokens: int = Field(description="tokens trained (ppo: prompt + response tokens of all rollouts)")
+    generated_tokens: int | None = None
+    time_per_step_seconds: float
+    lr: LrSplit
+    flops: int
+    flops_breakdown: dict[str, int]
+    memory: StageMemory
+    gpu_hours: float
+    wall_clock_hours: float
+    usd: float | None
+    usd_per_gpu_hour: float | None
+    breaks: list[Break]
+    notes: list[str] = Field(default_factory=list)
+
+
+class Totals(_Result):
+    flops: int
+    gpu_hours: float
+    wall_clock_hours: float = Field(description="search, then the stages, one after another")
+    usd: float | None = Field(description="null when a part has no price")
+    breaks: int
+
+
+class PlanReport(Report):
+    command: str = "plan"
+    file: str
+    stages: list[StageResult]
+    search: SearchResult | None
+    totals: Totals
+
+
+# ---------------------------------------------------------------- models in roles
+
+
+@dataclass(frozen=True)
+class _Model:
+    """One model in one role (policy, reference, reward_model, critic)."""
+
+    target: str
+    spec: TransformerSpec | CountSpec
+
+    @property
+    def name(self) -> str:
+        return self.spec.name or self.target
+
+    @cached_property
+    def net(self):
+        from paramcalc.network import build
+
+        return build(self.spec) if isinstance(self.spec, TransformerSpec) else None
+
+    @cached_property
+    def params(self) -> int:
+        return self.spec.params if self.net is None else sum(self.net.params().values())
+
+    def forward(self, p: Pass) -> int:
+        """Matmul FLOPs of one forward; a bare count: 2N per token (Kaplan et al. 2020; no attention, errs low)."""
+        from paramcalc.core.flops import forward_flops
+
+        return 2 * self.params * p.tokens if self.net is None else forward_flops(self.net, p)
+
+    def head_per_token(self) -> int:
+        """The output head's FLOPs per token (0 for a bare count, whose head is unknown)."""
+        return 0 if self.net is None else sum(self.net.stages[-1].block.flops(Pass(1, 1)).values())
+
+    def scalar(self) -> "_Model":
+        """The same network with one score per token instead of logits (transformers'
+        *ForSequenceClassification, num_labels=1): a reward model or critic. A bare
+        count keeps its LM head's 2hV per token (unknown), so it errs high."""
+        if self.net is None or self.spec.head == "classifier":
+            return self
+        spec = self.spec.model_copy(update={"head": "classifier", "num_labels": 1, "tie_word_embeddings": False,
+                                            "name": f"{self.name} (scalar head)"})
+        return _Model(self.target, spec)
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan_pipeline(path: str | Path) -> PlanReport:
+    """Every stage's plan, the search and the totals; UserError (file:line:col) on bad input.
+
+    >>> plan_pipeline("examples/pipeline.yaml").totals.breaks  # doctest: +SKIP
+    0
+    """
+    from paramcalc.files import load_yaml, require_mapping
+
+    path = Path(path)
+    pipe = _validate(require_mapping(load_yaml(path), str(path)), path)
+    planner = _Planner(path, pipe)
+    stages = [planner.stage(s, i) for i, s in enumerate(pipe.stages)]
+    search = planner.search(stages) if pipe.search else None
+    parts = stages + ([search] if search else [])
+    usd = [x.usd for x in parts]
+    totals = Totals(flops=sum(x.flops for x in parts), gpu_hours=sum(x.gpu_hours for x in parts),
+                    wall_clock_hours=sum(x.wall_clock_hours for x in parts),
+                    usd=None if None in usd else sum(usd), breaks=sum(len(s.breaks) for s in stages))
+    notes = ["stages run one after another (the search first): wall-clock hours add up",
+             "FLOPs: 2 per multiply-add, backward = 2 x forward, dense attention for training and scoring passes "
+             "(the MFU convention); generation counts the causal pairs its kernels compute",
+             "GPU-hours = FLOPs / (dense peak x MFU) / 3600, as `paramcalc cost`; the MFU absorbs communication"]
+    if totals.usd is None:
+        notes.append("dollars: a part has no price; set usd_per_hour")
+    return PlanReport(model=pipe.name or pipe.model or "pipeline", file=str(path), stages=stages, search=search,
+                      totals=totals, notes=notes)
+
+
+@dataclass
+class _Setting:
+    """A stage's resolved settings: its own value or the pipeline's."""
+
+    gpu: Gpu
+    peak: int
+    mfu: float
+    dtype: str
+    price: float | None
+
+
+@dataclass
+class _Work:
+    """What one stage does: passes per unit of work (an optimizer step, or a ppo
+    iteration), how many units, and the batches that make them."""
+
+    objective: str
+    models: dict[str, str]
+    passes: list[tuple[str, int, float]]  # (breakdown key, FLOPs per unit, MFU it runs at)
+    memory: "_Memory"
+    units: int
+    steps_per_unit: int
+    global_batch: int
+    per: int  # sequences per sample: 2 for pairs
+    seq_len: int
+    tokens: int  # tokens trained (ppo: rollout tokens)
+    notes: list[str]
+    iterations: int | None = None
+    generated: int | None = None
+
+
+class _Planner:
+    def __init__(self, path: Path, pipe: Pipeline):
+        self.path, self.pipe = path, pipe
+        self.reward_target: tuple[str, tuple] | None = None  # the last reward stage's model, for ppo's default
+
+    # ------------------------------------------------ resolving
+
+    def _origin(self, stage, i: int, key: str) -> tuple:
+        """Where a setting comes from: the stage's key, else the pipeline's."""
+        return ("stages", i, key) if key in stage.model_fields_set else (key,)
+
+    def model(self, target: str, loc: tuple) -> _Model:
+        from paramcalc.target import load_spec
+
+        with _placed(self.path, loc):
+            return _Model(target, load_spec(target, base=self.path.parent))
+
+    def settings(self, stage, i: int) -> _Setting:
+        from paramcalc.catalog import load_gpu, prices
+
+        gpu = stage.gpu or self.pipe.gpu
+        if Path(gpu).suffix.lower() in (".yaml", ".yml") and not Path(gpu).is_absolute():
+            gpu = str(self.path.parent / gpu)
+        with _placed(self.path, self._origin(stage, i, "gpu")):
+            card = load_gpu(gpu)
+        dtype = stage.dtype or self.pipe.dtype
+        with _placed(self.path, self._origin(stage, i, "dtype")):
+            peak = card.peak(dtype)
+        price = stage.usd_per_hour or self.pipe.usd_per_hour or prices()[1].get(card.name)
+        return _Setting(card, peak, float(stage.mfu or self.pipe.mfu), dtype, None if price is None else float(price))
+
+    # ------------------------------------------------ one stage
+
+    def stage(self, st, i: int) -> StageResult:
+        here = ("stages", i)
+        s = self.settings(st, i)
+        target = st.model or self.pipe.model
+        if target is None:
+            raise UserError("no model for this stage", where=_at(self.path, here),
+                            fix="set `model:` on the stage or at the top of the file")
+        model = self.model(target, here + ("model",) if st.model else ("model",))
+        breaks: list[Break] = []
+        w = (self._ppo if st.kind == "ppo" else self._trained)(st, here, s, model, breaks)
+        par = st.parallel
+        gpus = par.dp * par.tp * par.pp
+        flops = {key: w.units * f for key, f, _ in w.passes}
+        # CONTRACT.md: GPU-hours = FLOPs / (dense peak x MFU) / 3600, each pass at its own MFU
+        gpu_hours = sum(w.units * f / (s.peak * mfu) for _, f, mfu in w.passes) / 3600
+        unit_seconds = sum(f / (gpus * s.peak * mfu) for _, f, mfu in w.passes)
+        accum = None
+        if w.global_batch % (st.micro_batch * par.dp):
+            breaks.append(_accumulation_break(here, st.micro_batch, par.dp, w.global_batch))
+        else:
+            accum = w.global_batch // (st.micro_batch * par.dp)
+        steps = w.units * w.steps_per_unit
+        lr = _schedule(st.lr, steps, here, breaks)
+        mem = _memory(w.memory, s, st.micro_batch, max(st.micro_batch, w.global_batch // par.dp), here, breaks)
+        notes = w.notes + [f"{gpus:,} x {s.gpu.name} (dp {par.dp}, tp {par.tp}, pp {par.pp}, ZeRO-{par.zero}, "
+                           f"recompute {par.recompute}, {par.attention} attention), dense {s.dtype} peak, "
+                           f"MFU {s.mfu:.2f}"]
+        if s.price is None:
+            notes.append(f"no price known for {s.gpu.name}; set usd_per_hour")
+        return StageResult(
+            name=st.name or st.kind, kind=st.kind, objective=w.objective, models=w.models, gpu=s.gpu.name, gpus=gpus,
+            dp=par.dp, tp=par.tp, pp=par.pp, seq_len=w.seq_len, sequences_per_sample=w.per,
+            global_batch=w.global_batch, micro_batch=st.micro_batch, grad_accum=accum,
+            tokens_per_step=w.global_batch * w.per * w.seq_len, steps=steps, iterations=w.iterations,
+            tokens=w.tokens, generated_tokens=w.generated, time_per_step_seconds=unit_seconds / w.steps_per_unit,
+            lr=lr, flops=sum(flops.values()), flops_breakdown=flops, memory=mem, gpu_hours=gpu_hours,
+            wall_clock_hours=gpu_hours / gpus, usd=None if s.price is None else gpu_hours * s.price,
+            usd_per_gpu_hour=s.price, breaks=breaks, notes=notes)
+
+    def _trained(self, st: _Data, here: tuple, s: _Setting, base: _Model, breaks: list[Break]) -> _Work:
+        """pretrain, sft, reward, dpo: the unit of work is one optimizer step."""
+        per = 2 if st.kind in ("reward", "dpo") else 1
+        S, B = st.seq_len, st.global_batch
+        tokens_per_step = B * per * S
+        key = next(k for k in ("tokens", "dataset_tokens", "samples") if getattr(st, k) is not None)
+        if key == "tokens":
+            budget = st.tokens
+        else:  # epochs may be fractional (2.5): exact, then floored to whole tokens
+            size = st.dataset_tokens if key == "dataset_tokens" else st.samples * per * S
+            budget = int(size * Fraction(str(st.epochs or 1)))
+        steps = budget // tokens_per_step
+        notes = []
+        if steps == 0:
+            breaks.append(Break(field=_dotted(here + (key,)), message=f"{budget:,} tokens do not fill one step of "
+                                f"{tokens_per_step:,} tokens", fix="raise the token budget or lower global_batch"))
+        elif budget > steps * tokens_per_step:
+            notes.append(f"the last {budget - steps * tokens_per_step:,} tokens do not fill a step and are dropped")
+        seqs = Pass(B * per, S)  # one step's sequences: every sample, chosen and rejected for pairs
+        if st.kind == "reward":
+            rm = base.scalar()
+            models, trained, frozen = {"reward_model": rm.name}, [("reward_model", rm)], []
+            passes = [("reward_model/train", 3 * rm.forward(seqs), s.mfu)]
+            objective = "reward model: chosen and rejected through a scalar head (Bradley-Terry loss)"
+            notes.append("reward model: the LM's head swapped for one score per token (h x 1)"
+                         + ("; a bare count keeps the LM head's FLOPs, so it errs high" if rm.net is None else ""))
+            self.reward_target = (base.target, here + ("model",) if st.model else ("model",))
+        elif st.kind == "dpo":
+            ref = self.model(st.reference, here + ("reference",)) if st.reference else base
+            models = {"policy": base.name, "reference": ref.name}
+            trained, frozen = [("policy", base)], [("reference", ref)]
+            passes = [("policy/train", 3 * base.forward(seqs), s.mfu), ("reference/forward", ref.forward(seqs), s.mfu)]
+            objective = "DPO: policy forward + backward and frozen reference forward on chosen and rejected"
+            notes.append("DPO per pair: 3 x policy forward x 2 sequences + reference forward x 2 (reference "
+                         "log-probs recomputed every epoch; precomputing them errs this high)")
+        else:
+            models, trained, frozen = {"model": base.name}, [("model", base)], []
+            passes = [("model/train", 3 * base.forward(seqs), s.mfu)]
+            objective = _objective(base, st.kind)
+        notes.append("FLOPs per step: forward + backward = 3 x forward, dense attention (the MFU convention)")
+        return _Work(objective, models, passes, _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here),
+                     units=steps, steps_per_unit=1, global_batch=B, per=per, seq_len=S,
+                     tokens=steps * tokens_per_step, notes=notes)
+
+    def _ppo(self, st: Ppo, here: tuple, s: _Setting, policy: _Model, breaks: list[Break]) -> _Work:
+        """ppo: the unit of work is one iteration (rollout, scoring, ppo_epochs of updates)."""
+        if isinstance(policy.spec, TransformerSpec) and policy.spec.architecture != "decoder":
+            raise UserError(f"ppo generates text: {policy.name} is an {policy.spec.architecture} model",
+                            where=_at(self.path, here + ("model",) if st.model else ("model",)),
+                            fix="give a decoder (causal LM) as the policy")
+        ref = self.model(st.reference, here + ("reference",)) if st.reference else policy
+        rm_target, rm_loc = ((st.reward_model, here + ("reward_model",)) if st.reward_model
+                             else self.reward_target or (None, None))
+        reward = (self.model(rm_target, rm_loc) if rm_target else policy).scalar()
+        critic = (self.model(st.critic, here + ("critic",)) if st.critic else reward).scalar()
+        B, P, R = st.rollout_batch, st.prompt_tokens, st.response_tokens
+        S = P + R
+        if st.iterations is not None:
+            iterations = st.iterations
+        else:
+            iterations = int(st.prompts * Fraction(str(st.epochs or 1))) // B
+            if iterations == 0:
+                breaks.append(Break(field=_dotted(here + ("prompts",)), message=f"{st.prompts:,} prompts do not "
+                                    f"fill one rollout of {B:,}", fix="lower rollout_batch or add prompts"))
+        mini = st.global_batch or B
+        if B % mini:
+            breaks.append(Break(field=_dotted(here + ("global_batch",)),
+                                message=f"rollout_batch {B} is not a multiple of the mini-batch global_batch {mini}",
+                                fix=f"use a divisor of {B}, such as {_nearest_divisor(B, mini)}"))
+        full = Pass(B, S)  # the rollout's sequences, prompt + response, scored or trained densely
+        # generation (causal, as flash/paged kernels run): prefill keeps logits of the last prompt token only;
+        # then R - 1 decode steps, token t attending over the P + t cached positions (the last token is not fed back)
+        prefill = policy.forward(Pass(B, P, "causal")) - policy.head_per_token() * B * (P - 1)
+        decode = policy.forward(Pass(B, R - 1, "causal", context=S - 1)) if R > 1 else 0
+        gen = st.generation_mfu
+        passes = [("generation/prefill", prefill, gen), ("generation/decode", decode, gen)]
+        if st.recompute_logprobs:
+            passes.append(("policy/logprobs", policy.forward(full), s.mfu))
+        passes += [("reference/forward", ref.forward(full), s.mfu),
+                   ("reward_model/forward", reward.forward(full), s.mfu),
+                   ("critic/values", critic.forward(full), s.mfu),
+                   ("policy/train", st.ppo_epochs * 3 * policy.forward(full), s.mfu),
+                   ("critic/train", st.ppo_epochs * 3 * critic.forward(full), s.mfu)]
+        models = {"policy": policy.name, "reference": ref.name, "reward_model": reward.name, "critic": critic.name}
+        notes = [f"per iteration: generate {B:,} x {R:,} tokens after {P:,}-token prompts at MFU {gen:.2f}; "
+                 "forwards of " + ("policy (log-probs), " if st.recompute_logprobs else "")
+                 + f"reference, reward model and critic over {S:,} tokens; {st.ppo_epochs} x (forward + backward) "
+                 "of policy and critic",
+                 "memory: policy and critic with optimizer state (updated in turn), reference and reward model "
+                 "frozen (weights only); generation's KV cache takes what is left and is not counted"]
+        memory = _Memory([("policy", policy), ("critic", critic)], [("reference", ref), ("reward_model", reward)],
+                         S, 1, st.parallel, s.dtype, self.path, here)
+        return _Work("PPO-RLHF: generate, score with reward model and critic, update policy and critic", models,
+                     passes, memory, units=iterations, steps_per_unit=st.ppo_epochs * -(-B // mini),
+                     global_batch=mini, per=1, seq_len=S, tokens=iterations * B * S, notes=notes,
+                     iterations=iterations, generated=iterations * B * R)
+
+    # ------------------------------------------------ the search
+
+    def search(self, stages: list[StageResult]) -> SearchResult:
+        search = self.pipe.search
+        names = [s.name for s in stages]
+        if search.stage is not None and search.stage not in names:
+            raise UserError(f"no stage named {search.stage!r}", where=_at(self.path, ("search", "stage")),
+                            fix=f"use one of: {', '.join(names)}")
+        stage = stages[names.index(search.stage)] if search.stage else stages[0]
+        if stage.tokens == 0:
+            raise UserError(f"stage {stage.name!r} trains no tokens, so a trial has no cost per token",
+                            where=_at(self.path, ("search", "stage")))
+        with _placed(self.path, ("search",)):
+            return cost_search(search, stage=stage.name, stage_tokens=stage.tokens, stage_flops=stage.flops,
+                               stage_gpu_hours=stage.gpu_hours, usd_per_gpu_hour=stage.usd_per_gpu_hour)
+
+
+def _objective(model: _Model, kind: str) -> str:
+    if kind == "sft":
+        return "supervised fine-tuning: next-token loss on packed prompt + response (FLOPs over every token)"
+    arch = getattr(model.spec, "architecture", "decoder")
+    return {"decoder": "causal LM", "encoder": "masked LM (the MLM head runs on every position)",
+            "encoder-decoder": "span corruption: encoder and decoder both at seq_len"}[arch]
+
+
+# ---------------------------------------------------------------- memory
+
+
+@dataclass
+class _Memory:
+    """Peak bytes per GPU of a stage at a micro-batch: trained models update in
+    turn, so one holds activations and overheads at a time beside every trained
+    model's states; frozen models hold weights only (stage dtype), sharded as the trained ones'."""
+
+    trained: list[tuple[str, _Model]]
+    frozen: list[tuple[str, _Model]]
+    seq_len: int
+    per: int  # sequences per sample
+    par: Parallel
+    dtype: str
+    path: Path
+    here: tuple
+
+    def peak(self, micro: int) -> tuple[int | None, dict[str, int | None]]:
+        from paramcalc.core.memory import estimate_memory
+
+        p, out, reports = self.par, {}, []
+        for role, model in self.trained:
+            with _placed(self.path, self.here):
+                m = estimate_memory(model.spec, mode="train", seq_len=self.seq_len, batch=micro * self.per,
+                                    dtype=self.dtype, precision=p.precision, optimizer=p.optimizer, zero=p.zero,
+                                    dp=p.dp, tp=p.tp, pp=p.pp, sequence_parallel=p.sequence_parallel,
+                                    recompute=p.recompute, attention=p.attention).memory
+            reports.append(m)
+            out |= {f"{role}/model_states": m.model_states_per_gpu, f"{role}/activations": m.activations,
+                    f"{role}/overhead": m.overhead}
+        shards = p.tp * p.pp * (p.dp if p.zero >= 3 else 1)
+        for role, model in self.frozen:
+            out[f"{role}/weights"] = -(-int(model.params * DTYPE_BYTES[self.dtype]) // shards)
+        if any(m.total_per_gpu is None for m in reports):
+            return None, out
+        busiest = max(m.total_per_gpu - m.model_states_per_gpu for m in reports)
+        frozen = sum(v for k, v in out.items() if k.endswith("/weights"))
+        return sum(m.model_states_per_gpu for m in reports) + busiest + frozen, out
+
+
+def _memory(memory: _Memory, s: _Setting, micro: int, cap: int, here: tuple, breaks: list[Break]) -> StageMemory:
+    peak, breakdown = memory.peak(micro)
+    limit = s.gpu.memory_bytes
+    if peak is None:
+        return StageMemory(peak_per_gpu=None, gpu_bytes=limit, fits=None, max_micro_batch=None, breakdown=breakdown)
+    lo, hi = 0, cap  # memory grows with the micro-batch: bisect for the largest that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if (peak if mid == micro else memory.peak(mid)[0]) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    fits = peak <= limit
+    if not fits:
+        unit = "pairs" if memory.per == 2 else "sequences"
+        fix = (f"use micro_batch {lo} (the largest that fits)" if lo else
+               "even micro_batch 1 does not fit: raise parallel.zero, tp or pp, or set parallel.recompute: full")
+        breaks.append(Break(field=_dotted(here + ("micro_batch",)),
+                            message=f"micro_batch {micro} ({unit} of {memory.seq_len:,} tokens) needs "
+                                    f"{human_bytes(peak)} per GPU, more than the {s.gpu.name}'s {human_bytes(limit)}",
+                            fix=fix))
+    return StageMemory(peak_per_gpu=peak, gpu_bytes=limit, fits=fits, max_micro_batch=lo, breakdown=breakdown)
+
+
+# ---------------------------------------------------------------- batches and schedule
+
+
+def _accumulation_break(here: tuple, micro: int, dp: int, batch: int) -> Break:
+    per = micro * dp
+    lo, hi = batch // per * per, (batch // per + 1) * per
+    nearest = lo if lo and batch - lo <= hi - batch else hi
+    return Break(field=_dotted(here + ("global_batch",)),
+                 message=f"global_batch {batch} is not a multiple of micro_batch x dp = {micro} x {dp} = {per} "
+                         f"(gradient accumulation would be {batch / per:.4g} steps)",
+                 fix=f"nearest valid global batch: {nearest}" + (f" ({lo} or {hi})" if lo else ""))
+
+
+def _nearest_divisor(n: int, near: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - near), -d))
+
+
+def _schedule(lr: Schedule, steps: int, here: tuple, breaks: list[Break]) -> LrSplit:
+    warmup = lr.warmup_steps if lr.warmup_steps is not None else int(Fraction(str(lr.warmup_fraction or 0)) * steps)
+    if warmup > steps:
+        breaks.append(Break(field=_dotted(here + ("lr", "warmup_steps")),
+                            message=f"warm-up of {warmup:,} steps is longer than the stage's {steps:,} steps",
+                            fix="lower warmup_steps or use warmup_fraction"))
+    return LrSplit(decay=lr.decay, warmup_steps=min(warmup, steps), decay_steps=max(steps - warmup, 0))
+
+
+# ---------------------------------------------------------------- errors, placed in the file
+
+
+def _validate(data: dict, path: Path) -> Pipeline:
+    from pydantic import ValidationError
+
+    try:
+        pipe = Pipeline.model_validate(data)
+    except ValidationError as e:
+        err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
+        loc = _clean(tuple(err["loc"]))
+        message, fix = {
+            "extra_forbidden": ("unknown key", _suggest(loc, data)),
+            "missing": ("required key missing", "see docs/plan.md for each stage kind's keys"),
+            "union_tag_invalid": (f"unknown stage kind {err.get('ctx', {}).get('tag')!r}",
+                                  f"use one of: {', '.join(KINDS)}"),
+            "union_tag_not_found": ("a stage needs `kind:`", f"use one of: {', '.join(KINDS)}"),
+            "too_short": ("no stages", "list at least one stage under `stages:`"),
+        }.get(err["type"], (err["msg"].removeprefix("Value error, "), None))
+        raise UserError(message, where=_at(path, loc), fix=fix) from None
+    seen: set[str] = set()
+    for i, stage in enumerate(pipe.stages):
+        name = stage.name or stage.kind
+        if name in seen:
+            raise UserError(f"a second stage named {name!r}", where=_at(path, ("stages", i)),
+                            fix="give each stage its own `name:`")
+        seen.add(name)
+    return pipe
+
+
+def _clean(loc: tuple) -> tuple:
+    """Drop pydantic's discriminator tag: ('stages', 0, 'ppo', 'iterations') -> ('stages', 0, 'iterations')."""
+    if len(loc) > 2 and loc[0] == "stages" and loc[2] in KINDS:
+        return loc[:2] + loc[3:]
+    return loc
+
+
+def _suggest(loc: tuple, data: dict) -> str:
+    import difflib
+
+    model = Pipeline
+    if loc[0] == "search" and len(loc) > 1:
+        model = Search
+    elif loc[0] == "stages" and len(loc) > 2:
+        model = STAGES.get(str(data["stages"][loc[1]].get("kind")), _Stage)
+        if len(loc) > 3:
+            model = {"parallel": Parallel, "lr": Schedule}.get(str(loc[2]), model)
+    known = [k for k in model.model_fields]
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return (f"did you mean {close[0]}? " if close else "") + f"{_dotted(loc[:-1]) or 'the top level'} takes: " \
+        + ", ".join(known)
+
+
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+_KEYS = {"seq_len": ("seq_len",), "dtype": ("dtype",), "precision": ("parallel", "precision"),
+         "optimizer": ("parallel", "optimizer"), "tp": ("parallel", "tp"), "pp": ("parallel", "pp")}
+
+
+@contextmanager
+def _placed(path: Path, loc: tuple):
+    """A library error about a flag (`--seq-len`) re-placed at the file's key (`stages[0].seq_len`)."""
+    try:
+        yield
+    except UserError as error:
+        flags = [f.replace("-", "_") for f in _FLAG.findall(f"{error.where or ''} {error.message}")]
+        key = next((_KEYS[f] for f in flags if f in _KEYS), ()) if loc[:1] == ("stages",) and len(loc) == 2 else ()
+        inner = error.where if error.where and not error.where.startswith("--") else None
+        plain = (lambda t: _FLAG.sub(lambda m: m.group(1).replace("-", "_"), t) if t else t)
+        raise UserError(plain(error.message), where=_at(path, loc + key) + (f": {inner}" if inner else ""),
+                        fix=plain(error.fix)) from None
+
+
+def _at(path: Path, loc: tuple) -> str:
+    from paramcalc.files import yaml_line
+
+    return f"{yaml_line(path, loc)}: {_dotted(loc) or 'pipeline file'}"
+
+
+def _dotted(loc: tuple) -> str:
+    """('stages', 0, 'parallel', 'dp') -> 'stages[0].parallel.dp'."""
+    out = ""
+    for key in loc:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
