@@ -1,0 +1,437 @@
+"""`paramcalc bench`: real full-width layers on a real device, measured
+against what paramcalc predicts for them.
+
+One run: build N copies of the target's first layer stage (optionally with
+the embedding, final norm and LM head and a causal-LM loss) in the dtype on
+the device; one instrumented step counts forward and backward matmul FLOPs
+(FlopCounterMode) and the bytes saved for backward (saved_tensors_hooks, each
+storage once, parameters excluded); then W warm-up steps and K timed steps of
+forward + backward (CUDA events on GPU, perf_counter on CPU) give seconds per
+step, achieved TFLOP/s (3 x forward FLOPs / seconds: model FLOPs, the PaLM
+convention) and MFU against the catalog's dense peak.
+
+Predictions come from the blocks: forward FLOPs = the layer's `flops(Pass)` x N
+(dense attention: FlopCounterMode counts the full score rectangle, also for
+causal SDPA); backward = 2 x forward, plus the score recomputation a fused SDPA
+backward does (hardware work); activations = the layer's `saved(Pass,
+Activations)` x N with core.memory's conventions (see reference.py).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from paramcalc.blocks.base import Pass, nest, scale
+from paramcalc.blocks.embed import LMHead
+from paramcalc.blocks.moe import MoE
+from paramcalc.errors import UserError
+from paramcalc.results import Report
+from paramcalc.units import parse_positive_int
+
+TOLERANCE = 0.10  # a prediction within 10% of the measurement is "ok"
+DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+Progress = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Predicted(_Frozen):
+    forward_flops: int = Field(description="matmul FLOPs of one forward (2 per multiply-add, dense attention)")
+    backward_flops: int = Field(description="2 x forward, plus SDPA's recomputed scores when a fused kernel runs")
+    activations: int = Field(description="bytes saved for backward (the blocks' saved(), dropout off)")
+    weights: int = Field(description="bytes of the benchmarked parameters")
+    activations_breakdown: dict[str, int] = Field(default_factory=dict)
+
+
+class Measured(_Frozen):
+    forward_flops: int = Field(description="FlopCounterMode's count of one forward")
+    backward_flops: int = Field(description="FlopCounterMode's count of one backward")
+    activations: int = Field(description="bytes saved_tensors_hooks saw, each storage once, parameters excluded")
+    weights: int
+    peak_allocated: int | None = Field(description="torch.cuda.max_memory_allocated over the timed steps; null on CPU")
+    seconds_per_step: float = Field(description="mean wall time of one forward + backward")
+    seconds_min: float
+    seconds_median: float
+    achieved_tflops: float = Field(description="3 x forward FLOPs / seconds per step / 1e12")
+    mfu: float | None = Field(description="achieved / the GPU's dense peak for the dtype; null when no GPU is known")
+    attention_kernels: list[str] = Field(default_factory=list, description="fused attention ops dispatched (SDPA)")
+
+
+class Check(_Frozen):
+    figure: str
+    predicted: int | None
+    measured: int | None
+    ratio: float | None = Field(description="measured / predicted")
+    exact: bool
+    verdict: str = Field(description="ok: within 10%; differs; unknown")
+
+
+class Bench(_Frozen):
+    predicted: Predicted
+    measured: Measured
+    checks: list[Check]
+
+
+class BenchReport(Report):
+    command: str = "bench"
+    device: str
+    device_name: str
+    gpu: str | None = Field(description="catalog GPU whose peak the MFU uses")
+    gpu_peak_flops: int | None
+    dtype: str
+    layers: int
+    stage: str = Field(description="the layer stage benchmarked")
+    seq_len: int
+    batch: int
+    attention: str
+    with_head: bool
+    warmup: int
+    steps: int
+    torch_version: str
+    date: str
+    bench: Bench
+
+
+def check(figure: str, predicted: int | None, measured: int | None) -> Check:
+    if predicted is None or measured is None or predicted == 0:
+        exact = predicted == measured and predicted is not None
+        return Check(figure=figure, predicted=predicted, measured=measured, ratio=None, exact=exact,
+                     verdict="ok" if exact else "unknown")
+    ratio = measured / predicted
+    return Check(figure=figure, predicted=predicted, measured=measured, ratio=ratio, exact=measured == predicted,
+                 verdict="ok" if abs(ratio - 1) <= TOLERANCE else "differs")
+
+
+# Substrings of torch.cuda.get_device_name(), most specific first, to catalog names.
+_GPU_NAMES = (("gb200", "gb200"), ("h100 pcie", "h100-pcie"), ("h100", "h100-sxm"), ("h200", "h200"),
+              ("h800", "h800"), ("a100-pcie-40gb", "a100-40gb"), ("a100-sxm4-40gb", "a100-40gb"),
+              ("a100", "a100-80gb"), ("b200", "b200"), ("l40s", "l40s"), ("l4", "l4"), ("a10g", "a10g"),
+              ("4090", "rtx-4090"), ("mi325x", "mi325x"), ("mi300x", "mi300x"), ("mi250x", "mi250x"))
+
+
+def guess_gpu(device_name: str) -> str | None:
+    """The catalog entry for a CUDA device name ('NVIDIA H100 80GB HBM3' -> h100-sxm), or None."""
+    name = device_name.lower()
+    return next((gpu for tag, gpu in _GPU_NAMES if tag in name), None)
+
+
+def resolve_device(device: str | None):
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cuda", "cpu"):
+        raise UserError(f"unknown device {device!r}", where="--device", fix="use cuda or cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("CUDA is not available on this machine (torch "
+                        f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)",
+                        where="--device", fix="run on a GPU machine, or use --device cpu")
+    name = torch.cuda.get_device_name() if device == "cuda" else \
+        f"CPU ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
+    return torch.device(device), name
+
+
+@contextmanager
+def _default_dtype(dtype):
+    import torch
+
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(before)
+
+
+class _Stack:
+    """What one step runs: [embedding] -> N layers -> [final norm -> head -> loss]."""
+
+    def __init__(self, stages: dict, layers: list, spec, attention: str, dtype, device, with_head: bool):
+        import torch
+        from torch import nn
+
+        from paramcalc.torchref.reference import prepare
+
+        with torch.device(device), _default_dtype(dtype):
+            self.layers = nn.ModuleList(prepare(block.module(), spec, attention) for block in layers)
+            self.embedding = self.final_norm = self.head = None
+            if with_head:
+                self.embedding = stages["embedding"].block.module()
+                self.final_norm = prepare(stages["final_norm"].block.module(), spec) if "final_norm" in stages else None
+                head = stages["head"].block
+                self.head = head.module()
+                if head.tied:
+                    self.head.tie(self.embedding.tokens)
+        parts = [m for m in (self.embedding, self.layers, self.final_norm, self.head) if m is not None]
+        self.modules = nn.ModuleList(parts).to(device=device, dtype=dtype)
+        self.params = list(self.modules.parameters())
+        self.vocab = stages["head"].block.vocab if with_head else None
+
+    def __call__(self, x, labels=None):
+        import torch.nn.functional as F
+
+        h = self.embedding(x) if self.embedding is not None else x
+        for layer in self.layers:
+            h = layer(h)
+        if self.head is None:
+            return h
+        if self.final_norm is not None:
+            h = self.final_norm(h)
+        logits = self.head(h)
+        # transformers' ForCausalLMLoss: fp32 logits, labels padded by one and shifted (at batch 1 the
+        # shifted labels stay a view of the padded storage), mean cross-entropy ignoring the pad
+        shifted = F.pad(labels, (0, 1), value=-100)[..., 1:].contiguous()
+        return F.cross_entropy(logits.float().view(-1, self.vocab), shifted.view(-1), ignore_index=-100)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Every flag, parsed and checked before anything is built."""
+
+    spec: object
+    p: Pass
+    stages: dict
+    stage: object  # the layer stage benchmarked
+    layers: int
+    device: object  # torch.device
+    device_name: str
+    dtype: str
+    attention: str
+    warmup: int
+    steps: int
+    with_head: bool
+    card: object  # catalog.Gpu or None
+
+
+def run_bench(target, *, device: str | None = None, dtype: str | None = None, layers=1, seq_len=None, batch=1,
+              attention: str = "eager", warmup=3, steps=10, with_head: bool = False, gpu: str | None = None,
+              require_mfu: bool = False, progress: Progress | None = None) -> BenchReport:
+    """Bench `layers` real layers of TARGET and compare with paramcalc's predictions.
+
+    `require_mfu` refuses to start when no GPU peak will be known (a calibration file needs the MFU).
+    """
+    import torch
+
+    plan = _plan(target, device, dtype, layers, seq_len, batch, attention, warmup, steps, with_head, gpu,
+                 require_mfu)
+    measured = _measure(plan, progress or (lambda phase, done, total: None))
+    predicted = _predict(plan, fused=bool(measured.attention_kernels))
+    checks = [check(figure, getattr(predicted, figure), getattr(measured, figure))
+              for figure in ("forward_flops", "backward_flops", "activations")]
+    card = plan.card
+    return BenchReport(
+        model=plan.spec.name or "model", device=plan.device.type, device_name=plan.device_name,
+        gpu=card.name if card else None, gpu_peak_flops=card.peak(plan.dtype) if card else None, dtype=plan.dtype,
+        layers=plan.layers, stage=plan.stage.name, seq_len=plan.p.seq, batch=plan.p.batch, attention=plan.attention,
+        with_head=plan.with_head, warmup=plan.warmup, steps=plan.steps, torch_version=torch.__version__,
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        bench=Bench(predicted=predicted, measured=measured, checks=checks),
+        notes=_notes(plan, measured.attention_kernels))
+
+
+def _plan(target, device, dtype, layers, seq_len, batch, attention, warmup, steps, with_head, gpu,
+          require_mfu) -> _Plan:
+    from paramcalc.catalog import load_gpu
+    from paramcalc.core.count import resolve
+    from paramcalc.core.flops import make_pass
+    from paramcalc.network import build
+    from paramcalc.spec import CountSpec
+    from paramcalc.torchref.reference import ATTENTION_IMPLS, TORCH_DTYPES
+
+    spec = resolve(target)
+    if isinstance(spec, CountSpec):
+        raise UserError(f"{spec.name!r} is a bare parameter count; bench needs the architecture",
+                        fix="pass a preset, a config.json or a YAML spec")
+    if attention not in ATTENTION_IMPLS:
+        raise UserError(f"unknown attention implementation {attention!r}", where="--attention",
+                        fix="use eager (explicit matmuls, keeps the s x s probabilities) or sdpa")
+    dev, device_name = resolve_device(device)
+    dtype = dtype or ("bf16" if dev.type == "cuda" else "fp32")
+    if dtype not in TORCH_DTYPES:
+        raise UserError(f"bench runs fp32, bf16 or fp16 layers, not {dtype!r}", where="--dtype",
+                        fix="use --dtype bf16 (GPU default) or fp32 (CPU default)")
+    n = parse_positive_int(layers, what="--layers")
+    warm, k = _count(warmup, "--warmup", allow_zero=True), _count(steps, "--steps")
+    p = make_pass(spec, seq_len, batch)
+    net = build(spec)
+    if not net.layers:
+        raise UserError(f"{spec.name or 'this model'} has no transformer layers to bench")
+    stages = {s.name: s for s in net.stages}
+    if with_head and not (spec.architecture == "decoder" and isinstance(stages["head"].block, LMHead)):
+        raise UserError("--with-head benches decoder-only language models (embedding, layers, LM head and loss)",
+                        fix="drop --with-head to bench the layers alone")
+    card = None
+    gpu_name = gpu or (guess_gpu(device_name) if dev.type == "cuda" else None)
+    if gpu_name:
+        card = load_gpu(gpu_name)
+        card.peak(dtype)  # an unknown dtype peak fails now, not after the run
+    elif require_mfu:
+        raise UserError(f"no GPU peak is known for {device_name!r}, so there is no MFU to calibrate with",
+                        where="--calibration-out", fix="name the GPU with --gpu (paramcalc gpus lists them)")
+    return _Plan(spec, p, stages, net.layers[0], n, dev, device_name, dtype, attention, warm, k, with_head, card)
+
+
+def _measure(plan: _Plan, tick: Progress) -> Measured:
+    """Build the stack, count one instrumented step, then time warm-up and timed steps."""
+    import torch
+
+    from paramcalc.torchref import reference as ref
+
+    total = 2 + plan.warmup + plan.steps
+    tick("build", 0, total)
+    torch.manual_seed(0)
+    p, spec, dev, tdtype = plan.p, plan.spec, plan.device, ref.TORCH_DTYPES[plan.dtype]
+    stack = _Stack(plan.stages, [plan.stage.block] * plan.layers, spec, plan.attention, tdtype, dev, plan.with_head)
+    labels = grad = None
+    if plan.with_head:
+        x = torch.randint(0, spec.vocab_size, (p.batch, p.seq), device=dev)
+        labels = torch.randint(0, spec.vocab_size, (p.batch, p.seq), device=dev)
+    else:
+        x = torch.randn(p.batch, p.seq, spec.hidden_size, device=dev, dtype=tdtype, requires_grad=True)
+        grad = torch.randn(p.batch, p.seq, spec.hidden_size, device=dev, dtype=tdtype)
+
+    def step():
+        for param in stack.params:
+            param.grad = None
+        x.grad = None
+        stack(x, labels).backward(grad)
+
+    tick("measure", 1, total)
+    with ref.flop_counter() as forward, ref.SavedBytes(stack.modules) as saved:
+        out = stack(x, labels)
+    with ref.flop_counter() as backward:
+        out.backward(grad)
+    del out
+    tick("warmup", 2, total)
+    for i in range(plan.warmup):
+        step()
+        tick("warmup", 3 + i, total)
+    times = _time_steps(step, plan.steps, dev, lambda i: tick("time", 3 + plan.warmup + i, total))
+    seconds = sum(times) / len(times)
+    achieved = 3 * forward.get_total_flops() / seconds  # model FLOPs: forward + 2 x forward (PaLM, appendix B)
+    peak_flops = plan.card.peak(plan.dtype) if plan.card else None
+    return Measured(forward_flops=forward.get_total_flops(), backward_flops=backward.get_total_flops(),
+                    activations=saved.total, weights=sum(t.numel() * t.element_size() for t in stack.params),
+                    peak_allocated=torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
+                    seconds_per_step=seconds, seconds_min=min(times), seconds_median=statistics.median(times),
+                    achieved_tflops=achieved / 1e12, mfu=achieved / peak_flops if peak_flops else None,
+                    attention_kernels=ref.attention_kernels(forward))
+
+
+def _count(text, what: str, allow_zero: bool = False) -> int:
+    if allow_zero and str(text).strip() == "0":
+        return 0
+    return parse_positive_int(text, what=what)
+
+
+def _time_steps(step, k: int, dev, tick) -> list[float]:
+    """Seconds of each of k steps: CUDA events around each step, one sync at the end (GPU); perf_counter (CPU)."""
+    import torch
+
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(k)]
+        for i, (start, end) in enumerate(events):
+            start.record()
+            step()
+            end.record()
+            tick(i)
+        torch.cuda.synchronize(dev)
+        return [start.elapsed_time(end) / 1e3 for start, end in events]
+    times = []
+    for i in range(k):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        tick(i)
+    return times
+
+
+def _predict(plan: _Plan, fused: bool) -> Predicted:
+    from paramcalc.torchref.reference import activations, predicted_layer
+
+    p, layer, n = plan.p, plan.stage.block, plan.layers
+    a = activations(plan.spec, DTYPE_BYTES[plan.dtype], plan.attention)
+    blocks = [("layers", predicted_layer(layer), n)]
+    if plan.with_head:
+        stages = plan.stages
+        blocks = [("embedding", stages["embedding"].block, 1), *blocks,
+                  *([("final_norm", stages["final_norm"].block, 1)] if "final_norm" in stages else []),
+                  ("head", stages["head"].block, 1)]
+    fwd = sum(sum(b.flops(p).values()) * count for _, b, count in blocks)
+    # A fused SDPA backward recomputes QK^T (FlashAttention, Dao et al. 2022, algorithm 4): hardware FLOPs.
+    scores = n * sum(v for key, v in layer.flops(p).items() if key.endswith("/scores")) if fused else 0
+    breakdown: dict[str, int] = {}
+    for name, block, count in blocks:
+        breakdown.update(nest(name, scale(block.saved(p, a), count)))
+    params = sum(sum(b.params().values()) * count for _, b, count in blocks)
+    return Predicted(forward_flops=fwd, backward_flops=2 * fwd + scores, activations=sum(breakdown.values()),
+                     weights=params * DTYPE_BYTES[plan.dtype], activations_breakdown=breakdown)
+
+
+def _notes(plan: _Plan, kernels: list[str]) -> list[str]:
+    spec, stage, attention, dtype, card = plan.spec, plan.stage, plan.attention, plan.dtype, plan.card
+    notes = [f"{stage.name}: full-width layers built from paramcalc's blocks; FLOPs 2 per multiply-add, "
+             "dense attention (FlopCounterMode counts the full score rectangle, causal or not)",
+             "achieved TFLOP/s = 3 x forward FLOPs / seconds per step (model FLOPs, the PaLM convention)",
+             "activations: bytes saved for backward, each storage once, parameters excluded; dropout off; "
+             "no rotary (no parameters, no matmuls)"]
+    if attention == "eager":
+        upcast = spec.softmax_fp32 and dtype != "fp32"
+        notes.append("eager attention: explicit matmuls, softmax " + ("upcast to fp32" if upcast else f"in {dtype}"))
+    else:
+        ran = ", ".join(kernels) or "no fused kernel (SDPA fell back to its math path)"
+        notes.append(f"sdpa attention: {ran}; a fused backward recomputes the scores (counted as hardware FLOPs)")
+    if plan.with_head:
+        notes.append("with the embedding, final norm, LM head and transformers' causal-LM loss (fp32 logits, "
+                     "labels padded and shifted)")
+    if card is None:
+        notes.append("MFU unknown: " + ("pass --gpu to compare with a GPU's peak" if plan.device.type == "cuda"
+                                        else "no GPU peak applies on CPU (pass --gpu to compare anyway)"))
+    else:
+        notes.append(f"MFU against {card.name}'s dense {dtype} peak, {card.peak(dtype) / 1e12:,.1f} TFLOP/s")
+    if isinstance(getattr(stage.block, "mlp", None), MoE):
+        notes.append("MoE: the reference loops over experts; paramcalc's bytes model transformers' grouped-matmul "
+                     "path, so activations may differ by a few percent")
+    return notes
+
+
+def write_calibration(report: BenchReport, path: str | Path) -> dict:
+    """The file `paramcalc cost --calibration FILE` reads (docs/bench.md): the measured MFU and how it was measured."""
+    m = report.bench.measured
+    if m.mfu is None:
+        raise UserError("this run has no MFU (no GPU peak known)", where="--calibration-out",
+                        fix="name the GPU with --gpu")
+    data = {
+        "schema_version": 1,
+        "kind": "paramcalc.calibration",
+        "mfu": m.mfu,
+        "gpu": report.gpu,
+        "dtype": report.dtype,
+        "peak_flops": report.gpu_peak_flops,
+        "achieved_tflops": m.achieved_tflops,
+        "measured": {"model": report.model, "stage": report.stage, "layers": report.layers,
+                     "seq_len": report.seq_len, "batch": report.batch, "attention": report.attention,
+                     "with_head": report.with_head, "seconds_per_step": m.seconds_per_step,
+                     "device_name": report.device_name, "torch_version": report.torch_version, "date": report.date},
+    }
+    target = Path(path)
+    try:
+        target.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        raise UserError(f"cannot write {target}: {e.strerror}", where="--calibration-out") from None
+    return data

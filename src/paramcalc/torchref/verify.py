@@ -1,0 +1,334 @@
+"""`paramcalc verify`: the analytic counts against real PyTorch modules.
+
+The network is lowered to its stages and each stage's block is built as a
+module on the meta device (shapes only: no memory, no arithmetic, so a 405B
+layer costs nothing): the embedding, `--layers` copies of every layer stage
+(one per kind of layer), the final norm and the head, tied to the embedding
+where the spec ties them.
+
+- Parameters: sum(p.numel()) of those modules, each tensor once (a tied head
+  owns nothing), scaled by how often each stage repeats, against `params()`.
+- FLOPs: one forward and one backward of each component under FlopCounterMode
+  (2 FLOPs per multiply-add), and the forward under fvcore's FlopCountAnalysis.
+  fvcore counts one multiply-add as one "flop" (a MAC): its count is doubled
+  here, at that boundary. It has no handler for SDPA; the reference modules
+  compute attention with explicit matmuls, so it sees every one. Its norm
+  handlers (elementwise work) are switched off: the analytic figures are
+  matmul FLOPs. Backward is FlopCounterMode's alone (fvcore traces forwards).
+- MoE: meta tensors have no values to route on, so tokens are routed to fixed
+  experts (token t, slot j -> expert (t k + j) mod E); each token still runs k
+  distinct experts, and the FLOPs do not depend on which.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from paramcalc.errors import UserError
+from paramcalc.results import Report
+from paramcalc.units import parse_positive_int
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class StageParams(_Frozen):
+    stage: str
+    count: int = Field(description="how often the stage repeats in the network")
+    analytic: int = Field(description="params() x count")
+    counted: int = Field(description="sum(p.numel()) of the instantiated modules, scaled to count")
+
+
+class ParamsCheck(_Frozen):
+    analytic: int
+    counted: int
+    exact: bool
+    by_stage: list[StageParams]
+
+
+class Component(_Frozen):
+    stage: str
+    kind: str = Field(description="embedding, layer, norm or head")
+    instantiated: int = Field(description="modules built and run for this stage")
+    count: int = Field(description="how often the stage repeats in the network")
+    analytic_forward: int
+    flop_counter_forward: int | None = Field(description="null: not run (no input is known for this block)")
+    fvcore_forward: int | None = Field(description="fvcore's MACs x 2; null when its tracer failed or did not run")
+    analytic_backward: int = Field(description="2 x forward: an input- and a weight-gradient matmul per matmul "
+                                   "(1 x for a ViT's patch projection, whose images need no gradient)")
+    flop_counter_backward: int | None
+    exact: bool | None = Field(description="null: not counted")
+
+
+class Totals(_Frozen):
+    analytic_forward: int = Field(description="the whole network, as `paramcalc flops` counts it")
+    counted_forward: int | None = Field(description="each stage's FlopCounterMode count, scaled to its repeat "
+                                        "count; null when a stage was not counted")
+    exact: bool | None
+
+
+class VerifyReport(Report):
+    command: str = "verify"
+    seq_len: int
+    batch: int
+    layers: int = Field(description="layers instantiated per layer stage")
+    params: ParamsCheck
+    components: list[Component]
+    totals: Totals
+    passed: bool
+
+
+def run_verify(target, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
+    import torch
+
+    from paramcalc.blocks.base import Pass
+    from paramcalc.core.count import resolve
+    from paramcalc.core.flops import forward_flops, make_pass
+    from paramcalc.network import build
+    from paramcalc.spec import CountSpec
+
+    spec = resolve(target)
+    if isinstance(spec, CountSpec):
+        raise UserError(f"{spec.name!r} is a bare parameter count; verify needs the architecture",
+                        fix="pass a preset, a config.json or a YAML spec")
+    per_stage = parse_positive_int(layers, what="--layers")
+    net = build(spec)
+    first = _unwrap(net.stages[0].block)
+    if hasattr(first, "image") and hasattr(first, "seq"):  # a ViT: the patches and the class token fix the length
+        p = Pass(parse_positive_int(batch, what="--batch"), first.seq, "dense")
+    else:
+        p = make_pass(spec, seq_len, batch, "dense")
+
+    built: dict[str, list] = {}
+    with torch.device("meta"):
+        for stage in net.stages:
+            k = min(per_stage, stage.count) if _kind(stage.block) == "layer" else 1
+            built[stage.name] = [_runnable(stage.block, stage.block.module()) for _ in range(k)]
+    head = _unwrap(net.stages[-1].block)
+    if getattr(head, "tied", False) and "embedding" in built:
+        built[net.stages[-1].name][0].tie(built["embedding"][0].tokens)
+
+    params = _params(net, built)
+    hidden = getattr(spec, "hidden_size", None)
+    components = [_component(stage, built[stage.name], p, hidden) for stage in net.stages]
+    counted_all = all(c.flop_counter_forward is not None for c in components)
+    counted = sum(c.flop_counter_forward * c.count // c.instantiated for c in components) if counted_all else None
+    analytic = forward_flops(net, p)
+    totals = Totals(analytic_forward=analytic, counted_forward=counted,
+                    exact=analytic == counted if counted_all else None)
+    notes = [f"modules built on the meta device; FLOPs of batch {p.batch} x seq {p.seq}, 2 per multiply-add, "
+             "dense attention (the reference modules compute the full score matmuls)",
+             "fvcore counts one multiply-add as one flop (a MAC) and has no SDPA handler: its counts are doubled "
+             "here; the reference attention uses explicit matmuls, and fvcore's norm handlers are off",
+             "backward from FlopCounterMode only (fvcore traces the forward); analytic backward = 2 x forward",
+             "parameters: sum(p.numel()) of the built modules, each tensor once (tied weights in the embedding)"]
+    if any(c.exact is not None and c.fvcore_forward is None for c in components):
+        notes.append("fvcore: n/a where it is not installed or its tracer failed")
+    if any(hasattr(_unwrap(s.block), "image") for s in net.stages):
+        notes.append("ViT: the patch projection's backward is its weight gradient alone (images need no "
+                     "gradient); `paramcalc flops` counts 2 x its forward")
+    if not counted_all:
+        notes.append("FLOPs not counted for blocks without a transformer input (CNN and RNN layers: "
+                     "tests/test_blocks.py proves those block by block); parameters are checked for every stage")
+    if any(_is_moe(s.block) for s in net.stages):
+        notes.append("MoE: fixed routing on meta tensors (token t, slot j -> expert (t k + j) mod E); "
+                     "each token runs k distinct experts, so FLOPs match any routing")
+    passed = params.exact and totals.exact is not False and all(c.exact is not False for c in components)
+    return VerifyReport(model=spec.name or "model", seq_len=p.seq, batch=p.batch, layers=per_stage, params=params,
+                        components=components, totals=totals, passed=passed, notes=notes)
+
+
+def _params(net, built) -> ParamsCheck:
+    seen: set[int] = set()
+    rows = []
+    for stage in net.stages:
+        modules = built[stage.name]
+        numel = 0
+        for module in modules:
+            for param in module.parameters():
+                if id(param) not in seen:
+                    seen.add(id(param))
+                    numel += param.numel()
+        analytic = sum(stage.block.params().values()) * stage.count
+        rows.append(StageParams(stage=stage.name, count=stage.count, analytic=analytic,
+                                counted=numel * stage.count // len(modules)))
+    a, c = sum(r.analytic for r in rows), sum(r.counted for r in rows)
+    return ParamsCheck(analytic=a, counted=c, exact=a == c and all(r.analytic == r.counted for r in rows), by_stage=rows)
+
+
+def _unwrap(block):
+    """A LoRA-adapted block's base block (its module carries the adapters)."""
+    base = getattr(block, "base", None)
+    return base if base is not None and hasattr(block, "adapters") else block
+
+
+def _kind(block) -> str:
+    from paramcalc.blocks.embed import Embeddings
+    from paramcalc.blocks.layer import TransformerLayer
+    from paramcalc.blocks.norm import Norm
+
+    block = _unwrap(block)
+    if hasattr(block, "in_shape"):
+        return "shaped"  # a CNN / RNN / MLP layer of a layers spec
+    if isinstance(block, Embeddings) or block.kind == "embedding":
+        return "embedding"
+    if isinstance(block, TransformerLayer):
+        return "layer"
+    if isinstance(block, Norm):
+        return "norm"
+    return "head"
+
+
+def _is_moe(block) -> bool:
+    from paramcalc.blocks.moe import MoE
+
+    return isinstance(getattr(_unwrap(block), "mlp", None), MoE)
+
+
+def _runnable(block, module):
+    """The block's own module, with a forward where it has none (BERT's pooler)
+    or where meta tensors cannot run it (MoE routing)."""
+    from paramcalc.blocks.embed import Pooler
+
+    if isinstance(_unwrap(block), Pooler):
+        module.forward = types.MethodType(_pooler_forward, module)
+    if type(_unwrap(block)).__name__ == "ClassTokenHead":  # a ViT classifies the class token only
+        module.forward = types.MethodType(lambda self, x: type(self).forward(self, x[:, 0]), module)
+    for sub in module.modules():
+        if _is_moe_module(sub):
+            sub.forward = types.MethodType(_fixed_routing_forward, sub)
+    return module
+
+
+def _is_moe_module(module) -> bool:
+    from paramcalc.blocks.moe import MoE
+
+    return isinstance(getattr(module, "spec", None), MoE)
+
+
+def _pooler_forward(self, x):
+    import torch
+
+    pooled = torch.tanh(self["dense"](x[:, 0]))
+    return self["classifier"](pooled) if "classifier" in self else pooled
+
+
+def _fixed_routing_forward(self, x):
+    """The reference MoE forward with routing fixed in advance (no data-dependent ops)."""
+    import torch
+
+    s = self.spec
+    flat = x.reshape(-1, s.hidden)
+    tokens = flat.shape[0]
+    weights = self.router(flat).softmax(-1)[:, : s.top_k]  # stands in for the top-k routing weights
+    pair = torch.arange(tokens * s.top_k)  # CPU bookkeeping: shapes only reach the device
+    expert_of, token_of, slot_of = pair % s.experts, pair // s.top_k, pair % s.top_k
+    out = torch.zeros_like(flat)
+    for e, expert in enumerate(self.experts):
+        chosen = expert_of == e
+        if chosen.any():
+            token = token_of[chosen].to(x.device)
+            slot = slot_of[chosen].to(x.device)
+            out = out.index_add(0, token, expert(flat[token]) * weights[token, slot, None])
+    if s.shared:
+        shared = self.shared_expert(flat)
+        if s.shared_gate:
+            shared = shared * torch.sigmoid(self.shared_expert_gate(flat))
+        out = out + shared
+    return out.view_as(x)
+
+
+def _inputs(block, p, hidden: int | None):
+    """Meta inputs for one component, or None where no transformer input fits it."""
+    import torch
+
+    meta = torch.device("meta")
+    kind, block = _kind(block), _unwrap(block)
+    if kind == "shaped" or hidden is None:
+        return None
+    if kind == "embedding" and hasattr(block, "image"):  # ViT patches: images
+        return (torch.zeros(p.batch, block.channels, *block.image, device=meta),)
+    if kind == "embedding":
+        return (torch.zeros(p.batch, p.seq, dtype=torch.long, device=meta),)
+    x = torch.zeros(p.batch, p.seq, hidden, device=meta, requires_grad=True)
+    if kind == "layer" and block.cross_attention is not None:
+        return x, torch.zeros(p.batch, p.keys, hidden, device=meta, requires_grad=True)  # the encoder's output
+    return (x,)
+
+
+def _chain(modules):
+    """The k built copies of a stage as one module: each feeds the next."""
+    from torch import nn
+
+    class Chain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.parts = nn.ModuleList(modules)
+
+        def forward(self, x, *memory):
+            for part in self.parts:
+                x = part(x, *memory)
+            return x
+
+    return Chain()
+
+
+def _component(stage, modules, p, hidden: int | None) -> Component:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    analytic = sum(stage.block.flops(p).values()) * len(modules)
+    # Images need no gradient: a ViT's patch projection computes its weight gradient only (1 x forward).
+    backward = analytic if hasattr(_unwrap(stage.block), "image") else 2 * analytic
+    fields = dict(stage=stage.name, kind=_kind(stage.block), instantiated=len(modules), count=stage.count,
+                  analytic_forward=analytic, analytic_backward=backward)
+    inputs = _inputs(stage.block, p, hidden)
+    if inputs is None:
+        return Component(**fields, flop_counter_forward=None, fvcore_forward=None, flop_counter_backward=None,
+                         exact=None)
+    chain = _chain(modules)
+    with FlopCounterMode(display=False) as fwd:
+        out = chain(*inputs)
+    bwd_flops = 0
+    if out.requires_grad:
+        with FlopCounterMode(display=False) as bwd:
+            out.backward(torch.ones_like(out))
+        bwd_flops = bwd.get_total_flops()
+    fv = _fvcore(chain, inputs)
+    exact = fwd.get_total_flops() == analytic and fv in (None, analytic) and bwd_flops == backward
+    return Component(**fields, flop_counter_forward=fwd.get_total_flops(), fvcore_forward=fv,
+                     flop_counter_backward=bwd_flops, exact=exact)
+
+
+# fvcore's handlers for elementwise work, off: the analytic figures are matmul FLOPs only.
+_FVCORE_OFF = ("aten::layer_norm", "aten::group_norm", "aten::batch_norm", "aten::instance_norm",
+               "aten::upsample_nearest2d", "aten::upsample_bilinear2d", "aten::adaptive_avg_pool2d",
+               "aten::grid_sampler")
+
+
+def _zero(inputs, outputs) -> int:
+    return 0
+
+
+def _fvcore(module, inputs) -> int | None:
+    """fvcore's forward count in FLOPs: its MACs x 2 (one multiply-add = 2 FLOPs)."""
+    import logging
+
+    logging.getLogger("fvcore").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore's import and tracer warn about torch.jit's deprecation
+        try:
+            from fvcore.nn import FlopCountAnalysis
+        except ImportError:
+            return None
+        try:
+            # a zero-count handler: fvcore 0.1.5 keeps using a built-in handle set to None
+            analysis = FlopCountAnalysis(module, inputs).set_op_handle(**{op: _zero for op in _FVCORE_OFF})
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            return 2 * int(analysis.total())
+        except Exception:  # a tracer failure leaves the FlopCounterMode figure standing alone
+            return None
