@@ -1,11 +1,19 @@
 """A spec lowered to building blocks: an ordered list of stages, each a block
 repeated `count` times. Every figure (params, FLOPs, saved bytes) is the sum
-over stages of the block's own breakdown times its count."""
+over stages of the block's own breakdown times its count.
+
+Training can freeze parameters: `freeze` patterns (fnmatch globs on the
+breakdown keys; a pattern also matches every key below it, so `embedding`
+freezes `embedding/tokens/weight`) minus `train` patterns (LoRA: the adapters
+and PEFT's modules_to_save). Gradients and optimizer state follow the
+trainable parameters only.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge, scale
@@ -16,6 +24,7 @@ from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.mlp import MLP
 from paramcalc.blocks.moe import MoE
 from paramcalc.blocks.norm import Norm
+from paramcalc.errors import UserError
 from paramcalc.spec import TransformerSpec
 
 
@@ -32,6 +41,9 @@ class Network:
     stages: tuple[Stage, ...]
     rotary_dim: int = 0  # rotary cos and sin tables, computed once and read by every layer
     cross_memory: bool = False  # encoder-decoder: the encoder output feeds every cross-attention
+    chained: bool = False  # shaped stages (spec_layers): saved storages shared between neighbours count once
+    freeze: tuple[str, ...] = ()  # glob patterns on params() keys
+    train: tuple[str, ...] = ()  # patterns trained despite `freeze` (LoRA adapters, modules_to_save)
 
     def _sum(self, figure) -> Breakdown:
         return merge(*((s.name, scale(figure(s.block), s.count)) for s in self.stages))
@@ -45,8 +57,21 @@ class Network:
     def flops(self, p: Pass) -> Breakdown:
         return self._sum(lambda b: b.flops(p))
 
+    def buffers(self) -> Breakdown:
+        return self._sum(lambda b: b.buffers())
+
+    def is_frozen(self, key: str) -> bool:
+        return _matches(key, self.freeze) and not _matches(key, self.train)
+
+    def trainable_params(self) -> Breakdown:
+        return {k: v for k, v in self.params().items() if not self.is_frozen(k)}
+
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         """Bytes autograd keeps for backward in a training forward with the loss."""
+        if self.chained:
+            from paramcalc.blocks.shaped import chain_saved
+
+            return chain_saved([(s.name, s.block, s.count) for s in self.stages], p, a, first_input=True)
         out = self._sum(lambda b: b.saved(p, a))
         if self.rotary_dim:
             out["rotary"] = 2 * a.x * p.seq * self.rotary_dim  # cos and sin, (1, s, rotary dims) each
@@ -60,11 +85,18 @@ class Network:
         return out
 
     def embedding_params(self) -> int:
-        return sum(s.block.table_params() * s.count for s in self.stages if isinstance(s.block, Embeddings))
+        """Lookup tables (and a ViT's patch projection, class token and positions)."""
+        total = 0
+        for s in self.stages:
+            if hasattr(s.block, "table_params"):
+                total += s.block.table_params() * s.count
+            elif s.block.kind == "embedding":  # an embedding layer of a layers spec
+                total += sum(s.block.params().values()) * s.count
+        return total
 
     @property
     def layers(self) -> tuple[Stage, ...]:
-        return tuple(s for s in self.stages if isinstance(s.block, TransformerLayer))
+        return tuple(s for s in self.stages if isinstance(_unwrap(s.block), TransformerLayer))
 
     def module(self):
         """The whole network as PyTorch modules (build it under `torch.device("meta")`
@@ -75,14 +107,66 @@ class Network:
         out = nn.ModuleDict()
         for stage in self.stages:
             out[stage.name.replace(".", "_")] = nn.ModuleList(stage.block.module() for _ in range(stage.count))
-        head = self.stages[-1].block
+        head = _unwrap(self.stages[-1].block)
         if isinstance(head, LMHead) and head.tied:
             out["head"][0].tie(out["embedding"][0].tokens)
         return out
 
 
-def build(spec: TransformerSpec) -> Network:
-    """Lower a transformer spec to stages: embeddings, layer groups, final norm, head."""
+def _unwrap(block: Block) -> Block:
+    """The block inside a LoRA wrapper (blocks.lora.Adapted, the only block with a `base`)."""
+    return getattr(block, "base", block)
+
+
+def _matches(key: str, patterns: tuple[str, ...]) -> bool:
+    """A glob matches the key or any '/'-prefix of it (`embedding` matches `embedding/tokens/weight`)."""
+    parts = key.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+
+
+def build(spec) -> Network:
+    """Lower a spec to stages: for a transformer, embeddings, layer groups,
+    final norm, head, then adapters and frozen parts; a layers spec through
+    network_layers.build_layers."""
+    if getattr(spec, "architecture", None) == "layers":
+        from paramcalc.network_layers import build_layers
+
+        return _check_freeze(build_layers(spec), "freeze")
+    net = _build_transformer(spec)
+    if spec.lora:
+        from paramcalc.blocks.lora import Adapted, adapt  # imported only when used: cold starts stay short
+
+        lora = spec.lora
+        stages = tuple(Stage(s.name, adapt(s.block, lora.rank, lora.alpha, lora.target_modules), s.count)
+                       for s in net.stages)
+        adapted = {path.rsplit("/", 1)[-1] for s in stages if isinstance(s.block, Adapted) for path, _ in s.block.adapters}
+        missing = [t for t in lora.target_modules if t not in adapted]
+        if missing:
+            raise UserError(f"target_modules {missing} match no linear layer of this model", where="lora.target_modules",
+                            fix="use q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or down_proj")
+        net = Network(net.name, stages, net.rotary_dim, net.cross_memory, freeze=("*", *spec.freeze),
+                      train=("*/lora_A", "*/lora_B", *lora.modules_to_save))
+        return _check_freeze(_check_freeze(net, "freeze", spec.freeze), "lora.modules_to_save", lora.modules_to_save)
+    if spec.freeze:
+        net = Network(net.name, net.stages, net.rotary_dim, net.cross_memory, freeze=spec.freeze)
+    return _check_freeze(net, "freeze")
+
+
+def _check_freeze(net: Network, field: str, patterns: tuple[str, ...] | None = None) -> Network:
+    """Every pattern must match some parameter: a typo would silently train everything."""
+    keys = list(net.params())
+    for pattern in net.freeze if patterns is None else patterns:
+        if pattern != "*" and not any(_matches(k, (pattern,)) for k in keys):
+            examples = ", ".join(sorted({k.split("/", 1)[0] for k in keys}))
+            raise UserError(f"pattern {pattern!r} matches no parameter", where=field,
+                            fix=f"patterns match breakdown keys, which start with: {examples}")
+    return net
+
+
+def _build_transformer(spec: TransformerSpec) -> Network:
+    if spec.architecture == "vit":
+        return _build_vit(spec)
     h, V = spec.hidden_size, spec.vocab_size
     norm = _norm(spec)
     positions = (spec.max_position_embeddings or 0) + spec.position_offset if spec.position_embedding == "learned" else 0
@@ -115,6 +199,21 @@ def build(spec: TransformerSpec) -> Network:
         rotary = 2 * int(d * spec.rotary_pct // 2)
     return Network(spec.name or "model", tuple(stages), rotary_dim=rotary,
                    cross_memory=spec.architecture == "encoder-decoder")
+
+
+def _build_vit(spec: TransformerSpec) -> Network:
+    """Dosovitskiy et al. 2021, eq. 1-4: patch embeddings with a class token and
+    learned positions, pre-norm encoder layers (LayerNorm, MHA, a GELU MLP),
+    a final norm and a linear classifier on the class token."""
+    from paramcalc.blocks.vit import ClassTokenHead, PatchEmbeddings
+
+    embed = PatchEmbeddings(spec.num_channels, (spec.image_size, spec.image_size), spec.patch_size, spec.hidden_size)
+    stages = [Stage("embedding", embed), Stage("layers", _layer(spec, 0, causal=False), spec.num_hidden_layers)]
+    if spec.final_norm:
+        stages.append(Stage("final_norm", _norm(spec)))
+    head = ClassTokenHead(spec.hidden_size, spec.num_labels) if spec.head == "classifier" else _NoHead()
+    stages.append(Stage("head", head))
+    return Network(spec.name or "model", tuple(stages))
 
 
 def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, relative: bool = False) -> TransformerLayer:

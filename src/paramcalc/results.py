@@ -39,6 +39,9 @@ class Params(_Result):
     non_embedding: int | None
     active: int | None
     expected: int | None = Field(None, description="the preset's published count, when it has one")
+    trainable: int | None = Field(None, description="parameters that get gradients and optimizer state")
+    frozen: int | None = Field(None, description="parameters kept fixed (freeze patterns, the base of a LoRA model)")
+    buffers: int | None = Field(None, description="non-trained state elements (batch norm's running statistics)")
 
 
 class CountReport(Report):

@@ -77,8 +77,19 @@ class MLASpec(_Spec):
     v_head_dim: int = Field(gt=0, description="per-head value dims")
 
 
+class LoRASpec(_Spec):
+    """Low-rank adapters on named linears (Hu et al. 2021); the base model is frozen."""
+
+    rank: int = Field(gt=0, description="r: the adapters' inner width; each adapted d_in x d_out linear adds r (d_in + d_out) parameters")
+    alpha: float = Field(16.0, gt=0, description="lora_alpha: the update is scaled by alpha / r (no effect on counts)")
+    target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), min_length=1, description=(
+        "linear names to adapt: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj "
+        "(paramcalc's names for every family; GPT-2's fused c_attn is q_proj, k_proj and v_proj here)"))
+    modules_to_save: tuple[str, ...] = Field((), description="breakdown-key patterns trained in full beside the adapters (PEFT's modules_to_save), e.g. head")
+
+
 class TransformerSpec(_Spec):
-    """A transformer: decoder-only (GPT, Llama), encoder-only (BERT) or encoder-decoder (T5)."""
+    """A transformer: decoder-only (GPT, Llama), encoder-only (BERT), encoder-decoder (T5) or a vision transformer."""
 
     # provenance (presets carry these)
     name: str | None = Field(None, description="model name, e.g. llama-3.1-8b")
@@ -86,8 +97,12 @@ class TransformerSpec(_Spec):
     source: str | None = Field(None, description="where the numbers come from (model card, paper, config)")
     expected_params: int | None = Field(None, gt=0, description="the published or instantiated parameter count")
 
-    architecture: Literal["decoder", "encoder", "encoder-decoder"] = Field("decoder", description="stack layout")
-    vocab_size: int = Field(gt=0, description="rows of the token embedding")
+    architecture: Literal["decoder", "encoder", "encoder-decoder", "vit"] = Field(
+        "decoder", description="stack layout; vit: an encoder over image patches (Dosovitskiy et al. 2021)")
+    vocab_size: int | None = Field(None, gt=0, description="rows of the token embedding (required except for vit)")
+    image_size: int | None = Field(None, gt=0, description="vit: input images are image_size x image_size pixels")
+    patch_size: int | None = Field(None, gt=0, description="vit: square patches of patch_size pixels, one token each")
+    num_channels: int = Field(3, gt=0, description="vit: image channels")
     hidden_size: int = Field(gt=0, description="model width h")
     num_hidden_layers: int = Field(gt=0, le=MAX_LAYERS, description="layers (encoder layers for encoder-decoder)")
     num_decoder_layers: int | None = Field(None, gt=0, le=MAX_LAYERS,
@@ -137,9 +152,21 @@ class TransformerSpec(_Spec):
     rotary_pct: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated (GPT-NeoX rotary_pct)")
     moe: MoESpec | None = Field(None, description="mixture of experts")
     mla: MLASpec | None = Field(None, description="multi-head latent attention")
+    freeze: tuple[str, ...] = Field((), description=(
+        "glob patterns on breakdown keys whose parameters are frozen: 'embedding' (a key prefix), 'layers/*/mlp/*'"))
+    lora: LoRASpec | None = Field(None, description="LoRA adapters; everything else is frozen")
 
     @model_validator(mode="after")
     def _shapes_divide(self):
+        if self.architecture == "vit":
+            if not (self.image_size and self.patch_size):
+                raise ValueError("a vit needs image_size and patch_size")
+            if self.image_size % self.patch_size:
+                raise ValueError(f"patch_size ({self.patch_size}) does not divide image_size ({self.image_size})")
+            if self.head not in ("classifier", "none"):
+                raise ValueError(f"a vit's head is classifier or none, not {self.head}")
+        elif self.vocab_size is None:
+            raise ValueError("vocab_size is required (the rows of the token embedding)")
         n, g = self.num_attention_heads, self.kv_heads
         if self.head_dim is None and self.mla is None and self.hidden_size % n:
             raise ValueError(f"num_attention_heads ({n}) does not divide hidden_size ({self.hidden_size}); "
@@ -176,17 +203,44 @@ class CountSpec(_Spec):
     params: int = Field(gt=0)
 
 
-def validate(data: dict, where: str, locate=None) -> TransformerSpec:
-    """Build a spec from a mapping; pydantic's first error becomes one UserError
-    naming the field (and, through `locate(loc)`, its file line)."""
+def validate(data: dict, where: str, locate=None):
+    """Build a spec from a mapping (`architecture: layers` is a LayersSpec, see
+    spec_layers.py; anything else a TransformerSpec); pydantic's first error
+    becomes one UserError naming the field (and, through `locate(loc)`, its
+    file line)."""
     from pydantic import ValidationError
 
+    layers = data.get("architecture") == "layers"
+    if layers:
+        from paramcalc.spec_layers import LayersSpec as model, strip_tags
+    else:
+        model, strip_tags = TransformerSpec, tuple
     try:
-        return TransformerSpec.model_validate(data)
+        spec = model.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"]) or "spec"
+        errors = e.errors()  # a misspelt key also leaves its right spelling missing: name the typo
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+        loc = strip_tags(err["loc"])
+        field = ".".join(str(x) for x in loc) or "spec"
         fix = "remove it or check its spelling (`paramcalc schema` lists the fields)" \
             if err["type"] == "extra_forbidden" else None
-        place = locate(err["loc"]) if locate else where
+        place = locate(loc) if locate else where
         raise UserError(err["msg"].removeprefix("Value error, "), where=f"{place}: field {field!r}", fix=fix) from None
+    if layers or spec.freeze or getattr(spec, "lora", None):
+        # shapes propagate and freeze patterns resolve at load time, so a misfit names its item and line
+        from paramcalc.network import build
+        from paramcalc.network_layers import ShapeError
+
+        try:
+            build(spec)
+        except ShapeError as e:
+            place = locate(e.loc) if locate else where
+            field = ".".join(str(x) for x in e.loc)
+            raise UserError(e.message, where=f"{place}: field {field!r}", fix=e.fix) from None
+        except UserError as e:
+            if e.where and e.where.split(".")[0] in ("freeze", "lora"):
+                loc = tuple(e.where.split("."))
+                raise UserError(e.message, where=f"{locate(loc) if locate else where}: field {e.where!r}",
+                                fix=e.fix) from None
+            raise
+    return spec

@@ -100,6 +100,10 @@ class Block:
         """Parameters one token uses (differs from `params` for MoE only)."""
         return self.params()
 
+    def buffers(self) -> Breakdown:
+        """Non-trained state the module registers (batch norm's running statistics)."""
+        return {}
+
     def flops(self, p: Pass) -> Breakdown:
         return {}
 

@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from paramcalc.cli.options import (AttentionFlopsOpt, BatchOpt, DtypeOpt, GpuOpt, JsonOpt, SeqLenOpt,
-                                  TargetArg)
+from paramcalc.cli.options import (AttentionFlopsOpt, BatchOpt, DtypeOpt, GpuOpt, JsonOpt, LoraRankOpt,
+                                  LoraTargetsOpt, SeqLenOpt, TargetArg)
 from paramcalc.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -35,11 +35,12 @@ def emit(report, as_json: bool, render) -> None:
 
 
 @app.command()
-def count(target: TargetArg, json: JsonOpt = False) -> None:
-    """Exact parameter count with a breakdown by component."""
+def count(target: TargetArg, lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None,
+          json: JsonOpt = False) -> None:
+    """Exact parameter count with a breakdown by component (trainable and frozen apart)."""
     from paramcalc.core.count import count_params
 
-    emit(count_params(target), json, _render("count"))
+    emit(count_params(target, lora_rank=lora_rank, lora_targets=lora_targets), json, _render("count"))
 
 
 @app.command()
@@ -70,13 +71,15 @@ def memory(target: TargetArg,
            recompute: str = typer.Option("none", help="none | selective | full"),
            attention: str = typer.Option("eager", help="eager (keeps s x s probabilities) | flash"),
            gpu: Optional[str] = typer.Option(None, help="say whether it fits on this GPU"),
+           lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None,
            json: JsonOpt = False) -> None:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads."""
     from paramcalc.core.memory import estimate_memory
 
     emit(estimate_memory(target, mode=mode, seq_len=seq_len, batch=batch, dtype=dtype, kv_dtype=kv_dtype,
                          precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
-                         sequence_parallel=sp, recompute=recompute, attention=attention, gpu=gpu),
+                         sequence_parallel=sp, recompute=recompute, attention=attention, gpu=gpu,
+                         lora_rank=lora_rank, lora_targets=lora_targets),
          json, _render("memory"))
 
 
@@ -142,12 +145,14 @@ def cost(target: TargetArg, gpu: GpuOpt,
          seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
          usd_per_hour: str | None = typer.Option(None, "--usd-per-hour", help="USD per GPU-hour [default: built-in table]"),
          recompute: str = typer.Option("none", help="none | selective | full: reported as hardware FLOPs (HFU) only"),
+         calibration: Optional[str] = typer.Option(None, "--calibration",
+                                                   help="use the MFU measured by `paramcalc bench --calibration-out`"),
          json: JsonOpt = False) -> None:
     """GPU-hours, wall-clock, dollars and energy of one training run (model FLOPs / (dense peak x MFU))."""
     from paramcalc.core.cost import estimate_cost
 
     emit(estimate_cost(target, tokens=tokens, gpu=gpu, gpus=gpus, mfu=mfu, seq_len=seq_len, batch=batch, dtype=dtype,
-                       usd_per_hour=usd_per_hour, recompute=recompute), json, _render("cost"))
+                       usd_per_hour=usd_per_hour, recompute=recompute, calibration=calibration), json, _render("cost"))
 
 
 _CHECK_RENDER = {"table": "check", "markdown": "check_markdown", "junit": "check_junit", "json": None}
@@ -228,14 +233,14 @@ def serve(target: TargetArg, gpu: GpuOpt = "h100-sxm", tp: str = typer.Option("1
 
 @app.command()
 def bench(target: TargetArg,
-          device: Optional[str] = typer.Option(None, help="cuda | cpu [default: cuda when available]"),
-          dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32 | bf16 | fp16 [default: bf16 on CUDA, fp32 on CPU]"),
+          device: Optional[str] = typer.Option(None, help="cuda | cpu (default: cuda when available)"),
+          dtype: Optional[str] = typer.Option(None, "--dtype", help="fp32 | bf16 | fp16 (default: bf16 on CUDA, fp32 on CPU)"),
           layers: str = typer.Option("1", "--layers", help="copies of the first layer stage to run"),
           seq_len: SeqLenOpt = None, batch: BatchOpt = "1",
           attention: str = typer.Option("eager", help="eager (explicit matmuls) | sdpa (F.scaled_dot_product_attention)"),
           warmup: str = typer.Option("3", help="untimed steps first"), steps: str = typer.Option("10", help="timed steps"),
           with_head: bool = typer.Option(False, "--with-head", help="add the embedding, final norm, LM head and loss"),
-          gpu: Optional[str] = typer.Option(None, "--gpu", help="catalog GPU for MFU [default: guessed from the device]"),
+          gpu: Optional[str] = typer.Option(None, "--gpu", help="catalog GPU for MFU (default: guessed from the CUDA device)"),
           calibration_out: Optional[str] = typer.Option(None, "--calibration-out", help="write the measured MFU "
                                                         "for `paramcalc cost --calibration` (docs/bench.md)"),
           json: JsonOpt = False) -> None:

@@ -20,3 +20,7 @@ AttentionFlopsOpt = Annotated[str, typer.Option(
     "--attention", help="dense: full s x s score matmuls (eager, the MFU convention); causal: unmasked part only (flash)")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="weights and activations: fp32, fp16, bf16, fp8, int8, int4")]
 GpuOpt = Annotated[str, typer.Option("--gpu", help="accelerator (paramcalc gpus lists them), or a GPU .yaml file")]
+LoraRankOpt = Annotated[Optional[str], typer.Option(
+    "--lora-rank", help="add LoRA adapters of this rank (Hu et al. 2021) and freeze the base model")]
+LoraTargetsOpt = Annotated[Optional[str], typer.Option(
+    "--lora-targets", help="comma-separated linears to adapt [default: q_proj,v_proj]")]

@@ -40,6 +40,9 @@ def count(report) -> None:
     summary.add_row("embedding", _exact(p.embedding), units.human_count(p.embedding))
     summary.add_row("non-embedding", _exact(p.non_embedding), units.human_count(p.non_embedding))
     summary.add_row("active per token", _exact(p.active), units.human_count(p.active))
+    if p.frozen:
+        summary.add_row("trainable", _exact(p.trainable), units.human_count(p.trainable))
+        summary.add_row("frozen", _exact(p.frozen), units.human_count(p.frozen))
     if p.expected is not None:
         verdict = "[green]matches[/green]" if p.expected == p.total else f"[red]differs by {p.total - p.expected:,}[/red]"
         summary.add_row("published", f"{p.expected:,}", verdict)
@@ -407,8 +410,11 @@ def bench(report) -> None:
 
 
 def verify(report) -> None:
-    def verdict(ok: bool) -> str:
-        return "[green]exact[/green]" if ok else "[red]differs[/red]"
+    def verdict(ok: bool | None) -> str:
+        return "[dim]not counted[/dim]" if ok is None else "[green]exact[/green]" if ok else "[red]differs[/red]"
+
+    def flops(n: int | None) -> str:
+        return "n/a" if n is None else units.human_flops(n)
 
     table = Table(title=f"{report.model}: analytic vs counted matmul FLOPs, batch {report.batch} x seq "
                         f"{report.seq_len} (JSON has the exact integers)", title_justify="left")
@@ -416,13 +422,12 @@ def verify(report) -> None:
                 "verdict"):
         table.add_column(col, justify="left" if col in ("component", "verdict") else "right")
     for c in report.components:
-        fv = units.human_flops(c.fvcore_forward) if c.fvcore_forward is not None else "n/a"
         table.add_row(c.stage, f"{c.instantiated} of {c.count}", units.human_flops(c.analytic_forward),
-                      units.human_flops(c.flop_counter_forward), fv, units.human_flops(c.flop_counter_backward),
+                      flops(c.flop_counter_forward), flops(c.fvcore_forward), flops(c.flop_counter_backward),
                       verdict(c.exact))
     t = report.totals
-    table.add_row("[bold]network fwd[/bold]", "", units.human_flops(t.analytic_forward),
-                  units.human_flops(t.counted_forward), "", "", verdict(t.exact))
+    table.add_row("[bold]network fwd[/bold]", "", units.human_flops(t.analytic_forward), flops(t.counted_forward),
+                  "", "", verdict(t.exact))
     console.print(table)
     params = Table(title=f"{report.model}: parameters", title_justify="left")
     for col in ("stage", "x", "analytic", "sum(p.numel())", "verdict"):
@@ -483,7 +488,7 @@ def plan(report) -> None:
     if breaks:
         out.print(f"[bold red]the plan breaks in {len(breaks)} place{'s' if len(breaks) > 1 else ''}[/bold red]")
         for b in breaks:
-            out.print(f"[red]* {b.field}: {b.message}" + (f"; {b.fix}" if b.fix else "") + "[/red]")
+            out.print(f"[red]* {b.field}: {b.message}" + (f"; {b.fix}" if b.fix else "") + "[/red]", soft_wrap=True)
     else:
         out.print("[bold green]every stage's batches divide and its micro-batch fits[/bold green]")
     for note in report.notes:

@@ -68,7 +68,8 @@ def step_communication(net: Network, p: Pass, *, gpu: str, dp: int = 1, tp: int 
         gathers = 2 if zero >= 3 else 1  # ZeRO-3: forward and backward; ZeRO-2: the updated weights once
         out.append((f"ZeRO weight all-gather (x{gathers})", gathers * _ring("all-gather", dp, weight_bytes), True))
     layers = sum(s.count for s in net.layers) // pp
-    activation = p.tokens * net.stages[0].block.dim * x * micro_batches
+    width = getattr(net.stages[0].block, "dim", 0)  # a layers network (CNN, RNN) has no one width: no TP/PP traffic
+    activation = p.tokens * width * x * micro_batches
     if tp > 1:
         out.append(("tensor-parallel all-reduces (4 per layer)", 4 * layers * _ring("all-reduce", tp, activation), False))
     if pp > 1:

@@ -23,8 +23,39 @@ ATTENTION = ("dense", "causal")
 RECOMPUTE = ("none", "selective", "full")
 
 
+def fixed_seq_len(spec) -> int | None:
+    """Positions the architecture fixes, whatever --seq-len says: a ViT's patches
+    plus its class token; 1 for a layers network without a time axis (a CNN
+    sees one input of input_shape per sample)."""
+    if isinstance(spec, TransformerSpec) and spec.architecture == "vit":
+        return (spec.image_size // spec.patch_size) ** 2 + 1
+    if getattr(spec, "architecture", None) == "layers" and not spec.sequential:
+        return 1
+    return None
+
+
+def seq_note(spec, seq_len) -> list[str]:
+    """Say how --seq-len was read where the architecture decides it."""
+    fixed = fixed_seq_len(spec)
+    ignored = " (--seq-len ignored)" if seq_len is not None else ""
+    if fixed is None:
+        if getattr(spec, "architecture", None) == "layers":
+            return [f"sequence model: {spec.input_shape[0] if seq_len is None else seq_len} time steps per sample "
+                    "(--seq-len; default input_shape[0])"]
+        return []
+    if fixed == 1:
+        return [f"one input of shape {list(spec.input_shape)} per sample; counts per token are per sample{ignored}"]
+    return [f"{fixed} tokens per image: ({spec.image_size}/{spec.patch_size})^2 patches + the class token{ignored}"]
+
+
 def default_seq_len(spec: TransformerSpec | CountSpec) -> int:
-    """2048, or the model's learned-position limit when smaller (GPT-2: 1024, BERT: 512); T5: 512."""
+    """2048, or the model's learned-position limit when smaller (GPT-2: 1024, BERT: 512); T5: 512;
+    fixed by the architecture for ViTs and CNNs; input_shape[0] for a layers sequence model."""
+    fixed = fixed_seq_len(spec)
+    if fixed is not None:
+        return fixed
+    if getattr(spec, "architecture", None) == "layers":
+        return spec.seq_len
     if isinstance(spec, TransformerSpec):
         if spec.position_embedding == "learned" and spec.max_position_embeddings:
             return min(2048, spec.max_position_embeddings)
@@ -38,6 +69,7 @@ def make_pass(spec, seq_len, batch, attention: str = "dense") -> Pass:
     if attention not in ATTENTION:
         raise UserError(f"unknown attention convention {attention!r}", where="--attention", fix="use dense or causal")
     seq = default_seq_len(spec) if seq_len is None else parse_positive_int(seq_len, what="--seq-len")
+    seq = fixed_seq_len(spec) or seq
     b = parse_positive_int(batch, what="--batch")
     if isinstance(spec, TransformerSpec) and spec.position_embedding == "learned" \
             and spec.max_position_embeddings and seq > spec.max_position_embeddings:
@@ -48,6 +80,23 @@ def make_pass(spec, seq_len, batch, attention: str = "dense") -> Pass:
 
 def forward_flops(net: Network, p: Pass) -> int:
     return sum(net.flops(p).values())
+
+
+def backward_flops(net: Network, p: Pass) -> int:
+    """2 x forward when every weight trains. A matmul whose weight is frozen
+    still passes the gradient to its input but computes no weight gradient:
+    1 x its forward (it errs high before the first trainable parameter, where
+    autograd skips the input gradient too)."""
+    fwd = net.flops(p)
+    if not net.freeze:
+        return 2 * sum(fwd.values())
+    params = list(net.params())
+    total = 0
+    for key, value in fwd.items():
+        own = [k for k in params if k == key or k.startswith(key + "/") and "lora_" not in k[len(key):]]
+        frozen = bool(own) and all(net.is_frozen(k) for k in own)
+        total += value if frozen else 2 * value
+    return total
 
 
 def recompute_flops(net: Network, p: Pass, recompute: str) -> int:
@@ -100,15 +149,18 @@ def count_flops(target, *, seq_len=None, batch=1, attention: str = "dense", reco
                            notes=["a bare count: only the 6N rule of thumb is known"])
     net = build(spec)
     fwd = forward_flops(net, p)
-    bwd = 2 * fwd
+    bwd = backward_flops(net, p)
     extra = recompute_flops(net, p, recompute)
+    if not isinstance(spec, TransformerSpec):
+        return _layers_report(spec, net, p, fwd, bwd, seq_len)
     active = sum(net.active_params().values())
     L = sum(s.count for s in net.layers)
     palm = (6 * active + 12 * L * spec.num_attention_heads * _score_dim(spec) * p.seq) * p.tokens
     notes = [f"FLOPs: 2 per multiply-add; {attention} attention "
              + ("(full s x s scores, as eager kernels compute)" if attention == "dense"
                 else "(unmasked pairs only, as flash kernels compute)"),
-             "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul",
+             "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul"
+             + ("; frozen weights skip their weight gradient" if net.freeze else ""), *seq_note(spec, seq_len),
              f"6N uses N = {active:,} parameters per token (embedding table included)"]
     return FlopsReport(
         model=spec.name or "model", seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=attention, notes=notes,
@@ -117,6 +169,23 @@ def count_flops(target, *, seq_len=None, batch=1, attention: str = "dense", reco
                     prefill=forward_flops(net, Pass(p.batch, p.seq, "causal")),
                     decode_per_token=forward_flops(net, Pass(1, 1, "causal", context=p.seq + 1)),
                     non_matmul_forward=non_matmul_flops(spec, net, p), six_n=6 * active * p.tokens, palm=palm),
+        breakdown=rows(net, lambda b: b.flops(p)))
+
+
+def _layers_report(spec, net: Network, p: Pass, fwd: int, bwd: int, seq_len) -> FlopsReport:
+    """A layers network: convolutions, recurrent gate matmuls and linears; no attention."""
+    active = sum(net.params().values())
+    notes = ["FLOPs: 2 per multiply-add; convolutions as FlopCounterMode counts them (2 x output elements x "
+             "in_channels/groups x kernel volume), recurrent gate matmuls per time step",
+             "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul"
+             + ("; frozen weights skip their weight gradient" if net.freeze else ""), *seq_note(spec, seq_len)]
+    if not spec.sequential:
+        notes.append("6N counts each weight once per sample; a conv reuses its weights at every position, so 6N errs low")
+    return FlopsReport(
+        model=spec.name or "model", seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=p.attention, notes=notes,
+        flops=Flops(forward=fwd, backward=bwd, train_step=fwd + bwd, recompute=0, hardware_step=fwd + bwd,
+                    forward_per_token=fwd // p.tokens, train_per_token=(fwd + bwd) // p.tokens,
+                    non_matmul_forward=None, six_n=6 * active * p.tokens, palm=None),
         breakdown=rows(net, lambda b: b.flops(p)))
 
 

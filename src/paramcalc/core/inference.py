@@ -60,7 +60,7 @@ def estimate_serving(target, *, gpu: str, tp=1, prompt=1024, output=256, batches
     spec = resolve(target)
     if not isinstance(spec, TransformerSpec):
         raise UserError("serving estimates need the architecture (KV cache, attention)",
-                        fix="give a preset, config.json or YAML spec instead of a bare count")
+                        fix="give a transformer preset, config.json or YAML spec (not a bare count or a layers network)")
     kv_dtype = kv_dtype or dtype
     for flag, value in (("--dtype", dtype), ("--kv-dtype", kv_dtype)):
         if value not in DTYPE_BYTES:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Breakdown, Pass
 from paramcalc.blocks.mla import LatentAttention
-from paramcalc.core.count import resolve
+from paramcalc.core.count import resolve, with_lora
 from paramcalc.errors import UserError
-from paramcalc.core.flops import RECOMPUTE, make_pass
+from paramcalc.core.flops import RECOMPUTE, make_pass, seq_note
 from paramcalc.network import Network, build
 from paramcalc.results import Memory, MemoryReport
 from paramcalc.spec import CountSpec, TransformerSpec
@@ -73,6 +73,7 @@ class Setup:
     sequence_parallel: bool = False
     recompute: str = "none"
     attention: str = "eager"
+    quantized_base: bool = False  # QLoRA: the frozen base is stored in --dtype int4, adapters train in bf16
 
     def check(self) -> "Setup":
         for flag, value, choices in (("--mode", self.mode, ("train", "infer")), ("--dtype", self.dtype, DTYPE_BYTES),
@@ -88,7 +89,7 @@ class Setup:
         if self.mode == "train" and self.precision in ("mixed", "megatron") and DTYPE_BYTES[self.dtype] > 2:
             raise UserError(f"--precision {self.precision} trains with 16-bit (or 8-bit) weights, not {self.dtype}",
                             fix="use --dtype bf16 or fp16, or --precision fp32")
-        if self.mode == "train" and DTYPE_BYTES[self.dtype] < 1:
+        if self.mode == "train" and DTYPE_BYTES[self.dtype] < 1 and not self.quantized_base:
             raise UserError(f"full training keeps no {self.dtype} weights",
                             fix="use --dtype bf16 (QLoRA's 4-bit base is frozen: see --lora options)")
         return self
@@ -98,17 +99,25 @@ class Setup:
         return self.dp * self.tp * self.pp
 
 
-def model_states(params: int, s: Setup, adafactor_state: int | None = None) -> tuple[int, int, int]:
-    """(weights, gradients, optimizer) bytes per GPU after TP/PP and ZeRO sharding."""
+def model_states(params: int, s: Setup, adafactor_state: int | None = None,
+                 trainable: int | None = None) -> tuple[int, int, int]:
+    """(weights, gradients, optimizer) bytes per GPU after TP/PP and ZeRO sharding.
+
+    Gradients, master weights and optimizer state exist for trainable
+    parameters only (frozen parts, a LoRA model's base); frozen weights are
+    stored like the others, or in 4 bits with --dtype int4 (QLoRA, Dettmers et
+    al. 2023: a 4-bit frozen base, 16-bit adapters and activations)."""
     split = s.tp * s.pp
     if s.mode == "infer":
         return _ceil(_weight_bytes(params, s.dtype), split), 0, 0
+    trainable = params if trainable is None else trainable
+    frozen = params - trainable
     w_b, g_b, master = PRECISION[s.precision]
-    dtype = DTYPE_BYTES[s.dtype]
-    weights = params * (w_b or dtype)
-    grads = params * (g_b or max(dtype, 2))  # 8-bit (fp8) training still reduces 16-bit gradients
+    dtype = 2 if s.quantized_base else DTYPE_BYTES[s.dtype]  # QLoRA computes (and trains adapters) in bf16
+    weights = trainable * (w_b or dtype) + (_weight_bytes(frozen, s.dtype) if s.quantized_base else frozen * (w_b or dtype))
+    grads = trainable * (g_b or max(dtype, 2))  # 8-bit (fp8) training still reduces 16-bit gradients
     state = OPTIMIZER_STATE[s.optimizer]
-    opt = params * master + (adafactor_state if state is None else params * state)
+    opt = trainable * master + (adafactor_state if state is None else trainable * state)
     return (_ceil(weights, split * (s.dp if s.zero >= 3 else 1)),
             _ceil(grads, split * (s.dp if s.zero >= 2 else 1)),
             _ceil(opt, split * (s.dp if s.zero >= 1 else 1)))
@@ -141,7 +150,9 @@ def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
 
 def activation_bytes(spec: TransformerSpec, net: Network, p: Pass, s: Setup) -> Breakdown:
     """Saved bytes of one micro-batch on one GPU, by stage."""
-    x = 4 if s.precision == "fp32" else int(DTYPE_BYTES[s.dtype])
+    x = 4 if s.precision == "fp32" else int(DTYPE_BYTES[s.dtype]) or 2  # a 4-bit base computes in bf16
+    if not isinstance(spec, TransformerSpec):  # a layers network: its blocks chain their saved tensors
+        return net.saved(p, Activations(dtype_bytes=x, mask_bytes=x))
     a = Activations(dtype_bytes=x, mask_bytes=x, attention=s.attention, attention_dropout=spec.attention_dropout > 0,
                     hidden_dropout=spec.hidden_dropout > 0, embedding_dropout=spec.embedding_dropout > 0,
                     softmax_fp32=spec.softmax_fp32)
@@ -198,30 +209,44 @@ def _layer_share(key: str, value: int, s: Setup) -> int:
 def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype: str = "bf16",
                     kv_dtype: str | None = None, precision: str | None = None, optimizer: str = "adamw", zero=0, dp=1,
                     tp=1, pp=1, sequence_parallel: bool = False, recompute: str = "none",
-                    attention: str = "eager", gpu: str | None = None) -> MemoryReport:
+                    attention: str = "eager", gpu: str | None = None, lora_rank=None,
+                    lora_targets: str | None = None) -> MemoryReport:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads.
 
     >>> estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2).memory.kv_cache
     2147483648
     """
-    spec = resolve(target)
+    spec = with_lora(resolve(target), lora_rank, lora_targets)
     if precision is None:  # fp32 weights train in fp32; 16- and 8-bit ones in ZeRO's mixed recipe
         precision = "fp32" if dtype in ("fp32", "tf32") else "mixed"
+    net = None if isinstance(spec, CountSpec) else build(spec)
+    params = spec.params if net is None else sum(net.params().values())
+    trainable = params if net is None else sum(net.trainable_params().values())
+    quantized = mode == "train" and dtype == "int4" and trainable < params
     setup = Setup(mode, dtype, kv_dtype, precision, optimizer, _stage(zero),
                   parse_positive_int(dp, what="--dp"), parse_positive_int(tp, what="--tp"),
-                  parse_positive_int(pp, what="--pp"), sequence_parallel, recompute, attention).check()
+                  parse_positive_int(pp, what="--pp"), sequence_parallel, recompute, attention, quantized).check()
     p = make_pass(spec, seq_len, batch)
-    notes = [f"{setup.mode}: {setup.dtype} weights and activations"
+    weights_are = "an int4 frozen base, bf16 adapters and activations (QLoRA)" if quantized \
+        else f"{setup.dtype} weights and activations"
+    notes = [f"{setup.mode}: {weights_are}"
              + (f", {setup.precision} precision, {setup.optimizer}, ZeRO-{setup.zero}" if setup.mode == "train" else ""),
-             "bytes per GPU; GiB = 2^30 bytes"]
-    if isinstance(spec, CountSpec):
-        params, net, adafactor = spec.params, None, None
+             "bytes per GPU; GiB = 2^30 bytes", *seq_note(spec, seq_len)]
+    adafactor = None
+    if net is None:
         notes.append("a bare count: activations and KV cache need the architecture (null)")
     else:
-        net = build(spec)
-        params = sum(net.params().values())
-        adafactor = _adafactor_bytes(spec, params)
-    weights, grads, opt = model_states(params, setup, adafactor)
+        adafactor = _adafactor_bytes(spec, trainable)
+    if setup.mode == "train" and trainable < params:
+        notes.append(f"gradients and optimizer state for the {trainable:,} trainable of {params:,} parameters"
+                     + ("; the 4-bit base keeps an fp16 scale per 128 weights" if quantized else "")
+                     + "; activations as if every layer trained (errs high: frozen layers keep less)")
+    layers_net = net is not None and not isinstance(spec, TransformerSpec)
+    if layers_net and setup.mode == "train" and (setup.recompute != "none" or setup.tp > 1 or setup.pp > 1):
+        notes.append("recomputation and tensor/pipeline splits of activations are not modelled for layers "
+                     "networks: activations are one whole micro-batch's")
+        setup = Setup(**{**setup.__dict__, "recompute": "none", "tp": 1, "pp": 1})
+    weights, grads, opt = model_states(params, setup, adafactor, trainable)
     states = weights + grads + opt
     breakdown: Breakdown = {}
     activations = kv = None
@@ -230,8 +255,13 @@ def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype
             breakdown = activation_bytes(spec, net, p, setup)
             activations = sum(breakdown.values())
             kv = 0
+        elif layers_net:
+            kv = 0
+            activations = _layers_working_set(net, p, setup)
         else:
             kv = _ceil(kv_cache_bytes(net, p.seq, p.batch, setup.kv_dtype or setup.dtype), setup.tp * setup.pp)
+            if spec.architecture == "vit":
+                kv = 0  # an image encoder runs once per image: nothing is cached
             # Serving keeps no autograd state; the working set is one layer's widest intermediates (errs high).
             width = max(3 * spec.intermediate_size, 4 * spec.hidden_size)
             activations = _ceil(DTYPE_BYTES[setup.dtype] * p.tokens * width, setup.tp)
@@ -241,7 +271,8 @@ def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype
         tensors = states + activations + (kv or 0)
         overhead = CUDA_CONTEXT + (NCCL_BUFFERS if setup.world > 1 else 0) + int(FRAGMENTATION * tensors)
         if setup.mode == "train" and isinstance(spec, TransformerSpec):
-            overhead += _ceil(4 * p.tokens * spec.vocab_size, setup.tp)  # fp32 logits gradient in backward
+            logits = p.batch * spec.num_labels if spec.architecture == "vit" else p.tokens * spec.vocab_size
+            overhead += _ceil(4 * logits, setup.tp)  # fp32 logits gradient in backward
         total = tensors + overhead
     fits = _fits(gpu, total)
     return MemoryReport(
@@ -263,8 +294,23 @@ def _stage(zero) -> int:
 
 def _adafactor_bytes(spec: TransformerSpec, params: int) -> int:
     """Factored second moments: 4 x (rows + cols) per r x c matrix, approximated
-    as 8 x params / hidden (exact for h x h matrices, high for wider ones)."""
+    as 8 x params / hidden (exact for h x h matrices, high for wider ones);
+    a layers network without one width: an unfactored fp32 moment (errs high)."""
+    if not isinstance(spec, TransformerSpec):
+        return 4 * params
     return 8 * params // spec.hidden_size
+
+
+def _layers_working_set(net: Network, p: Pass, s: Setup) -> int:
+    """Serving a layers network: the widest layer's input and output live at
+    once (a residual block also keeps its input for the shortcut); errs low by
+    the branch's intermediates inside a residual block."""
+    from paramcalc.blocks.shaped import Shaped
+
+    a = Activations(dtype_bytes=int(DTYPE_BYTES[s.dtype]) or 2)
+    sizes = [b.in_bytes(p, a) * (1 + (b.kind == "residual")) + b.out_bytes(p, a)
+             for b in (st.block for st in net.stages) if isinstance(b, Shaped)]
+    return max(sizes, default=0)
 
 
 def _fits(gpu: str | None, total: int | None) -> dict:

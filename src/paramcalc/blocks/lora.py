@@ -1,0 +1,123 @@
+"""Low-rank adapters (Hu et al. 2021, "LoRA", section 4.1): a frozen linear
+W (d_out x d_in) gains a trainable update (alpha / r) B A with A (r x d_in) and
+B (d_out x r), so each adapted linear adds r (d_in + d_out) parameters and,
+per token, 2 r (d_in + d_out) forward FLOPs. Adapters attach to linears by
+their module name (PEFT's `target_modules`: q_proj, v_proj, ...), named as
+PEFT names them (q_proj.lora_A, q_proj.lora_B).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from typing import Iterator
+
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, nest
+from paramcalc.blocks.linear import Linear
+
+
+@dataclass(frozen=True)
+class LoRA(Block):
+    d_in: int
+    d_out: int
+    rank: int
+    alpha: float = 16.0
+    kind = "lora"
+
+    def params(self) -> Breakdown:
+        return {"lora_A/weight": self.rank * self.d_in, "lora_B/weight": self.d_out * self.rank}
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {"lora_A": 2 * p.tokens * self.d_in * self.rank, "lora_B": 2 * p.tokens * self.rank * self.d_out}
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        # A reads the base linear's input (saved already); B keeps A's r-wide output
+        return {"lora_B_input": a.x * p.tokens * self.rank}
+
+    def module(self):
+        return _module_class()(self)
+
+
+def linears(block: Block, prefix: str = "") -> Iterator[tuple[str, Linear]]:
+    """Every linear inside a block, with its '/'-separated path (through `parts()`).
+    Routed experts (MoE) are not walked: their linears repeat per expert."""
+    if isinstance(block, Linear):
+        yield prefix, block
+        return
+    parts = getattr(block, "parts", None)
+    if callable(parts):
+        for name, part in parts().items():
+            yield from linears(part, f"{prefix}/{name}" if prefix else name)
+
+
+@dataclass(frozen=True)
+class Adapted(Block):
+    """A block with LoRA adapters on some of its linears; otherwise the block itself."""
+
+    base: Block
+    adapters: tuple[tuple[str, LoRA], ...]
+
+    def __getattr__(self, name: str):
+        if name in ("base", "adapters") or name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.base, name)  # attention, mlp, norm_names, ...: the wrapped block's
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.base.kind
+
+    def _with(self, base: Breakdown, figure) -> Breakdown:
+        out = dict(base)
+        for path, lora in self.adapters:
+            out.update(nest(path, figure(lora)))
+        return out
+
+    def params(self) -> Breakdown:
+        return self._with(self.base.params(), lambda l: l.params())
+
+    def active_params(self) -> Breakdown:
+        return self._with(self.base.active_params(), lambda l: l.params())
+
+    def flops(self, p: Pass) -> Breakdown:
+        return self._with(self.base.flops(p), lambda l: l.flops(p))
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        return self._with(self.base.saved(p, a), lambda l: l.saved(p, a))
+
+    def module(self):
+        module = self.base.module()
+        for path, lora in self.adapters:
+            attach(module.get_submodule(path.replace("/", ".")), lora.module())
+        return module
+
+
+def adapt(block: Block, rank: int, alpha: float, targets: tuple[str, ...]) -> Block:
+    """The block with an adapter on every linear whose name is in `targets`."""
+    found = tuple((path, LoRA(lin.d_in, lin.d_out, rank, alpha)) for path, lin in linears(block)
+                  if path.rsplit("/", 1)[-1] in targets)
+    return Adapted(block, found) if found else block
+
+
+def attach(linear, adapter) -> None:
+    """Give an nn.Linear PEFT-style lora_A / lora_B children that add to its output."""
+    linear.add_module("lora_A", adapter.lora_A)
+    linear.add_module("lora_B", adapter.lora_B)
+    linear.register_forward_hook(lambda m, args, out: out + m.lora_B(m.lora_A(args[0])) * adapter.scaling)
+
+
+@cache
+def _module_class():
+    from torch import nn
+
+    class LoRAModule(nn.Module):
+        def __init__(self, spec: LoRA):
+            super().__init__()
+            self.lora_A = nn.Linear(spec.d_in, spec.rank, bias=False)
+            self.lora_B = nn.Linear(spec.rank, spec.d_out, bias=False)
+            nn.init.zeros_(self.lora_B.weight)  # B = 0: training starts from the frozen model (Hu et al.)
+            self.scaling = spec.alpha / spec.rank
+
+        def forward(self, x):
+            return self.lora_B(self.lora_A(x)) * self.scaling
+
+    return LoRAModule

@@ -1,0 +1,106 @@
+"""Vision transformer ends (Dosovitskiy et al. 2021, "An Image is Worth 16x16
+Words", eq. 1): the image is cut into (H/p) x (W/p) patches, each linearly
+projected to the model width (a conv with kernel = stride = p, with bias), a
+learned class token is prepended and learned positions (patches + 1 rows)
+are added; the classification head reads the class token after the final norm.
+torchvision's VisionTransformer and transformers' ViTModel lay them out alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
+from paramcalc.blocks.conv import Conv
+from paramcalc.blocks.linear import Linear
+
+
+@dataclass(frozen=True)
+class PatchEmbeddings(Block):
+    channels: int
+    image: tuple[int, int]
+    patch: int
+    dim: int
+    kind = "embedding"
+
+    @property
+    def conv(self) -> Conv:
+        p = self.patch
+        return Conv((self.channels, *self.image), self.dim, (p, p), (p, p), (0, 0), (1, 1))
+
+    @property
+    def patches(self) -> int:
+        return self.image[0] // self.patch * (self.image[1] // self.patch)
+
+    @property
+    def seq(self) -> int:
+        """Tokens per image: the patches and the class token."""
+        return self.patches + 1
+
+    def params(self) -> Breakdown:
+        return {**merge(("patch", self.conv.params())), "class_token": self.dim, "positions": self.seq * self.dim}
+
+    def table_params(self) -> int:
+        """The `params.embedding` figure: patch projection, class token and positions."""
+        return sum(self.params().values())
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {"patch": sum(self.conv.flops(Pass(p.batch, 1)).values())}  # one image per sample
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        out = {"image": a.x * p.batch * self.channels * self.image[0] * self.image[1]}  # the conv's input
+        if a.embedding_dropout:
+            out["dropout"] = a.mask_bytes * p.tokens * self.dim
+        return out
+
+    def module(self):
+        return _embeddings_class()(self)
+
+
+@dataclass(frozen=True)
+class ClassTokenHead(Block):
+    """A linear classifier on the class token: 2 x batch x h x labels FLOPs."""
+
+    hidden: int
+    labels: int
+    kind = "head"
+
+    @property
+    def linear(self) -> Linear:
+        return Linear(self.hidden, self.labels, bias=True)
+
+    def params(self) -> Breakdown:
+        return self.linear.params()
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {"": self.linear.matmul_flops(p.batch)}
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """The class token is a view of the final norm's output, so the whole
+        storage stays alive; the loss keeps its log-softmax, targets, scalar."""
+        return {"input": a.x * p.tokens * self.hidden,
+                "loss": a.x * p.batch * self.labels + 8 * p.batch + a.x}
+
+    def module(self):
+        return self.linear.module()
+
+
+@cache
+def _embeddings_class():
+    import torch
+    from torch import nn
+
+    class PatchEmbeddingsModule(nn.Module):
+        def __init__(self, spec: PatchEmbeddings):
+            super().__init__()
+            self.patch = spec.conv.module()
+            self.class_token = nn.Parameter(torch.zeros(1, 1, spec.dim))
+            self.positions = nn.Parameter(torch.zeros(1, spec.seq, spec.dim))
+
+        def forward(self, images):
+            x = self.patch(images).flatten(2).transpose(1, 2)  # (b, patches, dim)
+            x = torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+            return x + self.positions
+
+    return PatchEmbeddingsModule

@@ -1,0 +1,67 @@
+"""`architecture: vit` (Dosovitskiy et al. 2021) against transformers'
+ViTForImageClassification (the contract's reference implementation, eager
+attention, meta device): parameters, forward FLOPs and saved activations;
+and torchvision's published ViT-B/16 figures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from torch.utils.flop_counter import FlopCounterMode
+
+from cli import run
+from paramcalc.core.count import count_params
+from paramcalc.core.flops import count_flops
+from paramcalc.core.memory import estimate_memory
+from saved_bytes import saved_bytes
+
+
+def hf_vit(dtype=torch.float32):
+    config = transformers.ViTConfig(num_labels=1000)  # google/vit-base-patch16-224's shape
+    config._attn_implementation = "eager"
+    with torch.device("meta"):
+        model = transformers.ViTForImageClassification(config)
+    model.train()
+    return model.to(dtype)
+
+
+def test_vit_b_16_has_torchvisions_86_567_656_parameters_as_transformers_builds_it():
+    assert count_params("vit-b-16").params.total == 86_567_656
+    assert sum(p.numel() for p in hf_vit().parameters()) == 86_567_656
+
+
+def test_vit_b_16_forward_flops_equal_flop_counter_on_transformers():
+    images = torch.zeros(2, 3, 224, 224, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        hf_vit()(pixel_values=images)
+    forward = count_flops("vit-b-16", batch=2).flops.forward
+    assert forward == counter.get_total_flops()
+    assert round(forward / 2 / 2e9, 2) == 17.56  # torchvision's table: 17.56 GFLOPS (multiply-adds) per image
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_vit_b_16_train_activations_match_transformers_eager(batch):
+    model = hf_vit(torch.bfloat16)
+    images = torch.zeros(batch, 3, 224, 224, device="meta", dtype=torch.bfloat16)
+    labels = torch.zeros(batch, dtype=torch.long, device="meta")
+    measured = saved_bytes(model, images, labels=labels)
+    predicted = estimate_memory("vit-b-16", batch=batch).memory.activations
+    assert predicted == pytest.approx(measured, rel=0.01)
+
+
+def test_the_token_count_comes_from_the_image_and_seq_len_is_ignored():
+    r = run("flops", "vit-b-16", "--seq-len", "4096", "--json")
+    assert r.code == 0, r.err
+    assert r.json["seq_len"] == 197  # (224 / 16)^2 patches + the class token
+    assert r.json["flops"]["forward"] == count_flops("vit-b-16").flops.forward
+    assert any("--seq-len ignored" in n for n in r.json["notes"])
+    assert run("memory", "vit-b-16", "--mode", "infer", "--json").json["memory"]["kv_cache"] == 0
+
+
+def test_a_patch_size_that_does_not_divide_the_image_is_refused(tmp_path):
+    path = tmp_path / "vit.yaml"
+    path.write_text("architecture: vit\nimage_size: 224\npatch_size: 15\nhidden_size: 64\nnum_hidden_layers: 2\n"
+                    "num_attention_heads: 4\nintermediate_size: 128\nhead: classifier\n")
+    r = run("count", path)
+    assert r.code == 2 and "patch_size" in r.err
