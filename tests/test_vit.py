@@ -40,6 +40,14 @@ def test_vit_b_16_forward_flops_equal_flop_counter_on_transformers():
     assert round(forward / 2 / 2e9, 2) == 17.56  # torchvision's table: 17.56 GFLOPS (multiply-adds) per image
 
 
+def test_vit_b_16_backward_skips_the_pixels_gradient_like_flop_counter():
+    images = torch.zeros(2, 3, 224, 224, device="meta")
+    out = hf_vit()(pixel_values=images).logits
+    with FlopCounterMode(display=False) as counter:
+        out.sum().backward()
+    assert count_flops("vit-b-16", batch=2).flops.backward == counter.get_total_flops()
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_vit_b_16_train_activations_match_transformers_eager(batch):
     model = hf_vit(torch.bfloat16)

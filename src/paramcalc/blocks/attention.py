@@ -85,9 +85,8 @@ class Attention(Block):
             norm = Norm(d)
             out["q_norm"] = norm.saved_rows(T * n, a)
             out["k_norm"] = norm.saved_rows(b * k * g, a)
-        if not a.eager:
+        if not a.eager:  # the kernel's (b, s, n, d) output is already the o_proj input: one storage
             out["qkv"] = x * (T * n * d + 2 * b * k * g * d)
-            out["output"] = x * T * n * d
             out["logsumexp"] = 4 * b * n * s
         else:
             kv_heads = g if (g == 1 and b == 1 and n > 1) else n
@@ -101,8 +100,8 @@ class Attention(Block):
             if self.softcap:
                 out["softcap"] = x * pairs  # tanh result
             out["softmax"] = (4 if a.softmax_fp32 else x) * pairs
-            if a.softmax_fp32:
-                out["probs"] = x * pairs  # the model-dtype copy the value matmul reads
+            if a.softmax_fp32 and x != 4:
+                out["probs"] = x * pairs  # the model-dtype copy the value matmul reads (none in fp32)
             if a.attention_dropout:
                 out["dropout"] = a.mask_bytes * pairs + (0 if a.softmax_fp32 else x * pairs)
         out["o_proj_input"] = x * T * n * d

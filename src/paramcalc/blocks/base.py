@@ -107,6 +107,12 @@ class Block:
     def flops(self, p: Pass) -> Breakdown:
         return {}
 
+    def data_input_flops(self, p: Pass) -> int:
+        """FLOPs of the matmuls that read this block's input directly, which
+        backward skips when that input is data (images, features) rather than a
+        trained tensor: no input gradient is needed. 0 where unknown (errs high)."""
+        return 0
+
     def saved(self, p: Pass, a: "Activations") -> Breakdown:
         return {}
 

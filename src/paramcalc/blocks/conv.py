@@ -56,6 +56,9 @@ class Conv(Shaped):
             out["bias"] = self.out_channels
         return out
 
+    def data_input_flops(self, p: Pass) -> int:
+        return sum(self.flops(p).values())
+
     def flops(self, p: Pass) -> Breakdown:
         # each output element is a dot product over (in/groups) x kernel inputs: 2 FLOPs per multiply-add
         # (FlopCounterMode's conv_flop_count: prod(out spatial) x prod(kernel) x batch x out x in/groups x 2)

@@ -50,6 +50,9 @@ class LastAxis(Shaped):
     def flops(self, p: Pass) -> Breakdown:
         return self.inner.flops(self.rows(p))
 
+    def data_input_flops(self, p: Pass) -> int:
+        return sum(self.flops(p).values()) if isinstance(self.inner, Linear) else 0
+
     def saved_inner(self, p: Pass, a: Activations) -> Breakdown:
         if isinstance(self.inner, Norm) and self.inner.kind_ == "layernorm":
             return {"stats": 8 * self.rows(p).tokens}  # fp32 mean and rstd per row (see Norm.saved_rows)

@@ -72,10 +72,9 @@ class LatentAttention(Block):
         if a.eager:
             out["qkv"] = x * b * n * s * (2 * dq + dv)
             out["softmax"] = 4 * b * n * s * s
-            out["probs"] = x * b * n * s * s
-        else:
+            out["probs"] = x * b * n * s * s if x != 4 else 0
+        else:  # flash: q, k, v, the fp32 logsumexp; its output is the o_proj input
             out["qkv"] = x * b * n * s * (2 * dq + dv)
-            out["output"] = x * T * n * dv
             out["logsumexp"] = 4 * b * n * s
         out["o_proj_input"] = x * T * n * dv
         return out

@@ -44,7 +44,8 @@ class Norm(Block):
         if self.style == "gemma":
             return 8 * rows * w + 4 * rows + 4 * w
         upcast = 4 * rows * w + 4 * rows + a.x * rows * w
-        return upcast + a.x * rows * w if self.style == "t5" else upcast
+        keeps_input = self.style == "t5" and a.x != 4  # in fp32 the "copy" is the input itself
+        return upcast + a.x * rows * w if keeps_input else upcast
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         return {"": self.saved_rows(p.tokens, a)}

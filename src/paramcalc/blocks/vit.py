@@ -48,6 +48,9 @@ class PatchEmbeddings(Block):
     def flops(self, p: Pass) -> Breakdown:
         return {"patch": sum(self.conv.flops(Pass(p.batch, 1)).values())}  # one image per sample
 
+    def data_input_flops(self, p: Pass) -> int:
+        return sum(self.flops(p).values())  # the pixels need no gradient
+
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         out = {"image": a.x * p.batch * self.channels * self.image[0] * self.image[1]}  # the conv's input
         if a.embedding_dropout:

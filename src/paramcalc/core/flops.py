@@ -88,15 +88,17 @@ def backward_flops(net: Network, p: Pass) -> int:
     1 x its forward (it errs high before the first trainable parameter, where
     autograd skips the input gradient too)."""
     fwd = net.flops(p)
+    # The network's first matmul reads data (pixels, features), not a trained tensor: weight gradient only.
+    skipped = net.stages[0].block.data_input_flops(p)
     if not net.freeze:
-        return 2 * sum(fwd.values())
+        return 2 * sum(fwd.values()) - skipped
     params = list(net.params())
     total = 0
     for key, value in fwd.items():
         own = [k for k in params if k == key or k.startswith(key + "/") and "lora_" not in k[len(key):]]
         frozen = bool(own) and all(net.is_frozen(k) for k in own)
         total += value if frozen else 2 * value
-    return total
+    return total - skipped
 
 
 def recompute_flops(net: Network, p: Pass, recompute: str) -> int:
@@ -159,7 +161,8 @@ def count_flops(target, *, seq_len=None, batch=1, attention: str = "dense", reco
     notes = [f"FLOPs: 2 per multiply-add; {attention} attention "
              + ("(full s x s scores, as eager kernels compute)" if attention == "dense"
                 else "(unmasked pairs only, as flash kernels compute)"),
-             "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul"
+             "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul "
+             "(a first layer reading pixels or features needs no input gradient)"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *seq_note(spec, seq_len),
              f"6N uses N = {active:,} parameters per token (embedding table included)"]
     return FlopsReport(
@@ -177,7 +180,8 @@ def _layers_report(spec, net: Network, p: Pass, fwd: int, bwd: int, seq_len) -> 
     active = sum(net.params().values())
     notes = ["FLOPs: 2 per multiply-add; convolutions as FlopCounterMode counts them (2 x output elements x "
              "in_channels/groups x kernel volume), recurrent gate matmuls per time step",
-             "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul"
+             "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul "
+             "(a first layer reading pixels or features needs no input gradient)"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *seq_note(spec, seq_len)]
     if not spec.sequential:
         notes.append("6N counts each weight once per sample; a conv reuses its weights at every position, so 6N errs low")
