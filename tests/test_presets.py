@@ -25,6 +25,18 @@ MIRRORS = ["llama-2-7b", "llama-3.1-8b", "llama-3.1-405b", "qwen2.5-14b", "mixtr
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_every_preset_validates_and_the_trusted_fast_path_builds_the_same_spec(name):
+    from paramcalc.files import load_yaml
+    from paramcalc.target import load_preset, load_yaml_spec, preset_path
+
+    path = preset_path(name)
+    validated = load_yaml_spec(path)
+    assert load_preset(path) == validated
+    if load_yaml(path).get("architecture") != "layers":
+        assert load_preset(path).model_dump() == validated.model_dump()
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_preset_count_equals_its_published_count(name):
     spec = resolve(name)
     assert spec.source and spec.expected_params
