@@ -90,12 +90,13 @@ def estimate(target: TargetArg, gpu: str = typer.Option("h100-sxm", "--gpu", hel
              mfu: str = typer.Option("0.4", "--mfu", help="model FLOPs utilisation"),
              seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
              usd_per_hour: Optional[str] = typer.Option(None, "--usd-per-hour", help="price per GPU-hour"),
+             comm: Optional[str] = typer.Option(None, "--comm", help="a `bench-collectives` file: measured link speed"),
              json: JsonOpt = False) -> None:
     """Params, FLOPs, a training plan that fits, GPU-hours and dollars in one report."""
     from paramcalc.core.estimate import estimate as run
 
     emit(run(target, gpu=gpu, tokens=tokens, gpus=gpus, mfu=mfu, seq_len=seq_len, batch=batch, dtype=dtype,
-             usd_per_hour=usd_per_hour), json, _render("estimate"))
+             usd_per_hour=usd_per_hour, comm_file=comm), json, _render("estimate"))
 
 
 @app.command()
@@ -283,6 +284,26 @@ def plan(pipeline: str = typer.Argument(..., metavar="PIPELINE.yaml", help="a pi
     from paramcalc.core.plan import plan_pipeline
 
     emit(plan_pipeline(pipeline), json, _render("plan"))
+
+
+@app.command("bench-collectives")
+def bench_collectives(out: str = typer.Option(..., "--out", help="where to write the measurements (JSON)"),
+                      nproc: str = typer.Option("2", "--nproc", help="processes on this machine (one per GPU)"),
+                      backend: str = typer.Option("gloo", help="gloo (CPU) | nccl (GPUs)"),
+                      max_bytes: str = typer.Option("64M", "--max-bytes", help="largest message"),
+                      json: JsonOpt = False) -> None:
+    """All-reduce, all-gather and reduce-scatter bandwidth over message sizes, under torchrun."""
+    from paramcalc.torchref.collectives import launch
+    from paramcalc.units import parse_positive_int
+
+    data = launch(out, nproc=parse_positive_int(nproc, what="--nproc"), backend=backend,
+                  max_bytes=parse_positive_int(max_bytes, what="--max-bytes"))
+    if json:
+        import json as _json
+
+        sys.stdout.write(_json.dumps(data, indent=2) + "\n")
+    else:
+        _render("collectives")(data)
 
 
 def _render(name: str):

@@ -493,3 +493,16 @@ def plan(report) -> None:
         out.print("[bold green]every stage's batches divide and its micro-batch fits[/bold green]")
     for note in report.notes:
         out.print(f"[dim]* {note}[/dim]")
+
+
+def collectives(data: dict) -> None:
+    table = Table(title=f"collectives: {data['world_size']} x {data['device']} ({data['backend']}, torch "
+                        f"{data['torch_version']})", title_justify="left")
+    for col in ("op", "message", "time", "algbw", "busbw"):
+        table.add_column(col, justify="left" if col == "op" else "right")
+    for r in data["results"]:
+        table.add_row(r["op"], units.human_bytes(r["bytes"]), f"{r['seconds'] * 1e6:,.1f} us",
+                      f"{r['algbw'] / 1e9:,.2f} GB/s", f"{r['busbw'] / 1e9:,.2f} GB/s")
+    console.print(table)
+    console.print(f"largest bus bandwidth {data['busbw_max'] / 1e9:,.2f} GB/s: "
+                  "`paramcalc estimate TARGET --comm FILE` uses it as the link speed")

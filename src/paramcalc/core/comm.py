@@ -53,9 +53,11 @@ def _ring(kind: str, n: int, size: int) -> int:
 
 def step_communication(net: Network, p: Pass, *, gpu: str, dp: int = 1, tp: int = 1, pp: int = 1, ep: int = 1,
                        zero: int = 0, micro_batches: int = 1, dtype: str = "bf16", precision: str = "mixed",
-                       mfu: float = 0.4) -> Communication:
+                       mfu: float = 0.4, link_bandwidth: float | None = None) -> Communication:
+    """`link_bandwidth` (bytes/s per rank) overrides the catalog's link, e.g. the bus
+    bandwidth `paramcalc bench-collectives` measured."""
     card = load_gpu(gpu)
-    link = card.interconnect_bandwidth or card.memory_bandwidth
+    link = link_bandwidth or card.interconnect_bandwidth or card.memory_bandwidth
     x = int(DTYPE_BYTES[dtype])
     params = sum(net.params().values()) // (tp * pp)
     grad_bytes = params * (PRECISION[precision][1] or x)

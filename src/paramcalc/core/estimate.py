@@ -61,10 +61,11 @@ def plan_training(target, *, gpu: str, seq_len=None, batch=1, dtype: str = "bf16
 
 
 def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, seq_len=None, batch=1,
-             dtype: str = "bf16", usd_per_hour=None) -> EstimateReport:
+             dtype: str = "bf16", usd_per_hour=None, comm_file=None) -> EstimateReport:
     """Everything at once: params, FLOPs per step, a plan that fits, GPU-hours and dollars.
 
-    Tokens default to Chinchilla's 20 per parameter (Hoffmann et al. 2022).
+    Tokens default to Chinchilla's 20 per parameter (Hoffmann et al. 2022). `comm_file` is a
+    `paramcalc bench-collectives` file whose measured bus bandwidth replaces the catalog's link.
     """
     spec = resolve(target)
     params = count_params(spec).params
@@ -88,18 +89,25 @@ def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, 
     else:
         fit = f"does not fit on {MAX_GPUS:,} x {gpu_name}"
     cost = c.cost
-    comm = None
+    comm, extra = None, []
     if plan["gpus"]:
         from paramcalc.network import build
 
+        link = None
+        if comm_file is not None:
+            from paramcalc.torchref.collectives import link_bandwidth
+
+            link = link_bandwidth(comm_file)
+            extra.append(f"communication at the measured bus bandwidth {link / 1e9:,.1f} GB/s ({comm_file})")
         comm = step_communication(build(spec), Pass(batch, seq), gpu=gpu, dp=plan["dp"], tp=plan["tp"], pp=plan["pp"],
-                                  zero=plan["zero"], micro_batches=plan["pp"], dtype=dtype, mfu=cost.mfu)
+                                  zero=plan["zero"], micro_batches=plan["pp"], dtype=dtype, mfu=cost.mfu,
+                                  link_bandwidth=link)
     verdict = (f"{human_count(params.total)} params; {fit}; {human_hours(cost.gpu_hours)} GPU-hours for "
                f"{human_count(c.tokens)} tokens at MFU {cost.mfu:.2f}"
                + (f"; {human_usd(cost.usd)}" if cost.usd is not None else ""))
     notes = [f"tokens: {'given' if tokens is not None else 'Chinchilla-optimal 20 per parameter'}",
              "plan: the fewest power-of-two GPUs holding one step (flash attention, micro-batch "
-             f"{batch}); cost: model FLOPs / (dense {dtype} peak x MFU)", *c.notes[:2]]
+             f"{batch}); cost: model FLOPs / (dense {dtype} peak x MFU)", *c.notes[:2] + extra]
     return EstimateReport(model=spec.name, seq_len=seq, params=params, flops=f, plan=plan,
                           memory=memory.memory if memory else None, cost=cost, communication=comm,
                           verdict=verdict, notes=notes)

@@ -1,0 +1,123 @@
+"""Collective bandwidth, measured: all-reduce, all-gather and reduce-scatter
+over message sizes, one process per GPU (NCCL) or per CPU core (gloo).
+
+Launched by torchrun, so the same command scales from 2 CPU processes to
+many nodes:
+
+    torchrun --nproc-per-node 8 -m paramcalc.torchref.collectives --out comm.json
+    paramcalc bench-collectives --nproc 2 --backend gloo --out comm.json   # wraps torchrun
+
+Bus bandwidth follows nccl-tests' convention (PERFORMANCE.md there): the
+bytes each rank must move over its link per second, so figures compare across
+rank counts: all-reduce moves 2(n-1)/n x size, all-gather and reduce-scatter
+(n-1)/n x size (size = the full tensor). `paramcalc estimate --comm FILE`
+uses the largest measured bus bandwidth as the link speed of its
+communication diagnostic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+SIZES = [2**p for p in range(10, 27, 2)]  # 1 KiB .. 64 MiB
+
+
+def _bus_factor(op: str, n: int) -> float:
+    return 2 * (n - 1) / n if op == "all_reduce" else (n - 1) / n
+
+
+def measure(sizes: list[int], iters: int, warmup: int) -> dict:
+    import torch
+    import torch.distributed as dist
+
+    backend = "nccl" if torch.cuda.is_available() and os.environ.get("PARAMCALC_BACKEND", "nccl") == "nccl" else "gloo"
+    dist.init_process_group(backend)
+    rank, n = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    results = []
+    for size in sizes:
+        elements = max(n, size // 4 // n * n)  # fp32, divisible by the world size
+        full = torch.ones(elements, device=device)
+        shard = torch.ones(elements // n, device=device)
+        ops = {
+            "all_reduce": lambda: dist.all_reduce(full),
+            "all_gather": lambda: dist.all_gather_into_tensor(full, shard),
+            "reduce_scatter": lambda: dist.reduce_scatter_tensor(shard, full),
+        }
+        for op, run in ops.items():
+            for _ in range(warmup):
+                run()
+            sync()
+            dist.barrier()
+            start = time.perf_counter()
+            for _ in range(iters):
+                run()
+            sync()
+            seconds = (time.perf_counter() - start) / iters
+            nbytes = elements * 4
+            results.append({"op": op, "bytes": nbytes, "seconds": seconds,
+                            "algbw": nbytes / seconds, "busbw": nbytes * _bus_factor(op, n) / seconds})
+    out = {"schema_version": 1, "kind": "paramcalc.collectives", "backend": backend, "world_size": n,
+           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+           "torch_version": torch.__version__, "results": results,
+           "busbw_max": max(r["busbw"] for r in results)}
+    dist.destroy_process_group()
+    return out if rank == 0 else {}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="collective bandwidth over message sizes (run under torchrun)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--max-bytes", type=int, default=SIZES[-1])
+    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2)
+    args = parser.parse_args()
+    data = measure([s for s in SIZES if s <= args.max_bytes], args.iters, args.warmup)
+    if data:
+        with open(args.out, "w") as f:
+            json.dump(data, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
+
+
+def launch(out: str, *, nproc: int = 2, backend: str = "gloo", max_bytes: int = SIZES[-1], iters: int = 10) -> dict:
+    """Run the measurement under torchrun on this machine and return rank 0's results."""
+    import subprocess
+    import sys
+
+    from paramcalc.errors import UserError
+
+    if backend not in ("gloo", "nccl"):
+        raise UserError(f"unknown backend {backend!r}", where="--backend", fix="use gloo (CPU) or nccl (GPUs)")
+    env = {**os.environ, "PARAMCALC_BACKEND": backend, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+           "-m", "paramcalc.torchref.collectives", "--out", str(out), "--max-bytes", str(max_bytes),
+           "--iters", str(iters)]
+    proc = subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr)
+    if proc.returncode != 0:
+        raise UserError(f"torchrun exited {proc.returncode}", where="bench-collectives",
+                        fix="see the messages above (is torch installed? for nccl, are there GPUs?)")
+    with open(out) as f:
+        return json.load(f)
+
+
+def link_bandwidth(path) -> float:
+    """The largest measured bus bandwidth in a `bench-collectives` file (bytes/s per rank)."""
+    from pathlib import Path
+
+    from paramcalc.errors import UserError
+    from paramcalc.files import load_json, require_mapping
+
+    data = require_mapping(load_json(Path(path)), str(path))
+    if data.get("kind") != "paramcalc.collectives" or not isinstance(data.get("busbw_max"), (int, float)):
+        raise UserError("not a paramcalc collectives file", where=str(path),
+                        fix="write one with `paramcalc bench-collectives --out FILE`")
+    return float(data["busbw_max"])

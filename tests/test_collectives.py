@@ -1,0 +1,44 @@
+"""The collective benchmark under torchrun (2 gloo processes on CPU), and its
+measured bus bandwidth feeding the communication diagnostic."""
+
+from __future__ import annotations
+
+import pytest
+
+from cli import run
+from paramcalc.core.estimate import estimate
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    out = tmp_path_factory.mktemp("comm") / "comm.json"
+    r = run("bench-collectives", "--out", out, "--nproc", "2", "--backend", "gloo", "--max-bytes", "300K", "--json")
+    assert r.code == 0, r.err
+    return out, r.json
+
+
+def test_every_collective_is_measured_at_every_size_with_nccl_tests_bus_bandwidth(measured):
+    _, data = measured
+    assert data["world_size"] == 2 and data["backend"] == "gloo"
+    ops = {(r["op"], r["bytes"]) for r in data["results"]}
+    assert {op for op, _ in ops} == {"all_reduce", "all_gather", "reduce_scatter"}
+    assert len(ops) == 3 * 5  # 1 KiB .. 256 KiB in powers of 4
+    for r in data["results"]:
+        factor = 2 * (2 - 1) / 2 if r["op"] == "all_reduce" else (2 - 1) / 2
+        assert r["busbw"] == pytest.approx(r["algbw"] * factor)
+        assert r["algbw"] == pytest.approx(r["bytes"] / r["seconds"])
+    assert data["busbw_max"] == max(r["busbw"] for r in data["results"])
+
+
+def test_estimate_uses_the_measured_link_speed(measured):
+    path, data = measured
+    catalog = estimate("llama-3.1-8b").communication
+    slow = estimate("llama-3.1-8b", comm_file=path).communication
+    for a, b in zip(catalog.collectives, slow.collectives):
+        assert a.bytes_per_gpu == b.bytes_per_gpu
+        assert b.seconds == pytest.approx(b.bytes_per_gpu / data["busbw_max"])
+
+
+def test_unknown_backend_exits_2(tmp_path):
+    r = run("bench-collectives", "--out", tmp_path / "x.json", "--backend", "mpi")
+    assert r.code == 2 and "--backend" in r.err
