@@ -93,8 +93,10 @@ def memory(report) -> None:
     if report.fits:
         f = report.fits
         verdict = "[green]fits[/green]" if f["fits"] else "[red]does not fit[/red]"
-        console.print(f"{verdict} on one {f['gpu']} ({units.human_bytes(f['gpu_bytes'])}); "
-                      f"headroom {units.human_bytes(f['headroom'])}")
+        where = f"{f['gpus']:,} x {f['gpu']}" if f.get("gpus", 1) > 1 else f"one {f['gpu']}"
+        unit = "concurrent sequences" if report.mode == "infer" else "micro-batch"
+        console.print(f"{verdict} on {where} ({units.human_bytes(f['gpu_bytes'])} each); headroom "
+                      f"{units.human_bytes(f['headroom'])}; largest {unit} that fits: {f.get('max_batch', 0):,}")
     _notes(report.notes)
 
 

@@ -275,6 +275,15 @@ def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype
             overhead += _ceil(4 * logits, setup.tp)  # fp32 logits gradient in backward
         total = tensors + overhead
     fits = _fits(gpu, total)
+    if fits:
+        def total_at(b: int) -> int:
+            return estimate_memory(spec, mode=mode, seq_len=p.seq, batch=b, dtype=dtype, kv_dtype=kv_dtype,
+                                   precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
+                                   sequence_parallel=sequence_parallel, recompute=recompute,
+                                   attention=attention).memory.total_per_gpu
+
+        fits["gpus"] = setup.world
+        fits["max_batch"] = _largest_batch(total_at, fits["gpu_bytes"])
     return MemoryReport(
         model=spec.name or "model", mode=setup.mode, seq_len=p.seq, batch=p.batch, notes=notes,
         settings={k: v for k, v in setup.__dict__.items()},
@@ -311,6 +320,21 @@ def _layers_working_set(net: Network, p: Pass, s: Setup) -> int:
     sizes = [b.in_bytes(p, a) * (1 + (b.kind == "residual")) + b.out_bytes(p, a)
              for b in (st.block for st in net.stages) if isinstance(b, Shaped)]
     return max(sizes, default=0)
+
+
+def _largest_batch(total_at, capacity: int, limit: int = 2**20) -> int:
+    """The largest micro-batch (or, serving, concurrent sequences) whose per-GPU
+    total fits: memory grows with the batch, so double, then bisect. 0: none fits."""
+    if total_at(1) > capacity:
+        return 0
+    low = 1
+    while low < limit and total_at(2 * low) <= capacity:
+        low *= 2
+    high = min(2 * low, limit + 1)  # total_at(high) > capacity (or the limit)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (mid, high) if total_at(mid) <= capacity else (low, mid)
+    return low
 
 
 def _fits(gpu: str | None, total: int | None) -> dict:
