@@ -16,7 +16,8 @@ from paramcalc.blocks.base import Pass
 from paramcalc.core.count import count_params
 from paramcalc.core.flops import backward_flops, count_flops
 from paramcalc.core.memory import estimate_memory
-from paramcalc.network import Network, Stage, build
+from paramcalc.network import build
+from paramcalc.stages import Network, Stage
 from paramcalc.spec import TransformerSpec
 from test_blocks import module_params
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from paramcalc.errors import UserError
-from paramcalc.spec import TransformerSpec, validate
+from paramcalc.spec import TransformerSpec
+from paramcalc.validation import validate
 
 Config = dict[str, Any]
 

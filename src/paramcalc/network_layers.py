@@ -20,7 +20,7 @@ from paramcalc.blocks.recurrent import Recurrent
 from paramcalc.blocks.residual import Residual, basic, bottleneck
 from paramcalc.blocks.shaped import Sequential, Shape, Shaped
 from paramcalc.errors import UserError
-from paramcalc.network import Network, Stage
+from paramcalc.stages import Network, Stage
 from paramcalc.spec_layers import LayersSpec
 
 

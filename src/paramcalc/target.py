@@ -41,7 +41,7 @@ def load_spec(target: str | Path, *, base: Path | None = None) -> TransformerSpe
 
 def load_yaml_spec(path: Path) -> TransformerSpec:
     from paramcalc.files import load_yaml, require_mapping, yaml_line
-    from paramcalc.spec import validate
+    from paramcalc.validation import validate
 
     data = require_mapping(load_yaml(path), str(path))
     return validate(data, str(path), locate=lambda loc: yaml_line(path, loc))

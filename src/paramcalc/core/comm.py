@@ -27,7 +27,7 @@ from paramcalc.catalog import load_gpu
 from paramcalc.core.flops import forward_flops
 from paramcalc.core.memory import DTYPE_BYTES, PRECISION
 from paramcalc.blocks.base import Pass
-from paramcalc.network import Network
+from paramcalc.stages import Network
 from paramcalc.results import _Result
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from paramcalc.blocks.base import Breakdown
 from paramcalc.errors import UserError
-from paramcalc.network import Network, build
+from paramcalc.network import build
+from paramcalc.stages import Network
 from paramcalc.results import CountReport, Params, Row
 from paramcalc.spec import CountSpec, TransformerSpec
 from paramcalc.target import load_spec

@@ -14,7 +14,8 @@ from __future__ import annotations
 from paramcalc.blocks.base import Pass
 from paramcalc.core.count import resolve, rows
 from paramcalc.errors import UserError
-from paramcalc.network import Network, build
+from paramcalc.network import build
+from paramcalc.stages import Network
 from paramcalc.results import Flops, FlopsReport
 from paramcalc.spec import CountSpec, TransformerSpec
 from paramcalc.units import parse_positive_int

@@ -26,7 +26,8 @@ from paramcalc.blocks.mla import LatentAttention
 from paramcalc.core.count import resolve, with_lora
 from paramcalc.errors import UserError
 from paramcalc.core.flops import RECOMPUTE, make_pass, seq_note
-from paramcalc.network import Network, build
+from paramcalc.network import build
+from paramcalc.stages import Network
 from paramcalc.results import Memory, MemoryReport
 from paramcalc.spec import CountSpec, TransformerSpec
 from paramcalc.units import GIB, parse_positive_int
