@@ -97,7 +97,8 @@ def _module_class():
             for name, part in spec.parts().items():
                 self.add_module(name, part.module())
 
-        def forward(self, x):
+        def qkv(self, x):
+            """Per-head q, k, v (batch, heads, tokens, dims) from the latents."""
             s = self.spec
             b, t, _ = x.shape
             q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))) if s.q_lora_rank else self.q_proj(x)
@@ -106,7 +107,12 @@ def _module_class():
             kv = self.kv_b_proj(self.kv_a_layernorm(latent)).view(b, t, s.heads, -1).transpose(1, 2)
             k_nope, v = kv.split([s.qk_nope_head_dim, s.v_head_dim], -1)
             k_rope = k_rope.view(b, 1, t, s.qk_rope_head_dim).expand(b, s.heads, t, s.qk_rope_head_dim)
-            k = torch.cat([k_nope, k_rope], -1)
+            return q, torch.cat([k_nope, k_rope], -1), v
+
+        def forward(self, x):
+            s = self.spec
+            b, t, _ = x.shape
+            q, k, v = self.qkv(x)
             scores = (q @ k.transpose(-2, -1)) * s.qk_head_dim**-0.5
             keep = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
             out = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v

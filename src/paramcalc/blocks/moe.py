@@ -106,15 +106,20 @@ def _module_class():
             if spec.shared_gate:
                 self.shared_expert_gate = nn.Linear(spec.hidden, 1, bias=False)
 
+        def route(self, flat):
+            """(weights, chosen experts), both tokens x top_k."""
+            return self.router(flat).softmax(-1).topk(self.spec.top_k, dim=-1)
+
         def forward(self, x):
             s = self.spec
             flat = x.reshape(-1, s.hidden)
-            weights, chosen = self.router(flat).softmax(-1).topk(s.top_k, dim=-1)
+            weights, chosen = self.route(flat)
             out = torch.zeros_like(flat)
             for e, expert in enumerate(self.experts):
                 token, slot = (chosen == e).nonzero(as_tuple=True)
                 if token.numel():
-                    out.index_add_(0, token, expert(flat[token]) * weights[token, slot, None])
+                    token, slot = token.to(flat.device), slot.to(flat.device)
+                    out = out.index_add(0, token, expert(flat[token]) * weights[token, slot, None])
             if s.shared:
                 shared = self.shared_expert(flat)
                 if s.shared_gate:

@@ -185,13 +185,7 @@ def _latent_forward(impl: str, upcast: bool):
     def forward(self, x):
         s: LatentAttention = self.spec
         b, t, _ = x.shape
-        q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x))) if s.q_lora_rank else self.q_proj(x)
-        q = q.view(b, t, s.heads, s.qk_head_dim).transpose(1, 2)
-        latent, k_rope = self.kv_a_proj_with_mqa(x).split([s.kv_lora_rank, s.qk_rope_head_dim], -1)
-        kv = self.kv_b_proj(self.kv_a_layernorm(latent)).view(b, t, s.heads, -1).transpose(1, 2)
-        k_nope, v = kv.split([s.qk_nope_head_dim, s.v_head_dim], -1)
-        k_rope = k_rope.view(b, 1, t, s.qk_rope_head_dim).expand(b, s.heads, t, s.qk_rope_head_dim)
-        k = torch.cat([k_nope, k_rope], -1)
+        q, k, v = self.qkv(x)
         fp32 = upcast and q.dtype != torch.float32
         out = _core(self, q, k, v, causal=True, window=None, impl=impl, softcap=None, fp32_softmax=fp32,
                     scale=s.qk_head_dim**-0.5)

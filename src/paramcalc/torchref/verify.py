@@ -200,7 +200,7 @@ def _runnable(block, module):
         module.forward = types.MethodType(lambda self, x: type(self).forward(self, x[:, 0]), module)
     for sub in module.modules():
         if _is_moe_module(sub):
-            sub.forward = types.MethodType(_fixed_routing_forward, sub)
+            sub.route = types.MethodType(_fixed_routing, sub)
     return module
 
 
@@ -217,29 +217,14 @@ def _pooler_forward(self, x):
     return self["classifier"](pooled) if "classifier" in self else pooled
 
 
-def _fixed_routing_forward(self, x):
-    """The reference MoE forward with routing fixed in advance (no data-dependent ops)."""
+def _fixed_routing(self, flat):
+    """Routing fixed in advance (no data-dependent ops, so meta tensors run it):
+    token t's slot j goes to expert (t k + j) mod E; the bookkeeping stays on the CPU."""
     import torch
 
     s = self.spec
-    flat = x.reshape(-1, s.hidden)
-    tokens = flat.shape[0]
-    weights = self.router(flat).softmax(-1)[:, : s.top_k]  # stands in for the top-k routing weights
-    pair = torch.arange(tokens * s.top_k)  # CPU bookkeeping: shapes only reach the device
-    expert_of, token_of, slot_of = pair % s.experts, pair // s.top_k, pair % s.top_k
-    out = torch.zeros_like(flat)
-    for e, expert in enumerate(self.experts):
-        chosen = expert_of == e
-        if chosen.any():
-            token = token_of[chosen].to(x.device)
-            slot = slot_of[chosen].to(x.device)
-            out = out.index_add(0, token, expert(flat[token]) * weights[token, slot, None])
-    if s.shared:
-        shared = self.shared_expert(flat)
-        if s.shared_gate:
-            shared = shared * torch.sigmoid(self.shared_expert_gate(flat))
-        out = out + shared
-    return out.view_as(x)
+    pair = torch.arange(flat.shape[0] * s.top_k).view(-1, s.top_k)
+    return self.router(flat).softmax(-1)[:, : s.top_k], pair % s.experts
 
 
 def _inputs(block, p, hidden: int | None):
