@@ -8,6 +8,7 @@ YAML goes through PyYAML's SafeLoader only: a tag such as
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +90,35 @@ def require_mapping(data: Any, where: str) -> dict:
         raise UserError(f"the top level is {kind}, not a mapping", where=where,
                         fix="write keys and values at the top level (key: value)")
     return data
+
+
+# ---- placing errors in files people write (budget and pipeline files) -------------
+
+_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
+
+
+def dotted(loc: tuple) -> str:
+    """('stages', 0, 'parallel', 'dp') -> 'stages[0].parallel.dp'."""
+    out = ""
+    for key in loc:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
+def located(path: Path, loc: tuple, whole: str = "file") -> str:
+    """'budget.yaml:4:5: budgets[0].train.mfu' (the whole file's name when loc is empty)."""
+    return f"{yaml_line(path, loc)}: {dotted(loc) or whole}"
+
+
+def flag_keys(error: UserError) -> list[str]:
+    """The file keys of the command-line flags an error names (`--seq-len` -> `seq_len`)."""
+    return [flag.replace("-", "_") for flag in _FLAG.findall(f"{error.where or ''} {error.message}")]
+
+
+def in_file_words(error: UserError, where: str) -> UserError:
+    """The same error placed at `where`, its flags spelt as the file's keys."""
+    def plain(text):
+        return _FLAG.sub(lambda m: m.group(1).replace("-", "_"), text) if text else text
+
+    inner = error.where if error.where and not error.where.startswith("--") else None
+    return UserError(plain(error.message), where=where + (f": {inner}" if inner else ""), fix=plain(error.fix))

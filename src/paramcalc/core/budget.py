@@ -23,6 +23,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from paramcalc.errors import UserError
+from paramcalc.files import dotted, flag_keys, in_file_words, located
 from paramcalc.results import SCHEMA_VERSION, _Result
 from paramcalc.units import human_count, parse_number
 
@@ -304,7 +305,6 @@ def _unknown(limit: Limit, budget: Budget) -> str:
 
 # ---------------------------------------------------------------- placing errors
 
-_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 _SECTIONS = {"train": Train, "memory": MemorySettings}
 
 
@@ -315,30 +315,16 @@ def _placed(path: Path, loc: tuple, given: set[str]):
     try:
         yield
     except UserError as error:
-        keys = [flag.replace("-", "_") for flag in _FLAG.findall(f"{error.where or ''} {error.message}")]
-        key = next((k for k in keys if k in given), None)
-        inner = error.where if error.where and not error.where.startswith("--") else None
-        where = _at(path, loc + ((key,) if key else ())) + (f": {inner}" if inner else "")
-        raise UserError(_plain(error.message), where=where, fix=_plain(error.fix)) from None
-
-
-def _plain(text: str | None) -> str | None:
-    """`--seq-len 2048` -> `seq_len 2048`: the budget file's key for a command-line flag."""
-    return _FLAG.sub(lambda m: m.group(1).replace("-", "_"), text) if text else text
+        key = next((k for k in flag_keys(error) if k in given), None)
+        raise in_file_words(error, _at(path, loc + ((key,) if key else ()))) from None
 
 
 def _at(path: Path, loc: tuple) -> str:
-    from paramcalc.files import yaml_line
-
-    return f"{yaml_line(path, loc)}: {_dotted(loc)}"
+    return located(path, loc, "budget file")
 
 
 def _dotted(loc: tuple) -> str:
-    """('budgets', 0, 'train', 'mfu') -> 'budgets[0].train.mfu'."""
-    out = ""
-    for key in loc:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
-    return out or "budget file"
+    return dotted(loc) or "budget file"
 
 
 def _suggest(loc: tuple) -> str:

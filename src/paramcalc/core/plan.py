@@ -28,7 +28,6 @@ Stage work, per optimizer step (F = one forward, 3F = forward + backward):
 
 from __future__ import annotations
 
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -42,6 +41,7 @@ from paramcalc.blocks.base import Pass
 from paramcalc.core.memory import DTYPE_BYTES, OPTIMIZER_STATE, PRECISION
 from paramcalc.core.search import Input, Positive, Search, SearchResult, Share, Text, Whole, cost_search
 from paramcalc.errors import UserError
+from paramcalc.files import dotted, flag_keys, in_file_words, located
 from paramcalc.results import Report, _Result
 from paramcalc.spec import CountSpec, TransformerSpec
 from paramcalc.units import human_bytes, parse_number
@@ -469,7 +469,7 @@ class _Planner:
         steps = budget // tokens_per_step
         notes = []
         if steps == 0:
-            breaks.append(Break(field=_dotted(here + (key,)), message=f"{budget:,} tokens do not fill one step of "
+            breaks.append(Break(field=dotted(here + (key,)), message=f"{budget:,} tokens do not fill one step of "
                                 f"{tokens_per_step:,} tokens", fix="raise the token budget or lower global_batch"))
         elif budget > steps * tokens_per_step:
             notes.append(f"the last {budget - steps * tokens_per_step:,} tokens do not fill a step and are dropped")
@@ -517,11 +517,11 @@ class _Planner:
         else:
             iterations = int(st.prompts * Fraction(str(st.epochs or 1))) // B
             if iterations == 0:
-                breaks.append(Break(field=_dotted(here + ("prompts",)), message=f"{st.prompts:,} prompts do not "
+                breaks.append(Break(field=dotted(here + ("prompts",)), message=f"{st.prompts:,} prompts do not "
                                     f"fill one rollout of {B:,}", fix="lower rollout_batch or add prompts"))
         mini = st.global_batch or B
         if B % mini:
-            breaks.append(Break(field=_dotted(here + ("global_batch",)),
+            breaks.append(Break(field=dotted(here + ("global_batch",)),
                                 message=f"rollout_batch {B} is not a multiple of the mini-batch global_batch {mini}",
                                 fix=f"use a divisor of {B}, such as {_nearest_divisor(B, mini)}"))
         full = Pass(B, S)  # the rollout's sequences, prompt + response, scored or trained densely
@@ -635,7 +635,7 @@ def _memory(memory: _Memory, s: _Setting, micro: int, cap: int, here: tuple, bre
         unit = "pairs" if memory.per == 2 else "sequences"
         fix = (f"use micro_batch {lo} (the largest that fits)" if lo else
                "even micro_batch 1 does not fit: raise parallel.zero, tp or pp, or set parallel.recompute: full")
-        breaks.append(Break(field=_dotted(here + ("micro_batch",)),
+        breaks.append(Break(field=dotted(here + ("micro_batch",)),
                             message=f"micro_batch {micro} ({unit} of {memory.seq_len:,} tokens) needs "
                                     f"{human_bytes(peak)} per GPU, more than the {s.gpu.name}'s {human_bytes(limit)}",
                             fix=fix))
@@ -649,7 +649,7 @@ def _accumulation_break(here: tuple, micro: int, dp: int, batch: int) -> Break:
     per = micro * dp
     lo, hi = batch // per * per, (batch // per + 1) * per
     nearest = lo if lo and batch - lo <= hi - batch else hi
-    return Break(field=_dotted(here + ("global_batch",)),
+    return Break(field=dotted(here + ("global_batch",)),
                  message=f"global_batch {batch} is not a multiple of micro_batch x dp = {micro} x {dp} = {per} "
                          f"(gradient accumulation would be {batch / per:.4g} steps)",
                  fix=f"nearest valid global batch: {nearest}" + (f" ({lo} or {hi})" if lo else ""))
@@ -662,7 +662,7 @@ def _nearest_divisor(n: int, near: int) -> int:
 def _schedule(lr: Schedule, steps: int, here: tuple, breaks: list[Break]) -> LrSplit:
     warmup = lr.warmup_steps if lr.warmup_steps is not None else int(Fraction(str(lr.warmup_fraction or 0)) * steps)
     if warmup > steps:
-        breaks.append(Break(field=_dotted(here + ("lr", "warmup_steps")),
+        breaks.append(Break(field=dotted(here + ("lr", "warmup_steps")),
                             message=f"warm-up of {warmup:,} steps is longer than the stage's {steps:,} steps",
                             fix="lower warmup_steps or use warmup_fraction"))
     return LrSplit(decay=lr.decay, warmup_steps=min(warmup, steps), decay_steps=max(steps - warmup, 0))
@@ -717,11 +717,10 @@ def _suggest(loc: tuple, data: dict) -> str:
             model = {"parallel": Parallel, "lr": Schedule}.get(str(loc[2]), model)
     known = [k for k in model.model_fields]
     close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
-    return (f"did you mean {close[0]}? " if close else "") + f"{_dotted(loc[:-1]) or 'the top level'} takes: " \
+    return (f"did you mean {close[0]}? " if close else "") + f"{dotted(loc[:-1]) or 'the top level'} takes: " \
         + ", ".join(known)
 
 
-_FLAG = re.compile(r"--([a-z][a-z0-9-]*)")
 _KEYS = {"seq_len": ("seq_len",), "dtype": ("dtype",), "precision": ("parallel", "precision"),
          "optimizer": ("parallel", "optimizer"), "tp": ("parallel", "tp"), "pp": ("parallel", "pp")}
 
@@ -732,23 +731,10 @@ def _placed(path: Path, loc: tuple):
     try:
         yield
     except UserError as error:
-        flags = [f.replace("-", "_") for f in _FLAG.findall(f"{error.where or ''} {error.message}")]
-        key = next((_KEYS[f] for f in flags if f in _KEYS), ()) if loc[:1] == ("stages",) and len(loc) == 2 else ()
-        inner = error.where if error.where and not error.where.startswith("--") else None
-        plain = (lambda t: _FLAG.sub(lambda m: m.group(1).replace("-", "_"), t) if t else t)
-        raise UserError(plain(error.message), where=_at(path, loc + key) + (f": {inner}" if inner else ""),
-                        fix=plain(error.fix)) from None
+        stage = loc[:1] == ("stages",) and len(loc) == 2
+        key = next((_KEYS[f] for f in flag_keys(error) if f in _KEYS), ()) if stage else ()
+        raise in_file_words(error, _at(path, loc + key)) from None
 
 
 def _at(path: Path, loc: tuple) -> str:
-    from paramcalc.files import yaml_line
-
-    return f"{yaml_line(path, loc)}: {_dotted(loc) or 'pipeline file'}"
-
-
-def _dotted(loc: tuple) -> str:
-    """('stages', 0, 'parallel', 'dp') -> 'stages[0].parallel.dp'."""
-    out = ""
-    for key in loc:
-        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
-    return out
+    return located(path, loc, "pipeline file")
