@@ -165,7 +165,7 @@ def count_flops(target, *, seq_len=None, batch=1, attention: str = "dense", reco
              "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul "
              "(a first layer reading pixels or features needs no input gradient)"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *seq_note(spec, seq_len),
-             f"6N uses N = {active:,} parameters per token (embedding table included)"]
+             *_rules_of_thumb(net, p, active, fwd + bwd, palm)]
     return FlopsReport(
         model=spec.name or "model", seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=attention, notes=notes,
         flops=Flops(forward=fwd, backward=bwd, train_step=fwd + bwd, recompute=extra, hardware_step=fwd + bwd + extra,
@@ -192,6 +192,21 @@ def _layers_report(spec, net: Network, p: Pass, fwd: int, bwd: int, seq_len) -> 
                     forward_per_token=fwd // p.tokens, train_per_token=(fwd + bwd) // p.tokens,
                     non_matmul_forward=None, six_n=6 * active * p.tokens, palm=None),
         breakdown=rows(net, lambda b: b.flops(p)))
+
+
+def _rules_of_thumb(net: Network, p: Pass, active: int, exact: int, palm: int) -> list[str]:
+    """Why 6N and PaLM's formula miss: 6N treats every parameter as a matmul weight
+    used once per token (Kaplan et al. 2020) and has no attention scores; PaLM adds
+    the scores densely (12 L H Q T per token) but still counts the lookup tables."""
+    tables = net.embedding_params()
+    scores = 3 * sum(v for k, v in net.flops(p).items() if k.rsplit("/", 1)[-1] in ("scores", "values"))
+    six_n = 6 * active * p.tokens
+    return [f"6N: {(six_n / exact - 1) * 100:+.1f}% vs exact; N = {active:,} parameters per token; it counts the "
+            f"{tables:,} embedding-table parameters that do no matmul (+{6 * tables * p.tokens / exact * 100:.1f}%) "
+            f"and leaves out the attention score and value matmuls ({scores / exact * 100:.1f}% of the exact "
+            f"count at seq {p.seq:,}, growing with it)",
+            f"PaLM 6N + 12LHQT: {(palm / exact - 1) * 100:+.1f}% vs exact; it adds the scores as dense and still "
+            "counts the embedding tables"]
 
 
 def _score_dim(spec: TransformerSpec) -> int:
