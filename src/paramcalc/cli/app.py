@@ -306,6 +306,32 @@ def bench_collectives(out: str = typer.Option(..., "--out", help="where to write
         _render("collectives")(data)
 
 
+@app.command()
+def sweep(target: TargetArg, figure: str = typer.Option("memory", help="memory (per GPU, by part) | time (wall-clock)"),
+          over: str = typer.Option("seq-len", help="seq-len | batch | gpus"),
+          values: str = typer.Option("512,1024,2048,4096,8192", help="comma-separated values of --over"),
+          mode: str = typer.Option("train", help="memory: train | infer"),
+          attention: str = typer.Option("eager", help="memory: eager | flash"),
+          recompute: str = typer.Option("none", help="memory: none | selective | full"),
+          seq_len: SeqLenOpt = None, batch: BatchOpt = "1", gpu: GpuOpt = "h100-sxm",
+          tokens: Optional[str] = typer.Option(None, "--tokens", help="time: training tokens [default: 20 x params]"),
+          mfu: str = typer.Option("0.4", "--mfu", help="time: model FLOPs utilisation"),
+          plot: Optional[str] = typer.Option(None, "--plot", help="draw the sweep to FILE.svg (or .png with matplotlib)"),
+          json: JsonOpt = False) -> None:
+    """One figure across a range: memory against sequence length, batch or GPUs; time against GPUs."""
+    from paramcalc.core.sweep import sweep as run
+
+    flags = {"mode": mode, "attention": attention, "recompute": recompute, "batch": batch}
+    if seq_len is not None:
+        flags["seq_len"] = seq_len
+    report = run(target, figure=figure, over=over, values=values, gpu=gpu, tokens=tokens, mfu=mfu, **flags)
+    if plot:
+        from paramcalc.cli.plot import write
+
+        write(report, plot)
+    emit(report, json, _render("sweep"))
+
+
 def _render(name: str):
     def call(report):
         from paramcalc.cli import render

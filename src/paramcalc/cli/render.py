@@ -508,3 +508,15 @@ def collectives(data: dict) -> None:
     console.print(table)
     console.print(f"largest bus bandwidth {data['busbw_max'] / 1e9:,.2f} GB/s: "
                   "`paramcalc estimate TARGET --comm FILE` uses it as the link speed")
+
+
+def sweep(report) -> None:
+    table = Table(title=f"{report.model}: {report.figure} against {report.over}", title_justify="left")
+    table.add_column(report.over, justify="right")
+    for name in report.series:
+        table.add_column(name, justify="right")
+    fmt = units.human_bytes if report.unit == "bytes" else (lambda h: f"{h:,.1f} h")
+    for i, x in enumerate(report.values):
+        table.add_row(f"{x:,}", *(fmt(values[i]) if values[i] is not None else "-" for values in report.series.values()))
+    console.print(table)
+    _notes(report.notes)

@@ -1,0 +1,68 @@
+"""One figure across a range of one setting: memory per GPU against sequence
+length, batch or GPU count; training time against GPU count. Each point is the
+same library call the single-point commands make."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from paramcalc.core.count import resolve
+from paramcalc.core.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost
+from paramcalc.core.count import count_params
+from paramcalc.core.memory import estimate_memory
+from paramcalc.errors import UserError
+from paramcalc.results import Report
+from paramcalc.units import parse_positive_int
+
+OVER = ("seq-len", "batch", "gpus")
+FIGURES = ("memory", "time")
+
+
+class SweepReport(Report):
+    command: str = "sweep"
+    figure: str
+    over: str
+    values: list[int]
+    unit: str
+    series: dict[str, list[float | int | None]] = Field(description="one list per part, aligned with values")
+
+
+def sweep(target, *, figure: str = "memory", over: str = "seq-len", values="512,1024,2048,4096,8192",
+          gpu: str = "h100-sxm", tokens=None, mfu=0.4, zero=3, **memory_flags) -> SweepReport:
+    """Memory per GPU (stacked by part) or training wall-clock across `values` of `over`.
+
+    >>> sweep("llama-3.1-8b", over="seq-len", values="1024,2048").series["total"][0] > 0
+    True
+    """
+    if figure not in FIGURES:
+        raise UserError(f"unknown figure {figure!r}", where="--figure", fix=f"use one of: {', '.join(FIGURES)}")
+    if over not in OVER:
+        raise UserError(f"cannot sweep over {over!r}", where="--over", fix=f"use one of: {', '.join(OVER)}")
+    if figure == "time" and over != "gpus":
+        raise UserError("training time is swept over GPU count", where="--over", fix="use --over gpus")
+    points = [parse_positive_int(v, what="--values") for v in str(values).split(",") if v.strip()]
+    if not points:
+        raise UserError("no values to sweep", where="--values", fix="give a comma-separated list such as 1,2,4,8")
+    spec = resolve(target)
+    if figure == "time":
+        budget = tokens if tokens is not None else CHINCHILLA_TOKENS_PER_PARAM * count_params(spec).params.total
+        hours = [estimate_cost(spec, tokens=budget, gpu=gpu, gpus=n, mfu=mfu).cost.wall_clock_hours for n in points]
+        return SweepReport(model=spec.name, figure=figure, over=over, values=points, unit="hours",
+                           series={"wall-clock": hours},
+                           notes=[f"GPU-hours / GPUs on {gpu} at MFU {mfu} (the MFU absorbs communication)"])
+    series: dict[str, list] = {k: [] for k in ("weights", "gradients", "optimizer", "activations", "kv_cache",
+                                                "overhead", "total")}
+    for n in points:
+        flags = dict(memory_flags)
+        if over == "gpus":
+            flags.update(dp=n, zero=zero if n > 1 else 0)
+        elif over == "batch":
+            flags["batch"] = n
+        else:
+            flags["seq_len"] = n
+        m = estimate_memory(spec, **flags).memory
+        for key in series:
+            series[key].append(getattr(m, key if key != "total" else "total_per_gpu"))
+    notes = [f"bytes per GPU; {'ZeRO-' + str(zero) + ' across the GPUs' if over == 'gpus' else 'one GPU'}"]
+    return SweepReport(model=spec.name, figure=figure, over=over, values=points, unit="bytes", series=series,
+                       notes=notes)
