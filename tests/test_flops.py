@@ -3,7 +3,6 @@ causal and sliding-window conventions, and the rules of thumb explained."""
 
 from __future__ import annotations
 
-import pytest
 
 from cli import run
 from paramcalc.core.flops import count_flops
