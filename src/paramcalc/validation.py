@@ -48,3 +48,15 @@ def validate(data: dict, where: str, locate=None):
                                 fix=e.fix) from None
             raise
     return spec
+
+
+def spec_schema() -> dict:
+    """The JSON Schema of a spec file: a transformer spec, or `architecture: layers`."""
+    from typing import Union
+
+    from pydantic import TypeAdapter
+
+    from paramcalc.spec_layers import LayersSpec
+
+    schema = TypeAdapter(Union[TransformerSpec, LayersSpec]).json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "paramcalc spec", **schema}

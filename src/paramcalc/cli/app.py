@@ -119,9 +119,9 @@ def schema() -> None:
     """The JSON Schema of paramcalc's YAML spec format (for editors and validators)."""
     import json as _json
 
-    from paramcalc.spec import TransformerSpec
+    from paramcalc.validation import spec_schema
 
-    sys.stdout.write(_json.dumps(TransformerSpec.model_json_schema(), indent=2) + "\n")
+    sys.stdout.write(_json.dumps(spec_schema(), indent=2) + "\n")
 
 
 @app.command()

@@ -1,0 +1,29 @@
+"""`paramcalc schema` is a JSON Schema editors can validate spec files with:
+every embedded preset validates, a misspelt field does not."""
+
+from __future__ import annotations
+
+import jsonschema
+import pytest
+
+from cli import run
+from paramcalc.files import load_yaml
+from paramcalc.target import PRESETS, preset_names
+
+
+@pytest.fixture(scope="module")
+def schema():
+    r = run("schema")
+    assert r.code == 0
+    return r.json
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_validates_against_the_exported_schema(schema, name):
+    jsonschema.validate(load_yaml(PRESETS / f"{name}.yaml"), schema)
+
+
+def test_a_misspelt_field_fails_the_schema(schema):
+    spec = load_yaml(PRESETS / "llama-3.1-8b.yaml") | {"num_kv_heads": 8}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(spec, schema)
