@@ -92,7 +92,7 @@ MIXTRAL = dict(MISTRAL, sliding_window=None, num_local_experts=8, num_experts_pe
 
 
 def mixtral(f: _Fields) -> dict:
-    moe = {"num_experts": f("num_local_experts"), "num_experts_per_tok": f("num_experts_per_tok")}
+    moe = {"num_experts": f("num_local_experts", "num_experts"), "num_experts_per_tok": f("num_experts_per_tok")}
     return {**mistral(f), "moe": moe}
 
 
@@ -130,13 +130,13 @@ def qwen3(f: _Fields) -> dict:
     return {**_llama_like(f), "qkv_bias": bias, "o_bias": bias, "qk_norm": True, **window}
 
 
-QWEN3_MOE = dict(QWEN3, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=32,
+QWEN3_MOE = dict(QWEN3, head_dim=None, hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_attention_heads=32,
                  num_key_value_heads=4, decoder_sparse_step=1, moe_intermediate_size=768, num_experts_per_tok=8,
                  num_experts=128, mlp_only_layers=[])
 
 
 def qwen3_moe(f: _Fields) -> dict:
-    moe = {"num_experts": f("num_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
+    moe = {"num_experts": f("num_experts", "num_local_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
            "moe_intermediate_size": f("moe_intermediate_size"), "decoder_sparse_step": f("decoder_sparse_step"),
            "mlp_only_layers": tuple(f("mlp_only_layers"))}
     return {**qwen3(f), "moe": moe}
@@ -183,7 +183,8 @@ def gpt2(f: _Fields) -> dict:
     return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("n_layer", "num_hidden_layers"),
             "num_attention_heads": f("n_head", "num_attention_heads"), "intermediate_size": f("n_inner") or 4 * h,
             "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "qkv_bias": True, "o_bias": True,
-            "norm": "layernorm", "position_embedding": "learned", "max_position_embeddings": f("n_positions"),
+            "norm": "layernorm", "position_embedding": "learned",
+            "max_position_embeddings": f("n_positions", "max_position_embeddings"),
             "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attn_pdrop"),
             "hidden_dropout": f("resid_pdrop"), "embedding_dropout": f("embd_pdrop"), "softmax_fp32": False,
             "fused_qkv": True}
@@ -218,7 +219,7 @@ FALCON = dict(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_atte
 
 
 def falcon(f: _Fields) -> dict:
-    h, n = f("hidden_size"), f("num_attention_heads")
+    h, n = f("n_embed", "hidden_size"), f("num_attention_heads")  # FalconConfig: a legacy n_embed wins
     new = bool(f("new_decoder_architecture"))
     if new:
         kv = f("num_kv_heads") or n
@@ -263,7 +264,7 @@ BLOOM = dict(vocab_size=250880, hidden_size=64, n_layer=2, n_head=8, tie_word_em
 
 
 def bloom(f: _Fields) -> dict:
-    h = f("hidden_size", "n_embed")
+    h = f("n_embed", "hidden_size")  # BloomConfig: a legacy n_embed wins
     return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("n_layer", "num_hidden_layers"),
             "num_attention_heads": f("n_head", "num_attention_heads"), "intermediate_size": 4 * h,
             "hidden_act": "gelu", "mlp": "plain", "mlp_bias": True, "qkv_bias": True, "o_bias": True,
@@ -299,7 +300,7 @@ def t5(f: _Fields) -> dict:
     act = "gelu_new" if proj == "gated-gelu" else proj.removeprefix("gated-")  # T5Config's backward-compatible mapping
     return {"architecture": "encoder-decoder", "vocab_size": f("vocab_size"), "hidden_size": f("d_model", "hidden_size"),
             "num_hidden_layers": f("num_layers", "num_hidden_layers"), "num_decoder_layers": f("num_decoder_layers"),
-            "num_attention_heads": f("num_heads", "num_attention_heads"), "head_dim": f("d_kv"),
+            "num_attention_heads": f("num_heads", "num_attention_heads"), "head_dim": f("d_kv", "head_dim"),
             "intermediate_size": f("d_ff"), "hidden_act": act, "mlp": "gated" if gated else "plain",
             "norm": "rmsnorm", "rmsnorm_style": "t5", "position_embedding": "relative",
             "relative_attention_num_buckets": f("relative_attention_num_buckets"),
@@ -316,7 +317,7 @@ DEEPSEEK_V3 = dict(LLAMA, vocab_size=129280, hidden_size=7168, intermediate_size
 
 
 def deepseek_v3(f: _Fields) -> dict:
-    moe = {"num_experts": f("n_routed_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
+    moe = {"num_experts": f("n_routed_experts", "num_local_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
            "moe_intermediate_size": f("moe_intermediate_size"),
            "shared_expert_intermediate_size": f("moe_intermediate_size") * (f("n_shared_experts") or 0),
            # e_score_correction_bias is a buffer in transformers (not in parameters());
