@@ -115,3 +115,13 @@ def test_a_cnn_has_its_parameters_checked_and_its_flops_left_to_the_block_tests(
     report = run_verify(_preset("resnet-50"))
     assert report.params.exact and report.params.counted == 25_557_032
     assert all(c.exact is None for c in report.components) and report.totals.exact is None
+
+
+def test_verify_steps_real_torch_optimizers_and_matches_the_state_bytes():
+    from paramcalc.torchref.verify import run_verify
+
+    report = run_verify("qwen2.5-7b", seq_len=16)
+    names = {o.optimizer: o for o in report.optimizer}
+    assert set(names) == {"adamw", "adam", "sgd-momentum", "sgd"}
+    assert all(o.exact for o in report.optimizer)
+    assert names["adamw"].measured == 8 * names["adamw"].params  # fp32 momentum and variance

@@ -440,6 +440,14 @@ def verify(report) -> None:
     p = report.params
     params.add_row("[bold]total[/bold]", "", f"{p.analytic:,}", f"{p.counted:,}", verdict(p.exact))
     console.print(params)
+    if report.optimizer:
+        states = Table(title="optimizer state after one torch.optim step (one layer, fp32)", title_justify="left")
+        for col in ("optimizer", "params", "predicted", "measured", ""):
+            states.add_column(col, justify="left" if col == "optimizer" else "right")
+        for o in report.optimizer:
+            states.add_row(o.optimizer, f"{o.params:,}", f"{o.predicted:,}", f"{o.measured:,}",
+                           "exact" if o.exact else "[red]differs[/red]")
+        console.print(states)
     console.print("[bold green]verified: every count matches[/bold green]" if report.passed
                   else "[bold red]some counts differ[/bold red]")
     _notes(report.notes)

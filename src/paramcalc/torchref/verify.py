@@ -71,6 +71,14 @@ class Totals(_Frozen):
     exact: bool | None
 
 
+class OptimizerCheck(_Frozen):
+    optimizer: str
+    params: int = Field(description="parameters of the module stepped (one layer)")
+    predicted: int = Field(description="paramcalc's optimizer state bytes for them (fp32 states)")
+    measured: int = Field(description="bytes of the state torch.optim holds after one step (scalar steps excluded)")
+    exact: bool
+
+
 class VerifyReport(Report):
     command: str = "verify"
     seq_len: int
@@ -79,6 +87,7 @@ class VerifyReport(Report):
     params: ParamsCheck
     components: list[Component]
     totals: Totals
+    optimizer: list[OptimizerCheck] = Field(default_factory=list)
     passed: bool
 
 
@@ -130,16 +139,50 @@ def run_verify(target, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
         notes.append("fvcore: n/a where it is not installed or its tracer failed")
     if any(hasattr(_unwrap(s.block), "image") for s in net.stages):
         notes.append("ViT: the patch projection's backward is its weight gradient alone (images need no "
-                     "gradient); `paramcalc flops` counts 2 x its forward")
+                     "gradient), as `paramcalc flops` counts it; the per-component backward here is 2 x forward")
+    optimizer = _optimizer_states(built, net)
+    notes.append("optimizer state: one step of torch.optim on one layer's meta parameters (fp32), against "
+                 "paramcalc's bytes per parameter")
     if not counted_all:
         notes.append("FLOPs not counted for blocks without a transformer input (CNN and RNN layers: "
                      "tests/test_blocks.py proves those block by block); parameters are checked for every stage")
     if any(_is_moe(s.block) for s in net.stages):
         notes.append("MoE: fixed routing on meta tensors (token t, slot j -> expert (t k + j) mod E); "
                      "each token runs k distinct experts, so FLOPs match any routing")
-    passed = params.exact and totals.exact is not False and all(c.exact is not False for c in components)
+    passed = params.exact and totals.exact is not False and all(c.exact is not False for c in components) \
+        and all(o.exact for o in optimizer)
     return VerifyReport(model=spec.name or "model", seq_len=p.seq, batch=p.batch, layers=per_stage, params=params,
-                        components=components, totals=totals, passed=passed, notes=notes)
+                        components=components, totals=totals, optimizer=optimizer, passed=passed, notes=notes)
+
+
+def _optimizer_states(built: dict, net) -> list[OptimizerCheck]:
+    """Real torch.optim state after one step, on meta tensors (no memory used)."""
+    import torch
+
+    from paramcalc.core.memory import OPTIMIZER_STATE
+
+    stage = next((s for s in net.stages if _kind(s.block) == "layer"), net.stages[0])
+    params = [p for p in built[stage.name][0].parameters() if p.requires_grad]
+    if not params:
+        return []
+    numel = sum(p.numel() for p in params)
+    makers = {"adamw": lambda ps: torch.optim.AdamW(ps, foreach=False),
+              "adam": lambda ps: torch.optim.Adam(ps, foreach=False),
+              "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=False),
+              "sgd": lambda ps: torch.optim.SGD(ps, lr=0.1, foreach=False)}
+    out = []
+    for name, make in makers.items():
+        copies = [torch.nn.Parameter(torch.empty_like(p, dtype=torch.float32)) for p in params]
+        for c in copies:
+            c.grad = torch.empty_like(c)
+        opt = make(copies)
+        opt.step()
+        measured = sum(t.numel() * t.element_size() for state in opt.state.values() for t in state.values()
+                       if torch.is_tensor(t) and t.dim() > 0)
+        predicted = OPTIMIZER_STATE[name] * numel
+        out.append(OptimizerCheck(optimizer=name, params=numel, predicted=predicted, measured=measured,
+                                  exact=predicted == measured))
+    return out
 
 
 def _params(net, built) -> ParamsCheck:
