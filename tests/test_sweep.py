@@ -37,3 +37,15 @@ def test_bad_sweeps_exit_2():
                  ("--values", "0,1"), ("--plot", "x.gif")):
         r = run("sweep", "gpt2", *args)
         assert r.code == 2 and "Traceback" not in r.err, (args, r.err)
+
+
+def test_the_library_example_runs():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).parent.parent / "examples" / "library.py"
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "Mixtral 8x7B: 46,702,792,704 parameters, 12,879,925,248 active per token" in out.stdout
+    assert "TinyLlama-shaped: 1,100,048,384" in out.stdout
