@@ -78,3 +78,29 @@ def test_a_billion_layers_is_refused_with_the_limit_named(tmp_path):
         assert "num_hidden_layers" in str(e) and "100000" in str(e)
     else:
         raise AssertionError("a billion layers was accepted")
+
+
+budget_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) |
+                             st.dictionaries(st.sampled_from(["name", "model", "train", "memory", "max_params",
+                                                              "max_gpu_hours", "tokens", "gpu", "mfu", "seq_len",
+                                                              "stages", "kind", "budgets", "search", "global_batch",
+                                                              "micro_batch", "parallel", "dp", "lr"]), inner,
+                                             max_size=4), max_leaves=10)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["budgets", "stages", "model", "gpu", "search", "name"]), budget_values,
+                       max_size=4))
+def test_arbitrary_budget_and_pipeline_files_raise_only_user_errors(tmp_path_factory, data):
+    import yaml
+
+    from paramcalc.core.budget import check_budgets
+    from paramcalc.core.plan import plan_pipeline
+
+    path = tmp_path_factory.mktemp("b") / "file.yaml"
+    path.write_text(yaml.safe_dump(data))
+    for load in (check_budgets, plan_pipeline):
+        try:
+            load(str(path))
+        except UserError:
+            pass
