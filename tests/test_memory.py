@@ -108,3 +108,16 @@ def test_the_largest_batch_that_fits_is_the_boundary(mode, seq):
     assert b >= 2
     at = lambda n: estimate_memory("llama-3.1-8b", batch=n, **kw)  # noqa: E731
     assert at(b).memory.total_per_gpu <= 85_899_345_920 < at(b + 1).memory.total_per_gpu
+
+
+def test_encoders_keep_no_kv_cache_and_heads_size_the_logits_gradient():
+    assert estimate_memory("bert-base-uncased", mode="infer", seq_len=512).memory.kv_cache == 0
+    assert estimate_memory("vit-b-16", mode="infer").memory.kv_cache == 0
+    # T5: only the decoder's causal self-attention caches (12 layers x 12 heads x 64, K and V, bf16)
+    assert estimate_memory("t5-base", mode="infer", seq_len=512).memory.kv_cache == 2 * 12 * 12 * 64 * 512 * 2
+    from paramcalc.core.memory import CUDA_CONTEXT, FRAGMENTATION
+
+    m = estimate_memory("llama-2-7b", seq_len=2048).memory
+    tensors = m.model_states_per_gpu + m.activations
+    # CUDA context + allocator slack + the fp32 gradient of the tokens x vocab logits
+    assert m.overhead == CUDA_CONTEXT + int(FRAGMENTATION * tensors) + 4 * 2048 * 32000

@@ -107,6 +107,11 @@ class Block:
     def flops(self, p: Pass) -> Breakdown:
         return {}
 
+    def output_elements(self, p: Pass) -> int:
+        """Elements of the block's output: for a head, the logits whose fp32
+        gradient backward materialises (0 where it does not matter)."""
+        return 0
+
     def data_input_flops(self, p: Pass) -> int:
         """FLOPs of the matmuls that read this block's input directly, which
         backward skips when that input is data (images, features) rather than a

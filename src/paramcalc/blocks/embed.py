@@ -109,6 +109,9 @@ class LMHead(Block):
     def flops(self, p: Pass) -> Breakdown:
         return {name: part.matmul_flops(p.tokens) for name, part in self.parts().items() if isinstance(part, Linear)}
 
+    def output_elements(self, p: Pass) -> int:
+        return p.tokens * self.vocab
+
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         """The head's input and, with labels, the loss: cross-entropy keeps its
         log-softmax output over V per token (fp32 when the logits are upcast, as
@@ -153,6 +156,9 @@ class Pooler(Block):
 
     def flops(self, p: Pass) -> Breakdown:
         return {name: part.matmul_flops(p.batch) for name, part in self.parts().items()}
+
+    def output_elements(self, p: Pass) -> int:
+        return p.batch * (self.labels or self.hidden)
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         return {"pooled": 2 * a.x * p.batch * self.hidden}  # dense input and tanh output

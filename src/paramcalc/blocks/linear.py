@@ -32,6 +32,9 @@ class Linear(Block):
     def flops(self, p: Pass) -> Breakdown:
         return {"": self.matmul_flops(p.tokens)}
 
+    def output_elements(self, p: Pass) -> int:
+        return p.tokens * self.d_out
+
     def module(self):
         from torch import nn
 

@@ -84,6 +84,12 @@ class Adapted(Block):
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         return self._with(self.base.saved(p, a), lambda l: l.saved(p, a))
 
+    def output_elements(self, p: Pass) -> int:
+        return self.base.output_elements(p)
+
+    def data_input_flops(self, p: Pass) -> int:
+        return self.base.data_input_flops(p)
+
     def module(self):
         module = self.base.module()
         for path, lora in self.adapters:

@@ -79,6 +79,9 @@ class ClassTokenHead(Block):
     def flops(self, p: Pass) -> Breakdown:
         return {"": self.linear.matmul_flops(p.batch)}
 
+    def output_elements(self, p: Pass) -> int:
+        return p.batch * self.labels
+
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         """The class token is a view of the final norm's output, so the whole
         storage stays alive; the loss keeps its log-softmax, targets, scalar."""

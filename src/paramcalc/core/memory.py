@@ -140,6 +140,8 @@ def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
     total = 0
     for stage in net.layers:
         att = stage.block.attention
+        if isinstance(att, Attention) and not att.causal:
+            continue  # encoder self-attention (BERT, ViT) sees the whole input at once: nothing is cached
         if isinstance(att, LatentAttention):
             per_token = att.kv_lora_rank + att.qk_rope_head_dim
         else:
@@ -261,8 +263,6 @@ def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype
             activations = _layers_working_set(net, p, setup)
         else:
             kv = _ceil(kv_cache_bytes(net, p.seq, p.batch, setup.kv_dtype or setup.dtype), setup.tp * setup.pp)
-            if spec.architecture == "vit":
-                kv = 0  # an image encoder runs once per image: nothing is cached
             # Serving keeps no autograd state; the working set is one layer's widest intermediates (errs high).
             width = max(3 * spec.intermediate_size, 4 * spec.hidden_size)
             activations = _ceil(DTYPE_BYTES[setup.dtype] * p.tokens * width, setup.tp)
@@ -272,7 +272,7 @@ def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype
         tensors = states + activations + (kv or 0)
         overhead = CUDA_CONTEXT + (NCCL_BUFFERS if setup.world > 1 else 0) + int(FRAGMENTATION * tensors)
         if setup.mode == "train" and isinstance(spec, TransformerSpec):
-            logits = p.batch * spec.num_labels if spec.architecture == "vit" else p.tokens * spec.vocab_size
+            logits = net.stages[-1].block.output_elements(p)
             overhead += _ceil(4 * logits, setup.tp)  # fp32 logits gradient in backward
         total = tensors + overhead
     fits = _fits(gpu, total)
