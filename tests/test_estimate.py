@@ -60,3 +60,17 @@ def test_estimate_cli_prints_the_verdict_and_json():
     doc = run("estimate", "mixtral-8x7b", "--tokens", "1T", "--json").json
     assert doc["params"]["total"] == 46_702_792_704 and doc["cost"]["training_flops"] > 0
     assert doc["plan"]["gpus"] >= 8
+
+
+def test_mfu_auto_is_kernel_efficiency_slowed_by_exposed_communication_and_the_bubble():
+    from paramcalc.core.comm import step_communication
+    from paramcalc.core.estimate import KERNEL_EFFICIENCY, auto_mfu
+
+    net, p = build(resolve("llama-3.1-70b")), Pass(1, 4096)
+    hidden = step_communication(net, p, gpu="h100-sxm", dp=64, zero=3, mfu=KERNEL_EFFICIENCY)
+    assert auto_mfu(hidden) == pytest.approx(KERNEL_EFFICIENCY)  # ZeRO traffic hides behind the step
+    tp = step_communication(net, p, gpu="h100-sxm", tp=8, pp=4, micro_batches=4, mfu=KERNEL_EFFICIENCY)
+    expected = KERNEL_EFFICIENCY * tp.compute_seconds / (tp.compute_seconds + tp.exposed_seconds) * (1 - 3 / 7)
+    assert auto_mfu(tp) == pytest.approx(expected) and auto_mfu(tp) < KERNEL_EFFICIENCY / 2
+    doc = run("estimate", "llama-3.1-8b", "--mfu", "auto", "--json").json
+    assert doc["cost"]["mfu"] <= KERNEL_EFFICIENCY and any("estimated" in n for n in doc["notes"])

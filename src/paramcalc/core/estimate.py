@@ -18,10 +18,17 @@ from paramcalc.core.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost
 from paramcalc.core.count import count_params, resolve
 from paramcalc.core.flops import count_flops, default_seq_len
 from paramcalc.core.memory import estimate_memory
+from paramcalc.errors import UserError
 from paramcalc.results import Cost, Flops, Memory, Params, Report
 from paramcalc.units import human_bytes, human_count, human_hours, human_usd, parse_positive_int
 
 MAX_GPUS = 2**17
+
+# Share of the dense peak a large bf16 training step reaches in its matmuls when
+# nothing waits: Narayanan et al. 2021 (Megatron-LM, table 1) sustain ~50-57% of
+# A100 peak per GPU on GPT models; it sets `--mfu auto`, which errs high for small
+# models whose kernels do not fill the GPU.
+KERNEL_EFFICIENCY = 0.55
 
 # (recompute, tp, pp) in the order a practitioner reaches for them.
 STRATEGIES = (("none", 1, 1), ("full", 1, 1), ("full", 8, 1), ("full", 8, 4), ("full", 8, 16))
@@ -60,6 +67,13 @@ def plan_training(target, *, gpu: str, seq_len=None, batch=1, dtype: str = "bf16
     return best
 
 
+def auto_mfu(comm: Communication) -> float:
+    """MFU from the step's shape: kernel efficiency, slowed by communication that
+    cannot hide behind compute and by the pipeline bubble."""
+    busy = comm.compute_seconds / (comm.compute_seconds + comm.exposed_seconds)
+    return KERNEL_EFFICIENCY * busy * (1 - comm.bubble_fraction)
+
+
 def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, seq_len=None, batch=1,
              dtype: str = "bf16", usd_per_hour=None, comm_file=None) -> EstimateReport:
     """Everything at once: params, FLOPs per step, a plan that fits, GPU-hours and dollars.
@@ -76,6 +90,27 @@ def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, 
     memory = plan.pop("memory")
     n_gpus = parse_positive_int(gpus, what="--gpus") if gpus is not None else (plan["gpus"] or 1)
     budget = tokens if tokens is not None else CHINCHILLA_TOKENS_PER_PARAM * params.total
+    comm, extra = None, []
+    auto = str(mfu).lower() == "auto"
+    if plan["gpus"]:
+        from paramcalc.network import build
+
+        link = None
+        if comm_file is not None:
+            from paramcalc.torchref.collectives import link_bandwidth
+
+            link = link_bandwidth(comm_file)
+            extra.append(f"communication at the measured bus bandwidth {link / 1e9:,.1f} GB/s ({comm_file})")
+        comm = step_communication(build(spec), Pass(batch, seq), gpu=gpu, dp=plan["dp"], tp=plan["tp"], pp=plan["pp"],
+                                  zero=plan["zero"], micro_batches=plan["pp"], dtype=dtype,
+                                  mfu=KERNEL_EFFICIENCY if auto else float(mfu), link_bandwidth=link)
+    if auto:
+        if comm is None:
+            raise UserError("--mfu auto needs a plan that fits (its communication sets the MFU)", where="--mfu",
+                            fix="give an MFU such as 0.4")
+        mfu = auto_mfu(comm)
+        extra.append(f"MFU {mfu:.3f} estimated: {KERNEL_EFFICIENCY} of peak in matmuls x compute / (compute + "
+                     f"exposed communication) x (1 - pipeline bubble); a measured MFU (bench --calibration-out) is better")
     c = estimate_cost(spec, tokens=budget, gpu=gpu, gpus=n_gpus, mfu=mfu, seq_len=seq, batch=batch, dtype=dtype,
                       usd_per_hour=usd_per_hour)
     gpu_name = c.gpu
@@ -89,19 +124,6 @@ def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, 
     else:
         fit = f"does not fit on {MAX_GPUS:,} x {gpu_name}"
     cost = c.cost
-    comm, extra = None, []
-    if plan["gpus"]:
-        from paramcalc.network import build
-
-        link = None
-        if comm_file is not None:
-            from paramcalc.torchref.collectives import link_bandwidth
-
-            link = link_bandwidth(comm_file)
-            extra.append(f"communication at the measured bus bandwidth {link / 1e9:,.1f} GB/s ({comm_file})")
-        comm = step_communication(build(spec), Pass(batch, seq), gpu=gpu, dp=plan["dp"], tp=plan["tp"], pp=plan["pp"],
-                                  zero=plan["zero"], micro_batches=plan["pp"], dtype=dtype, mfu=cost.mfu,
-                                  link_bandwidth=link)
     verdict = (f"{human_count(params.total)} params; {fit}; {human_hours(cost.gpu_hours)} GPU-hours for "
                f"{human_count(c.tokens)} tokens at MFU {cost.mfu:.2f}"
                + (f"; {human_usd(cost.usd)}" if cost.usd is not None else ""))
