@@ -72,6 +72,10 @@ CASES = [
                                               num_decoder_layers=3, num_heads=4, feed_forward_proj="gated-gelu",
                                               tie_word_embeddings=False)),
     ("t5", "T5EncoderModel", dict(vocab_size=101, d_model=64, d_kv=8, d_ff=96, num_layers=2, num_heads=4)),
+    # explicit nulls, as real configs carry them
+    ("gemma", "GemmaForCausalLM", dict(head_dim=32, num_key_value_heads=1, hidden_activation=None, hidden_act="gelu")),
+    ("mistral", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=None, head_dim=None)),
+    ("llama", "LlamaForCausalLM", dict(num_key_value_heads=None, rope_scaling=None)),
     # attribute_map aliases and legacy keys, as transformers reads them
     ("mixtral", "MixtralForCausalLM", dict(SMALL, num_experts=6, num_experts_per_tok=2, num_key_value_heads=2)),
     ("qwen3_moe", "Qwen3MoeForCausalLM", {**{k: v for k, v in MOE_SMALL.items() if k != "num_experts"},

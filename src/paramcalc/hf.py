@@ -20,6 +20,11 @@ from paramcalc.validation import validate
 Config = dict[str, Any]
 
 
+NULLABLE = {"num_key_value_heads", "head_dim", "q_lora_rank", "sliding_window", "layer_types", "n_inner",
+            "ffn_hidden_size", "word_embed_proj_dim", "num_decoder_layers", "num_kv_heads", "moe_intermediate_size",
+            "attn_logit_softcapping", "final_logit_softcapping", "rope_parameters", "rope_scaling", "activation"}
+
+
 class _Fields:
     """Reads one config with its family's defaults; a bad type is the user's error."""
 
@@ -27,10 +32,12 @@ class _Fields:
         self.cfg, self.defaults = cfg, defaults
 
     def __call__(self, *names: str) -> Any:
-        """The first of `names` the config sets (an explicit null counts, as it
-        does for transformers), else the family default of the first name."""
+        """The first of `names` the config sets, else the family default of the
+        first name. An explicit null means "derive it" for the fields where
+        transformers derives one (NULLABLE: K/V heads, head_dim, windows, ...);
+        elsewhere it falls back to the default, as the config classes do."""
         for name in names:
-            if name in self.cfg:
+            if name in self.cfg and (self.cfg[name] is not None or name in NULLABLE):
                 return self.cfg[name]
         return self.defaults.get(names[0])
 

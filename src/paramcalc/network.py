@@ -91,7 +91,7 @@ def _build_transformer(spec: TransformerSpec) -> Network:
     rotary = 0
     if spec.position_embedding == "rope":
         d = spec.mla.qk_rope_head_dim if spec.mla else spec.attention_head_dim
-        rotary = 2 * int(d * spec.rotary_pct // 2)
+        rotary = 2 * -(-int(d * spec.rotary_pct) // 2)  # cos/sin of width 2 x ceil(rotary dims / 2) (GPT-NeoX)
     return Network(spec.name or "model", tuple(stages), rotary_dim=rotary,
                    cross_memory=spec.architecture == "encoder-decoder")
 
