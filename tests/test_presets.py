@@ -78,3 +78,19 @@ def test_the_preset_listing_reads_every_file():
                                         ("orion-14b", 14_498_703_360)])
 def test_contract_fixed_preset_meanings(name, count):
     assert resolve(name).expected_params == count
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in ("deepseek-v3", "resnet-50")])
+def test_every_transformer_preset_matches_its_instantiated_network_component_by_component(name):
+    """named_parameters() of the meta-device network, keyed like params()
+    (stage/component/.../tensor), equals the analytic breakdown key by key."""
+    net = build(resolve(name))
+    with torch.device("meta"):
+        module = net.module()
+    stage_of = {s.name.replace(".", "_"): s.name for s in net.stages}
+    counted: dict[str, int] = {}
+    for key, p in module.named_parameters():
+        stage, _index, *rest = key.split(".")
+        path = "/".join([stage_of[stage], *(r for r in rest if not r.isdigit())])
+        counted[path] = counted.get(path, 0) + p.numel()
+    assert counted == {k: v for k, v in net.params().items() if v}
