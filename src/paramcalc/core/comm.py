@@ -88,3 +88,17 @@ def step_communication(net: Network, p: Pass, *, gpu: str, dp: int = 1, tp: int 
     bubble = (pp - 1) / (micro_batches + pp - 1) if pp > 1 else 0.0
     return Communication(collectives=collectives, compute_seconds=compute, exposed_seconds=exposed,
                          bubble_fraction=bubble)
+
+
+def measured_link_bandwidth(path) -> float:
+    """The largest measured bus bandwidth in a `bench-collectives` file (bytes/s per rank)."""
+    from pathlib import Path
+
+    from paramcalc.errors import UserError
+    from paramcalc.files import load_json, require_mapping
+
+    data = require_mapping(load_json(Path(path)), str(path))
+    if data.get("kind") != "paramcalc.collectives" or not isinstance(data.get("busbw_max"), (int, float)):
+        raise UserError("not a paramcalc collectives file", where=str(path),
+                        fix="write one with `paramcalc bench-collectives --out FILE`")
+    return float(data["busbw_max"])

@@ -13,7 +13,7 @@ from pydantic import Field
 
 from paramcalc.blocks.base import Pass
 from paramcalc.catalog import load_gpu
-from paramcalc.core.comm import Communication, step_communication
+from paramcalc.core.comm import Communication, measured_link_bandwidth, step_communication
 from paramcalc.core.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost
 from paramcalc.core.count import count_params, resolve
 from paramcalc.core.flops import count_flops, default_seq_len
@@ -97,9 +97,7 @@ def estimate(target, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, 
 
         link = None
         if comm_file is not None:
-            from paramcalc.torchref.collectives import link_bandwidth
-
-            link = link_bandwidth(comm_file)
+            link = measured_link_bandwidth(comm_file)
             extra.append(f"communication at the measured bus bandwidth {link / 1e9:,.1f} GB/s ({comm_file})")
         comm = step_communication(build(spec), Pass(batch, seq), gpu=gpu, dp=plan["dp"], tp=plan["tp"], pp=plan["pp"],
                                   zero=plan["zero"], micro_batches=plan["pp"], dtype=dtype,

@@ -107,17 +107,3 @@ def launch(out: str, *, nproc: int = 2, backend: str = "gloo", max_bytes: int = 
                         fix="see the messages above (is torch installed? for nccl, are there GPUs?)")
     with open(out) as f:
         return json.load(f)
-
-
-def link_bandwidth(path) -> float:
-    """The largest measured bus bandwidth in a `bench-collectives` file (bytes/s per rank)."""
-    from pathlib import Path
-
-    from paramcalc.errors import UserError
-    from paramcalc.files import load_json, require_mapping
-
-    data = require_mapping(load_json(Path(path)), str(path))
-    if data.get("kind") != "paramcalc.collectives" or not isinstance(data.get("busbw_max"), (int, float)):
-        raise UserError("not a paramcalc collectives file", where=str(path),
-                        fix="write one with `paramcalc bench-collectives --out FILE`")
-    return float(data["busbw_max"])
