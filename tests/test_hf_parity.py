@@ -72,6 +72,10 @@ CASES = [
                                               num_decoder_layers=3, num_heads=4, feed_forward_proj="gated-gelu",
                                               tie_word_embeddings=False)),
     ("t5", "T5EncoderModel", dict(vocab_size=101, d_model=64, d_kv=8, d_ff=96, num_layers=2, num_heads=4)),
+    ("llama", "LlamaForTokenClassification", dict(num_labels=5, pad_token_id=0)),
+    ("qwen2", "Qwen2ForQuestionAnswering", dict(num_key_value_heads=2)),
+    ("bert", "BertForTokenClassification", dict(SMALL, max_position_embeddings=32, num_labels=7)),
+    ("bert", "BertForQuestionAnswering", dict(SMALL, max_position_embeddings=32)),
     # explicit nulls, as real configs carry them
     ("gemma", "GemmaForCausalLM", dict(head_dim=32, num_key_value_heads=1, hidden_activation=None, hidden_act="gelu")),
     ("mistral", "MistralForCausalLM", dict(num_key_value_heads=2, sliding_window=None, head_dim=None)),

@@ -49,10 +49,15 @@ def _head(arch: str, *, encoder: bool = False) -> dict:
         return {"head": "mlm"}
     if arch.endswith("ForSequenceClassification"):
         return {"head": "classifier"}
+    if arch.endswith("ForTokenClassification"):
+        return {"head": "token-classifier"}
+    if arch.endswith("ForQuestionAnswering"):
+        return {"head": "qa"}
     if arch.endswith("Model"):
         return {"head": "pooler" if encoder else "none"}
     raise UserError(f"unsupported architecture {arch!r}", where="architectures[0]",
-                    fix="use a *ForCausalLM, *Model, *ForMaskedLM or *ForSequenceClassification class")
+                    fix="use a *ForCausalLM, *Model, *ForMaskedLM, *ForSequenceClassification, "
+                        "*ForTokenClassification or *ForQuestionAnswering class")
 
 
 def _llama_like(f: _Fields) -> dict:
@@ -361,7 +366,7 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
     fields.update(_head(arch, encoder=fields.get("architecture") == "encoder"))
     if arch.startswith("T5Encoder"):
         fields.update(architecture="encoder", head="none", num_decoder_layers=None)
-    if fields["head"] == "classifier":
+    if fields["head"] in ("classifier", "token-classifier", "qa"):
         labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
         fields["num_labels"] = labels
     fields = {k: v for k, v in fields.items() if v is not None}

@@ -148,8 +148,9 @@ class TransformerSpec(_Spec):
     relative_attention_num_buckets: int = Field(32, gt=0, description="T5's relative position buckets")
     word_embed_proj_dim: int | None = Field(None, gt=0, description="OPT: width of the word vectors when projected")
     tie_word_embeddings: bool = Field(False, description="the LM head reuses the token embedding")
-    head: Literal["lm", "mlm", "pooler", "classifier", "none"] = Field(
-        "lm", description="lm: logits per token; mlm: BERT's MLM head; pooler: BERT's pooler; classifier: a score layer")
+    head: Literal["lm", "mlm", "pooler", "classifier", "token-classifier", "qa", "none"] = Field(
+        "lm", description="lm: logits per token; mlm: BERT's MLM head; pooler: BERT's pooler; classifier: a sequence "
+                          "score layer; token-classifier: labels per token; qa: span start/end logits")
     num_labels: int = Field(2, gt=0, description="outputs of a classifier head")
     sliding_window: int | None = Field(None, gt=0, description="attention window of sliding layers")
     layer_types: tuple[Literal["full_attention", "sliding_attention"], ...] | None = Field(
