@@ -247,6 +247,7 @@ def falcon(f: _Fields) -> dict:
             "intermediate_size": f("ffn_hidden_size") or 4 * h, "hidden_act": f("activation") or "gelu",
             "mlp": "plain", "mlp_bias": bias, "qkv_bias": bias, "o_bias": bias, "norm": "layernorm",
             "layout": layout, "position_embedding": "alibi" if f("alibi") else "rope",
+            "fused_qkv": bool(f("alibi")),  # without rotary, q and k stay views of query_key_value's output
             "max_position_embeddings": f("max_position_embeddings"), "tie_word_embeddings": f("tie_word_embeddings"),
             "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout"), "softmax_fp32": False}
 
