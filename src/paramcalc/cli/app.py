@@ -71,6 +71,10 @@ def memory(target: TargetArg,
            recompute: str = typer.Option("none", help="none | selective | full"),
            attention: str = typer.Option("eager", help="eager (keeps s x s probabilities) | flash"),
            gpu: Optional[str] = typer.Option(None, help="say whether it fits on this GPU"),
+           context_gib: str = typer.Option("0.5", "--context-gib",
+                                           help="calibrate: CUDA context and library workspaces per GPU, GiB"),
+           fragmentation: str = typer.Option("0.05", "--fragmentation",
+                                             help="calibrate: allocator slack as a share of the tensors"),
            lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None,
            json: JsonOpt = False) -> None:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads."""
@@ -79,6 +83,7 @@ def memory(target: TargetArg,
     emit(estimate_memory(target, mode=mode, seq_len=seq_len, batch=batch, dtype=dtype, kv_dtype=kv_dtype,
                          precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
                          sequence_parallel=sp, recompute=recompute, attention=attention, gpu=gpu,
+                         context_bytes=_gib(context_gib, "--context-gib"), fragmentation=fragmentation,
                          lora_rank=lora_rank, lora_targets=lora_targets),
          json, _render("memory"))
 
@@ -331,6 +336,15 @@ def sweep(target: TargetArg, figure: str = typer.Option("memory", help="memory (
 
         write(report, plot)
     emit(report, json, _render("sweep"))
+
+
+def _gib(text: str, flag: str) -> int:
+    from paramcalc.units import GIB, parse_number
+
+    value = parse_number(text, what=flag)
+    if value < 0:
+        raise UserError(f"{flag} must be >= 0, got {text!r}")
+    return int(value * GIB)
 
 
 def _render(name: str):

@@ -85,6 +85,10 @@ def memory(report) -> None:
             table.add_row(label, "unknown", "unknown", "-")
         elif value or label in ("weights", "activations"):
             table.add_row(label, f"{value:,}", units.human_bytes(value), units.percent(value, total))
+    for key, value in report.breakdown.items():
+        if key.startswith("overhead/") and value:
+            table.add_row(f"  [dim]{key.split('/', 1)[1].replace('_', ' ')}[/dim]", f"[dim]{value:,}[/dim]",
+                          f"[dim]{units.human_bytes(value)}[/dim]", "")
     table.add_row("[bold]model states[/bold]", f"{m.model_states_per_gpu:,}", units.human_bytes(m.model_states_per_gpu),
                   units.percent(m.model_states_per_gpu, total))
     table.add_row("[bold]total per GPU[/bold]", _exact(m.total_per_gpu), units.human_bytes(m.total_per_gpu), "")

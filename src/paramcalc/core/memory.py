@@ -213,7 +213,8 @@ def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype
                     kv_dtype: str | None = None, precision: str | None = None, optimizer: str = "adamw", zero=0, dp=1,
                     tp=1, pp=1, sequence_parallel: bool = False, recompute: str = "none",
                     attention: str = "eager", gpu: str | None = None, lora_rank=None,
-                    lora_targets: str | None = None) -> MemoryReport:
+                    lora_targets: str | None = None, context_bytes=CUDA_CONTEXT,
+                    fragmentation=FRAGMENTATION) -> MemoryReport:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads.
 
     >>> estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2).memory.kv_cache
@@ -270,18 +271,17 @@ def estimate_memory(target, *, mode: str = "train", seq_len=None, batch=1, dtype
     total = None
     if activations is not None:
         tensors = states + activations + (kv or 0)
-        overhead = CUDA_CONTEXT + (NCCL_BUFFERS if setup.world > 1 else 0) + int(FRAGMENTATION * tensors)
-        if setup.mode == "train" and isinstance(spec, TransformerSpec):
-            logits = net.stages[-1].block.output_elements(p)
-            overhead += _ceil(4 * logits, setup.tp)  # fp32 logits gradient in backward
+        terms = _overheads(net, p, setup, tensors, context_bytes, fragmentation)
+        breakdown.update({f"overhead/{k}": v for k, v in terms.items()})
+        overhead = sum(terms.values())
         total = tensors + overhead
     fits = _fits(gpu, total)
     if fits:
         def total_at(b: int) -> int:
             return estimate_memory(spec, mode=mode, seq_len=p.seq, batch=b, dtype=dtype, kv_dtype=kv_dtype,
                                    precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
-                                   sequence_parallel=sequence_parallel, recompute=recompute,
-                                   attention=attention).memory.total_per_gpu
+                                   sequence_parallel=sequence_parallel, recompute=recompute, attention=attention,
+                                   context_bytes=context_bytes, fragmentation=fragmentation).memory.total_per_gpu
 
         fits["gpus"] = setup.world
         fits["max_batch"] = _largest_batch(total_at, fits["gpu_bytes"])
@@ -321,6 +321,28 @@ def _layers_working_set(net: Network, p: Pass, s: Setup) -> int:
     sizes = [b.in_bytes(p, a) * (1 + (b.kind == "residual")) + b.out_bytes(p, a)
              for b in (st.block for st in net.stages) if isinstance(b, Shaped)]
     return max(sizes, default=0)
+
+
+def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slack: float) -> Breakdown:
+    """The per-GPU peak beyond the tensors, as named terms (the first two calibratable):
+    the CUDA context, allocator fragmentation, NCCL's buffers, the fp32 logits
+    gradient backward materialises, and ZeRO-3's gathered parameters: DeepSpeed's
+    estimator keeps 4 bytes per parameter of the largest layer (its 16-bit weights
+    and gradients); prefetching the next layer adds its weights again."""
+    from paramcalc.units import parse_number
+
+    context, slack = int(parse_number(context, what="--context-gib")), float(parse_number(slack, what="--fragmentation"))
+    if context < 0 or not 0 <= slack < 1:
+        raise UserError("overheads must be >= 0 bytes and a fragmentation share in [0, 1)", where="--fragmentation")
+    out = {"cuda_context": context, "fragmentation": int(slack * tensors)}
+    if s.world > 1:
+        out["nccl_buffers"] = NCCL_BUFFERS
+    if s.mode == "train":
+        out["logits_gradient"] = _ceil(4 * net.stages[-1].block.output_elements(p), s.tp)
+        if s.zero >= 3 and s.dp > 1:
+            largest = max(sum(stage.block.params().values()) for stage in net.stages)
+            out["zero3_gathered"] = _ceil(3 * int(DTYPE_BYTES[s.dtype]) * largest, s.tp * s.pp)
+    return out
 
 
 def _largest_batch(total_at, capacity: int, limit: int = 2**20) -> int:
