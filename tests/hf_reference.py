@@ -52,19 +52,10 @@ def hf_flops(cfg: dict, seq: int, batch: int = 1, device: str = "meta") -> tuple
 def hf_saved_bytes(cfg: dict, seq: int, batch: int = 1) -> int:
     """CONTRACT.md's activation truth: bytes autograd saves in one training
     forward with labels (bf16, eager attention, meta device), each storage once,
-    parameters' storages excluded, seen through saved_tensors_hooks."""
+    parameters' storages excluded (buffers such as BERT's position ids count)."""
+    from saved_bytes import saved_bytes
+
     model = hf_model(cfg, dtype=torch.bfloat16, experts=None)  # transformers' default experts path
     model.train()
-    weights = {p.untyped_storage()._cdata for p in model.parameters()}
-    seen: dict[int, int] = {}
-
-    def pack(t):
-        storage = t.untyped_storage()
-        if storage._cdata not in weights:
-            seen.setdefault(storage._cdata, storage.nbytes())
-        return t
-
     ids = torch.zeros(batch, seq, dtype=torch.long, device="meta")
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids, labels=ids)
-    return sum(seen.values())
+    return saved_bytes(model, buffers=True, input_ids=ids, labels=ids)

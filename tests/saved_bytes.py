@@ -1,14 +1,16 @@
 """CONTRACT.md's activation truth for any torch module: the bytes autograd
 saves in one training forward (with the loss where given), each storage once,
-parameters and buffers excluded, seen through saved_tensors_hooks."""
+parameters excluded (and buffers, unless `buffers=True` keeps them, as the
+transformers reference measurement does), seen through saved_tensors_hooks."""
 
 from __future__ import annotations
 
 import torch
 
 
-def saved_bytes(module, *inputs, loss=None, **kwargs) -> int:
-    state = {t.untyped_storage()._cdata for t in [*module.parameters(), *module.buffers()]}
+def saved_bytes(module, *inputs, loss=None, buffers: bool = False, **kwargs) -> int:
+    owned = [*module.parameters(), *([] if buffers else module.buffers())]
+    state = {t.untyped_storage()._cdata for t in owned}
     seen: dict[int, int] = {}
 
     def pack(t):
