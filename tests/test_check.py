@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli import run
+from cli import assert_user_error, run
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
 LLAMA_8B = 8_030_261_248  # llama-3.1-8b, pinned by test_presets
@@ -42,13 +42,6 @@ def budget(**fields) -> str:
 
 def limits(doc: dict, i: int = 0) -> dict:
     return {x["limit"]: x for x in doc["results"][i]["limits"]}
-
-
-def assert_user_error(r, *fragments):
-    assert r.code == 2, (r.code, r.out, r.err)
-    assert "Traceback" not in r.out + r.err
-    for fragment in fragments:
-        assert fragment in r.err, r.err
 
 
 # ---------------------------------------------------------------- pass, fail and exit codes

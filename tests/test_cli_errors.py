@@ -5,14 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from cli import run
-
-
-def assert_user_error(r, *fragments):
-    assert r.code == 2, (r.code, r.out, r.err)
-    assert "Traceback" not in r.out + r.err
-    for fragment in fragments:
-        assert fragment in r.err, r.err
+from cli import assert_user_error, run
 
 
 def test_missing_file(tmp_path):

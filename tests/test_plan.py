@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cli import run
+from cli import assert_user_error, run
 from paramcalc.core.cost import estimate_cost
 from paramcalc.core.flops import count_flops
 from paramcalc.core.memory import estimate_memory
@@ -39,13 +39,6 @@ def plan(tmp_path: Path, *stages: dict, **top) -> object:
 
 def forward(target: str, seq: int, batch: int = 1) -> int:
     return count_flops(target, seq_len=seq, batch=batch).flops.forward
-
-
-def assert_user_error(r, *fragments):
-    assert r.code == 2, (r.code, r.out, r.err)
-    assert "Traceback" not in r.out + r.err
-    for fragment in fragments:
-        assert fragment in r.err, r.err
 
 
 # ---------------------------------------------------------------- the training plan of one stage
