@@ -63,6 +63,36 @@ qk_norm: true
 tie_word_embeddings: true
 """
 
+TINY_OLMO2 = """\
+name: tiny-olmo2
+vocab_size: 128
+hidden_size: 64
+intermediate_size: 96
+num_hidden_layers: 2
+num_attention_heads: 4
+num_key_value_heads: 2
+layout: reordered
+qk_norm: true
+qk_norm_over: projection
+rmsnorm_style: olmo2
+"""
+
+TINY_GPTJ = """\
+name: tiny-gptj
+vocab_size: 128
+hidden_size: 64
+intermediate_size: 256
+num_hidden_layers: 2
+num_attention_heads: 4
+hidden_act: gelu_new
+mlp: plain
+mlp_bias: true
+norm: rmsnorm
+layout: parallel-shared
+lm_head_bias: true
+scores_fp32: true
+"""
+
 QUICK = {"warmup": 0, "steps": 1, "device": "cpu"}
 
 
@@ -80,7 +110,8 @@ def figures(report) -> dict:
     return {c.figure: c for c in report.bench.checks}
 
 
-@pytest.mark.parametrize("text", [TINY_LLAMA, TINY_GPT2, TINY_QWEN3], ids=["llama", "gpt2", "qwen3-mqa"])
+@pytest.mark.parametrize("text", [TINY_LLAMA, TINY_GPT2, TINY_QWEN3, TINY_OLMO2, TINY_GPTJ],
+                         ids=["llama", "gpt2", "qwen3-mqa", "olmo2", "gptj-fp32-scores"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.parametrize("batch", ["1", "2"])
 def test_eager_layers_match_the_prediction_exactly_in_flops_and_saved_bytes(spec, text, dtype, batch):

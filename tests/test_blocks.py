@@ -25,7 +25,8 @@ ATTENTIONS = [
     Attention(H, 4, 4, 12),  # MHA
     Attention(H, 4, 2, 12, qkv_bias=True),  # GQA, Qwen2's q/k/v-only bias
     Attention(H, 6, 1, 16, qkv_bias=True, o_bias=True),  # MQA, head_dim != h/n
-    Attention(H, 4, 2, 20, qk_norm=True, window=3),  # Qwen3 q/k norms; a sliding window
+    Attention(H, 4, 2, 20, q_norm=Norm(20), k_norm=Norm(20), window=3),  # Qwen3 q/k norms; a sliding window
+    Attention(H, 4, 2, 20, q_norm=Norm(80), k_norm=Norm(40)),  # OLMo 2: norms over the whole projections
     Attention(H, 4, 4, 12, causal=False, relative_buckets=32),  # T5's first encoder layer
 ]
 MLAS = [LatentAttention(H, 4, 16, 8, 8, 4, 6), LatentAttention(H, 3, None, 8, 8, 4, 10, bias=True)]

@@ -19,6 +19,11 @@ EXPECTED = json.loads((DATA / "expected.json").read_text())
 
 SMALL = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4)
 MOE_SMALL = dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=40)
+MLA_SMALL = dict(SMALL, moe_intermediate_size=40, n_routed_experts=4, num_experts_per_tok=2, kv_lora_rank=8,
+                 qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8)
+DISTIL_SMALL = dict(vocab_size=101, dim=64, hidden_dim=96, n_layers=2, n_heads=4, max_position_embeddings=34)
+NEO_SMALL = dict(vocab_size=101, hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
+                 window_size=4, max_position_embeddings=32)
 
 # (model_type, architecture, overrides): the variants each family's fields allow.
 CASES = [
@@ -104,11 +109,49 @@ CASES = [
                                                   q_lora_rank=None, kv_lora_rank=8, qk_rope_head_dim=4,
                                                   qk_nope_head_dim=8, v_head_dim=12, n_group=1, topk_group=1,
                                                   num_key_value_heads=4)),
+    ("deepseek_v2", "DeepseekV2ForCausalLM", dict(MLA_SMALL, q_lora_rank=16, n_shared_experts=1, first_k_dense_replace=1)),
+    ("deepseek_v2", "DeepseekV2ForCausalLM", dict(MLA_SMALL, q_lora_rank=None, n_shared_experts=2, v_head_dim=12)),
+    # encoders beyond BERT
+    ("roberta", "RobertaForMaskedLM", dict(SMALL, max_position_embeddings=34)),
+    ("roberta", "RobertaModel", dict(SMALL, max_position_embeddings=34)),
+    ("roberta", "RobertaForSequenceClassification", dict(SMALL, max_position_embeddings=34, num_labels=3)),
+    ("xlm-roberta", "XLMRobertaForMaskedLM", dict(SMALL, max_position_embeddings=34, type_vocab_size=1)),
+    ("distilbert", "DistilBertForMaskedLM", DISTIL_SMALL),
+    ("distilbert", "DistilBertForMaskedLM", dict(DISTIL_SMALL, dropout=0.0, attention_dropout=0.0)),
+    ("distilbert", "DistilBertModel", DISTIL_SMALL),
+    ("distilbert", "DistilBertForSequenceClassification", dict(DISTIL_SMALL, num_labels=4)),
+    ("distilbert", "DistilBertForQuestionAnswering", DISTIL_SMALL),
+    ("mt5", "MT5ForConditionalGeneration", dict(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_heads=4,
+                                                tie_word_embeddings=False)),
+    # decoders: parallel blocks, biased heads, other norms
+    ("phi", "PhiForCausalLM", {}),
+    ("phi", "PhiForCausalLM", dict(qk_layernorm=True, num_key_value_heads=2, partial_rotary_factor=0.4)),
+    ("phi", "PhiForCausalLM", dict(resid_pdrop=0.1, embd_pdrop=0.1, attention_dropout=0.1)),
+    ("gptj", "GPTJForCausalLM", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, rotary_dim=8)),
+    ("gptj", "GPTJForCausalLM", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, rotary_dim=8, n_inner=80,
+                                     resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)),
+    ("gpt_neo", "GPTNeoForCausalLM", dict(NEO_SMALL)),
+    ("gpt_neo", "GPTNeoForCausalLM", dict(NEO_SMALL, intermediate_size=80, resid_dropout=0.1, embed_dropout=0.1,
+                                          attention_dropout=0.1)),
+    ("starcoder2", "Starcoder2ForCausalLM", dict(num_key_value_heads=2)),
+    ("starcoder2", "Starcoder2ForCausalLM", dict(num_key_value_heads=2, use_bias=False, sliding_window=4,
+                                                 residual_dropout=0.1, embedding_dropout=0.1, attention_dropout=0.1)),
+    ("gemma3_text", "Gemma3ForCausalLM", dict(num_key_value_heads=2, head_dim=32, sliding_window=4, num_hidden_layers=7)),
+    ("olmo", "OlmoForCausalLM", dict(num_key_value_heads=2)),
+    ("olmo2", "Olmo2ForCausalLM", dict(num_key_value_heads=2)),
+    ("granite", "GraniteForCausalLM", dict(num_key_value_heads=2, embedding_multiplier=12.0, residual_multiplier=0.22,
+                                           logits_scaling=8.0, attention_multiplier=0.0078)),
+    ("falcon", "FalconForCausalLM", dict(SMALL, hidden_dropout=0.1, attention_dropout=0.1)),
+    ("falcon", "FalconForCausalLM", dict(SMALL, hidden_dropout=0.1, attention_dropout=0.1, parallel_attn=False,
+                                         multi_query=False)),
+    ("falcon", "FalconForCausalLM", dict(SMALL, hidden_dropout=0.1, attention_dropout=0.1, alibi=True, multi_query=False)),
+    # an encoder family's causal-LM class keeps its MLM head
+    ("bert", "BertLMHeadModel", dict(SMALL, max_position_embeddings=32, is_decoder=True)),
 ]
 
 
 def case_config(model_type: str, arch: str, overrides: dict) -> dict:
-    base = {} if model_type in ("gpt2", "opt", "bloom", "t5") else SMALL
+    base = {} if model_type in ("gpt2", "opt", "bloom", "t5", "mt5", "gptj", "gpt_neo", "distilbert") else SMALL
     return {"model_type": model_type, "architectures": [arch], **base, **overrides}
 
 

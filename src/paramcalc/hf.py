@@ -44,7 +44,9 @@ class _Fields:
 
 def _head(arch: str, *, encoder: bool = False) -> dict:
     if arch.endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")):
-        return {"head": "lm"}
+        # an encoder family's causal-LM class (BertLMHeadModel, RobertaForCausalLM)
+        # keeps the MLM head: transform + LayerNorm + tied decoder
+        return {"head": "mlm" if encoder else "lm"}
     if arch.endswith("ForMaskedLM"):
         return {"head": "mlm"}
     if arch.endswith("ForSequenceClassification"):
@@ -177,6 +179,19 @@ def gemma2(f: _Fields) -> dict:
             "attn_logit_softcapping": f("attn_logit_softcapping"), "final_logit_softcapping": f("final_logit_softcapping")}
 
 
+GEMMA3_TEXT = dict(GEMMA2, vocab_size=262208, max_position_embeddings=131072, attn_logit_softcapping=None,
+                   final_logit_softcapping=None, sliding_window_pattern=6)
+
+
+def gemma3_text(f: _Fields) -> dict:
+    # Gemma 3's text model: Gemma 2's sandwich norms plus q/k RMSNorms over
+    # head_dim; five sliding layers to one global unless layer_types says otherwise.
+    layers, pattern = f("num_hidden_layers"), f("sliding_window_pattern")
+    if f("layer_types") is None:
+        f.defaults["layer_types"] = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers)]
+    return {**gemma2(f), "qk_norm": True}
+
+
 PHI3 = dict(LLAMA, vocab_size=32064, hidden_size=3072, intermediate_size=8192, num_hidden_layers=32,
             num_attention_heads=32, max_position_embeddings=4096, sliding_window=None)
 
@@ -184,6 +199,47 @@ PHI3 = dict(LLAMA, vocab_size=32064, hidden_size=3072, intermediate_size=8192, n
 def phi3(f: _Fields) -> dict:
     # Fused qkv_proj and gate_up_proj: the same weights as separate q/k/v and gate/up.
     return {**_llama_like(f), **_sliding(f, f("num_hidden_layers"))}
+
+
+GRANITE = dict(LLAMA)
+
+
+def granite(f: _Fields) -> dict:
+    # Llama's shapes; the embedding, residual, attention and logit multipliers carry no parameters.
+    return llama(f)
+
+
+OLMO = dict(LLAMA, vocab_size=50304, pad_token_id=1, attention_dropout=0.0)
+
+
+def olmo(f: _Fields) -> dict:
+    # OLMo (modeling_olmo): LayerNorm with neither weight nor bias, computed in fp32.
+    return {**llama(f), "norm": "layernorm", "norm_affine": False, "layernorm_fp32": True,
+            "attention_dropout": f("attention_dropout")}
+
+
+OLMO2 = OLMO
+
+
+def olmo2(f: _Fields) -> dict:
+    # OLMo 2 (OLMo et al. 2024, sec. 3.2): RMSNorm on each sublayer's output
+    # before the residual add, and on the whole q and k projections.
+    return {**llama(f), "layout": "reordered", "qk_norm": True, "qk_norm_over": "projection",
+            "rmsnorm_style": "olmo2", "attention_dropout": f("attention_dropout")}
+
+
+STARCODER2 = dict(LLAMA, vocab_size=49152, hidden_size=3072, intermediate_size=12288, num_hidden_layers=30,
+                  num_attention_heads=24, num_key_value_heads=2, hidden_act="gelu_pytorch_tanh",
+                  max_position_embeddings=4096, sliding_window=None, use_bias=True, tie_word_embeddings=True,
+                  attention_dropout=0.0, residual_dropout=0.0, embedding_dropout=0.0)
+
+
+def starcoder2(f: _Fields) -> dict:
+    # StarCoder2 (modeling_starcoder2): LayerNorm, a plain GELU MLP (c_fc, c_proj), use_bias on every linear.
+    bias = bool(f("use_bias"))
+    return {**_llama_like(f), "mlp": "plain", "mlp_bias": bias, "qkv_bias": bias, "o_bias": bias, "norm": "layernorm",
+            **_sliding(f, f("num_hidden_layers")), "attention_dropout": f("attention_dropout"),
+            "hidden_dropout": f("residual_dropout"), "embedding_dropout": f("embedding_dropout")}
 
 
 GPT2 = dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12, activation_function="gelu_new",
@@ -203,17 +259,19 @@ def gpt2(f: _Fields) -> dict:
 
 
 def _rotary_pct(f: _Fields) -> float:
-    """GPT-NeoX: rotary_pct, or rope_parameters' partial_rotary_factor in newer configs."""
+    """The rotated share of head_dim: rope_parameters' partial_rotary_factor in
+    newer configs, else a top-level partial_rotary_factor (Phi) or rotary_pct
+    (GPT-NeoX), else the family's default."""
     rope = f("rope_parameters") or {}
     if isinstance(rope, dict) and rope.get("partial_rotary_factor"):
         return rope["partial_rotary_factor"]
-    return f("rotary_pct") or 1.0
+    return f("partial_rotary_factor", "rotary_pct") or 1.0
 
 
 GPT_NEOX = dict(vocab_size=50432, hidden_size=6144, num_hidden_layers=44, num_attention_heads=64,
                 intermediate_size=24576, hidden_act="gelu", max_position_embeddings=2048, use_parallel_residual=True,
                 attention_bias=True, tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0,
-                rotary_pct=0.25)
+                partial_rotary_factor=0.25)
 
 
 def gpt_neox(f: _Fields) -> dict:
@@ -223,6 +281,63 @@ def gpt_neox(f: _Fields) -> dict:
             "layout": "parallel" if f("use_parallel_residual") else "pre", "rotary_pct": _rotary_pct(f),
             "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout"),
             "embedding_dropout": f("hidden_dropout")}
+
+
+PHI = dict(LLAMA, vocab_size=51200, hidden_size=2048, intermediate_size=8192, num_hidden_layers=24,
+           num_attention_heads=32, hidden_act="gelu_new", tie_word_embeddings=False, qk_layernorm=False,
+           resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0, partial_rotary_factor=0.5)
+
+
+def phi(f: _Fields) -> dict:
+    # Phi-1/1.5/2 (modeling_phi): one LayerNorm feeds attention and MLP in parallel
+    # (GPT-J's layout), biases everywhere including the LM head, partial rotary;
+    # qk_layernorm adds a LayerNorm over head_dim on queries and keys.
+    return {**_llama_like(f), "mlp": "plain", "mlp_bias": True, "qkv_bias": True, "o_bias": True,
+            "norm": "layernorm", "layout": "parallel-shared", "lm_head_bias": True, "qk_norm": bool(f("qk_layernorm")),
+            "rotary_pct": _rotary_pct(f), "attention_dropout": f("attention_dropout"),
+            "hidden_dropout": f("resid_pdrop"), "embedding_dropout": f("embd_pdrop")}
+
+
+GPT_NEO = dict(vocab_size=50257, max_position_embeddings=2048, hidden_size=2048, num_layers=24, num_heads=16,
+               attention_types=[[["global", "local"], 12]], window_size=256, activation_function="gelu_new",
+               resid_dropout=0.0, embed_dropout=0.0, attention_dropout=0.0, tie_word_embeddings=True)
+
+
+def gpt_neo(f: _Fields) -> dict:
+    # GPT-Neo (modeling_gpt_neo): GPT-2's learned positions and plain MLP; q/k/v
+    # without bias, out_proj with; scores in fp32; attention_types alternates
+    # global and local (window_size) layers.
+    h = f("hidden_size")
+    kinds = [kind for group, repeat in f("attention_types") for _ in range(repeat) for kind in group]
+    return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("num_layers", "num_hidden_layers"),
+            "num_attention_heads": f("num_heads", "num_attention_heads"), "intermediate_size": f("intermediate_size") or 4 * h,
+            "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "o_bias": True,
+            "norm": "layernorm", "position_embedding": "learned", "max_position_embeddings": f("max_position_embeddings"),
+            "sliding_window": f("window_size") if "local" in kinds else None,
+            "layer_types": tuple("sliding_attention" if k == "local" else "full_attention" for k in kinds)
+            if "local" in kinds else None,
+            "scores_fp32": True, "tie_word_embeddings": f("tie_word_embeddings"),
+            "attention_dropout": f("attention_dropout"), "hidden_dropout": f("resid_dropout"),
+            "embedding_dropout": f("embed_dropout")}
+
+
+GPTJ = dict(vocab_size=50400, n_positions=2048, n_embd=4096, n_layer=28, n_head=16, rotary_dim=64,
+            activation_function="gelu_new", resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False)
+
+
+def gptj(f: _Fields) -> dict:
+    # GPT-J (modeling_gptj): ln_1 feeds attention and MLP in parallel; q/k/v/out
+    # have no bias, fc_in/fc_out and the LM head do; rotary on rotary_dim dims.
+    h, n = f("n_embd", "hidden_size"), f("n_head", "num_attention_heads")
+    rotary = f("rotary_dim")
+    return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("n_layer", "num_hidden_layers"),
+            "num_attention_heads": n, "intermediate_size": f("n_inner") or 4 * h,
+            "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "norm": "layernorm",
+            "layout": "parallel-shared", "lm_head_bias": True, "rotary_pct": min(1.0, rotary / (h // n)) if rotary else 1.0,
+            "scores_fp32": True,
+            "max_position_embeddings": f("n_positions", "max_position_embeddings"),
+            "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attn_pdrop"),
+            "hidden_dropout": f("resid_pdrop"), "embedding_dropout": f("embd_pdrop")}
 
 
 FALCON = dict(vocab_size=65024, hidden_size=4544, num_hidden_layers=32, num_attention_heads=71,
@@ -249,7 +364,12 @@ def falcon(f: _Fields) -> dict:
             "layout": layout, "position_embedding": "alibi" if f("alibi") else "rope",
             "fused_qkv": bool(f("alibi")),  # without rotary, q and k stay views of query_key_value's output
             "max_position_embeddings": f("max_position_embeddings"), "tie_word_embeddings": f("tie_word_embeddings"),
-            "attention_dropout": f("attention_dropout"), "hidden_dropout": f("hidden_dropout"), "softmax_fp32": False}
+            # modeling_falcon drops attention probabilities on its ALiBi path only
+            "attention_dropout": f("attention_dropout") if f("alibi") else 0.0,
+            "hidden_dropout": f("hidden_dropout"), "softmax_fp32": False,
+            # modeling_falcon drops the MLP output (or the parallel sum) with hidden_dropout, and a
+            # sequential attention output with attention_dropout
+            "attention_output_dropout": layout == "pre" and bool(f("attention_dropout"))}
 
 
 OPT = dict(vocab_size=50272, hidden_size=768, num_hidden_layers=12, ffn_dim=3072, max_position_embeddings=2048,
@@ -303,6 +423,34 @@ def bert(f: _Fields) -> dict:
             "softmax_fp32": False}
 
 
+DISTILBERT = dict(vocab_size=30522, max_position_embeddings=512, n_layers=6, n_heads=12, dim=768, hidden_dim=3072,
+                  activation="gelu", dropout=0.1, attention_dropout=0.1, tie_word_embeddings=True)
+
+
+def distilbert(f: _Fields) -> dict:
+    # DistilBERT (Sanh et al. 2019): BERT's post-norm layers without token types;
+    # *Model has no pooler, the classifier's pre_classifier + classifier match BERT's
+    # pooler + classifier. Sinusoidal positions are still an (untrained) table.
+    fields = {**bert(f), "hidden_size": f("dim", "hidden_size"), "num_hidden_layers": f("n_layers", "num_hidden_layers"),
+              "num_attention_heads": f("n_heads", "num_attention_heads"), "intermediate_size": f("hidden_dim"),
+              "hidden_act": f("activation"), "type_vocab_size": 0, "attention_dropout": f("attention_dropout"),
+              "attention_output_dropout": False,
+              "hidden_dropout": f("dropout"), "embedding_dropout": f("dropout")}
+    return fields
+
+
+ROBERTA = dict(BERT, vocab_size=50265)
+XLM_ROBERTA = dict(BERT, vocab_size=30522)
+
+
+def roberta(f: _Fields) -> dict:
+    # BERT's layers and heads. Positions start at pad_token_id + 1 but the table
+    # keeps max_position_embeddings rows (514 in roberta-base's config), so the
+    # count needs nothing new; the classification head (dense + out_proj on <s>)
+    # has the same shapes as BERT's pooler + classifier.
+    return bert(f)
+
+
 T5 = dict(vocab_size=32128, d_model=512, d_kv=64, d_ff=2048, num_layers=6, num_heads=8,
           relative_attention_num_buckets=32, feed_forward_proj="relu", tie_word_embeddings=True, dropout_rate=0.1)
 
@@ -323,6 +471,10 @@ def t5(f: _Fields) -> dict:
             "embedding_dropout": f("dropout_rate"), "mlp_inner_dropout": True, "softmax_fp32": False}
 
 
+# mT5 (Xue et al. 2021): T5 v1.1's layers over a 250k vocabulary; transformers 5 ties its head too.
+MT5 = dict(T5, vocab_size=250112, d_ff=1024, num_layers=8, num_heads=6, feed_forward_proj="gated-gelu")
+
+
 DEEPSEEK_V3 = dict(LLAMA, vocab_size=129280, hidden_size=7168, intermediate_size=18432, moe_intermediate_size=2048,
                    num_hidden_layers=61, num_attention_heads=128, num_key_value_heads=128, n_shared_experts=1,
                    n_routed_experts=256, kv_lora_rank=512, q_lora_rank=1536, qk_rope_head_dim=64, v_head_dim=128,
@@ -341,12 +493,25 @@ def deepseek_v3(f: _Fields) -> dict:
     return {**_llama_like(f), "head_dim": None, "qkv_bias": bool(f("attention_bias")), "moe": moe, "mla": mla}
 
 
+DEEPSEEK_V2 = dict(LLAMA, vocab_size=102400, moe_intermediate_size=1407, n_shared_experts=2, n_routed_experts=64,
+                   kv_lora_rank=512, q_lora_rank=1536, qk_rope_head_dim=64, v_head_dim=128, qk_nope_head_dim=128,
+                   first_k_dense_replace=0)
+
+
+def deepseek_v2(f: _Fields) -> dict:
+    # DeepSeek-V2 (DeepSeek-AI 2024, sec. 2): V3's MLA and shared + routed experts, and a plain softmax router.
+    return deepseek_v3(f)
+
+
 FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
     "llama": (llama, LLAMA), "mistral": (mistral, MISTRAL), "mixtral": (mixtral, MIXTRAL), "qwen2": (qwen2, QWEN2),
     "qwen2_moe": (qwen2_moe, QWEN2_MOE), "qwen3": (qwen3, QWEN3), "qwen3_moe": (qwen3_moe, QWEN3_MOE),
-    "gemma": (gemma, GEMMA), "gemma2": (gemma2, GEMMA2), "phi3": (phi3, PHI3), "gpt2": (gpt2, GPT2),
+    "gemma": (gemma, GEMMA), "gemma2": (gemma2, GEMMA2), "gemma3_text": (gemma3_text, GEMMA3_TEXT), "phi3": (phi3, PHI3), "phi": (phi, PHI), "granite": (granite, GRANITE), "olmo": (olmo, OLMO), "olmo2": (olmo2, OLMO2),
+    "starcoder2": (starcoder2, STARCODER2), "gptj": (gptj, GPTJ), "gpt_neo": (gpt_neo, GPT_NEO), "gpt2": (gpt2, GPT2),
     "gpt_neox": (gpt_neox, GPT_NEOX), "falcon": (falcon, FALCON), "opt": (opt, OPT), "bloom": (bloom, BLOOM),
-    "bert": (bert, BERT), "t5": (t5, T5), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
+    "bert": (bert, BERT), "roberta": (roberta, ROBERTA), "distilbert": (distilbert, DISTILBERT),
+    "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
+    "deepseek_v2": (deepseek_v2, DEEPSEEK_V2),
 }
 
 
@@ -365,6 +530,8 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
         raise UserError(f"a field has the wrong type ({e})", where=where,
                         fix="compare with the model's config.json on the Hugging Face hub") from None
     fields.update(_head(arch, encoder=fields.get("architecture") == "encoder"))
+    if model_type == "distilbert" and fields["head"] == "pooler":
+        fields["head"] = "none"  # DistilBertModel ends at the last layer
     if arch.startswith("T5Encoder"):
         fields.update(architecture="encoder", head="none", num_decoder_layers=None)
     if fields["head"] in ("classifier", "token-classifier", "qa"):

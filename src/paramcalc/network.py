@@ -119,7 +119,11 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
         attention = LatentAttention(h, n, m.q_lora_rank, m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim,
                                     m.v_head_dim, bias=spec.qkv_bias)
     else:
-        attention = Attention(h, n, g, d, spec.qkv_bias, spec.o_bias, spec.qk_norm, causal=causal,
+        q_norm = k_norm = None
+        if spec.qk_norm:
+            whole = spec.qk_norm_over == "projection"
+            q_norm, k_norm = (_norm(spec, width * d if whole else d) for width in (n, g))
+        attention = Attention(h, n, g, d, spec.qkv_bias, spec.o_bias, q_norm, k_norm, causal=causal,
                               window=spec.window(i), relative_buckets=buckets,
                               softcap=spec.attn_logit_softcapping is not None, fused_views=spec.fused_qkv)
     dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act, spec.mlp_inner_dropout)
@@ -135,8 +139,9 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
     return TransformerLayer(attention, mlp, _norm(spec), spec.layout, cross_attention)
 
 
-def _norm(spec: TransformerSpec) -> Norm:
-    return Norm(spec.hidden_size, spec.norm, spec.norm_bias, affine=spec.norm_affine, style=spec.rmsnorm_style)
+def _norm(spec: TransformerSpec, dim: int | None = None) -> Norm:
+    style = ("fp32" if spec.layernorm_fp32 else "native") if spec.norm == "layernorm" else spec.rmsnorm_style
+    return Norm(dim or spec.hidden_size, spec.norm, spec.norm_bias, affine=spec.norm_affine, style=style)
 
 
 def _layer_label(layer: TransformerLayer, groups: int) -> str:
@@ -153,7 +158,7 @@ def _layer_label(layer: TransformerLayer, groups: int) -> str:
 def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
     h, V = spec.hidden_size, spec.vocab_size
     if spec.head == "lm":
-        return LMHead(h, V, tied=spec.tie_word_embeddings, project_to=project,
+        return LMHead(h, V, tied=spec.tie_word_embeddings, bias=spec.lm_head_bias, project_to=project,
                       loss_fp32=spec.architecture == "decoder", softcap=spec.final_logit_softcapping is not None)
     if spec.head == "mlm":  # BERT: transform + LayerNorm, decoder tied to the word table, vocab bias
         return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=norm, loss_fp32=False)

@@ -132,12 +132,15 @@ class TransformerSpec(_Spec):
     mlp_bias: bool = Field(False, description="feed-forward linears have biases")
     qkv_bias: bool = Field(False, description="q, k and v projections have biases (Qwen2: these only)")
     o_bias: bool = Field(False, description="the attention output projection has a bias")
-    qk_norm: bool = Field(False, description="RMSNorm over head_dim on queries and keys (Qwen3)")
+    qk_norm: bool = Field(False, description="a norm (of the `norm` kind) on queries and keys (Qwen3, Gemma 3, OLMo 2)")
+    qk_norm_over: Literal["head", "projection"] = Field(
+        "head", description="head: over head_dim, shared by the heads (Qwen3); projection: over all heads at once (OLMo 2)")
     norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="normalisation layer")
     norm_bias: bool = Field(True, description="LayerNorm has a bias (ignored for RMSNorm)")
     norm_affine: bool = Field(True, description="norms have weights (OPT's layer_norm_elementwise_affine=false: none)")
-    layout: Literal["pre", "post", "sandwich", "parallel", "parallel-shared"] = Field(
-        "pre", description="where norms sit: pre (Llama), post (BERT), sandwich (Gemma 2), parallel (NeoX), parallel-shared (GPT-J)")
+    layout: Literal["pre", "post", "sandwich", "parallel", "parallel-shared", "reordered"] = Field(
+        "pre", description="where norms sit: pre (Llama), post (BERT), sandwich (Gemma 2), parallel (NeoX), "
+                           "parallel-shared (GPT-J), reordered (OLMo 2: a norm on each sublayer's output)")
     final_norm: bool = Field(True, description="a norm after the last layer (post-norm models have none)")
     embedding_norm: bool = Field(False, description="a norm right after the embeddings (BLOOM, BERT)")
     position_embedding: Literal["rope", "alibi", "learned", "relative", "none"] = Field(
@@ -148,6 +151,7 @@ class TransformerSpec(_Spec):
     relative_attention_num_buckets: int = Field(32, gt=0, description="T5's relative position buckets")
     word_embed_proj_dim: int | None = Field(None, gt=0, description="OPT: width of the word vectors when projected")
     tie_word_embeddings: bool = Field(False, description="the LM head reuses the token embedding")
+    lm_head_bias: bool = Field(False, description="the LM head has a vocab-sized bias (Phi, GPT-J)")
     head: Literal["lm", "mlm", "pooler", "classifier", "token-classifier", "qa", "none"] = Field(
         "lm", description="lm: logits per token; mlm: BERT's MLM head; pooler: BERT's pooler; classifier: a sequence "
                           "score layer; token-classifier: labels per token; qa: span start/end logits")
@@ -159,11 +163,16 @@ class TransformerSpec(_Spec):
     final_logit_softcapping: float | None = Field(None, gt=0, description="Gemma 2: tanh cap on logits")
     attention_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on attention probabilities")
     hidden_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on each sublayer's output")
+    attention_output_dropout: bool = Field(True, description="hidden_dropout also drops the attention output; false: "
+                                           "only the feed-forward's (DistilBERT) or the parallel sum once (Falcon)")
     embedding_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the embeddings' output")
     mlp_inner_dropout: bool = Field(False, description="T5: hidden_dropout also between the activation and the down projection")
-    rmsnorm_style: Literal["llama", "t5", "gemma"] = Field(
-        "llama", description="how RMSNorm computes, for saved bytes: llama, t5, or gemma (1 + weight, all in fp32)")
+    rmsnorm_style: Literal["llama", "t5", "gemma", "olmo2"] = Field(
+        "llama", description="how RMSNorm computes, for saved bytes: llama, t5, gemma (1 + weight, all in fp32) "
+                             "or olmo2 (the weight multiply in fp32)")
+    layernorm_fp32: bool = Field(False, description="LayerNorm upcasts its input to fp32 first (OLMo), for saved bytes")
     softmax_fp32: bool = Field(True, description="eager attention's softmax upcasts to fp32 (Llama, OPT, BLOOM); false: model dtype (GPT-2, BERT, T5, Falcon)")
+    scores_fp32: bool = Field(False, description="eager attention upcasts q and k to fp32 before q k^T (GPT-J, GPT-Neo)")
     fused_qkv: bool = Field(False, description="q, k, v are views of one fused projection with no rotary copy "
                             "(GPT-2's c_attn, BLOOM's query_key_value): same count, more saved at batch 1")
     rotary_pct: float = Field(1.0, gt=0, le=1, description="share of head_dim that is rotated (GPT-NeoX rotary_pct)")

@@ -23,7 +23,10 @@ class Attention(Block):
     head_dim: int
     qkv_bias: bool = False
     o_bias: bool = False
-    qk_norm: bool = False  # Qwen3: RMSNorm over head_dim on q and k (d params each)
+    # Norms on queries and keys: over head_dim, shared by the heads (Qwen3, Gemma 3,
+    # Phi's qk_layernorm), or over the whole projection (OLMo 2: n*d and g*d wide).
+    q_norm: Norm | None = None
+    k_norm: Norm | None = None
     causal: bool = True  # decoder self-attention; encoders and cross-attention see every key
     cross: bool = False  # keys and values come from the encoder's output
     window: int | None = None  # sliding-window layers (Mistral, Gemma 2's local layers)
@@ -40,9 +43,10 @@ class Attention(Block):
             "v_proj": Linear(h, g * d, self.qkv_bias),  # (3) values: same shape as keys
             "o_proj": Linear(n * d, h, self.o_bias),  # (4) output: n*d -> h
         }
-        if self.qk_norm:
-            out["q_norm"] = Norm(d)
-            out["k_norm"] = Norm(d)
+        if self.q_norm:
+            out["q_norm"] = self.q_norm
+        if self.k_norm:
+            out["k_norm"] = self.k_norm
         if self.relative_buckets:
             out["relative_attention_bias"] = Embedding(self.relative_buckets, n)
         return out
@@ -81,17 +85,18 @@ class Attention(Block):
         n, g, d = self.heads, self.kv_heads, self.head_dim
         T = p.tokens
         out = {"input": x * T * self.hidden}
-        if self.qk_norm:
-            norm = Norm(d)
-            out["q_norm"] = norm.saved_rows(T * n, a)
-            out["k_norm"] = norm.saved_rows(b * k * g, a)
+        if self.q_norm:  # rows: one per head and token, or one per token for a whole-projection norm
+            out["q_norm"] = self.q_norm.saved_rows(T * n * d // self.q_norm.dim, a)
+        if self.k_norm:
+            out["k_norm"] = self.k_norm.saved_rows(b * k * g * d // self.k_norm.dim, a)
         if not a.eager:  # the kernel's (b, s, n, d) output is already the o_proj input: one storage
             out["qkv"] = x * (T * n * d + 2 * b * k * g * d)
             out["logsumexp"] = 4 * b * n * s
         else:
             kv_heads = g if (g == 1 and b == 1 and n > 1) else n
-            out["q"] = x * T * n * d
-            out["kv"] = 2 * x * b * k * kv_heads * d
+            qk = 4 if a.scores_fp32 else x  # the score matmul keeps what it reads: fp32 copies when upcast
+            out["q"] = qk * T * n * d
+            out["kv"] = (qk + x) * b * k * kv_heads * d
             if self.fused_views and b == 1:  # the views keep the whole fused storage, and k^T is copied
                 out["q"] += 2 * x * T * n * d
             pairs = b * n * s * k  # eager computes (and masks) the full rectangle
@@ -109,6 +114,13 @@ class Attention(Block):
 
     def module(self):
         return _module_class()(self)
+
+
+def _normed(norm, x, head_dim: int):
+    """Apply a q/k norm of width head_dim per head, or of full width as is."""
+    if norm.normalized_shape[0] == head_dim and x.shape[-1] != head_dim:
+        return norm(x.unflatten(-1, (-1, head_dim))).flatten(-2)
+    return norm(x)
 
 
 @cache
@@ -131,11 +143,12 @@ def _module_class():
             s = self.spec
             src = x if memory is None else memory
             b, t, _ = x.shape
-            q = self.q_proj(x).view(b, t, s.heads, s.head_dim).transpose(1, 2)
-            k = self.k_proj(src).view(b, -1, s.kv_heads, s.head_dim).transpose(1, 2)
-            v = self.v_proj(src).view(b, -1, s.kv_heads, s.head_dim).transpose(1, 2)
-            if s.qk_norm:
-                q, k = self.q_norm(q), self.k_norm(k)
+            q, k, v = self.q_proj(x), self.k_proj(src), self.v_proj(src)
+            if s.q_norm:  # a norm's width says where it applies: the whole projection or each head
+                q, k = _normed(self.q_norm, q, s.head_dim), _normed(self.k_norm, k, s.head_dim)
+            q = q.view(b, t, s.heads, s.head_dim).transpose(1, 2)
+            k = k.view(b, -1, s.kv_heads, s.head_dim).transpose(1, 2)
+            v = v.view(b, -1, s.kv_heads, s.head_dim).transpose(1, 2)
             groups = s.heads // s.kv_heads
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
             scores = (q @ k.transpose(-2, -1)) * s.head_dim**-0.5

@@ -139,11 +139,13 @@ class Activations:
     attention: str = "eager"  # eager keeps the s x s probabilities; flash keeps q, k, v, out and the logsumexp
     attention_dropout: bool = False
     hidden_dropout: bool = False
+    attention_output_dropout: bool = True  # hidden_dropout also on the attention's output (DistilBERT, Falcon: no)
     embedding_dropout: bool = False
     # Dropout on the meta/CPU reference path saves its scaled noise tensor in the
     # activation dtype; CUDA's fused kernel keeps a 1-byte mask instead.
     mask_bytes: int = 2
     softmax_fp32: bool = True  # eager softmax upcasts scores (Llama, OPT, BLOOM) or not (GPT-2, BERT, T5, Falcon)
+    scores_fp32: bool = False  # eager q k^T reads fp32 copies of q and k (GPT-J, GPT-Neo)
 
     @property
     def x(self) -> int:

@@ -7,6 +7,7 @@ Layouts (the parameter count differs only in how many norms there are):
 - `sandwich`: norms before and after each sublayer, four in all (Gemma 2)
 - `parallel`: x + attn(norm1(x)) + mlp(norm2(x)) (GPT-NeoX, Falcon-40B's two norms)
 - `parallel-shared`: x + attn(norm(x)) + mlp(norm(x)), one norm (GPT-J, Falcon-7B)
+- `reordered`: x + norm(attn(x)), then x + norm(mlp(x)) (OLMo 2; OLMo et al. 2024, sec. 3.2)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from paramcalc.blocks.mlp import MLP
 from paramcalc.blocks.moe import MoE
 from paramcalc.blocks.norm import Norm
 
-LAYOUTS = ("pre", "post", "sandwich", "parallel", "parallel-shared")
+LAYOUTS = ("pre", "post", "sandwich", "parallel", "parallel-shared", "reordered")
 
 _NORMS = {
     "pre": ("input_layernorm", "post_attention_layernorm"),
@@ -30,6 +31,7 @@ _NORMS = {
                  "post_feedforward_layernorm"),
     "parallel": ("input_layernorm", "post_attention_layernorm"),
     "parallel-shared": ("input_layernorm",),
+    "reordered": ("post_attention_layernorm", "post_feedforward_layernorm"),
 }
 
 
@@ -76,7 +78,9 @@ class TransformerLayer(Block):
         if self.layout == "parallel-shared":
             out[f"{self.mlp.kind}/input"] = 0  # the MLP reads the attention's normed input
         if a.hidden_dropout:
-            branches = 1 if self.layout == "parallel-shared" else (3 if self.cross_attention else 2)
+            # one noise tensor per sublayer output that is dropped (Phi and GPT-J drop
+            # each parallel branch; Falcon drops their sum once, DistilBERT only the FFN's)
+            branches = (2 if a.attention_output_dropout else 1) + (1 if self.cross_attention else 0)
             out["dropout"] = branches * a.mask_bytes * T * self.attention.hidden
         return out
 
@@ -112,6 +116,9 @@ def _module_class():
                 if memory is not None:
                     x = n["cross_attention_layernorm"](x + self.cross_attention(x, memory))
                 return n["output_layernorm"](x + self.mlp_forward(x))
+            if layout == "reordered":
+                x = x + n["post_attention_layernorm"](self.attention(x))
+                return x + n["post_feedforward_layernorm"](self.mlp_forward(x))
             if layout == "sandwich":
                 x = x + n["post_attention_layernorm"](self.attention(n["input_layernorm"](x)))
                 return x + n["post_feedforward_layernorm"](self.mlp_forward(n["pre_feedforward_layernorm"](x)))

@@ -17,7 +17,9 @@ class Norm(Block):
     kind_: str = "rmsnorm"  # rmsnorm | layernorm
     bias: bool = True  # layernorm only
     affine: bool = True
-    style: str = "llama"  # RMSNorm arithmetic (saved bytes only): llama | t5 | gemma (scales by 1 + w)
+    # How it computes (saved bytes only): RMSNorm llama | t5 | gemma (scales by 1 + w)
+    # | olmo2 (weight applied in fp32); LayerNorm: fp32 upcasts its input first (OLMo).
+    style: str = "llama"
     kind = "norm"
 
     def params(self) -> Breakdown:
@@ -35,14 +37,15 @@ class Norm(Block):
         it), rsqrt per row (fp32) and the normalised x in the model dtype (saved
         by the weight multiply). T5 multiplies its model-dtype input by the fp32
         rsqrt, so it keeps that input too; Gemma keeps the fp32 normalised x and
-        an fp32 (1 + w). LayerNorm (aten native_layer_norm): its input plus fp32
-        mean and rstd per row.
+        an fp32 (1 + w), OLMo 2 the fp32 normalised x for its fp32 weight
+        multiply. LayerNorm (aten native_layer_norm): its input (an fp32 copy
+        when upcast, as OLMo does) plus fp32 mean and rstd per row.
         """
         w = self.dim
         if self.kind_ == "layernorm":
-            return a.x * rows * w + 8 * rows
-        if self.style == "gemma":
-            return 8 * rows * w + 4 * rows + 4 * w
+            return (4 if self.style == "fp32" else a.x) * rows * w + 8 * rows
+        if self.style in ("gemma", "olmo2"):
+            return 8 * rows * w + 4 * rows + (4 * w if self.style == "gemma" else 0)
         upcast = 4 * rows * w + 4 * rows + a.x * rows * w
         keeps_input = self.style == "t5" and a.x != 4  # in fp32 the "copy" is the input itself
         return upcast + a.x * rows * w if keeps_input else upcast

@@ -158,7 +158,8 @@ def activation_bytes(spec: TransformerSpec, net: Network, p: Pass, s: Setup) -> 
         return net.saved(p, Activations(dtype_bytes=x, mask_bytes=x))
     a = Activations(dtype_bytes=x, mask_bytes=x, attention=s.attention, attention_dropout=spec.attention_dropout > 0,
                     hidden_dropout=spec.hidden_dropout > 0, embedding_dropout=spec.embedding_dropout > 0,
-                    softmax_fp32=spec.softmax_fp32)
+                    softmax_fp32=spec.softmax_fp32, scores_fp32=spec.scores_fp32,
+                    attention_output_dropout=spec.attention_output_dropout)
     out = net.saved(p, a)
     layers = {st.name: st for st in net.layers}
     result: Breakdown = {}

@@ -53,7 +53,8 @@ def activations(spec: TransformerSpec, dtype_bytes: int, attention: str) -> Acti
     fp32 already (`.to(float32)` of an fp32 tensor is the tensor itself)."""
     return Activations(dtype_bytes=dtype_bytes, mask_bytes=dtype_bytes,
                        attention="eager" if attention == "eager" else "flash",
-                       softmax_fp32=spec.softmax_fp32 and dtype_bytes < 4)
+                       softmax_fp32=spec.softmax_fp32 and dtype_bytes < 4,
+                       scores_fp32=spec.scores_fp32 and dtype_bytes < 4)
 
 
 def predicted_layer(layer: TransformerLayer) -> TransformerLayer:
@@ -71,17 +72,19 @@ def predicted_layer(layer: TransformerLayer) -> TransformerLayer:
 def prepare(module: nn.Module, spec: TransformerSpec, attention: str = "eager") -> nn.Module:
     """Give every attention, RMSNorm and tanh-GELU inside `module` the
     transformers-like forward described above; returns `module`."""
-    cap, upcast = spec.attn_logit_softcapping, spec.softmax_fp32
+    cap, upcast = spec.attn_logit_softcapping, spec.softmax_fp32 or spec.scores_fp32
     for sub in module.modules():
         block = getattr(sub, "spec", None)
         if isinstance(block, Attention):
-            sub.forward = types.MethodType(_attention_forward(attention, cap, upcast), sub)
+            sub.forward = types.MethodType(_attention_forward(attention, cap, upcast, spec.scores_fp32), sub)
         elif isinstance(block, LatentAttention):
             sub.forward = types.MethodType(_latent_forward(attention, upcast), sub)
         elif isinstance(block, MLP) and block.act in ("gelu_new", "gelu_fast"):
             sub.act = TanhGelu()
         elif isinstance(sub, nn.RMSNorm):
             sub.forward = types.MethodType(_RMS_STYLES[spec.rmsnorm_style], sub)
+        elif isinstance(sub, nn.LayerNorm) and spec.layernorm_fp32:
+            sub.forward = types.MethodType(_layernorm_fp32, sub)
     return module
 
 
@@ -121,7 +124,17 @@ def _rms_gemma(self, x):
     return h.type_as(x)
 
 
-_RMS_STYLES = {"llama": _rms_llama, "t5": _rms_t5, "gemma": _rms_gemma}
+def _rms_olmo2(self, x):
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + _eps(self))
+    return (self.weight * h).to(x.dtype) if self.weight is not None else h.to(x.dtype)
+
+
+def _layernorm_fp32(self, x):
+    return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
+
+
+_RMS_STYLES = {"llama": _rms_llama, "t5": _rms_t5, "gemma": _rms_gemma, "olmo2": _rms_olmo2}
 
 
 def _additive_mask(module, t: int, k: int, window: int | None, like: torch.Tensor) -> torch.Tensor:
@@ -139,7 +152,7 @@ def _additive_mask(module, t: int, k: int, window: int | None, like: torch.Tenso
 
 
 def _core(module, q, k, v, *, causal: bool, window: int | None, impl: str, softcap: float | None,
-          fp32_softmax: bool, scale: float):
+          fp32_softmax: bool, scale: float, fp32_scores: bool = False):
     """softmax(q k^T * scale + mask) v over (b, heads, t, d) tensors; k and v
     may have fewer heads (GQA)."""
     n, g = q.shape[1], k.shape[1]
@@ -153,29 +166,35 @@ def _core(module, q, k, v, *, causal: bool, window: int | None, impl: str, softc
         b, _, s, d = k.shape
         k = k[:, :, None].expand(b, g, n // g, s, d).reshape(b, n, s, d)
         v = v[:, :, None].expand(b, g, n // g, s, v.shape[-1]).reshape(b, n, s, v.shape[-1])
+    if fp32_scores and q.dtype != torch.float32:  # GPT-J: q k^T in fp32, probabilities back in the model dtype
+        q, k = q.float(), k.float()
     scores = torch.matmul(q, k.transpose(2, 3)) * scale
     if softcap:
         scores = torch.tanh(scores / softcap) * softcap
     if causal:
         scores = scores + _additive_mask(module, q.shape[-2], k.shape[-2], window, scores)
-    probs = scores.softmax(-1, dtype=torch.float32).to(q.dtype) if fp32_softmax else scores.softmax(-1)
+    probs = scores.softmax(-1, dtype=torch.float32).to(v.dtype) if fp32_softmax else scores.softmax(-1)
     return torch.matmul(probs, v)
 
 
-def _attention_forward(impl: str, softcap: float | None, upcast: bool):
+def _attention_forward(impl: str, softcap: float | None, upcast: bool, fp32_scores: bool = False):
     def forward(self, x, memory=None):
         s: Attention = self.spec
         src = x if memory is None else memory
         b, t, _ = x.shape
-        q = self.q_proj(x).view(b, t, s.heads, s.head_dim)
-        k = self.k_proj(src).view(b, src.shape[1], s.kv_heads, s.head_dim)
-        v = self.v_proj(src).view(b, src.shape[1], s.kv_heads, s.head_dim)
-        if s.qk_norm:  # Qwen3 normalises per head before the transpose
+        q, k, v = self.q_proj(x), self.k_proj(src), self.v_proj(src)
+        if s.q_norm and s.q_norm.dim != s.head_dim:  # OLMo 2 normalises the whole projection
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(b, t, s.heads, s.head_dim)
+        k = k.view(b, src.shape[1], s.kv_heads, s.head_dim)
+        v = v.view(b, src.shape[1], s.kv_heads, s.head_dim)
+        if s.q_norm and s.q_norm.dim == s.head_dim:  # Qwen3 normalises per head before the transpose
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         fp32 = upcast and q.dtype != torch.float32
         out = _core(self, q, k, v, causal=s.causal and memory is None, window=s.window, impl=impl,
-                    softcap=softcap if s.softcap else None, fp32_softmax=fp32, scale=s.head_dim**-0.5)
+                    softcap=softcap if s.softcap else None, fp32_softmax=fp32, scale=s.head_dim**-0.5,
+                    fp32_scores=fp32_scores)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, s.heads * s.head_dim))
 
     return forward
