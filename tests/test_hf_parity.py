@@ -145,13 +145,34 @@ CASES = [
     ("falcon", "FalconForCausalLM", dict(SMALL, hidden_dropout=0.1, attention_dropout=0.1, parallel_attn=False,
                                          multi_query=False)),
     ("falcon", "FalconForCausalLM", dict(SMALL, hidden_dropout=0.1, attention_dropout=0.1, alibi=True, multi_query=False)),
+    ("gpt_bigcode", "GPTBigCodeForCausalLM", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=32)),
+    ("gpt_bigcode", "GPTBigCodeForCausalLM", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=32,
+                                                  multi_query=False, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)),
+    ("mpt", "MptForCausalLM", dict(d_model=64, n_layers=2, n_heads=4, vocab_size=101)),
+    ("mpt", "MptForCausalLM", dict(d_model=64, n_layers=2, n_heads=4, vocab_size=101, no_bias=False, expansion_ratio=2,
+                                   tie_word_embeddings=False)),
+    ("gpt_oss", "GptOssForCausalLM", dict(num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=2, head_dim=16,
+                                          sliding_window=4)),
+    ("ministral", "MinistralForCausalLM", dict(num_key_value_heads=2, head_dim=16, sliding_window=4,
+                                               layer_types=["sliding_attention", "full_attention"])),
+    ("smollm3", "SmolLM3ForCausalLM", dict(num_key_value_heads=2, pad_token_id=0, num_hidden_layers=4,
+                                           use_sliding_window=True, sliding_window=4)),
+    ("glm", "GlmForCausalLM", dict(num_key_value_heads=2, head_dim=16, pad_token_id=0)),
+    ("glm4", "Glm4ForCausalLM", dict(num_key_value_heads=2, head_dim=16, pad_token_id=0)),
+    ("cohere", "CohereForCausalLM", dict(num_key_value_heads=2)),
+    ("cohere", "CohereForCausalLM", dict(num_key_value_heads=2, use_qk_norm=True)),
+    ("nemotron", "NemotronForCausalLM", dict(num_key_value_heads=2)),
+    ("stablelm", "StableLmForCausalLM", dict(num_key_value_heads=2)),
+    ("stablelm", "StableLmForCausalLM", dict(num_key_value_heads=2, use_qkv_bias=True, qk_layernorm=True,
+                                             use_parallel_residual=True, hidden_dropout=0.1)),
     # an encoder family's causal-LM class keeps its MLM head
     ("bert", "BertLMHeadModel", dict(SMALL, max_position_embeddings=32, is_decoder=True)),
 ]
 
 
 def case_config(model_type: str, arch: str, overrides: dict) -> dict:
-    base = {} if model_type in ("gpt2", "opt", "bloom", "t5", "mt5", "gptj", "gpt_neo", "distilbert") else SMALL
+    base = {} if model_type in ("gpt2", "opt", "bloom", "t5", "mt5", "gptj", "gpt_neo", "distilbert", "gpt_bigcode",
+                                "mpt") else SMALL
     return {"model_type": model_type, "architectures": [arch], **base, **overrides}
 
 

@@ -156,6 +156,79 @@ def qwen3_moe(f: _Fields) -> dict:
     return {**qwen3(f), "moe": moe}
 
 
+MINISTRAL = dict(MISTRAL)
+
+SMOLLM3 = dict(LLAMA, vocab_size=128256, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+               num_attention_heads=16, num_key_value_heads=4, max_position_embeddings=32768, use_sliding_window=False,
+               no_rope_layer_interval=4, tie_word_embeddings=True)
+
+
+def smollm3(f: _Fields) -> dict:
+    # SmolLM3: Llama's shapes; every no_rope_layer_interval-th layer skips rotary,
+    # and with use_sliding_window those layers are the sliding ones (configuration_smollm3).
+    layers = f("num_hidden_layers")
+    if f("layer_types") is None and f("use_sliding_window") and f("sliding_window"):
+        no_rope = f("no_rope_layers") or [int((i + 1) % f("no_rope_layer_interval") != 0) for i in range(layers)]
+        f.defaults["layer_types"] = ["full_attention" if has_rope else "sliding_attention" for has_rope in no_rope]
+    return {**llama(f), **_sliding(f, layers, enabled=bool(f("use_sliding_window")))}
+
+
+GLM = dict(LLAMA, vocab_size=151552, hidden_size=4096, intermediate_size=13696, num_hidden_layers=40,
+           num_attention_heads=32, num_key_value_heads=2, head_dim=128, max_position_embeddings=131072,
+           attention_bias=True, partial_rotary_factor=0.5)
+
+
+def glm(f: _Fields) -> dict:
+    # GLM-4 (modeling_glm): biases on q, k and v only, a fused gate_up_proj (the
+    # same weights as gate and up), rotary on half of each head.
+    return {**_llama_like(f), "qkv_bias": bool(f("attention_bias")), "rotary_pct": _rotary_pct(f)}
+
+
+def glm4(f: _Fields) -> dict:
+    # GLM-4-0414 (modeling_glm4): GLM plus a norm after attention and after the MLP (four per layer).
+    return {**glm(f), "layout": "sandwich"}
+
+
+COHERE = dict(LLAMA, vocab_size=256000, hidden_size=8192, intermediate_size=22528, num_hidden_layers=40,
+              num_attention_heads=64, max_position_embeddings=8192, tie_word_embeddings=True, use_qk_norm=False)
+
+
+def cohere(f: _Fields) -> dict:
+    # Command-R (modeling_cohere): one bias-free LayerNorm (fp32) feeds attention and
+    # MLP in parallel; use_qk_norm adds LayerNorms with a weight per head and dim.
+    bias = bool(f("attention_bias"))
+    return {**_llama_like(f), "qkv_bias": bias, "o_bias": bias, "norm": "layernorm", "norm_bias": False,
+            "layernorm_style": "cohere", "layout": "parallel-shared", "qk_norm": bool(f("use_qk_norm")),
+            "qk_norm_over": "projection"}
+
+
+NEMOTRON = dict(LLAMA, vocab_size=256000, hidden_size=6144, intermediate_size=24576, num_hidden_layers=32,
+                num_attention_heads=48, hidden_act="relu2", max_position_embeddings=4096, partial_rotary_factor=0.5)
+
+
+def nemotron(f: _Fields) -> dict:
+    # Nemotron (modeling_nemotron): LayerNorm1P (weight and bias), a plain squared-ReLU MLP, partial rotary.
+    bias = bool(f("attention_bias"))
+    return {**_llama_like(f), "mlp": "plain", "mlp_bias": bool(f("mlp_bias")), "qkv_bias": bias, "o_bias": bias,
+            "norm": "layernorm", "rotary_pct": _rotary_pct(f)}
+
+
+STABLELM = dict(LLAMA, vocab_size=50304, intermediate_size=6912, hidden_size=2560, num_hidden_layers=32,
+                num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=4096, use_qkv_bias=False,
+                qk_layernorm=False, use_parallel_residual=False, hidden_dropout=0.0, attention_dropout=0.0,
+                partial_rotary_factor=0.25)
+
+
+def stablelm(f: _Fields) -> dict:
+    # StableLM (modeling_stablelm): LayerNorm, partial rotary, optional q/k/v biases;
+    # qk_layernorm is one bias-free LayerNorm per head; use_parallel_residual feeds
+    # attention and MLP from one norm.
+    return {**_llama_like(f), "qkv_bias": bool(f("use_qkv_bias")), "norm": "layernorm", "rotary_pct": _rotary_pct(f),
+            "layout": "parallel-shared" if f("use_parallel_residual") else "pre", "qk_norm": bool(f("qk_layernorm")),
+            "qk_norm_over": "projection", "qk_norm_bias": False, "attention_dropout": f("attention_dropout"),
+            "hidden_dropout": f("hidden_dropout"), "attention_output_dropout": False}  # only the MLP output is dropped
+
+
 GEMMA = dict(LLAMA, vocab_size=256000, hidden_size=3072, intermediate_size=24576, num_hidden_layers=28,
              num_attention_heads=16, num_key_value_heads=16, head_dim=256, hidden_act="gelu_pytorch_tanh",
              max_position_embeddings=8192, tie_word_embeddings=True)
@@ -214,7 +287,7 @@ OLMO = dict(LLAMA, vocab_size=50304, pad_token_id=1, attention_dropout=0.0)
 
 def olmo(f: _Fields) -> dict:
     # OLMo (modeling_olmo): LayerNorm with neither weight nor bias, computed in fp32.
-    return {**llama(f), "norm": "layernorm", "norm_affine": False, "layernorm_fp32": True,
+    return {**llama(f), "norm": "layernorm", "norm_affine": False, "layernorm_style": "fp32",
             "attention_dropout": f("attention_dropout")}
 
 
@@ -256,6 +329,36 @@ def gpt2(f: _Fields) -> dict:
             "tie_word_embeddings": f("tie_word_embeddings"), "attention_dropout": f("attn_pdrop"),
             "hidden_dropout": f("resid_pdrop"), "embedding_dropout": f("embd_pdrop"), "softmax_fp32": False,
             "fused_qkv": True}
+
+
+GPT_BIGCODE = dict(GPT2, activation_function="gelu_pytorch_tanh", multi_query=True)
+
+
+def gpt_bigcode(f: _Fields) -> dict:
+    # GPTBigCode (StarCoder, SantaCoder; modeling_gpt_bigcode): GPT-2 with one
+    # shared K/V head when multi_query; c_attn is h -> h + 2 * head_dim then.
+    mqa = bool(f("multi_query"))
+    return {**gpt2(f), "num_key_value_heads": 1 if mqa else None, "softmax_fp32": True}
+
+
+MPT = dict(d_model=2048, n_heads=16, n_layers=24, max_seq_len=2048, vocab_size=50368, no_bias=True,
+           attn_config={}, tie_word_embeddings=True)
+
+
+def mpt(f: _Fields) -> dict:
+    # MPT (modeling_mpt): ALiBi, fused Wqkv, a 4x GELU MLP (transformers fixes the
+    # ratio at 4), no bias anywhere (transformers drops the LayerNorm biases whatever
+    # no_bias says); attn_pdrop drops the probabilities and both sublayer outputs.
+    h = f("d_model", "hidden_size")
+    attn = f("attn_config") or {}
+    p = attn.get("attn_pdrop", 0.0) if isinstance(attn, dict) else 0.0
+    return {"vocab_size": f("vocab_size"), "hidden_size": h, "num_hidden_layers": f("n_layers", "num_hidden_layers"),
+            "num_attention_heads": f("n_heads", "num_attention_heads"), "intermediate_size": 4 * h,
+            "hidden_act": "gelu", "mlp": "plain", "mlp_bias": False, "norm": "layernorm", "norm_bias": False,
+            # q, k and v stay views of Wqkv's output and q k^T reads them in place: the
+            # same bytes as three projections, so no fused_qkv
+            "position_embedding": "alibi", "tie_word_embeddings": f("tie_word_embeddings"),
+            "attention_dropout": p, "hidden_dropout": p}
 
 
 def _rotary_pct(f: _Fields) -> float:
@@ -503,15 +606,37 @@ def deepseek_v2(f: _Fields) -> dict:
     return deepseek_v3(f)
 
 
+GPT_OSS = dict(LLAMA, num_hidden_layers=36, num_local_experts=128, vocab_size=201088, hidden_size=2880,
+               intermediate_size=2880, head_dim=64, num_attention_heads=64, num_key_value_heads=8, sliding_window=128,
+               max_position_embeddings=131072, num_experts_per_tok=4, attention_bias=True, attention_dropout=0.0)
+
+
+def gpt_oss(f: _Fields) -> dict:
+    # gpt-oss (OpenAI 2025 model card; modeling_gpt_oss): every layer routes to
+    # biased SwiGLU experts through a biased router; attention has q/k/v/o biases,
+    # a learned sink per head, and alternates sliding (128) and full layers.
+    layers = f("num_hidden_layers")
+    if f("layer_types") is None:
+        f.defaults["layer_types"] = ["sliding_attention" if (i + 1) % 2 else "full_attention" for i in range(layers)]
+    bias = bool(f("attention_bias"))
+    moe = {"num_experts": f("num_local_experts", "num_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
+           "router_bias": True}
+    return {**_llama_like(f), "hidden_act": "swiglu_clamp", "qkv_bias": bias, "o_bias": bias, "mlp_bias": True,
+            "attention_sinks": True, "moe": moe, **_sliding(f, layers), "attention_dropout": f("attention_dropout"),
+            "rmsnorm_style": "olmo2", "softmax_fp32": False}
+
+
 FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
-    "llama": (llama, LLAMA), "mistral": (mistral, MISTRAL), "mixtral": (mixtral, MIXTRAL), "qwen2": (qwen2, QWEN2),
+    "llama": (llama, LLAMA), "mistral": (mistral, MISTRAL), "ministral": (mistral, MINISTRAL),
+    "smollm3": (smollm3, SMOLLM3), "glm": (glm, GLM), "glm4": (glm4, GLM), "cohere": (cohere, COHERE),
+    "nemotron": (nemotron, NEMOTRON), "stablelm": (stablelm, STABLELM), "mixtral": (mixtral, MIXTRAL), "qwen2": (qwen2, QWEN2),
     "qwen2_moe": (qwen2_moe, QWEN2_MOE), "qwen3": (qwen3, QWEN3), "qwen3_moe": (qwen3_moe, QWEN3_MOE),
     "gemma": (gemma, GEMMA), "gemma2": (gemma2, GEMMA2), "gemma3_text": (gemma3_text, GEMMA3_TEXT), "phi3": (phi3, PHI3), "phi": (phi, PHI), "granite": (granite, GRANITE), "olmo": (olmo, OLMO), "olmo2": (olmo2, OLMO2),
-    "starcoder2": (starcoder2, STARCODER2), "gptj": (gptj, GPTJ), "gpt_neo": (gpt_neo, GPT_NEO), "gpt2": (gpt2, GPT2),
+    "starcoder2": (starcoder2, STARCODER2), "gptj": (gptj, GPTJ), "gpt_neo": (gpt_neo, GPT_NEO), "gpt2": (gpt2, GPT2), "gpt_bigcode": (gpt_bigcode, GPT_BIGCODE), "mpt": (mpt, MPT),
     "gpt_neox": (gpt_neox, GPT_NEOX), "falcon": (falcon, FALCON), "opt": (opt, OPT), "bloom": (bloom, BLOOM),
     "bert": (bert, BERT), "roberta": (roberta, ROBERTA), "distilbert": (distilbert, DISTILBERT),
     "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
-    "deepseek_v2": (deepseek_v2, DEEPSEEK_V2),
+    "deepseek_v2": (deepseek_v2, DEEPSEEK_V2), "gpt_oss": (gpt_oss, GPT_OSS),
 }
 
 

@@ -5,6 +5,7 @@ layers` specs lower in network_layers.py."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Block
@@ -122,10 +123,12 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
         q_norm = k_norm = None
         if spec.qk_norm:
             whole = spec.qk_norm_over == "projection"
-            q_norm, k_norm = (_norm(spec, width * d if whole else d) for width in (n, g))
+            bias = spec.norm_bias if spec.qk_norm_bias is None else spec.qk_norm_bias
+            q_norm, k_norm = (replace(_norm(spec, width * d if whole else d), bias=bias) for width in (n, g))
         attention = Attention(h, n, g, d, spec.qkv_bias, spec.o_bias, q_norm, k_norm, causal=causal,
                               window=spec.window(i), relative_buckets=buckets,
-                              softcap=spec.attn_logit_softcapping is not None, fused_views=spec.fused_qkv)
+                              softcap=spec.attn_logit_softcapping is not None, fused_views=spec.fused_qkv,
+                              sinks=spec.attention_sinks)
     dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act, spec.mlp_inner_dropout)
     mlp: MLP | MoE = dense
     if spec.moe and spec.moe.is_moe_layer(i):
@@ -140,7 +143,7 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
 
 
 def _norm(spec: TransformerSpec, dim: int | None = None) -> Norm:
-    style = ("fp32" if spec.layernorm_fp32 else "native") if spec.norm == "layernorm" else spec.rmsnorm_style
+    style = spec.layernorm_style if spec.norm == "layernorm" else spec.rmsnorm_style
     return Norm(dim or spec.hidden_size, spec.norm, spec.norm_bias, affine=spec.norm_affine, style=style)
 
 

@@ -133,6 +133,8 @@ class TransformerSpec(_Spec):
     qkv_bias: bool = Field(False, description="q, k and v projections have biases (Qwen2: these only)")
     o_bias: bool = Field(False, description="the attention output projection has a bias")
     qk_norm: bool = Field(False, description="a norm (of the `norm` kind) on queries and keys (Qwen3, Gemma 3, OLMo 2)")
+    attention_sinks: bool = Field(False, description="gpt-oss: one learned sink logit per head in every softmax")
+    qk_norm_bias: bool | None = Field(None, description="LayerNorm q/k norms have a bias; default norm_bias (StableLM's have none)")
     qk_norm_over: Literal["head", "projection"] = Field(
         "head", description="head: over head_dim, shared by the heads (Qwen3); projection: over all heads at once (OLMo 2)")
     norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="normalisation layer")
@@ -170,7 +172,9 @@ class TransformerSpec(_Spec):
     rmsnorm_style: Literal["llama", "t5", "gemma", "olmo2"] = Field(
         "llama", description="how RMSNorm computes, for saved bytes: llama, t5, gemma (1 + weight, all in fp32) "
                              "or olmo2 (the weight multiply in fp32)")
-    layernorm_fp32: bool = Field(False, description="LayerNorm upcasts its input to fp32 first (OLMo), for saved bytes")
+    layernorm_style: Literal["native", "fp32", "cohere"] = Field(
+        "native", description="how LayerNorm computes, for saved bytes: native (torch's kernel), fp32 (the kernel on an "
+                              "fp32 copy: OLMo) or cohere (composed of fp32 elementwise ops)")
     softmax_fp32: bool = Field(True, description="eager attention's softmax upcasts to fp32 (Llama, OPT, BLOOM); false: model dtype (GPT-2, BERT, T5, Falcon)")
     scores_fp32: bool = Field(False, description="eager attention upcasts q and k to fp32 before q k^T (GPT-J, GPT-Neo)")
     fused_qkv: bool = Field(False, description="q, k, v are views of one fused projection with no rotary copy "

@@ -33,6 +33,7 @@ class Attention(Block):
     relative_buckets: int = 0  # T5: a (buckets x heads) bias table in each stack's first layer
     softcap: bool = False  # Gemma 2: tanh soft-capping of the scores
     fused_views: bool = False  # q, k, v are views of one fused output (GPT-2, BLOOM)
+    sinks: bool = False  # gpt-oss: a learned logit per head joins every softmax (n parameters)
     kind = "attention"
 
     def parts(self) -> dict[str, Block]:
@@ -52,7 +53,10 @@ class Attention(Block):
         return out
 
     def params(self) -> Breakdown:
-        return merge(*((name, part.params()) for name, part in self.parts().items()))
+        out = merge(*((name, part.params()) for name, part in self.parts().items()))
+        if self.sinks:
+            out["sinks"] = self.heads
+        return out
 
     def flops(self, p: Pass) -> Breakdown:
         parts = self.parts()
@@ -97,14 +101,17 @@ class Attention(Block):
             qk = 4 if a.scores_fp32 else x  # the score matmul keeps what it reads: fp32 copies when upcast
             out["q"] = qk * T * n * d
             out["kv"] = (qk + x) * b * k * kv_heads * d
-            if self.fused_views and b == 1:  # the views keep the whole fused storage, and k^T is copied
-                out["q"] += 2 * x * T * n * d
+            if self.fused_views and b == 1:  # the views keep the whole fused storage; k^T and v are copied
+                out["q"] += 2 * x * b * k * kv_heads * d
             pairs = b * n * s * k  # eager computes (and masks) the full rectangle
             if self.relative_buckets:
                 out["position_buckets"] = 8 * s * k  # int64 bucket ids of the relative bias lookup
             if self.softcap:
                 out["softcap"] = x * pairs  # tanh result
             out["softmax"] = (4 if a.softmax_fp32 else x) * pairs
+            if self.sinks:  # the sink column joins the softmax; its max's int64 indices are kept too
+                out["softmax"] += (4 if a.softmax_fp32 else x) * b * n * s
+                out["sinks"] = 8 * b * n * s
             if a.softmax_fp32 and x != 4:
                 out["probs"] = x * pairs  # the model-dtype copy the value matmul reads (none in fp32)
             if a.attention_dropout:
@@ -138,6 +145,8 @@ def _module_class():
             self.spec = spec
             for name, part in spec.parts().items():
                 self.add_module(name, part.module())
+            if spec.sinks:  # no matmul: a column appended to the scores, dropped after the softmax
+                self.sinks = nn.Parameter(torch.zeros(spec.heads))
 
         def forward(self, x, memory=None):
             s = self.spec

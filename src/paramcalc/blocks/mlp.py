@@ -67,7 +67,8 @@ class MLP(Block):
 def _module_class():
     from torch import nn
 
-    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU}
+    # swiglu_clamp (gpt-oss) runs as SiLU here: the clamp and the +1 change no shape
+    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "swiglu": nn.SiLU}
 
     class MLPModule(nn.Module):
         def __init__(self, spec: MLP):

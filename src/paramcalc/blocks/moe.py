@@ -74,6 +74,10 @@ class MoE(Block):
                           + x * T * k * f * (2 if self.expert.gated else 1)  # gate_up output (activation input)
                           + 2 * x * T * k * f  # activation output, down-projection input
                           + 4 * T * k)  # routing weights
+        if self.expert.act == "swiglu_clamp":
+            # gpt-oss: (up + 1) * g * sigmoid(1.702 g), g clamped at 7: the clamped gate,
+            # its sigmoid and up + 1 are kept besides the product
+            out["experts"] += 3 * x * T * k * f
         if self.shared:
             shared = self.shared.saved(p, a)
             shared.pop("input")  # the MoE input, counted once

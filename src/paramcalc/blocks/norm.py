@@ -18,7 +18,8 @@ class Norm(Block):
     bias: bool = True  # layernorm only
     affine: bool = True
     # How it computes (saved bytes only): RMSNorm llama | t5 | gemma (scales by 1 + w)
-    # | olmo2 (weight applied in fp32); LayerNorm: fp32 upcasts its input first (OLMo).
+    # | olmo2 (weight applied in fp32); LayerNorm native | fp32 (upcast first: OLMo)
+    # | cohere (fp32 elementwise ops).
     style: str = "llama"
     kind = "norm"
 
@@ -39,9 +40,13 @@ class Norm(Block):
         rsqrt, so it keeps that input too; Gemma keeps the fp32 normalised x and
         an fp32 (1 + w), OLMo 2 the fp32 normalised x for its fp32 weight
         multiply. LayerNorm (aten native_layer_norm): its input (an fp32 copy
-        when upcast, as OLMo does) plus fp32 mean and rstd per row.
+        when upcast, as OLMo does) plus fp32 mean and rstd per row; Cohere's,
+        composed of ops, keeps x - mean twice (pow and the product compute it
+        apart), rstd, the normalised x and an fp32 copy of the weight, all fp32.
         """
         w = self.dim
+        if self.kind_ == "layernorm" and self.style == "cohere":
+            return 12 * rows * w + 4 * rows + (4 * w if self.affine else 0)
         if self.kind_ == "layernorm":
             return (4 if self.style == "fp32" else a.x) * rows * w + 8 * rows
         if self.style in ("gemma", "olmo2"):

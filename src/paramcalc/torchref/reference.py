@@ -83,8 +83,8 @@ def prepare(module: nn.Module, spec: TransformerSpec, attention: str = "eager") 
             sub.act = TanhGelu()
         elif isinstance(sub, nn.RMSNorm):
             sub.forward = types.MethodType(_RMS_STYLES[spec.rmsnorm_style], sub)
-        elif isinstance(sub, nn.LayerNorm) and spec.layernorm_fp32:
-            sub.forward = types.MethodType(_layernorm_fp32, sub)
+        elif isinstance(sub, nn.LayerNorm) and spec.layernorm_style != "native":
+            sub.forward = types.MethodType(_LAYERNORM_STYLES[spec.layernorm_style], sub)
     return module
 
 
@@ -134,6 +134,15 @@ def _layernorm_fp32(self, x):
     return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
 
 
+def _layernorm_cohere(self, x):
+    h = x.to(torch.float32)
+    mean = h.mean(-1, keepdim=True)
+    variance = (h - mean).pow(2).mean(-1, keepdim=True)
+    h = (h - mean) * torch.rsqrt(variance + self.eps)
+    return (self.weight.to(torch.float32) * h).to(x.dtype) if self.weight is not None else h.to(x.dtype)
+
+
+_LAYERNORM_STYLES = {"fp32": _layernorm_fp32, "cohere": _layernorm_cohere}
 _RMS_STYLES = {"llama": _rms_llama, "t5": _rms_t5, "gemma": _rms_gemma, "olmo2": _rms_olmo2}
 
 
