@@ -67,3 +67,11 @@ def test_presets_lists_every_embedded_model_with_its_source():
     assert {"llama-2-7b", "llama-3.1-8b", "mistral-7b", "qwen2.5-7b", "llama-2-13b", "qwen2.5-14b", "orion-14b",
             "llama-3.1-405b", "mixtral-8x7b", "deepseek-v3", "gpt2", "bert-base-uncased", "t5-base"} <= names
     assert all(p["source"] and p["params"] for p in doc["presets"])
+
+
+def test_the_root_still_sees_every_command():
+    # `main` builds only the command it runs; the root's help and suggestions must not notice
+    assert {"count", "bench-collectives", "sweep"} <= set(run("--help", "count").out.split())
+    r = run("cont", "gpt2")
+    assert r.code == 2 and "'count'" in r.err
+    assert run("--debug", "count", "gpt2", "--json").json["params"]["total"] == 124_439_808

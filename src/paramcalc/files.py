@@ -7,7 +7,6 @@ YAML goes through PyYAML's SafeLoader only: a tag such as
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,8 @@ def read_text(path: Path) -> str:
 
 
 def load_json(path: Path) -> Any:
+    import json  # here, not above: counting a preset reads no JSON
+
     text = read_text(path)
     try:
         return json.loads(text)

@@ -168,7 +168,7 @@ class BudgetResult(_Result):
     model: str = Field(description="the TARGET as the budget file writes it")
     passed: bool
     limits: list[LimitResult]
-    notes: list[str] = Field(default_factory=list, description="the settings the figures assume")
+    notes: list[str] = Field([], description="the settings the figures assume")
 
 
 class CheckReport(_Result):

@@ -66,7 +66,7 @@ class CheckpointReport(_Result):
     keep: int
     bytes_per_param: float = Field(description="resumable / params")
     checkpoint: CheckpointSizes
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field([])
 
 
 def _ceil(a: int, b: int) -> int:

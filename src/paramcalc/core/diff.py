@@ -29,7 +29,7 @@ class DiffReport(_Result):
     b: str = Field(description="model name of B")
     seq_len: int
     rows: list[DiffRow]
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field([])
 
 
 def _figures(spec, seq: int) -> dict[str, int | None]:

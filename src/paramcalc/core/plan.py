@@ -103,7 +103,7 @@ class StageResult(_Result):
     usd: float | None
     usd_per_gpu_hour: float | None
     breaks: list[Break]
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field([])
 
 
 class Totals(_Result):

@@ -114,7 +114,7 @@ class SearchResult(_Result):
     reserved_gpu_hours: float = Field(description="pool_gpus x wall-clock: what a reserved pool bills")
     wall_clock_hours: float
     usd: float | None = Field(description="busy GPU-hours x the stage's price")
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field([])
 
 
 def rungs(method: str, *, trials: int | None, eta: int, space: dict[str, list] | None,

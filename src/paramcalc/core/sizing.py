@@ -98,7 +98,7 @@ class SizeReport(_Result):
     tokens: int | None = Field(None, description="--flops: compute-optimal training tokens D = 20 N")
     matches: int = Field(description="architectures within the tolerance, before --max")
     candidates: list[Candidate] = Field(description="closest first, at most --max")
-    notes: list[str] = Field(default_factory=list)
+    notes: list[str] = Field([])
 
 
 def llama_params(h: int, L: int, d: int, g: int, f: int, V: int, tied: bool = False) -> int:
