@@ -106,21 +106,22 @@ def markdown(env: dict, results: list[dict], args) -> str:
     lines += [f"- **settings**: {args.dtype or 'bf16 (GPU) / fp32 (CPU)'}, {args.layers} layer(s), seq {args.seq_len}, "
               f"warmup {args.warmup}, steps {args.steps}", ""]
     lines += ["## Summary", "",
-              "| model | attention | batch | s/step | TFLOP/s | MFU | peak alloc GiB | fwd FLOPs | bwd FLOPs | "
-              "activations | kernel |",
-              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |"]
+              "| model | attention | batch | s/step | TFLOP/s | MFU | peak GiB (predicted / measured) | fwd FLOPs | "
+              "bwd FLOPs | activations | peak | kernel |",
+              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- | --- |"]
     for r in results:
         if not r["ok"]:
-            lines.append(f"| {r['target']} | {r['attention']} | {r['batch']} | failed: {r['error']} ||||||||")
+            lines.append(f"| {r['target']} | {r['attention']} | {r['batch']} | failed: {r['error']} |||||||||")
             continue
         rep = r["report"]
         m = rep["bench"]["measured"]
         mfu = "-" if m["mfu"] is None else f"{m['mfu'] * 100:.1f}%"
         kernel = ", ".join(m["attention_kernels"]) or ("matmul + softmax" if rep["attention"] == "eager" else "math")
         lines.append(f"| {rep['model']} | {rep['attention']} | {rep['batch']} | {m['seconds_per_step'] * 1e3:,.2f} ms "
-                     f"| {m['achieved_tflops']:,.1f} | {mfu} | {_gib(m['peak_allocated'])} | "
+                     f"| {m['achieved_tflops']:,.1f} | {mfu} | "
+                     f"{_gib(rep['bench']['predicted']['peak_memory'])} / {_gib(m['peak_memory'])} | "
                      f"{_check(rep, 'forward_flops')} | {_check(rep, 'backward_flops')} | "
-                     f"{_check(rep, 'activations')} | {kernel} |")
+                     f"{_check(rep, 'activations')} | {_check(rep, 'peak_memory')} | {kernel} |")
     lines += ["", "## Every figure", ""]
     for r in results:
         if not r["ok"]:
@@ -139,7 +140,8 @@ def markdown(env: dict, results: list[dict], args) -> str:
                   f"{m['seconds_min']:.6f} / {m['seconds_median']:.6f} |",
                   f"| achieved TFLOP/s (3 x forward / s) | {m['achieved_tflops']:,.2f} |",
                   f"| MFU vs {rep['gpu'] or '-'} dense {rep['dtype']} | {mfu} |",
-                  f"| peak allocated bytes | {peak} |",
+                  f"| peak allocated bytes (torch.cuda.max_memory_allocated) | {peak} |",
+                  f"| peak live tensor bytes (tracked op by op, one untimed step) | {m['peak_live']:,} |",
                   f"| weights bytes (predicted / measured) | {p['weights']:,} / {m['weights']:,} |",
                   f"| attention kernels | {', '.join(m['attention_kernels']) or '-'} |",
                   f"| wall time of the run | {r['wall_seconds']} s |", ""]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, Step, merge
 from paramcalc.blocks.linear import Embedding, Linear
 from paramcalc.blocks.norm import Norm
 
@@ -118,6 +118,30 @@ class Attention(Block):
                 out["dropout"] = a.mask_bytes * pairs + (0 if a.softmax_fp32 else x * pairs)
         out["o_proj_input"] = x * T * n * d
         return out
+
+    def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
+        """Two steps. First o_proj's weight gradient and eager attention's
+        s x s gradients: the probabilities' gradient in the model dtype beside
+        the softmax's input gradient (fp32 when the softmax upcasts: x + 4 bytes
+        a pair, else 2x), after which the score-side tensors are freed. Then
+        the q, k, v weight gradients and the q, k, v gradients; with grouped
+        K/V heads the gradients of K and V expanded to n heads exist before they
+        are summed back to g (repeat_kv's backward, except eager MQA at batch 1,
+        which broadcasts; FlashAttention-2's dk/dv_expanded), and a q norm's
+        fp32 input gradient. Fitted to the live tensors of the reference layers
+        (tests/test_bench.py)."""
+        n, g, d, T, x = self.heads, self.kv_heads, self.head_dim, p.tokens, a.x
+        kv = p.batch * p.keys * d
+        expanded = g < n and not (a.eager and g == 1 and p.batch == 1)
+        pairs = p.batch * n * p.seq * p.keys
+        scores = ((x + 4) if a.softmax_fp32 else 2 * x) * pairs if a.eager else 0
+        saved = self.saved(p, a)
+        score_side = sum(v for k, v in saved.items() if k not in ("input", "q", "kv", "qkv", "q_norm", "k_norm"))
+        out = x * sum(self.parts()["o_proj"].params().values())
+        rest = x * sum(self.params().values()) - out
+        qkv = x * (T * n * d + 2 * kv * g + (2 * kv * n if expanded else 0)) + (4 * T * n * d if self.q_norm else 0)
+        return [Step(grads=out, transient=scores + x * T * n * d, freed=score_side),
+                Step(grads=rest, transient=qkv, freed=sum(saved.values()) - score_side)]
 
     def module(self):
         return _module_class()(self)

@@ -4,6 +4,7 @@ A block is a small frozen dataclass. It owns, in one file:
 - `params()`: its parameter tensors, `{"q_proj": 16777216, ...}`;
 - `flops(p)`: forward matmul FLOPs for one pass, keyed the same way;
 - `saved(p, a)`: bytes autograd keeps for backward in a training forward;
+- `backward_steps(p, a)`: how backward allocates and frees memory, step by step;
 - `module()`: the PyTorch module that realises it (torch imported lazily),
   whose `named_parameters()` the tests compare with `params()`.
 
@@ -88,6 +89,28 @@ def divide(what: str, numerator: int, denominator: int, *, fix: str) -> int:
     return numerator // denominator
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of a block's backward, for peak memory: the weight gradients it
+    allocates (they stay), the gradients alive only inside it (`transient`),
+    and the saved bytes it frees once done."""
+
+    grads: int = 0
+    transient: int = 0
+    freed: int = 0
+
+
+def peak_live(steps: list[Step], held: int) -> int:
+    """The most bytes alive during a backward that starts with `held` bytes
+    alive (weights, inputs, every saved activation) and runs `steps` in order."""
+    peak = live = held
+    for step in steps:
+        live += step.grads
+        peak = max(peak, live + step.transient)
+        live -= step.freed
+    return peak
+
+
 class Block:
     """Base class: a block with no parameters, no FLOPs and nothing saved."""
 
@@ -120,6 +143,12 @@ class Block:
 
     def saved(self, p: Pass, a: "Activations") -> Breakdown:
         return {}
+
+    def backward_steps(self, p: Pass, a: "Activations") -> list[Step]:
+        """Default: the weight gradients (in the activation dtype) at once, then
+        everything the block saved is freed. Blocks with large gradient
+        temporaries (attention's s x s, the MLP's T x f) refine this."""
+        return [Step(grads=a.x * sum(self.params().values()), freed=sum(self.saved(p, a).values()))]
 
     def module(self):  # pragma: no cover - every concrete block overrides
         raise NotImplementedError(type(self).__name__)

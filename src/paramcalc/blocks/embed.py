@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, Step, merge
 from paramcalc.blocks.linear import Embedding, Linear
 from paramcalc.blocks.norm import Norm
 
@@ -131,6 +131,14 @@ class LMHead(Block):
         labels = (8 * T if p.batch > 1 else 8 * (p.seq + 1)) if self.loss_fp32 else 0
         out["loss"] = (4 if self.loss_fp32 else x) * T * V + labels + 4
         return out
+
+    def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
+        """The loss's logits gradient (fp32 when upcast) beside its model-dtype
+        copy, then the decoder's weight gradient (a tied table's gradient is
+        allocated here and added to by the embedding's)."""
+        logits = ((4 + a.x) if self.loss_fp32 else 2 * a.x) * p.tokens * self.vocab
+        grads = a.x * sum(self.params().values()) + (a.x * self.vocab * self.width if self.tied else 0)
+        return [Step(grads=grads, transient=logits, freed=sum(self.saved(p, a).values()))]
 
     def module(self):
         return _head_class()(self)

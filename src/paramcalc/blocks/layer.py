@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from paramcalc.blocks.attention import Attention
-from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, Step, merge
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.mlp import MLP
 from paramcalc.blocks.moe import MoE
@@ -32,6 +32,20 @@ _NORMS = {
     "parallel": ("input_layernorm", "post_attention_layernorm"),
     "parallel-shared": ("input_layernorm",),
     "reordered": ("post_attention_layernorm", "post_feedforward_layernorm"),
+}
+
+# The forward order of a layer's parts (backward runs it in reverse); the
+# parallel layouts run attention before the MLP, as their modules do.
+_ORDER = {
+    "pre": ("norm/input_layernorm", "attention", "norm/cross_attention_layernorm", "cross_attention",
+            "norm/post_attention_layernorm", "mlp"),
+    "post": ("attention", "norm/attention_layernorm", "cross_attention", "norm/cross_attention_layernorm", "mlp",
+             "norm/output_layernorm"),
+    "sandwich": ("norm/input_layernorm", "attention", "norm/post_attention_layernorm",
+                 "norm/pre_feedforward_layernorm", "mlp", "norm/post_feedforward_layernorm"),
+    "parallel": ("norm/input_layernorm", "norm/post_attention_layernorm", "attention", "mlp"),
+    "parallel-shared": ("norm/input_layernorm", "attention", "mlp"),
+    "reordered": ("attention", "norm/post_attention_layernorm", "mlp", "norm/post_feedforward_layernorm"),
 }
 
 
@@ -83,6 +97,16 @@ class TransformerLayer(Block):
             branches = (2 if a.attention_output_dropout else 1) + (1 if self.cross_attention else 0)
             out["dropout"] = branches * a.mask_bytes * T * self.attention.hidden
         return out
+
+    def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
+        """The parts' steps in reverse forward order; what the layer saves
+        beyond its parts (dropout noise) is freed at the end."""
+        parts = self.parts()
+        names = [name for name in reversed(_ORDER[self.layout]) if name in parts]
+        name_of = {"mlp": self.mlp.kind}
+        steps = [step for name in names for step in parts[name_of.get(name, name)].backward_steps(p, a)]
+        rest = sum(self.saved(p, a).values()) - sum(step.freed for step in steps)
+        return steps + [Step(freed=rest)]
 
     def module(self):
         return _module_class()(self)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, Step, merge
 from paramcalc.blocks.linear import Linear
 
 
@@ -58,6 +58,20 @@ class MLP(Block):
             if not self.gated and self.act == "relu":
                 out["down_input"] += x * T * f  # the relu output is saved apart from the dropped copy
         return out
+
+    def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
+        """down_proj first (its weight gradient and a T x f input gradient),
+        then the activation and the up/gate projections once down_proj's input
+        and the gate product are freed: two T x f gradients (one for a plain MLP)."""
+        x, T, f = a.x, p.tokens, self.ffn
+        params = self.parts()
+        down = x * sum(params["down_proj"].params().values())
+        rest = x * sum(self.params().values()) - down
+        saved = self.saved(p, a)
+        early = saved["down_input"] + saved.get("gate_product", 0)
+        return [Step(grads=down, transient=2 * x * T * f, freed=early),
+                Step(grads=rest, transient=x * T * f * (2 if self.gated else 1),
+                     freed=sum(saved.values()) - early)]
 
     def module(self):
         return _module_class()(self)

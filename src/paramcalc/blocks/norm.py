@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from paramcalc.blocks.base import Activations, Block, Breakdown, Pass
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, Step
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,11 @@ class Norm(Block):
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         return {"": self.saved_rows(p.tokens, a)}
+
+    def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
+        # the input gradient is computed in fp32 from a few fp32 temporaries of the input's size
+        return [Step(grads=a.x * sum(self.params().values()), transient=3 * 4 * p.tokens * self.dim,
+                     freed=self.saved_rows(p.tokens, a))]
 
     def module(self):
         from torch import nn

@@ -399,7 +399,7 @@ def bench(report) -> None:
     for col in ("figure", "predicted", "measured", "verdict"):
         table.add_column(col, justify="left" if col in ("figure", "verdict") else "right")
     for c in report.bench.checks:
-        fmt = units.human_bytes if c.figure == "activations" else units.human_flops
+        fmt = units.human_bytes if c.figure in ("activations", "peak_memory") else units.human_flops
         table.add_row(c.figure.replace("_", " "), f"{_exact(c.predicted)}\n{fmt(c.predicted)}",
                       f"{_exact(c.measured)}\n{fmt(c.measured)}", _ratio_verdict(c))
     console.print(table)
@@ -409,8 +409,9 @@ def bench(report) -> None:
     summary.add_row("achieved", f"{units.human_flops(m.achieved_tflops * 1e12)}/s", "3 x forward FLOPs / seconds per step")
     mfu = "unknown" if m.mfu is None else f"{m.mfu * 100:.1f}%"
     summary.add_row("MFU", mfu, f"of {report.gpu} dense {report.dtype}" if report.gpu else "")
-    summary.add_row("peak allocated", units.human_bytes(m.peak_allocated) if m.peak_allocated is not None
-                    else "n/a on CPU", f"weights {units.human_bytes(m.weights)}")
+    allocated = "torch.cuda.max_memory_allocated" if m.peak_allocated is not None else "live tensors, op by op (CPU)"
+    summary.add_row("peak memory", units.human_bytes(m.peak_memory),
+                    f"{allocated}; weights {units.human_bytes(m.weights)}")
     console.print(summary)
     _notes(report.notes)
 

@@ -31,7 +31,7 @@ from typing import Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from paramcalc.blocks.base import Pass, nest, scale
+from paramcalc.blocks.base import Pass, nest, peak_live, scale
 from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.moe import MoE
 from paramcalc.errors import UserError
@@ -53,6 +53,8 @@ class Predicted(_Frozen):
     backward_flops: int = Field(description="2 x forward, plus SDPA's recomputed scores when a fused kernel runs")
     activations: int = Field(description="bytes saved for backward (the blocks' saved(), dropout off)")
     weights: int = Field(description="bytes of the benchmarked parameters")
+    peak_memory: int = Field(description="most bytes alive in one step: weights, inputs, saved activations, and "
+                                         "backward's weight gradients and temporaries, replayed block by block")
     activations_breakdown: dict[str, int] = Field(default_factory=dict)
 
 
@@ -62,6 +64,8 @@ class Measured(_Frozen):
     activations: int = Field(description="bytes saved_tensors_hooks saw, each storage once, parameters excluded")
     weights: int
     peak_allocated: int | None = Field(description="torch.cuda.max_memory_allocated over the timed steps; null on CPU")
+    peak_live: int = Field(description="most tensor bytes alive at once in one step, tracked op by op (any device)")
+    peak_memory: int = Field(description="peak_allocated on CUDA, else peak_live")
     seconds_per_step: float = Field(description="mean wall time of one forward + backward")
     seconds_min: float
     seconds_median: float
@@ -230,7 +234,7 @@ def run_bench(target, *, device: str | None = None, dtype: str | None = None, la
     measured = _measure(plan, progress or (lambda phase, done, total: None))
     predicted = _predict(plan, fused=bool(measured.attention_kernels))
     checks = [check(figure, getattr(predicted, figure), getattr(measured, figure))
-              for figure in ("forward_flops", "backward_flops", "activations")]
+              for figure in ("forward_flops", "backward_flops", "activations", "peak_memory")]
     card = plan.card
     return BenchReport(
         model=plan.spec.name or "model", device=plan.device.type, device_name=plan.device_name,
@@ -315,6 +319,7 @@ def _measure(plan: _Plan, tick: Progress) -> Measured:
     with ref.flop_counter() as backward:
         out.backward(grad)
     del out
+    peak_live = _peak_live(stack, x, labels, grad)
     tick("warmup", 2, total)
     for i in range(plan.warmup):
         step()
@@ -323,12 +328,29 @@ def _measure(plan: _Plan, tick: Progress) -> Measured:
     seconds = sum(times) / len(times)
     achieved = 3 * forward.get_total_flops() / seconds  # model FLOPs: forward + 2 x forward (PaLM, appendix B)
     peak_flops = plan.card.peak(plan.dtype) if plan.card else None
+    allocated = torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None
     return Measured(forward_flops=forward.get_total_flops(), backward_flops=backward.get_total_flops(),
                     activations=saved.total, weights=sum(t.numel() * t.element_size() for t in stack.params),
-                    peak_allocated=torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
+                    peak_allocated=allocated, peak_live=peak_live,
+                    peak_memory=allocated if allocated is not None else peak_live,
                     seconds_per_step=seconds, seconds_min=min(times), seconds_median=statistics.median(times),
                     achieved_tflops=achieved / 1e12, mfu=achieved / peak_flops if peak_flops else None,
                     attention_kernels=ref.attention_kernels(forward))
+
+
+def _peak_live(stack, x, labels, grad) -> int:
+    """One untimed step with every tensor's bytes tracked: the tensors alive
+    before it (weights, inputs) plus the most allocated on top of them."""
+    from paramcalc.torchref.reference import LiveBytes
+
+    held = [*stack.params, *(t for t in (x, labels, grad) if t is not None)]
+    for param in stack.params:
+        param.grad = None
+    x.grad = None
+    with LiveBytes(held) as live:
+        stack(x, labels).backward(grad)
+    storages = {t.untyped_storage()._cdata: t.untyped_storage().nbytes() for t in held}
+    return sum(storages.values()) + live.peak
 
 
 def _count(text, what: str, allow_zero: bool = False) -> int:
@@ -379,8 +401,14 @@ def _predict(plan: _Plan, fused: bool) -> Predicted:
     for name, block, count in blocks:
         breakdown.update(nest(name, scale(block.saved(p, a), count)))
     params = sum(sum(b.params().values()) * count for _, b, count in blocks)
-    return Predicted(forward_flops=fwd, backward_flops=2 * fwd + scores, activations=sum(breakdown.values()),
-                     weights=params * DTYPE_BYTES[plan.dtype], activations_breakdown=breakdown)
+    weights = params * DTYPE_BYTES[plan.dtype]
+    activations = sum(breakdown.values())
+    # Alive when backward starts: weights, the inputs (token ids and labels, or the hidden states, the
+    # output gradient and the output) and every saved activation; backward then runs block by block.
+    inputs = 2 * 8 * p.tokens + 4 if plan.with_head else 3 * a.x * p.tokens * plan.spec.hidden_size
+    steps = [step for _, block, count in reversed(blocks) for _ in range(count) for step in block.backward_steps(p, a)]
+    return Predicted(forward_flops=fwd, backward_flops=2 * fwd + scores, activations=activations, weights=weights,
+                     peak_memory=peak_live(steps, weights + inputs + activations), activations_breakdown=breakdown)
 
 
 def _notes(plan: _Plan, kernels: list[str]) -> list[str]:

@@ -29,11 +29,14 @@ from __future__ import annotations
 
 import math
 import types
+import weakref
 from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations
@@ -252,6 +255,37 @@ class SavedBytes:
     @property
     def total(self) -> int:
         return sum(self._seen.values())
+
+
+class LiveBytes(TorchDispatchMode):
+    """The most tensor bytes alive at once inside the context, op by op, on
+    any device: every op's outputs are tracked by storage until the storage is
+    freed (a storage's Python object lives exactly as long as the storage, so a
+    finalizer on it sees the free). Storages alive before the context are
+    `held` and not counted. What CUDA's max_memory_allocated measures, minus
+    the caching allocator's rounding and kernels' private workspaces."""
+
+    def __init__(self, held: list):
+        super().__init__()
+        self._alive = {t.untyped_storage()._cdata for t in held}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type != "meta":
+                storage = t.untyped_storage()
+                key, size = storage._cdata, storage.nbytes()
+                if key not in self._alive and size:
+                    self._alive.add(key)
+                    self.current += size
+                    self.peak = max(self.peak, self.current)
+                    weakref.finalize(storage, self._free, key, size)
+        return out
+
+    def _free(self, key: int, size: int) -> None:
+        self._alive.discard(key)
+        self.current -= size
 
 
 def _cpu_flash_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
