@@ -60,6 +60,14 @@ def test_unknown_model_type_lists_the_supported_ones(tmp_path):
     assert_user_error(run("count", path), "llama9", "supported:", "qwen3_moe", "deepseek_v3")
 
 
+def test_a_multimodal_wrapper_points_at_its_text_config(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], '
+                    '"text_config": {"model_type": "gemma3_text"}, "vision_config": {}}')
+    assert_user_error(run("count", path), "config.json: field 'model_type'", "'gemma3_text' language model",
+                      "save the 'text_config' object as its own config.json")
+
+
 def test_unknown_preset_suggests_the_closest_name():
     assert_user_error(run("count", "llama-3.1-40b"), "did you mean", "llama-3.1-405b")
 

@@ -643,6 +643,12 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
 def from_config(cfg: Config, where: str = "config.json", name: str | None = None) -> TransformerSpec:
     """A spec for the class named in `architectures[0]` of a config.json mapping."""
     model_type = cfg.get("model_type")
+    text = cfg.get("text_config")
+    if model_type not in FAMILIES and isinstance(text, dict) and text.get("model_type") in FAMILIES:
+        raise UserError(f"model_type {model_type!r} wraps a {text['model_type']!r} language model with other towers "
+                        "(vision, audio) that paramcalc does not model", where=f"{where}: field 'model_type'",
+                        fix="to count the language model alone, save the 'text_config' object as its own "
+                            "config.json (paramcalc reads its model_type)")
     if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise UserError(f"unsupported model_type {model_type!r}", where=f"{where}: field 'model_type'",
                         fix=f"supported: {', '.join(sorted(FAMILIES))}")
