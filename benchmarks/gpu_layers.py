@@ -77,7 +77,7 @@ def bench_one(target: str, batch: int, attention: str, args) -> dict:
         report = run_bench(target, device=args.device, dtype=args.dtype, layers=args.layers, seq_len=args.seq_len,
                            batch=batch, attention=attention, warmup=args.warmup, steps=args.steps, gpu=args.gpu)
         result = {"ok": True, "report": report.model_dump(mode="json")}
-    except (UserError, RuntimeError) as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+    except Exception as e:  # out of memory (a RuntimeError), a missing package: record it, run the rest
         result = {"ok": False, "target": target, "batch": batch, "attention": attention,
                   "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
     finally:

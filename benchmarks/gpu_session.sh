@@ -9,12 +9,14 @@
 # OUTDIR/gpu-tests.log, OUTDIR/gpu-layers.md and OUTDIR/gpu-layers.json. Every
 # step runs even when an earlier one fails; the exit code is the first failure.
 #
-# Filling .whl/ (on any machine with pip; the device's Python version):
-#     pip download --no-deps --only-binary=:all: --python-version 3.12 \
-#         --platform manylinux2014_x86_64 -d .whl pydantic==2.* pydantic-core==... \
-#         annotated-types typing-inspection typing-extensions
+# Filling .whl/ (on any machine with pip, for the device's Python version; the
+# bench needs torch, pydantic and PyYAML, not typer or rich):
+#     pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#         --platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#         pydantic pydantic-core annotated-types typing-inspection typing-extensions pyyaml
+# (pin pydantic-core to the version the chosen pydantic requires)
 
-set -u
+set -u -o pipefail
 out=${1:?usage: gpu_session.sh OUTDIR [gpu_layers.py arguments]}
 shift
 mkdir -p "$out"
@@ -24,15 +26,20 @@ status=0
 failed() { [ "$status" -ne 0 ] || status=1; }
 
 if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/paramcalc-site \
-        .whl/*.whl || exit 2
-    export PYTHONPATH="/tmp/paramcalc-site${PYTHONPATH:+:$PYTHONPATH}"
+    if python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target /tmp/paramcalc-site .whl/*.whl 2>&1 | tee "$out/wheels.log"; then
+        export PYTHONPATH="/tmp/paramcalc-site${PYTHONPATH:+:$PYTHONPATH}"
+    else
+        failed
+    fi
 fi
 export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 python3 - <<'EOF' 2>&1 | tee "$out/environment.txt"
-import torch, paramcalc
+import torch, pydantic, yaml
+from paramcalc.torchref import bench  # the whole bench path imports
 print("torch", torch.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())
+print("pydantic", pydantic.VERSION, "pyyaml", yaml.__version__)
 if torch.cuda.is_available():
     print("card", torch.cuda.get_device_name(0))
 EOF

@@ -148,9 +148,15 @@ def test_peak_memory_at_long_sequences_where_attention_gradients_dominate(spec, 
     assert figures(report)["peak_memory"].verdict == "ok"
 
 
-def test_peak_memory_with_the_head_counts_the_logits_gradients(spec):
-    report = run_bench(spec(TINY_LLAMA), seq_len="128", batch="2", with_head=True, dtype="bf16", **QUICK)
-    assert figures(report)["peak_memory"].verdict == "ok"
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("dtype,seq", [("fp32", "32"), ("bf16", "32"), ("bf16", "256")])
+def test_peak_memory_with_the_head_counts_the_loss_and_the_tied_table(spec, tied, dtype, seq):
+    # a large vocabulary next to small layers: the loss's fp32 gradients over the logits, or the
+    # tied table's two gradients and their sum, set the peak
+    text = TINY_LLAMA.replace("vocab_size: 256", "vocab_size: 4096") + f"tie_word_embeddings: {str(tied).lower()}\n"
+    report = run_bench(spec(text), seq_len=seq, with_head=True, dtype=dtype, **QUICK)
+    peak = figures(report)["peak_memory"]
+    assert abs(peak.ratio - 1) < 0.02, peak
 
 
 def test_live_bytes_follows_allocations_and_frees():
@@ -341,3 +347,11 @@ def test_on_cuda_a_full_width_7b_layer_peaks_where_predicted(attention):
 def test_on_cuda_the_gpu_is_recognised_or_named(spec):
     report = run_bench(spec(TINY_LLAMA), device="cuda", seq_len="64", gpu="h100-sxm", warmup="1", steps="2")
     assert report.bench.measured.mfu is not None and report.bench.measured.mfu > 0
+
+
+def test_peak_memory_of_moe_layers_counts_the_experts_gradients(spec):
+    text = TINY_LLAMA + "moe: {num_experts: 4, num_experts_per_tok: 2}\n"
+    report = run_bench(spec(text), seq_len="128", layers="2", dtype="bf16", **QUICK)
+    checks = figures(report)
+    assert checks["peak_memory"].verdict == "ok", checks["peak_memory"]
+    assert checks["forward_flops"].exact

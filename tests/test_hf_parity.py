@@ -21,6 +21,8 @@ SMALL = dict(vocab_size=101, hidden_size=64, intermediate_size=96, num_hidden_la
 MOE_SMALL = dict(SMALL, num_key_value_heads=4, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=40)
 MLA_SMALL = dict(SMALL, moe_intermediate_size=40, n_routed_experts=4, num_experts_per_tok=2, kv_lora_rank=8,
                  qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8)
+T5_SMALL = dict(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_heads=4, decoder_start_token_id=0,
+                pad_token_id=0)
 DISTIL_SMALL = dict(vocab_size=101, dim=64, hidden_dim=96, n_layers=2, n_heads=4, max_position_embeddings=34)
 NEO_SMALL = dict(vocab_size=101, hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
                  window_size=4, max_position_embeddings=32)
@@ -165,6 +167,16 @@ CASES = [
     ("stablelm", "StableLmForCausalLM", dict(num_key_value_heads=2)),
     ("stablelm", "StableLmForCausalLM", dict(num_key_value_heads=2, use_qkv_bias=True, qk_layernorm=True,
                                              use_parallel_residual=True, hidden_dropout=0.1)),
+    # T5-family heads: encoder-only classes, classification and QA on the whole model
+    ("mt5", "MT5EncoderModel", dict(T5_SMALL)),
+    ("mt5", "MT5ForTokenClassification", dict(T5_SMALL, num_labels=3)),
+    ("t5", "T5ForTokenClassification", dict(T5_SMALL, num_labels=3)),
+    ("mt5", "MT5ForQuestionAnswering", dict(T5_SMALL)),
+    # fields a family's code ignores, and attribute_map aliases
+    ("deepseek_v2", "DeepseekV2ForCausalLM", {**{k: v for k, v in MLA_SMALL.items() if k != "n_routed_experts"},
+                                              "num_experts": 6, "q_lora_rank": None}),
+    ("olmo", "OlmoForCausalLM", dict(mlp_bias=True)),
+    ("olmo2", "Olmo2ForCausalLM", dict(mlp_bias=True)),
     # an encoder family's causal-LM class keeps its MLM head
     ("bert", "BertLMHeadModel", dict(SMALL, max_position_embeddings=32, is_decoder=True)),
 ]
@@ -200,6 +212,14 @@ def test_flops_equal_flop_counter_on_transformers_eager(case):
     ours = sum(net.flops(Pass(batch, seq, "dense")).values())
     assert ours == forward
     assert 2 * ours == backward
+
+
+@pytest.mark.parametrize("arch", ["T5ForSequenceClassification", "MT5ForSequenceClassification"])
+def test_t5_sequence_classification_counts_the_whole_model_and_its_head(arch):
+    # (its forward needs an <eos> in every example, so it has no FLOPs case)
+    cfg = {"model_type": arch[:-len("ForSequenceClassification")].lower(), "architectures": [arch], **T5_SMALL,
+           "num_labels": 3}
+    assert sum(build(from_config(cfg)).params().values()) == hf_params(cfg)
 
 
 @pytest.mark.parametrize("name", [k for k in EXPECTED if not k.startswith("_")])

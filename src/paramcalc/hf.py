@@ -223,7 +223,9 @@ def stablelm(f: _Fields) -> dict:
     # StableLM (modeling_stablelm): LayerNorm, partial rotary, optional q/k/v biases;
     # qk_layernorm is one bias-free LayerNorm per head; use_parallel_residual feeds
     # attention and MLP from one norm.
-    return {**_llama_like(f), "qkv_bias": bool(f("use_qkv_bias")), "norm": "layernorm", "rotary_pct": _rotary_pct(f),
+    # modeling_stablelm sizes heads as hidden / heads whatever head_dim says
+    return {**_llama_like(f), "head_dim": None, "qkv_bias": bool(f("use_qkv_bias")), "norm": "layernorm",
+            "rotary_pct": _rotary_pct(f),
             "layout": "parallel-shared" if f("use_parallel_residual") else "pre", "qk_norm": bool(f("qk_layernorm")),
             "qk_norm_over": "projection", "qk_norm_bias": False, "attention_dropout": f("attention_dropout"),
             "hidden_dropout": f("hidden_dropout"), "attention_output_dropout": False}  # only the MLP output is dropped
@@ -286,8 +288,8 @@ OLMO = dict(LLAMA, vocab_size=50304, pad_token_id=1, attention_dropout=0.0)
 
 
 def olmo(f: _Fields) -> dict:
-    # OLMo (modeling_olmo): LayerNorm with neither weight nor bias, computed in fp32.
-    return {**llama(f), "norm": "layernorm", "norm_affine": False, "layernorm_style": "fp32",
+    # OLMo (modeling_olmo): LayerNorm with neither weight nor bias, computed in fp32; bias-free MLP.
+    return {**llama(f), "mlp_bias": False, "norm": "layernorm", "norm_affine": False, "layernorm_style": "fp32",
             "attention_dropout": f("attention_dropout")}
 
 
@@ -297,7 +299,7 @@ OLMO2 = OLMO
 def olmo2(f: _Fields) -> dict:
     # OLMo 2 (OLMo et al. 2024, sec. 3.2): RMSNorm on each sublayer's output
     # before the residual add, and on the whole q and k projections.
-    return {**llama(f), "layout": "reordered", "qk_norm": True, "qk_norm_over": "projection",
+    return {**llama(f), "mlp_bias": False, "layout": "reordered", "qk_norm": True, "qk_norm_over": "projection",
             "rmsnorm_style": "olmo2", "attention_dropout": f("attention_dropout")}
 
 
@@ -585,8 +587,9 @@ DEEPSEEK_V3 = dict(LLAMA, vocab_size=129280, hidden_size=7168, intermediate_size
 
 
 def deepseek_v3(f: _Fields) -> dict:
-    moe = {"num_experts": f("n_routed_experts", "num_local_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
-           "moe_intermediate_size": f("moe_intermediate_size"),
+    # attribute_map aliases: num_local_experts (V3), num_experts (V2)
+    moe = {"num_experts": f("n_routed_experts", "num_local_experts", "num_experts"),
+           "num_experts_per_tok": f("num_experts_per_tok"), "moe_intermediate_size": f("moe_intermediate_size"),
            "shared_expert_intermediate_size": f("moe_intermediate_size") * (f("n_shared_experts") or 0),
            # e_score_correction_bias is a buffer in transformers (not in parameters());
            # the deepseek-v3 preset counts it, as DeepSeek's 671.03B does.
@@ -643,13 +646,15 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
 def from_config(cfg: Config, where: str = "config.json", name: str | None = None) -> TransformerSpec:
     """A spec for the class named in `architectures[0]` of a config.json mapping."""
     model_type = cfg.get("model_type")
+    if not isinstance(model_type, str):
+        model_type = repr(model_type)  # named in the error below
     text = cfg.get("text_config")
-    if model_type not in FAMILIES and isinstance(text, dict) and text.get("model_type") in FAMILIES:
+    if model_type not in FAMILIES and isinstance(text, dict) and str(text.get("model_type")) in FAMILIES:
         raise UserError(f"model_type {model_type!r} wraps a {text['model_type']!r} language model with other towers "
                         "(vision, audio) that paramcalc does not model", where=f"{where}: field 'model_type'",
                         fix="to count the language model alone, save the 'text_config' object as its own "
                             "config.json (paramcalc reads its model_type)")
-    if not isinstance(model_type, str) or model_type not in FAMILIES:
+    if model_type not in FAMILIES:
         raise UserError(f"unsupported model_type {model_type!r}", where=f"{where}: field 'model_type'",
                         fix=f"supported: {', '.join(sorted(FAMILIES))}")
     convert, defaults = FAMILIES[model_type]
@@ -663,8 +668,12 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
     fields.update(_head(arch, encoder=fields.get("architecture") == "encoder"))
     if model_type == "distilbert" and fields["head"] == "pooler":
         fields["head"] = "none"  # DistilBertModel ends at the last layer
-    if arch.startswith("T5Encoder"):
-        fields.update(architecture="encoder", head="none", num_decoder_layers=None)
+    if fields.get("architecture") == "encoder-decoder" and (arch.endswith("EncoderModel")
+                                                            or fields["head"] == "token-classifier"):
+        # (M)T5EncoderModel, and *ForTokenClassification built on it: the encoder stack alone
+        fields.update(architecture="encoder", num_decoder_layers=None)
+        if arch.endswith("EncoderModel"):
+            fields["head"] = "none"
     if fields["head"] in ("classifier", "token-classifier", "qa"):
         labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
         fields["num_labels"] = labels

@@ -168,13 +168,13 @@ def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
     if spec.head == "pooler":
         return Pooler(h)
     if spec.head == "classifier":
-        if spec.architecture == "encoder":
+        if spec.architecture in ("encoder", "encoder-decoder"):  # BERT's pooler + classifier; T5's dense + out_proj
             return Pooler(h, spec.num_labels)
         return Linear(h, spec.num_labels)  # decoders score every token with a bias-free h x labels
     if spec.head == "token-classifier":  # transformers' *ForTokenClassification: labels per token, with a bias
         return Linear(h, spec.num_labels, bias=True)
     if spec.head == "qa":  # *ForQuestionAnswering: start and end logits per token (BERT: num_labels of them)
-        return Linear(h, spec.num_labels if spec.architecture == "encoder" else 2, bias=True)
+        return Linear(h, 2 if spec.architecture == "decoder" else spec.num_labels, bias=True)
     return _NoHead()
 
 

@@ -133,12 +133,17 @@ class LMHead(Block):
         return out
 
     def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
-        """The loss's logits gradient (fp32 when upcast) beside its model-dtype
-        copy, then the decoder's weight gradient (a tied table's gradient is
-        allocated here and added to by the embedding's)."""
-        logits = ((4 + a.x) if self.loss_fp32 else 2 * a.x) * p.tokens * self.vocab
-        grads = a.x * sum(self.params().values()) + (a.x * self.vocab * self.width if self.tied else 0)
-        return [Step(grads=grads, transient=logits, freed=sum(self.saved(p, a).values()))]
+        """First the loss: cross-entropy's and log-softmax's gradients over the
+        logits (fp32 when the loss upcasts); its saved tensors are freed. Then
+        the decoder with the logits' gradient in the model dtype: its weight
+        gradient (a tied table's gradient is allocated here and added to by
+        the embedding's) and the rest."""
+        T, V = p.tokens, self.vocab
+        saved = self.saved(p, a)
+        loss = saved["loss"] + saved.get("softcap", 0)
+        grads = a.x * sum(self.params().values()) + (a.x * V * self.width if self.tied else 0)
+        return [Step(transient=(8 if self.loss_fp32 else 2 * a.x) * T * V, freed=loss),
+                Step(grads=grads, transient=a.x * T * V, freed=sum(saved.values()) - loss)]
 
     def module(self):
         return _head_class()(self)

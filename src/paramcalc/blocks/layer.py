@@ -99,14 +99,22 @@ class TransformerLayer(Block):
         return out
 
     def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
-        """The parts' steps in reverse forward order; what the layer saves
-        beyond its parts (dropout noise) is freed at the end."""
+        """The parts' steps in reverse forward order (a part the layout's order
+        does not name runs first). Each part frees what the layer counts for it,
+        which is less than its own count where parts share a tensor (the parallel
+        layouts); the layer's own extras (dropout noise) are freed at the end."""
         parts = self.parts()
-        names = [name for name in reversed(_ORDER[self.layout]) if name in parts]
-        name_of = {"mlp": self.mlp.kind}
-        steps = [step for name in names for step in parts[name_of.get(name, name)].backward_steps(p, a)]
-        rest = sum(self.saved(p, a).values()) - sum(step.freed for step in steps)
-        return steps + [Step(freed=rest)]
+        order = [self.mlp.kind if name == "mlp" else name for name in _ORDER[self.layout]]
+        forward = [name for name in order if name in parts] + [name for name in parts if name not in order]
+        saved = self.saved(p, a)
+        steps: list[Step] = []
+        for name in reversed(forward):
+            own = parts[name].backward_steps(p, a)
+            counted = sum(v for k, v in saved.items() if k == name or k.startswith(name + "/"))
+            last = own[-1]
+            own[-1] = Step(last.grads, last.transient, last.freed + counted - sum(s.freed for s in own))
+            steps += own
+        return steps + [Step(freed=sum(saved.values()) - sum(s.freed for s in steps))]
 
     def module(self):
         return _module_class()(self)

@@ -24,7 +24,7 @@ import platform
 import statistics
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
@@ -407,6 +407,12 @@ def _predict(plan: _Plan, fused: bool) -> Predicted:
     # output gradient and the output) and every saved activation; backward then runs block by block.
     inputs = 2 * 8 * p.tokens + 4 if plan.with_head else 3 * a.x * p.tokens * plan.spec.hidden_size
     steps = [step for _, block, count in reversed(blocks) for _ in range(count) for step in block.backward_steps(p, a)]
+    if plan.with_head and blocks[-1][1].tied:
+        # The embedding's table gradient is added out of place to the head's: both and
+        # the sum are alive for a moment, then one table's worth remains.
+        table = a.x * blocks[0][1].vocab * blocks[0][1].dim
+        last = steps[-1]
+        steps[-1] = replace(last, grads=last.grads - table, transient=last.transient + 2 * table)
     return Predicted(forward_flops=fwd, backward_flops=2 * fwd + scores, activations=activations, weights=weights,
                      peak_memory=peak_live(steps, weights + inputs + activations), activations_breakdown=breakdown)
 
