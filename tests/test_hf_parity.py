@@ -23,6 +23,8 @@ MLA_SMALL = dict(SMALL, moe_intermediate_size=40, n_routed_experts=4, num_expert
                  qk_rope_head_dim=4, qk_nope_head_dim=8, v_head_dim=8)
 T5_SMALL = dict(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_heads=4, decoder_start_token_id=0,
                 pad_token_id=0)
+BART_SMALL = dict(vocab_size=101, d_model=64, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=96, decoder_ffn_dim=96,
+                  encoder_attention_heads=4, decoder_attention_heads=4, max_position_embeddings=32)
 DISTIL_SMALL = dict(vocab_size=101, dim=64, hidden_dim=96, n_layers=2, n_heads=4, max_position_embeddings=34)
 NEO_SMALL = dict(vocab_size=101, hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
                  window_size=4, max_position_embeddings=32)
@@ -172,6 +174,12 @@ CASES = [
     ("mt5", "MT5ForTokenClassification", dict(T5_SMALL, num_labels=3)),
     ("t5", "T5ForTokenClassification", dict(T5_SMALL, num_labels=3)),
     ("mt5", "MT5ForQuestionAnswering", dict(T5_SMALL)),
+    # BART and mBART: learned positions per stack, post- and pre-norm
+    ("bart", "BartForConditionalGeneration", dict(BART_SMALL)),
+    ("bart", "BartForConditionalGeneration", dict(BART_SMALL, dropout=0.0, decoder_layers=3)),
+    ("bart", "BartModel", dict(BART_SMALL)),
+    ("bart", "BartForQuestionAnswering", dict(BART_SMALL)),
+    ("mbart", "MBartForConditionalGeneration", dict(BART_SMALL)),
     # fields a family's code ignores, and attribute_map aliases
     ("deepseek_v2", "DeepseekV2ForCausalLM", {**{k: v for k, v in MLA_SMALL.items() if k != "n_routed_experts"},
                                               "num_experts": 6, "q_lora_rank": None}),
@@ -184,7 +192,7 @@ CASES = [
 
 def case_config(model_type: str, arch: str, overrides: dict) -> dict:
     base = {} if model_type in ("gpt2", "opt", "bloom", "t5", "mt5", "gptj", "gpt_neo", "distilbert", "gpt_bigcode",
-                                "mpt") else SMALL
+                                "mpt", "bart", "mbart") else SMALL
     return {"model_type": model_type, "architectures": [arch], **base, **overrides}
 
 
@@ -214,11 +222,12 @@ def test_flops_equal_flop_counter_on_transformers_eager(case):
     assert 2 * ours == backward
 
 
-@pytest.mark.parametrize("arch", ["T5ForSequenceClassification", "MT5ForSequenceClassification"])
-def test_t5_sequence_classification_counts_the_whole_model_and_its_head(arch):
+@pytest.mark.parametrize("model_type,arch,small", [("t5", "T5ForSequenceClassification", T5_SMALL),
+                                                   ("mt5", "MT5ForSequenceClassification", T5_SMALL),
+                                                   ("bart", "BartForSequenceClassification", BART_SMALL)])
+def test_encoder_decoder_sequence_classification_counts_the_whole_model_and_its_head(model_type, arch, small):
     # (its forward needs an <eos> in every example, so it has no FLOPs case)
-    cfg = {"model_type": arch[:-len("ForSequenceClassification")].lower(), "architectures": [arch], **T5_SMALL,
-           "num_labels": 3}
+    cfg = {"model_type": model_type, "architectures": [arch], **small, "num_labels": 3}
     assert sum(build(from_config(cfg)).params().values()) == hf_params(cfg)
 
 

@@ -28,6 +28,19 @@ def test_every_component_of_the_preset_matches_its_modules(name):
         assert c.flop_counter_backward == 2 * c.analytic_forward
 
 
+def test_an_encoder_decoder_with_a_position_table_per_stack_verifies(tmp_path):
+    # BART: the decoder's own positions and embedding norm are a stage of their own
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"model_type": "bart", "architectures": ["BartForConditionalGeneration"],
+                                "vocab_size": 101, "d_model": 64, "encoder_layers": 2, "decoder_layers": 2,
+                                "encoder_ffn_dim": 96, "decoder_ffn_dim": 96, "encoder_attention_heads": 4,
+                                "decoder_attention_heads": 4, "max_position_embeddings": 32}))
+    report = run_verify(str(path), seq_len=16)
+    assert report.passed, [c for c in report.components if not c.exact]
+    assert report.params.counted == count_params(str(path)).params.total
+    assert "decoder/embedding" in {c.stage for c in report.components}
+
+
 def test_one_layer_per_kind_is_built_and_scaled_by_its_count():
     report = run_verify("gemma-2-9b", seq_len=16)
     layers = [c for c in report.components if c.kind == "layer"]

@@ -576,6 +576,36 @@ def t5(f: _Fields) -> dict:
             "embedding_dropout": f("dropout_rate"), "mlp_inner_dropout": True, "softmax_fp32": False}
 
 
+BART = dict(vocab_size=50265, max_position_embeddings=1024, encoder_layers=12, encoder_ffn_dim=4096,
+            encoder_attention_heads=16, decoder_layers=12, decoder_ffn_dim=4096, decoder_attention_heads=16,
+            activation_function="gelu", d_model=1024, dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
+            tie_word_embeddings=True)
+
+
+def bart(f: _Fields, *, pre_norm: bool = False) -> dict:
+    # BART (Lewis et al. 2020; modeling_bart): post-norm encoder and decoder with
+    # biases, a shared token table, each stack its own learned positions (2 rows
+    # of offset) and embedding LayerNorm; the LM head is tied. mBART is pre-norm
+    # with a final LayerNorm per stack.
+    for enc, dec in (("encoder_ffn_dim", "decoder_ffn_dim"), ("encoder_attention_heads", "decoder_attention_heads")):
+        if f(enc) != f(dec):
+            raise UserError(f"{enc} ({f(enc)}) differs from {dec} ({f(dec)})", where="config.json",
+                            fix="paramcalc models one layer shape for both stacks of an encoder-decoder")
+    return {"architecture": "encoder-decoder", "vocab_size": f("vocab_size"), "hidden_size": f("d_model"),
+            "num_hidden_layers": f("encoder_layers"), "num_decoder_layers": f("decoder_layers"),
+            "num_attention_heads": f("encoder_attention_heads"), "intermediate_size": f("encoder_ffn_dim"),
+            "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "qkv_bias": True,
+            "o_bias": True, "norm": "layernorm", "layout": "pre" if pre_norm else "post", "final_norm": pre_norm,
+            "embedding_norm": True, "position_embedding": "learned",
+            "max_position_embeddings": f("max_position_embeddings"), "position_offset": 2,
+            "tie_word_embeddings": True, "attention_dropout": f("attention_dropout"), "hidden_dropout": f("dropout"),
+            "embedding_dropout": f("dropout"), "softmax_fp32": False}
+
+
+def mbart(f: _Fields) -> dict:
+    return bart(f, pre_norm=True)
+
+
 # mT5 (Xue et al. 2021): T5 v1.1's layers over a 250k vocabulary; transformers 5 ties its head too.
 MT5 = dict(T5, vocab_size=250112, d_ff=1024, num_layers=8, num_heads=6, feed_forward_proj="gated-gelu")
 
@@ -638,7 +668,7 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
     "starcoder2": (starcoder2, STARCODER2), "gptj": (gptj, GPTJ), "gpt_neo": (gpt_neo, GPT_NEO), "gpt2": (gpt2, GPT2), "gpt_bigcode": (gpt_bigcode, GPT_BIGCODE), "mpt": (mpt, MPT),
     "gpt_neox": (gpt_neox, GPT_NEOX), "falcon": (falcon, FALCON), "opt": (opt, OPT), "bloom": (bloom, BLOOM),
     "bert": (bert, BERT), "roberta": (roberta, ROBERTA), "distilbert": (distilbert, DISTILBERT),
-    "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
+    "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "bart": (bart, BART), "mbart": (mbart, BART), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
     "deepseek_v2": (deepseek_v2, DEEPSEEK_V2), "gpt_oss": (gpt_oss, GPT_OSS),
 }
 

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Block
-from paramcalc.blocks.embed import Embeddings, LMHead, Pooler
+from paramcalc.blocks.embed import DecoderPositions, Embeddings, LMHead, Pooler
 from paramcalc.blocks.layer import TransformerLayer
 from paramcalc.blocks.linear import Linear
 from paramcalc.blocks.mla import LatentAttention
@@ -74,11 +74,15 @@ def _build_transformer(spec: TransformerSpec) -> Network:
     if spec.architecture == "encoder-decoder":
         for stack, count, cross in (("encoder", spec.num_hidden_layers, False),
                                     ("decoder", spec.num_decoder_layers or spec.num_hidden_layers, True)):
+            if cross and positions:  # BART: the decoder has its own position table and embedding norm
+                stages.append(Stage("decoder/embedding", DecoderPositions(
+                    positions, h, norm if spec.embedding_norm else None)))
             first, rest = (_layer(spec, i, causal=cross, cross=cross, relative=(i == 0)) for i in (0, 1))
             stages.append(Stage(f"{stack}/layers.0", first))
             if count > 1:
                 stages.append(Stage(f"{stack}/layers", rest, count - 1))
-            stages.append(Stage(f"{stack}/final_norm", norm))
+            if spec.final_norm:
+                stages.append(Stage(f"{stack}/final_norm", norm))
     else:
         causal = spec.architecture == "decoder"
         layers = [_layer(spec, i, causal=causal, relative=(i == 0)) for i in range(spec.num_hidden_layers)]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge, scale
-from paramcalc.blocks.embed import LMHead
+from paramcalc.blocks.embed import DecoderPositions, LMHead
 from paramcalc.blocks.layer import TransformerLayer
 
 
@@ -70,9 +70,11 @@ class Network:
             width = self.stages[0].block.dim
             out["encoder_output"] = a.x * p.tokens * width  # the k/v input of every cross-attention
             out["decoder_ids"] = 8 * p.tokens  # the shifted labels the decoder embeds
-            # T5 drops out the decoder's embeddings and both stacks' final outputs too
-            drops = a.embedding_dropout + 2 * a.hidden_dropout
-            out["stack_dropout"] = drops * a.mask_bytes * p.tokens * width
+            # T5 drops out the decoder's embeddings and both stacks' final outputs too (BART's
+            # decoder embedding dropout is its DecoderPositions stage's, and it has no other)
+            if not any(isinstance(s.block, DecoderPositions) for s in self.stages):
+                drops = a.embedding_dropout + 2 * a.hidden_dropout
+                out["stack_dropout"] = drops * a.mask_bytes * p.tokens * width
         return out
 
     def embedding_params(self) -> int:

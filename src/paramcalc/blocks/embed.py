@@ -12,8 +12,22 @@ from paramcalc.blocks.linear import Embedding, Linear
 from paramcalc.blocks.norm import Norm
 
 
+class _Tables(Block):
+    """Input-side blocks made of named parts, some of them lookup tables."""
+
+    def parts(self) -> dict[str, Block]:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def params(self) -> Breakdown:
+        return merge(*((name, part.params()) for name, part in self.parts().items()))
+
+    def table_params(self) -> int:
+        """The `params.embedding` figure: lookup tables only (tokens, positions, types)."""
+        return sum(sum(p.params().values()) for p in self.parts().values() if isinstance(p, Embedding))
+
+
 @dataclass(frozen=True)
-class Embeddings(Block):
+class Embeddings(_Tables):
     """Token table V x h, plus learned positions ((max_positions + offset) x h;
     OPT reserves an offset of 2 rows), token types (BERT), a norm (BERT, BLOOM)
     and OPT's project_in when its word vectors are narrower than the model.
@@ -40,13 +54,6 @@ class Embeddings(Block):
             out["norm"] = self.norm
         return out
 
-    def params(self) -> Breakdown:
-        return merge(*((name, part.params()) for name, part in self.parts().items()))
-
-    def table_params(self) -> int:
-        """The `params.embedding` figure: lookup tables only (tokens, positions, types)."""
-        return sum(sum(p.params().values()) for p in self.parts().values() if isinstance(p, Embedding))
-
     def flops(self, p: Pass) -> Breakdown:
         return {"project_in": self.parts()["project_in"].matmul_flops(p.tokens)} if self.project_to else {}
 
@@ -67,6 +74,36 @@ class Embeddings(Block):
 
     def module(self):
         return _embeddings_class()(self)
+
+
+@dataclass(frozen=True)
+class DecoderPositions(_Tables):
+    """An encoder-decoder's second stack of learned positions (BART: its
+    decoder has its own (max_positions + 2) x h table and embedding norm);
+    the decoder's tokens come from the shared table."""
+
+    positions: int
+    dim: int
+    norm: Norm | None = None
+    kind = "embedding"
+
+    def parts(self) -> dict[str, Block]:
+        out: dict[str, Block] = {"positions": Embedding(self.positions, self.dim)}
+        if self.norm:
+            out["norm"] = self.norm
+        return out
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """The position ids, the embedding norm, dropout noise."""
+        out = {"ids": 8 * p.tokens}
+        if self.norm:
+            out["norm"] = self.norm.saved_rows(p.tokens, a)
+        if a.embedding_dropout:
+            out["dropout"] = a.mask_bytes * p.tokens * self.dim
+        return out
+
+    def module(self):
+        return _positions_class()(self)
 
 
 @dataclass(frozen=True)
@@ -205,6 +242,28 @@ def _embeddings_class():
             return self.norm(x) if self.spec.norm else x
 
     return EmbeddingsModule
+
+
+@cache
+def _positions_class():
+    import torch
+    from torch import nn
+
+    class DecoderPositionsModule(nn.Module):
+        """Reads the decoder's token ids for their positions only (the shared
+        table's lookup is the embedding stage's)."""
+
+        def __init__(self, spec: DecoderPositions):
+            super().__init__()
+            self.spec = spec
+            for name, part in spec.parts().items():
+                self.add_module(name, part.module())
+
+        def forward(self, ids):
+            x = self.positions(torch.arange(ids.shape[1], device=ids.device)).expand(*ids.shape, -1)
+            return self.norm(x) if self.spec.norm else x
+
+    return DecoderPositionsModule
 
 
 @cache
