@@ -68,6 +68,13 @@ def test_a_multimodal_wrapper_points_at_its_text_config(tmp_path):
                       "save the 'text_config' object as its own config.json")
 
 
+def test_an_untied_bart_is_refused_with_the_reason(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text('{"model_type": "bart", "architectures": ["BartForConditionalGeneration"], '
+                    '"tie_word_embeddings": false}')
+    assert_user_error(run("count", path), "field 'tie_word_embeddings'", "a token table of their own")
+
+
 def test_unknown_preset_suggests_the_closest_name():
     assert_user_error(run("count", "llama-3.1-40b"), "did you mean", "llama-3.1-405b")
 

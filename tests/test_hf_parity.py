@@ -180,6 +180,10 @@ CASES = [
     ("bart", "BartModel", dict(BART_SMALL)),
     ("bart", "BartForQuestionAnswering", dict(BART_SMALL)),
     ("mbart", "MBartForConditionalGeneration", dict(BART_SMALL)),
+    ("pegasus", "PegasusForConditionalGeneration", dict(BART_SMALL, pad_token_id=0, decoder_start_token_id=0)),
+    ("pegasus", "PegasusModel", dict(BART_SMALL, pad_token_id=0, decoder_start_token_id=0)),
+    ("marian", "MarianMTModel", dict(BART_SMALL, pad_token_id=0, decoder_start_token_id=0)),
+    ("marian", "MarianMTModel", dict(BART_SMALL, pad_token_id=0, decoder_start_token_id=0, dropout=0.0)),
     # fields a family's code ignores, and attribute_map aliases
     ("deepseek_v2", "DeepseekV2ForCausalLM", {**{k: v for k, v in MLA_SMALL.items() if k != "n_routed_experts"},
                                               "num_experts": 6, "q_lora_rank": None}),
@@ -192,7 +196,7 @@ CASES = [
 
 def case_config(model_type: str, arch: str, overrides: dict) -> dict:
     base = {} if model_type in ("gpt2", "opt", "bloom", "t5", "mt5", "gptj", "gpt_neo", "distilbert", "gpt_bigcode",
-                                "mpt", "bart", "mbart") else SMALL
+                                "mpt", "bart", "mbart", "pegasus", "marian") else SMALL
     return {"model_type": model_type, "architectures": [arch], **base, **overrides}
 
 

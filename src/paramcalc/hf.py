@@ -43,7 +43,7 @@ class _Fields:
 
 
 def _head(arch: str, *, encoder: bool = False) -> dict:
-    if arch.endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel")):
+    if arch.endswith(("ForCausalLM", "ForConditionalGeneration", "LMHeadModel", "MTModel")):  # MarianMTModel
         # an encoder family's causal-LM class (BertLMHeadModel, RobertaForCausalLM)
         # keeps the MLM head: transform + LayerNorm + tied decoder
         return {"head": "mlm" if encoder else "lm"}
@@ -582,11 +582,18 @@ BART = dict(vocab_size=50265, max_position_embeddings=1024, encoder_layers=12, e
             tie_word_embeddings=True)
 
 
-def bart(f: _Fields, *, pre_norm: bool = False) -> dict:
+def bart(f: _Fields, *, pre_norm: bool = False, sinusoidal: bool = False) -> dict:
     # BART (Lewis et al. 2020; modeling_bart): post-norm encoder and decoder with
     # biases, a shared token table, each stack its own learned positions (2 rows
     # of offset) and embedding LayerNorm; the LM head is tied. mBART is pre-norm
-    # with a final LayerNorm per stack.
+    # with a final LayerNorm per stack. Pegasus and Marian keep a fixed sinusoidal
+    # table per stack instead (an nn.Embedding, so parameters() counts it, with no
+    # offset) and no embedding norm.
+    if not f("tie_word_embeddings"):
+        raise UserError("tie_word_embeddings is false: transformers then gives the shared table, each stack and "
+                        "the LM head a token table of their own", where="config.json: field 'tie_word_embeddings'",
+                        fix="paramcalc models these encoder-decoders with one shared token table (the published "
+                            "checkpoints' setting)")
     for enc, dec in (("encoder_ffn_dim", "decoder_ffn_dim"), ("encoder_attention_heads", "decoder_attention_heads")):
         if f(enc) != f(dec):
             raise UserError(f"{enc} ({f(enc)}) differs from {dec} ({f(dec)})", where="config.json",
@@ -596,14 +603,29 @@ def bart(f: _Fields, *, pre_norm: bool = False) -> dict:
             "num_attention_heads": f("encoder_attention_heads"), "intermediate_size": f("encoder_ffn_dim"),
             "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "qkv_bias": True,
             "o_bias": True, "norm": "layernorm", "layout": "pre" if pre_norm else "post", "final_norm": pre_norm,
-            "embedding_norm": True, "position_embedding": "learned",
-            "max_position_embeddings": f("max_position_embeddings"), "position_offset": 2,
+            "embedding_norm": not sinusoidal, "position_embedding": "learned",
+            "max_position_embeddings": f("max_position_embeddings"), "position_offset": 0 if sinusoidal else 2,
             "tie_word_embeddings": True, "attention_dropout": f("attention_dropout"), "hidden_dropout": f("dropout"),
             "embedding_dropout": f("dropout"), "softmax_fp32": False}
 
 
 def mbart(f: _Fields) -> dict:
     return bart(f, pre_norm=True)
+
+
+def pegasus(f: _Fields) -> dict:
+    return bart(f, pre_norm=True, sinusoidal=True)
+
+
+MARIAN = dict(BART, vocab_size=58101, decoder_vocab_size=None, share_encoder_decoder_embeddings=True)
+
+
+def marian(f: _Fields) -> dict:
+    # MarianMT: post-norm like BART, sinusoidal tables like Pegasus
+    if not f("share_encoder_decoder_embeddings") or f("decoder_vocab_size") not in (None, f("vocab_size")):
+        raise UserError("this Marian model has a decoder vocabulary of its own", where="config.json",
+                        fix="paramcalc models Marian with one token table shared by both stacks")
+    return bart(f, sinusoidal=True)
 
 
 # mT5 (Xue et al. 2021): T5 v1.1's layers over a 250k vocabulary; transformers 5 ties its head too.
@@ -668,7 +690,8 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
     "starcoder2": (starcoder2, STARCODER2), "gptj": (gptj, GPTJ), "gpt_neo": (gpt_neo, GPT_NEO), "gpt2": (gpt2, GPT2), "gpt_bigcode": (gpt_bigcode, GPT_BIGCODE), "mpt": (mpt, MPT),
     "gpt_neox": (gpt_neox, GPT_NEOX), "falcon": (falcon, FALCON), "opt": (opt, OPT), "bloom": (bloom, BLOOM),
     "bert": (bert, BERT), "roberta": (roberta, ROBERTA), "distilbert": (distilbert, DISTILBERT),
-    "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "bart": (bart, BART), "mbart": (mbart, BART), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
+    "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "bart": (bart, BART), "mbart": (mbart, BART),
+    "pegasus": (pegasus, BART), "marian": (marian, MARIAN), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
     "deepseek_v2": (deepseek_v2, DEEPSEEK_V2), "gpt_oss": (gpt_oss, GPT_OSS),
 }
 
