@@ -3,9 +3,13 @@
 One small function per model_type reads the fields that family really uses;
 a field the config omits takes transformers' default for that model_type
 (the `<Family>Config.__init__` defaults of transformers 5.24.0, the
-reference version). `architectures[0]` picks the head: *ForCausalLM and
-*ForConditionalGeneration have an LM head, *Model none (BERT's a pooler),
-*ForMaskedLM BERT's MLM head, *ForSequenceClassification a classifier.
+reference version). `architectures[0]` picks the head: *ForCausalLM,
+*ForConditionalGeneration and MarianMTModel have an LM head (an encoder
+family's causal-LM class keeps its MLM head), *Model none (BERT's a pooler),
+*ForMaskedLM the MLM head, *ForSequenceClassification a classifier,
+*ForTokenClassification and *ForQuestionAnswering a linear layer per token.
+Where a family's code ignores a config field (OLMo's mlp_bias, StableLM's
+head_dim), so does its converter: the count is the instantiated model's.
 """
 
 from __future__ import annotations
