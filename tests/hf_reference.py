@@ -55,7 +55,12 @@ def hf_saved_bytes(cfg: dict, seq: int, batch: int = 1) -> int:
     parameters' storages excluded (buffers such as BERT's position ids count)."""
     from saved_bytes import saved_bytes
 
-    model = hf_model(cfg, dtype=torch.bfloat16, experts=None)  # transformers' default experts path
+    # transformers' default experts path where torch has grouped matmuls, named: left unset it can
+    # follow what MoE models built earlier in the process chose
+    try:
+        model = hf_model(cfg, dtype=torch.bfloat16, experts="grouped_mm")
+    except ValueError:  # a dense model: no experts to choose a path for
+        model = hf_model(cfg, dtype=torch.bfloat16, experts=None)
     model.train()
     ids = torch.zeros(batch, seq, dtype=torch.long, device="meta")
     return saved_bytes(model, buffers=True, input_ids=ids, labels=ids)

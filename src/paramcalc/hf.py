@@ -665,6 +665,52 @@ def deepseek_v2(f: _Fields) -> dict:
     return deepseek_v3(f)
 
 
+GLM4_MOE = dict(LLAMA, vocab_size=151552, intermediate_size=10944, num_hidden_layers=46, num_attention_heads=96,
+                num_key_value_heads=8, max_position_embeddings=131072, moe_intermediate_size=1408,
+                num_experts_per_tok=8, n_shared_experts=1, n_routed_experts=128, first_k_dense_replace=1,
+                use_qk_norm=False, partial_rotary_factor=0.5)
+
+
+def glm4_moe(f: _Fields) -> dict:
+    # GLM-4.5 (modeling_glm4_moe): DeepSeek-V3's expert layout (dense first layers,
+    # shared + routed experts, a sigmoid router whose correction bias is a buffer)
+    # under GQA attention with q/k/v biases, optional q/k RMSNorms and half-rotary
+    # heads; the multi-token-prediction layers are not instantiated.
+    moe = {"num_experts": f("n_routed_experts", "num_local_experts", "num_experts"),
+           "num_experts_per_tok": f("num_experts_per_tok"), "moe_intermediate_size": f("moe_intermediate_size"),
+           "shared_expert_intermediate_size": f("moe_intermediate_size") * (f("n_shared_experts") or 0),
+           "first_k_dense_replace": f("first_k_dense_replace")}
+    return {**_llama_like(f), "qkv_bias": bool(f("attention_bias")), "qk_norm": bool(f("use_qk_norm")),
+            "rotary_pct": _rotary_pct(f), "moe": moe}
+
+
+OLMOE = dict(LLAMA, vocab_size=50304, intermediate_size=2048, num_hidden_layers=16, num_attention_heads=16,
+             max_position_embeddings=4096, num_experts_per_tok=8, num_experts=64, attention_dropout=0.0)
+
+
+def olmoe(f: _Fields) -> dict:
+    # OLMoE (Muennighoff et al. 2024; modeling_olmoe): every layer routes to
+    # intermediate_size-wide experts; RMSNorms over the whole q and k projections.
+    bias = bool(f("attention_bias"))
+    moe = {"num_experts": f("num_experts", "num_local_experts"), "num_experts_per_tok": f("num_experts_per_tok")}
+    return {**_llama_like(f), "qkv_bias": bias, "o_bias": bias, "qk_norm": True, "qk_norm_over": "projection",
+            "moe": moe, "attention_dropout": f("attention_dropout")}
+
+
+PHIMOE = dict(LLAMA, vocab_size=32064, intermediate_size=6400, num_key_value_heads=8, max_position_embeddings=4096 * 32,
+              sliding_window=None, num_experts_per_tok=2, num_local_experts=16, lm_head_bias=False,
+              attention_dropout=0.0)
+
+
+def phimoe(f: _Fields) -> dict:
+    # Phi-3.5-MoE (modeling_phimoe): Mixtral's experts under LayerNorms with biases;
+    # attention_bias on all four projections, an optional LM-head bias.
+    bias = bool(f("attention_bias"))
+    moe = {"num_experts": f("num_local_experts", "num_experts"), "num_experts_per_tok": f("num_experts_per_tok")}
+    return {**_llama_like(f), "qkv_bias": bias, "o_bias": bias, "norm": "layernorm", "lm_head_bias": bool(f("lm_head_bias")),
+            **_sliding(f, f("num_hidden_layers")), "moe": moe, "attention_dropout": f("attention_dropout")}
+
+
 GPT_OSS = dict(LLAMA, num_hidden_layers=36, num_local_experts=128, vocab_size=201088, hidden_size=2880,
                intermediate_size=2880, head_dim=64, num_attention_heads=64, num_key_value_heads=8, sliding_window=128,
                max_position_embeddings=131072, num_experts_per_tok=4, attention_bias=True, attention_dropout=0.0)
@@ -697,6 +743,7 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
     "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "bart": (bart, BART), "mbart": (mbart, BART),
     "pegasus": (pegasus, BART), "marian": (marian, MARIAN), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
     "deepseek_v2": (deepseek_v2, DEEPSEEK_V2), "gpt_oss": (gpt_oss, GPT_OSS),
+    "glm4_moe": (glm4_moe, GLM4_MOE), "olmoe": (olmoe, OLMOE), "phimoe": (phimoe, PHIMOE),
 }
 
 
