@@ -214,7 +214,8 @@ def _id(case) -> str:
 
 
 def test_every_supported_model_type_has_a_parity_case():
-    assert {c[0] for c in CASES} == set(FAMILIES)
+    # llama4_text has its own test below: transformers computes every expert on every token
+    assert {c[0] for c in CASES} | {"llama4_text"} == set(FAMILIES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)
@@ -242,6 +243,24 @@ def test_encoder_decoder_sequence_classification_counts_the_whole_model_and_its_
     # (its forward needs an <eos> in every example, so it has no FLOPs case)
     cfg = {"model_type": model_type, "architectures": [arch], **small, "num_labels": 3}
     assert sum(build(from_config(cfg)).params().values()) == hf_params(cfg)
+
+
+@pytest.mark.parametrize("step,layers", [(1, 2), (2, 4)])
+def test_llama4_counts_exactly_and_its_flops_route_top_k(step, layers):
+    """Parameters equal transformers'; transformers' Llama4TextMoe runs all E
+    experts on every token (the unrouted ones zero-weighted), so FlopCounterMode
+    counts exactly E - k experts' SwiGLU matmuls more per MoE layer than the
+    routed model paramcalc counts."""
+    E, k, f, h, seq, batch = 4, 1, 40, 64, 12, 2
+    cfg = {"model_type": "llama4_text", "architectures": ["Llama4ForCausalLM"], **SMALL, "num_key_value_heads": 2,
+           "head_dim": 16, "intermediate_size": f, "intermediate_size_mlp": 96, "num_local_experts": E,
+           "num_experts_per_tok": k, "interleave_moe_layer_step": step, "num_hidden_layers": layers}
+    net = build(from_config(cfg))
+    assert sum(net.params().values()) == hf_params(cfg)
+    forward, _ = hf_flops(cfg, seq, batch, device="cpu")
+    moe_layers = layers // step
+    unrouted = moe_layers * (E - k) * 3 * 2 * batch * seq * h * f
+    assert forward - sum(net.flops(Pass(batch, seq, "dense")).values()) == unrouted
 
 
 @pytest.mark.parametrize("name", [k for k in EXPECTED if not k.startswith("_")])

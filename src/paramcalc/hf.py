@@ -711,6 +711,33 @@ def phimoe(f: _Fields) -> dict:
             **_sliding(f, f("num_hidden_layers")), "moe": moe, "attention_dropout": f("attention_dropout")}
 
 
+LLAMA4_TEXT = dict(LLAMA, vocab_size=202048, hidden_size=5120, intermediate_size=8192, intermediate_size_mlp=16384,
+                   num_hidden_layers=48, num_attention_heads=40, num_key_value_heads=8, head_dim=128,
+                   max_position_embeddings=4096 * 32, num_experts_per_tok=1, num_local_experts=16, moe_layers=None,
+                   interleave_moe_layer_step=1, attention_dropout=0.0)
+
+
+def llama4_text(f: _Fields) -> dict:
+    # Llama 4's language model (modeling_llama4): MoE layers (every
+    # interleave_moe_layer_step-th, or moe_layers) route to intermediate_size-wide
+    # experts beside a shared expert of the same width; the other layers keep a
+    # dense MLP of intermediate_size_mlp. The q/k L2 norm has no weights.
+    # FLOPs are the routed model's (top-k experts per token); transformers' eager
+    # Llama4TextMoe runs every expert on every token (zero-weighted), so its
+    # FlopCounterMode count is higher by the unrouted experts' matmuls.
+    layers, step = f("num_hidden_layers"), f("interleave_moe_layer_step")
+    moe_layers = f("moe_layers")
+    if moe_layers is None:
+        moe_layers = list(range(step - 1, layers, step))
+    width = f("intermediate_size")
+    moe = {"num_experts": f("num_local_experts", "num_experts"), "num_experts_per_tok": f("num_experts_per_tok"),
+           "moe_intermediate_size": width, "shared_expert_intermediate_size": width,
+           "mlp_only_layers": tuple(i for i in range(layers) if i not in set(moe_layers))}
+    bias = bool(f("attention_bias"))
+    return {**_llama_like(f), "intermediate_size": f("intermediate_size_mlp"), "qkv_bias": bias, "o_bias": bias,
+            "moe": moe, "attention_dropout": f("attention_dropout")}
+
+
 GPT_OSS = dict(LLAMA, num_hidden_layers=36, num_local_experts=128, vocab_size=201088, hidden_size=2880,
                intermediate_size=2880, head_dim=64, num_attention_heads=64, num_key_value_heads=8, sliding_window=128,
                max_position_embeddings=131072, num_experts_per_tok=4, attention_bias=True, attention_dropout=0.0)
@@ -743,7 +770,7 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
     "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "bart": (bart, BART), "mbart": (mbart, BART),
     "pegasus": (pegasus, BART), "marian": (marian, MARIAN), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
     "deepseek_v2": (deepseek_v2, DEEPSEEK_V2), "gpt_oss": (gpt_oss, GPT_OSS),
-    "glm4_moe": (glm4_moe, GLM4_MOE), "olmoe": (olmoe, OLMOE), "phimoe": (phimoe, PHIMOE),
+    "glm4_moe": (glm4_moe, GLM4_MOE), "llama4_text": (llama4_text, LLAMA4_TEXT), "olmoe": (olmoe, OLMOE), "phimoe": (phimoe, PHIMOE),
 }
 
 
