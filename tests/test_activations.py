@@ -19,7 +19,7 @@ from test_hf_parity import CASES, case_config
 
 DATA = Path(__file__).parent / "data" / "hf-configs"
 # DeepSeek-V2's complex-number rotary keeps fp32 copies of q_pe and k_pe that are not modelled (errs low, 4-8%).
-MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "deepseek_v2", "gpt_oss", "glm4_moe", "olmoe"}
+MOE = {"mixtral", "qwen2_moe", "qwen3_moe", "deepseek_v3", "deepseek_v2", "gpt_oss", "glm4_moe", "olmoe", "granitemoe"}
 # Language-modelling heads; classification/QA heads' inputs and losses are a few T x h bytes, not modelled.
 # PhiMoE's sparsemixer router samples while training, so on the meta reference the tokens each expert
 # gets, and the bytes kept, change from run to run (its count and FLOPs are exact in test_hf_parity.py).

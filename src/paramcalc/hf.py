@@ -288,6 +288,16 @@ def granite(f: _Fields) -> dict:
     return llama(f)
 
 
+GRANITEMOE = dict(LLAMA, num_local_experts=8, num_experts_per_tok=2, attention_dropout=0.0)
+
+
+def granitemoe(f: _Fields) -> dict:
+    # Granite MoE (modeling_granitemoe): Granite's attention over intermediate_size-wide
+    # routed experts in every layer (no dense MLP, no shared expert).
+    moe = {"num_experts": f("num_local_experts", "num_experts"), "num_experts_per_tok": f("num_experts_per_tok")}
+    return {**llama(f), "mlp_bias": False, "moe": moe, "attention_dropout": f("attention_dropout")}
+
+
 OLMO = dict(LLAMA, vocab_size=50304, pad_token_id=1, attention_dropout=0.0)
 
 
@@ -763,7 +773,7 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
     "smollm3": (smollm3, SMOLLM3), "glm": (glm, GLM), "glm4": (glm4, GLM), "cohere": (cohere, COHERE),
     "nemotron": (nemotron, NEMOTRON), "stablelm": (stablelm, STABLELM), "mixtral": (mixtral, MIXTRAL), "qwen2": (qwen2, QWEN2),
     "qwen2_moe": (qwen2_moe, QWEN2_MOE), "qwen3": (qwen3, QWEN3), "qwen3_moe": (qwen3_moe, QWEN3_MOE),
-    "gemma": (gemma, GEMMA), "gemma2": (gemma2, GEMMA2), "gemma3_text": (gemma3_text, GEMMA3_TEXT), "phi3": (phi3, PHI3), "phi": (phi, PHI), "granite": (granite, GRANITE), "olmo": (olmo, OLMO), "olmo2": (olmo2, OLMO2),
+    "gemma": (gemma, GEMMA), "gemma2": (gemma2, GEMMA2), "gemma3_text": (gemma3_text, GEMMA3_TEXT), "phi3": (phi3, PHI3), "phi": (phi, PHI), "granite": (granite, GRANITE), "granitemoe": (granitemoe, GRANITEMOE), "olmo": (olmo, OLMO), "olmo2": (olmo2, OLMO2),
     "starcoder2": (starcoder2, STARCODER2), "gptj": (gptj, GPTJ), "gpt_neo": (gpt_neo, GPT_NEO), "gpt2": (gpt2, GPT2), "gpt_bigcode": (gpt_bigcode, GPT_BIGCODE), "mpt": (mpt, MPT),
     "gpt_neox": (gpt_neox, GPT_NEOX), "falcon": (falcon, FALCON), "opt": (opt, OPT), "bloom": (bloom, BLOOM),
     "bert": (bert, BERT), "roberta": (roberta, ROBERTA), "distilbert": (distilbert, DISTILBERT),
