@@ -50,6 +50,8 @@ CASES = [
     ("gemma", "GemmaForCausalLM", dict(head_dim=32, num_key_value_heads=1)),
     ("gemma2", "Gemma2ForCausalLM", dict(head_dim=32, num_key_value_heads=2, sliding_window=4)),
     ("phi3", "Phi3ForCausalLM", dict(num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2)),
+    ("phi3", "Phi3ForCausalLM", dict(num_key_value_heads=2, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                                     partial_rotary_factor=0.75, tie_word_embeddings=True)),
     ("gpt2", "GPT2LMHeadModel", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=32)),
     ("gpt2", "GPT2LMHeadModel", dict(n_embd=64, n_layer=2, n_head=4, vocab_size=101, n_positions=32, n_inner=80,
                                      tie_word_embeddings=False)),

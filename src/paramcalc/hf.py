@@ -276,8 +276,9 @@ PHI3 = dict(LLAMA, vocab_size=32064, hidden_size=3072, intermediate_size=8192, n
 
 
 def phi3(f: _Fields) -> dict:
-    # Fused qkv_proj and gate_up_proj: the same weights as separate q/k/v and gate/up.
-    return {**_llama_like(f), **_sliding(f, f("num_hidden_layers"))}
+    # Fused qkv_proj and gate_up_proj: the same weights as separate q/k/v and gate/up;
+    # Phi-4-mini rotates 3/4 of each head (partial_rotary_factor).
+    return {**_llama_like(f), **_sliding(f, f("num_hidden_layers")), "rotary_pct": _rotary_pct(f)}
 
 
 GRANITE = dict(LLAMA)
