@@ -73,3 +73,37 @@ def test_a_patch_size_that_does_not_divide_the_image_is_refused(tmp_path):
                     "num_attention_heads: 4\nintermediate_size: 128\nhead: classifier\n")
     r = run("count", path)
     assert r.code == 2 and "patch_size" in r.err
+
+
+VIT_SMALL = dict(model_type="vit", hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=96,
+                 image_size=32, patch_size=8)
+
+
+def _hf_vit_from(cfg: dict, dtype=torch.float32):
+    from hf_reference import hf_model
+
+    model = hf_model(cfg, dtype=dtype)
+    model.train()
+    return model
+
+
+@pytest.mark.parametrize("arch,extra", [("ViTForImageClassification", {"num_labels": 5}), ("ViTModel", {}),
+                                        ("ViTForImageClassification", {"qkv_bias": False, "hidden_dropout_prob": 0.1})])
+def test_a_vit_config_json_imports_exactly(tmp_path, arch, extra):
+    import json
+
+    cfg = {**VIT_SMALL, "architectures": [arch], **extra}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    model = _hf_vit_from(cfg)
+    assert count_params(str(path)).params.total == sum(p.numel() for p in model.parameters())
+    images = torch.zeros(2, 3, 32, 32, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        out = model(pixel_values=images)
+    assert count_flops(str(path), batch=2).flops.forward == counter.get_total_flops()
+    if arch == "ViTForImageClassification":
+        bf16 = _hf_vit_from(cfg, torch.bfloat16)
+        labels = torch.zeros(2, dtype=torch.long, device="meta")
+        measured = saved_bytes(bf16, images.to(torch.bfloat16), labels=labels)
+        assert estimate_memory(str(path), batch=2).memory.activations == pytest.approx(measured, rel=0.02)
+    del out

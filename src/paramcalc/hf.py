@@ -53,7 +53,7 @@ def _head(arch: str, *, encoder: bool = False) -> dict:
         return {"head": "mlm" if encoder else "lm"}
     if arch.endswith("ForMaskedLM"):
         return {"head": "mlm"}
-    if arch.endswith("ForSequenceClassification"):
+    if arch.endswith(("ForSequenceClassification", "ForImageClassification")):
         return {"head": "classifier"}
     if arch.endswith("ForTokenClassification"):
         return {"head": "token-classifier"}
@@ -591,6 +591,32 @@ def t5(f: _Fields) -> dict:
             "embedding_dropout": f("dropout_rate"), "mlp_inner_dropout": True, "softmax_fp32": False}
 
 
+VIT = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072, hidden_act="gelu",
+           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, image_size=224, patch_size=16, num_channels=3,
+           qkv_bias=True)
+
+
+def vit(f: _Fields) -> dict:
+    # ViT (Dosovitskiy et al. 2021; modeling_vit): patches by a strided conv, a
+    # class token and learned positions, pre-norm encoder layers (q/k/v biases by
+    # qkv_bias, the output projection and MLP always biased), a final LayerNorm.
+    image, patch = f("image_size"), f("patch_size")
+    if isinstance(image, (list, tuple)) or isinstance(patch, (list, tuple)):
+        if len(set(image if isinstance(image, (list, tuple)) else [image])) != 1 or \
+                len(set(patch if isinstance(patch, (list, tuple)) else [patch])) != 1:
+            raise UserError("rectangular images or patches", where="config.json: field 'image_size'",
+                            fix="paramcalc models square images and patches")
+        image = image[0] if isinstance(image, (list, tuple)) else image
+        patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    return {"architecture": "vit", "image_size": image, "patch_size": patch, "num_channels": f("num_channels"),
+            "hidden_size": f("hidden_size"), "num_hidden_layers": f("num_hidden_layers"),
+            "num_attention_heads": f("num_attention_heads"), "intermediate_size": f("intermediate_size"),
+            "hidden_act": f("hidden_act"), "mlp": "plain", "mlp_bias": True, "qkv_bias": bool(f("qkv_bias")),
+            "o_bias": True, "norm": "layernorm", "position_embedding": "none",
+            "attention_dropout": f("attention_probs_dropout_prob"), "hidden_dropout": f("hidden_dropout_prob"),
+            "embedding_dropout": f("hidden_dropout_prob")}
+
+
 BART = dict(vocab_size=50265, max_position_embeddings=1024, encoder_layers=12, encoder_ffn_dim=4096,
             encoder_attention_heads=16, decoder_layers=12, decoder_ffn_dim=4096, decoder_attention_heads=16,
             activation_function="gelu", d_model=1024, dropout=0.1, attention_dropout=0.0, activation_dropout=0.0,
@@ -778,7 +804,7 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
     "starcoder2": (starcoder2, STARCODER2), "gptj": (gptj, GPTJ), "gpt_neo": (gpt_neo, GPT_NEO), "gpt2": (gpt2, GPT2), "gpt_bigcode": (gpt_bigcode, GPT_BIGCODE), "mpt": (mpt, MPT),
     "gpt_neox": (gpt_neox, GPT_NEOX), "falcon": (falcon, FALCON), "opt": (opt, OPT), "bloom": (bloom, BLOOM),
     "bert": (bert, BERT), "roberta": (roberta, ROBERTA), "distilbert": (distilbert, DISTILBERT),
-    "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "bart": (bart, BART), "mbart": (mbart, BART),
+    "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "vit": (vit, VIT), "bart": (bart, BART), "mbart": (mbart, BART),
     "pegasus": (pegasus, BART), "marian": (marian, MARIAN), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
     "deepseek_v2": (deepseek_v2, DEEPSEEK_V2), "gpt_oss": (gpt_oss, GPT_OSS),
     "glm4_moe": (glm4_moe, GLM4_MOE), "llama4_text": (llama4_text, LLAMA4_TEXT), "olmoe": (olmoe, OLMOE), "phimoe": (phimoe, PHIMOE),
@@ -807,7 +833,7 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
     except (TypeError, ValueError, AttributeError) as e:
         raise UserError(f"a field has the wrong type ({e})", where=where,
                         fix="compare with the model's config.json on the Hugging Face hub") from None
-    fields.update(_head(arch, encoder=fields.get("architecture") == "encoder"))
+    fields.update(_head(arch, encoder=fields.get("architecture") in ("encoder", "vit")))
     if model_type == "distilbert" and fields["head"] == "pooler":
         fields["head"] = "none"  # DistilBertModel ends at the last layer
     if fields.get("architecture") == "encoder-decoder" and (arch.endswith("EncoderModel")

@@ -111,7 +111,10 @@ def _build_vit(spec: TransformerSpec) -> Network:
     stages = [Stage("embedding", embed), Stage("layers", _layer(spec, 0, causal=False), spec.num_hidden_layers)]
     if spec.final_norm:
         stages.append(Stage("final_norm", _norm(spec)))
-    head = ClassTokenHead(spec.hidden_size, spec.num_labels) if spec.head == "classifier" else _NoHead()
+    if spec.head == "classifier":
+        head = ClassTokenHead(spec.hidden_size, spec.num_labels)
+    else:  # transformers' ViTModel pools the class token (dense + tanh)
+        head = Pooler(spec.hidden_size) if spec.head == "pooler" else _NoHead()
     stages.append(Stage("head", head))
     return Network(spec.name or "model", tuple(stages))
 

@@ -193,8 +193,8 @@ class TransformerSpec(_Spec):
                 raise ValueError("a vit needs image_size and patch_size")
             if self.image_size % self.patch_size:
                 raise ValueError(f"patch_size ({self.patch_size}) does not divide image_size ({self.image_size})")
-            if self.head not in ("classifier", "none"):
-                raise ValueError(f"a vit's head is classifier or none, not {self.head}")
+            if self.head not in ("classifier", "pooler", "none"):
+                raise ValueError(f"a vit's head is classifier, pooler or none, not {self.head}")
         elif self.vocab_size is None:
             raise ValueError("vocab_size is required (the rows of the token embedding)")
         n, g = self.num_attention_heads, self.kv_heads
