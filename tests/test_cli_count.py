@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cli import run
+from cli import assert_user_error, run
 
 DATA = Path(__file__).parent / "data" / "hf-configs"
 
@@ -75,3 +75,18 @@ def test_the_root_still_sees_every_command():
     r = run("cont", "gpt2")
     assert r.code == 2 and "'count'" in r.err
     assert run("--debug", "count", "gpt2", "--json").json["params"]["total"] == 124_439_808
+
+
+def test_a_folder_holding_a_config_json_is_a_target_named_after_the_folder(tmp_path):
+    # a downloaded Hugging Face snapshot: Llama-3.1-8B/config.json
+    folder = tmp_path / "Llama-3.1-8B"
+    folder.mkdir()
+    (folder / "config.json").write_text((DATA / "llama-3.1-8b.json").read_text())
+    r = run("count", folder, "--json")
+    assert r.code == 0, r.err
+    assert (r.json["model"], r.json["params"]["total"]) == ("Llama-3.1-8B", 8_030_261_248)
+    assert run("count", folder / "config.json", "--json").json["model"] == "Llama-3.1-8B"
+
+
+def test_a_folder_without_a_config_json_says_so(tmp_path):
+    assert_user_error(run("count", tmp_path), "has no config.json", "a folder holding one")

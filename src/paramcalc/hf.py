@@ -852,4 +852,6 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
 def from_config_file(path: Path) -> TransformerSpec:
     from paramcalc.files import load_json, require_mapping
 
-    return from_config(require_mapping(load_json(path), str(path)), str(path), name=path.stem)
+    # a snapshot's config.json is named after its folder (Llama-3.1-8B/config.json: Llama-3.1-8B)
+    name = path.parent.resolve().name if path.stem == "config" and path.parent.resolve().name else path.stem
+    return from_config(require_mapping(load_json(path), str(path)), str(path), name=name)

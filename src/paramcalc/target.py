@@ -18,6 +18,8 @@ def load_spec(target: str | Path, *, base: Path | None = None) -> TransformerSpe
     path = Path(text)
     if base is not None and not path.is_absolute():
         path = base / path
+    if path.is_dir() and (path / "config.json").is_file():  # a downloaded Hugging Face snapshot
+        path = path / "config.json"
     suffix = path.suffix.lower()
     if suffix == ".json":
         from paramcalc.hf import from_config_file
@@ -33,6 +35,9 @@ def load_spec(target: str | Path, *, base: Path | None = None) -> TransformerSpe
     try:
         count = parse_number(text, what="parameter count")
     except UserError:
+        if path.is_dir():
+            raise UserError(f"folder {text!r} has no config.json",
+                            fix="name the config.json, or a folder holding one (a Hugging Face snapshot)") from None
         raise _unknown_target(text) from None
     if not isinstance(count, int) or count <= 0:
         raise UserError(f"a parameter count must be a positive whole number, got {text!r}")
