@@ -25,6 +25,7 @@ T5_SMALL = dict(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_
                 pad_token_id=0)
 BART_SMALL = dict(vocab_size=101, d_model=64, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=96, decoder_ffn_dim=96,
                   encoder_attention_heads=4, decoder_attention_heads=4, max_position_embeddings=32)
+ELECTRA_SMALL = dict(SMALL, embedding_size=32, max_position_embeddings=34)
 DISTIL_SMALL = dict(vocab_size=101, dim=64, hidden_dim=96, n_layers=2, n_heads=4, max_position_embeddings=34)
 NEO_SMALL = dict(vocab_size=101, hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
                  window_size=4, max_position_embeddings=32)
@@ -127,6 +128,12 @@ CASES = [
     ("distilbert", "DistilBertModel", DISTIL_SMALL),
     ("distilbert", "DistilBertForSequenceClassification", dict(DISTIL_SMALL, num_labels=4)),
     ("distilbert", "DistilBertForQuestionAnswering", DISTIL_SMALL),
+    ("electra", "ElectraForPreTraining", dict(ELECTRA_SMALL)),
+    ("electra", "ElectraForPreTraining", dict(ELECTRA_SMALL, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)),
+    ("electra", "ElectraForMaskedLM", dict(ELECTRA_SMALL)),
+    ("electra", "ElectraForMaskedLM", dict(ELECTRA_SMALL, embedding_size=64)),
+    ("electra", "ElectraModel", dict(ELECTRA_SMALL)),
+    ("electra", "ElectraForSequenceClassification", dict(ELECTRA_SMALL, num_labels=3)),
     ("mt5", "MT5ForConditionalGeneration", dict(vocab_size=101, d_model=64, d_kv=16, d_ff=96, num_layers=2, num_heads=4,
                                                 tie_word_embeddings=False)),
     # decoders: parallel blocks, biased heads, other norms

@@ -559,6 +559,17 @@ def distilbert(f: _Fields) -> dict:
     return fields
 
 
+ELECTRA = dict(BERT, embedding_size=128, hidden_size=256, num_attention_heads=4, intermediate_size=1024)
+
+
+def electra(f: _Fields) -> dict:
+    # ELECTRA (Clark et al. 2020; modeling_electra): BERT's layers over embeddings
+    # of embedding_size projected (with a bias) to hidden_size; *Model has no
+    # pooler; *ForPreTraining is the replaced-token discriminator; *ForMaskedLM the
+    # generator, whose MLM head transforms down to embedding_size.
+    return {**bert(f), "embedding_size": f("embedding_size")}
+
+
 ROBERTA = dict(BERT, vocab_size=50265)
 XLM_ROBERTA = dict(BERT, vocab_size=30522)
 
@@ -804,6 +815,7 @@ FAMILIES: dict[str, tuple[Callable[[_Fields], dict], Config]] = {
     "starcoder2": (starcoder2, STARCODER2), "gptj": (gptj, GPTJ), "gpt_neo": (gpt_neo, GPT_NEO), "gpt2": (gpt2, GPT2), "gpt_bigcode": (gpt_bigcode, GPT_BIGCODE), "mpt": (mpt, MPT),
     "gpt_neox": (gpt_neox, GPT_NEOX), "falcon": (falcon, FALCON), "opt": (opt, OPT), "bloom": (bloom, BLOOM),
     "bert": (bert, BERT), "roberta": (roberta, ROBERTA), "distilbert": (distilbert, DISTILBERT),
+    "electra": (electra, ELECTRA),
     "xlm-roberta": (roberta, XLM_ROBERTA), "t5": (t5, T5), "mt5": (t5, MT5), "vit": (vit, VIT), "bart": (bart, BART), "mbart": (mbart, BART),
     "pegasus": (pegasus, BART), "marian": (marian, MARIAN), "deepseek_v3": (deepseek_v3, DEEPSEEK_V3),
     "deepseek_v2": (deepseek_v2, DEEPSEEK_V2), "gpt_oss": (gpt_oss, GPT_OSS),
@@ -833,9 +845,12 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
     except (TypeError, ValueError, AttributeError) as e:
         raise UserError(f"a field has the wrong type ({e})", where=where,
                         fix="compare with the model's config.json on the Hugging Face hub") from None
-    fields.update(_head(arch, encoder=fields.get("architecture") in ("encoder", "vit")))
-    if model_type == "distilbert" and fields["head"] == "pooler":
-        fields["head"] = "none"  # DistilBertModel ends at the last layer
+    if model_type == "electra" and arch.endswith("ForPreTraining"):
+        fields["head"] = "discriminator"  # ELECTRA's pre-training class is its replaced-token detector
+    else:
+        fields.update(_head(arch, encoder=fields.get("architecture") in ("encoder", "vit")))
+    if model_type in ("distilbert", "electra") and fields["head"] == "pooler":
+        fields["head"] = "none"  # DistilBertModel and ElectraModel end at the last layer
     if fields.get("architecture") == "encoder-decoder" and (arch.endswith("EncoderModel")
                                                             or fields["head"] == "token-classifier"):
         # (M)T5EncoderModel, and *ForTokenClassification built on it: the encoder stack alone

@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Block
-from paramcalc.blocks.embed import DecoderPositions, Embeddings, LMHead, Pooler
+from paramcalc.blocks.embed import DecoderPositions, Discriminator, Embeddings, LMHead, Pooler
 from paramcalc.blocks.layer import TransformerLayer
 from paramcalc.blocks.linear import Linear
 from paramcalc.blocks.mla import LatentAttention
@@ -67,9 +67,12 @@ def _build_transformer(spec: TransformerSpec) -> Network:
     norm = _norm(spec)
     positions = (spec.max_position_embeddings or 0) + spec.position_offset if spec.position_embedding == "learned" else 0
     project = spec.word_embed_proj_dim if spec.word_embed_proj_dim not in (None, h) else None
+    narrow = spec.embedding_size if spec.embedding_size not in (None, h) else None
+    width = narrow or project or h
     stages = [Stage("embedding", Embeddings(
-        vocab=V, dim=project or h, positions=positions, token_types=spec.type_vocab_size,
-        norm=norm if spec.embedding_norm else None, project_to=h if project else None))]
+        vocab=V, dim=width, positions=positions, token_types=spec.type_vocab_size,
+        norm=(_norm(spec, narrow) if narrow else norm) if spec.embedding_norm else None,
+        project_to=h if width != h else None, narrow=narrow is not None))]
 
     if spec.architecture == "encoder-decoder":
         for stack, count, cross in (("encoder", spec.num_hidden_layers, False),
@@ -171,7 +174,11 @@ def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
         return LMHead(h, V, tied=spec.tie_word_embeddings, bias=spec.lm_head_bias, project_to=project,
                       loss_fp32=spec.architecture == "decoder", softcap=spec.final_logit_softcapping is not None)
     if spec.head == "mlm":  # BERT: transform + LayerNorm, decoder tied to the word table, vocab bias
-        return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=norm, loss_fp32=False)
+        width = spec.embedding_size or h  # ELECTRA's generator transforms down to its table's width
+        return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=_norm(spec, width),
+                      loss_fp32=False)
+    if spec.head == "discriminator":
+        return Discriminator(h)
     if spec.head == "pooler":
         return Pooler(h)
     if spec.head == "classifier":

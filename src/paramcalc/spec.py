@@ -152,11 +152,15 @@ class TransformerSpec(_Spec):
     type_vocab_size: int = Field(0, ge=0, description="token-type rows (BERT's segment embeddings)")
     relative_attention_num_buckets: int = Field(32, gt=0, description="T5's relative position buckets")
     word_embed_proj_dim: int | None = Field(None, gt=0, description="OPT: width of the word vectors when projected")
+    embedding_size: int | None = Field(None, gt=0, description=(
+        "ELECTRA: width of the token, position and type tables and the embedding norm, projected (with a bias) "
+        "to hidden_size; an MLM head transforms back down to it"))
     tie_word_embeddings: bool = Field(False, description="the LM head reuses the token embedding")
     lm_head_bias: bool = Field(False, description="the LM head has a vocab-sized bias (Phi, GPT-J)")
-    head: Literal["lm", "mlm", "pooler", "classifier", "token-classifier", "qa", "none"] = Field(
+    head: Literal["lm", "mlm", "pooler", "classifier", "token-classifier", "qa", "discriminator", "none"] = Field(
         "lm", description="lm: logits per token; mlm: BERT's MLM head; pooler: BERT's pooler; classifier: a sequence "
-                          "score layer; token-classifier: labels per token; qa: span start/end logits")
+                          "score layer; token-classifier: labels per token; qa: span start/end logits; "
+                          "discriminator: ELECTRA's replaced-token logit per token")
     num_labels: int = Field(2, gt=0, description="outputs of a classifier head")
     sliding_window: int | None = Field(None, gt=0, description="attention window of sliding layers")
     layer_types: tuple[Literal["full_attention", "sliding_attention"], ...] | None = Field(

@@ -39,17 +39,19 @@ class Embeddings(_Tables):
     token_types: int = 0
     norm: Norm | None = None
     project_to: int | None = None  # OPT: word_embed_proj_dim -> hidden_size, no bias
+    # ELECTRA: positions, token types and the norm stay `dim` wide, then a biased projection
+    narrow: bool = False
     kind = "embedding"
 
     def parts(self) -> dict[str, Block]:
         out: dict[str, Block] = {"tokens": Embedding(self.vocab, self.dim)}
-        width = self.project_to or self.dim
+        width = self.dim if self.narrow else self.project_to or self.dim
         if self.positions:
             out["positions"] = Embedding(self.positions, width)
         if self.token_types:
             out["token_types"] = Embedding(self.token_types, width)
         if self.project_to:
-            out["project_in"] = Linear(self.dim, self.project_to)
+            out["project_in"] = Linear(self.dim, self.project_to, bias=self.narrow)
         if self.norm:
             out["norm"] = self.norm
         return out
@@ -60,7 +62,7 @@ class Embeddings(_Tables):
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         """int64 token ids (and position / token-type ids) for the lookups'
         backward, the embedding norm, the projection input, dropout noise."""
-        T, width = p.tokens, self.project_to or self.dim
+        T, width = p.tokens, self.dim if self.narrow else self.project_to or self.dim
         out = {"ids": 8 * T * (1 + bool(self.positions))}
         if self.token_types:
             out["ids"] += 8 * p.seq
@@ -111,7 +113,8 @@ class LMHead(Block):
     """Logits over the vocabulary for every position (transformers' default,
     logits_to_keep=0): 2*T*h*V FLOPs. Tied to the token table: no parameters
     of its own. BERT's MLM head first transforms (dense h x h, GELU, LayerNorm)
-    and adds a vocab bias; OPT projects back to word_embed_proj_dim first."""
+    and adds a vocab bias (ELECTRA's generator transforms down to the norm's
+    width, its embedding_size); OPT projects back to word_embed_proj_dim first."""
 
     hidden: int
     vocab: int
@@ -125,14 +128,15 @@ class LMHead(Block):
 
     @property
     def width(self) -> int:
-        return self.project_to or self.hidden
+        """What the decoder reads: the transform's output, OPT's projection, or the hidden states."""
+        return self.transform_norm.dim if self.transform_norm else self.project_to or self.hidden
 
     def parts(self) -> dict[str, Block]:
         out: dict[str, Block] = {}
         if self.project_to:
             out["project_out"] = Linear(self.hidden, self.project_to)
         if self.transform_norm:
-            out["transform"] = Linear(self.hidden, self.hidden, bias=True)
+            out["transform"] = Linear(self.hidden, self.width, bias=True)
             out["transform_norm"] = self.transform_norm
         out["decoder"] = Linear(self.width, self.vocab, self.bias)
         return out
@@ -160,7 +164,8 @@ class LMHead(Block):
             out["project_out"] = x * T * self.project_to
         if self.transform_norm:
             # GELU input, the norm, the decoder's input (the dense input is `input`)
-            out["transform"] = x * T * h + self.transform_norm.saved_rows(T, a) + x * T * h
+            w = self.width
+            out["transform"] = x * T * w + self.transform_norm.saved_rows(T, a) + x * T * w
         if self.softcap:
             out["softcap"] = x * T * V
         # Causal-LM labels are shifted into a new int64 tensor; at batch 1 it stays a view of the
@@ -184,6 +189,35 @@ class LMHead(Block):
 
     def module(self):
         return _head_class()(self)
+
+
+@dataclass(frozen=True)
+class Discriminator(Block):
+    """ELECTRA's replaced-token detector: dense h x h, GELU, then one logit per token."""
+
+    hidden: int
+    kind = "head"
+
+    def parts(self) -> dict[str, Linear]:
+        return {"dense": Linear(self.hidden, self.hidden, bias=True), "prediction": Linear(self.hidden, 1, bias=True)}
+
+    def params(self) -> Breakdown:
+        return merge(*((name, part.params()) for name, part in self.parts().items()))
+
+    def flops(self, p: Pass) -> Breakdown:
+        return {name: part.matmul_flops(p.tokens) for name, part in self.parts().items()}
+
+    def output_elements(self, p: Pass) -> int:
+        return p.tokens
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """The dense input, the GELU input and the prediction's input; the
+        binary cross-entropy over the T logits keeps a few T-sized tensors."""
+        x, T, h = a.x, p.tokens, self.hidden
+        return {"input": x * T * h, "transform": 2 * x * T * h, "loss": 3 * x * T + 8 * T}
+
+    def module(self):
+        return _discriminator_class()(self)
 
 
 @dataclass(frozen=True)
@@ -232,16 +266,35 @@ def _embeddings_class():
                 self.add_module(name, part.module())
 
         def forward(self, ids):
+            s = self.spec
             x = self.tokens(ids)
-            if self.spec.project_to:
+            if s.project_to and not s.narrow:
                 x = self.project_in(x)
-            if self.spec.positions:
+            if s.positions:
                 x = x + self.positions(torch.arange(ids.shape[1], device=ids.device))
-            if self.spec.token_types:
+            if s.token_types:
                 x = x + self.token_types(torch.zeros_like(ids))
-            return self.norm(x) if self.spec.norm else x
+            if s.norm:
+                x = self.norm(x)
+            return self.project_in(x) if s.project_to and s.narrow else x
 
     return EmbeddingsModule
+
+
+@cache
+def _discriminator_class():
+    from torch import nn
+
+    class DiscriminatorModule(nn.Module):
+        def __init__(self, spec: Discriminator):
+            super().__init__()
+            self.dense = spec.parts()["dense"].module()
+            self.prediction = spec.parts()["prediction"].module()
+
+        def forward(self, x):
+            return self.prediction(nn.functional.gelu(self.dense(x))).squeeze(-1)
+
+    return DiscriminatorModule
 
 
 @cache
