@@ -107,3 +107,15 @@ def test_a_vit_config_json_imports_exactly(tmp_path, arch, extra):
         measured = saved_bytes(bf16, images.to(torch.bfloat16), labels=labels)
         assert estimate_memory(str(path), batch=2).memory.activations == pytest.approx(measured, rel=0.02)
     del out
+
+
+def test_a_vit_config_takes_square_size_pairs_and_refuses_rectangles(tmp_path):
+    import json
+
+    square, rectangle = tmp_path / "square.json", tmp_path / "rectangle.json"
+    square.write_text(json.dumps({**VIT_SMALL, "architectures": ["ViTModel"], "image_size": [32, 32], "patch_size": [8, 8]}))
+    rectangle.write_text(json.dumps({**VIT_SMALL, "architectures": ["ViTModel"], "image_size": [32, 48]}))
+    assert count_params(str(square)).params.total == sum(
+        p.numel() for p in _hf_vit_from({**VIT_SMALL, "architectures": ["ViTModel"]}).parameters())
+    r = run("count", rectangle)
+    assert r.code == 2 and "image_size [32, 48] is not square" in r.err and "Traceback" not in r.err

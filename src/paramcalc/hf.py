@@ -607,18 +607,21 @@ VIT = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, interm
            qkv_bias=True)
 
 
+def _square(size, field: str) -> int:
+    """ViTConfig takes a size or a (height, width) pair; paramcalc models square ones."""
+    if isinstance(size, (list, tuple)):
+        if len(set(size)) != 1:
+            raise UserError(f"{field} {list(size)} is not square", where=f"config.json: field {field!r}",
+                            fix="paramcalc models square images and patches")
+        return size[0]
+    return size
+
+
 def vit(f: _Fields) -> dict:
     # ViT (Dosovitskiy et al. 2021; modeling_vit): patches by a strided conv, a
     # class token and learned positions, pre-norm encoder layers (q/k/v biases by
     # qkv_bias, the output projection and MLP always biased), a final LayerNorm.
-    image, patch = f("image_size"), f("patch_size")
-    if isinstance(image, (list, tuple)) or isinstance(patch, (list, tuple)):
-        if len(set(image if isinstance(image, (list, tuple)) else [image])) != 1 or \
-                len(set(patch if isinstance(patch, (list, tuple)) else [patch])) != 1:
-            raise UserError("rectangular images or patches", where="config.json: field 'image_size'",
-                            fix="paramcalc models square images and patches")
-        image = image[0] if isinstance(image, (list, tuple)) else image
-        patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    image, patch = _square(f("image_size"), "image_size"), _square(f("patch_size"), "patch_size")
     return {"architecture": "vit", "image_size": image, "patch_size": patch, "num_channels": f("num_channels"),
             "hidden_size": f("hidden_size"), "num_hidden_layers": f("num_hidden_layers"),
             "num_attention_heads": f("num_attention_heads"), "intermediate_size": f("intermediate_size"),
