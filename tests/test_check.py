@@ -264,7 +264,7 @@ def test_duplicate_budget_names(tmp_path):
 
 
 def test_dollars_without_a_known_price(tmp_path):
-    gpu = (Path(__file__).parent.parent / "src/paramcalc/presets/gpus/l4.yaml").read_text()
+    gpu = (Path(__file__).parent.parent / "presets/gpus/l4.yaml").read_text()
     write(tmp_path, gpu.replace("name: l4", "name: my-card").replace("aliases:", "# aliases:"), "hw/card.yaml")
     train = {"tokens": "1B", "gpu": "hw/card.yaml"}
     assert_user_error(run("check", write(tmp_path, budget(train=train, max_usd=100))), "max_usd", "usd_per_hour")

@@ -16,7 +16,7 @@ from paramcalc.core.count import resolve
 from paramcalc.hf import from_config
 from paramcalc.core.memory import estimate_memory
 from paramcalc.network import build
-from paramcalc.target import preset_names
+from paramcalc.catalog import preset_names
 
 DATA = Path(__file__).parent / "data" / "hf-configs"
 NAMES = preset_names()
@@ -27,7 +27,8 @@ MIRRORS = ["llama-2-7b", "llama-3.1-8b", "llama-3.1-405b", "qwen2.5-14b", "mixtr
 @pytest.mark.parametrize("name", NAMES)
 def test_every_preset_validates_and_the_trusted_fast_path_builds_the_same_spec(name):
     from paramcalc.files import load_yaml
-    from paramcalc.target import load_preset, load_yaml_spec, preset_path
+    from paramcalc.catalog import preset_path
+    from paramcalc.target import load_preset, load_yaml_spec
 
     path = preset_path(name)
     validated = load_yaml_spec(path)

@@ -8,7 +8,7 @@ import pytest
 
 from cli import run
 from paramcalc.files import load_yaml
-from paramcalc.target import PRESETS, preset_names
+from paramcalc.catalog import preset_names, presets_root
 
 
 @pytest.fixture(scope="module")
@@ -20,10 +20,10 @@ def schema():
 
 @pytest.mark.parametrize("name", preset_names())
 def test_every_preset_validates_against_the_exported_schema(schema, name):
-    jsonschema.validate(load_yaml(PRESETS / f"{name}.yaml"), schema)
+    jsonschema.validate(load_yaml(presets_root() / "models" / f"{name}.yaml"), schema)
 
 
 def test_a_misspelt_field_fails_the_schema(schema):
-    spec = load_yaml(PRESETS / "llama-3.1-8b.yaml") | {"num_kv_heads": 8}
+    spec = load_yaml(presets_root() / "models" / "llama-3.1-8b.yaml") | {"num_kv_heads": 8}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(spec, schema)

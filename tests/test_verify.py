@@ -110,7 +110,7 @@ def test_bad_verify_input_exits_2(args, fragment):
 
 
 def _preset(name: str):
-    from paramcalc.target import preset_path
+    from paramcalc.catalog import preset_path
 
     if preset_path(name) is None:
         pytest.skip(f"no {name} preset")

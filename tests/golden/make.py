@@ -18,9 +18,7 @@ OUT = Path(__file__).with_name("outputs.json")
 
 
 def targets() -> list[str]:
-    presets = sorted(p.stem for p in (ROOT / "presets" / "models").glob("*.yaml")) \
-        if (ROOT / "presets" / "models").is_dir() else \
-        sorted(p.stem for p in (ROOT / "src" / "paramcalc" / "presets" / "models").glob("*.yaml"))
+    presets = sorted(p.stem for p in (ROOT / "presets" / "models").glob("*.yaml"))
     configs = sorted(f"tests/data/hf-configs/{p.name}" for p in (ROOT / "tests" / "data" / "hf-configs").glob("*.json")
                      if p.name != "expected.json")
     return presets + configs + ["examples/tiny-llama.yaml", "examples/small-cnn.yaml", "examples/lstm-lm.yaml", "7.5B"]

@@ -6,10 +6,9 @@ from __future__ import annotations
 import difflib
 from pathlib import Path
 
+from paramcalc.catalog import preset_names, preset_path
 from paramcalc.errors import UserError
 from paramcalc.spec import CountSpec, TransformerSpec
-
-PRESETS = Path(__file__).parent / "presets" / "models"
 
 
 def load_spec(target: str | Path, *, base: Path | None = None) -> TransformerSpec | CountSpec:
@@ -60,18 +59,6 @@ def load_preset(path: Path) -> TransformerSpec:
     if data.get("architecture") == "layers":
         return load_yaml_spec(path)  # shapes propagate during validation
     return TransformerSpec.trusted(data)
-
-
-def preset_names() -> list[str]:
-    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
-
-
-def preset_path(name: str) -> Path | None:
-    """One preset file by name (case-insensitive), without reading the others."""
-    if "/" in name or "\\" in name or not name:
-        return None
-    path = PRESETS / f"{name.lower()}.yaml"
-    return path if path.is_file() else None
 
 
 def _unknown_target(text: str) -> UserError:

@@ -11,10 +11,32 @@ from pathlib import Path
 
 from paramcalc.errors import UserError
 from paramcalc.files import load_yaml, require_mapping
-from paramcalc.target import PRESETS, preset_names
 from paramcalc.units import parse_number
 
-GPUS = Path(__file__).parent / "presets" / "gpus"
+
+@cache
+def presets_root() -> Path:
+    """The presets folder: the installed package paramcalc.presets (the repository's
+    top-level presets/), or, in a source checkout put on sys.path without installing,
+    the presets/ folder beside the package."""
+    from importlib.resources import files
+
+    try:
+        return Path(str(files("paramcalc.presets")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "presets"
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in (presets_root() / "models").glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path | None:
+    """One preset file by name (case-insensitive), without reading the others."""
+    if "/" in name or "\\" in name or not name:
+        return None
+    path = presets_root() / "models" / f"{name.lower()}.yaml"
+    return path if path.is_file() else None
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 
 
@@ -22,7 +44,7 @@ def list_presets() -> list[dict]:
     """Name, family, exact count and source of every embedded model preset."""
     out = []
     for name in preset_names():
-        data = load_yaml(PRESETS / f"{name}.yaml")
+        data = load_yaml(presets_root() / "models" / f"{name}.yaml")
         out.append({"name": name, "family": data.get("family"), "params": data.get("expected_params"),
                     "source": data.get("source")})
     return out
@@ -68,7 +90,7 @@ def _gpu_from(data: dict, where: str) -> Gpu:
 @cache
 def _aliases() -> dict[str, str]:
     out = {}
-    for path in GPUS.glob("[!_]*.yaml"):
+    for path in (presets_root() / "gpus").glob("*.yaml"):
         data = load_yaml(path)
         for alias in [path.stem, *(data.get("aliases") or [])]:
             out[str(alias).lower()] = path.stem
@@ -76,7 +98,7 @@ def _aliases() -> dict[str, str]:
 
 
 def gpu_names() -> list[str]:
-    return sorted(p.stem for p in GPUS.glob("[!_]*.yaml"))
+    return sorted(p.stem for p in (presets_root() / "gpus").glob("*.yaml"))
 
 
 def load_gpu(name: str) -> Gpu:
@@ -84,7 +106,7 @@ def load_gpu(name: str) -> Gpu:
     if name.lower().endswith((".yaml", ".yml")):
         path = Path(name)
         return _gpu_from(require_mapping(load_yaml(path), str(path)), str(path))
-    path = GPUS / f"{name.lower()}.yaml"
+    path = presets_root() / "gpus" / f"{name.lower()}.yaml"
     if not path.is_file():
         stem = _aliases().get(name.lower())
         if stem is None:
@@ -92,12 +114,12 @@ def load_gpu(name: str) -> Gpu:
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise UserError(f"unknown GPU {name!r}", where="--gpu",
                             fix=f"{hint}choose from: {', '.join(gpu_names())}, or pass a GPU .yaml file")
-        path = GPUS / f"{stem}.yaml"
+        path = presets_root() / "gpus" / f"{stem}.yaml"
     return _gpu_from(load_yaml(path), str(path))
 
 
 @cache
 def prices() -> tuple[str, dict[str, float]]:
     """(as_of, {gpu: USD per GPU-hour}): indicative on-demand list prices."""
-    data = load_yaml(GPUS / "_prices.yaml")
+    data = load_yaml(presets_root() / "prices.yaml")
     return str(data.get("as_of")), {k: float(v["usd_per_hour"]) for k, v in data["prices"].items()}
