@@ -9,15 +9,22 @@ import paramcalc
 mixtral = paramcalc.count_params("mixtral-8x7b").params
 print(f"Mixtral 8x7B: {mixtral.total:,} parameters, {mixtral.active:,} active per token")
 
-# FLOPs of one training step (2 per multiply-add), dense vs causal attention.
-dense = paramcalc.flops("llama-3.1-8b", seq_len=8192).flops
-causal = paramcalc.flops("llama-3.1-8b", seq_len=8192, attention="causal").flops
-print(f"Llama 3.1 8B step at 8k: {dense.train_step:.3e} FLOPs dense, {3 * causal.forward:.3e} causal")
+# FLOPs of one training step (2 per multiply-add): eager attention computes the full
+# s x s scores (the MFU convention), flash kernels only the unmasked (causal) pairs.
+eager = paramcalc.flops("llama-3.1-8b", seq_len=8192).flops
+flash = paramcalc.flops("llama-3.1-8b", seq_len=8192, attention="flash").flops
+print(f"Llama 3.1 8B step at 8k: {eager.train_step:.3e} FLOPs eager, {3 * flash.forward:.3e} flash")
+
+# Lower once, analyse many times: every analysis takes the network.
+net = paramcalc.lower("llama-3.1-70b")
+for tp in (4, 8):
+    m = paramcalc.memory(net, mode="infer", seq_len=8192, batch=8, tp=tp)
+    print(f"70B serving on TP{tp}: {m.memory.total_per_gpu / 2**30:.1f} GiB per GPU")
 
 # Memory per GPU: ZeRO-3 over 8 GPUs with flash attention, and whether it fits.
 m = paramcalc.memory("llama-3.1-8b", seq_len=8192, zero=3, dp=8, attention="flash", gpu="h100-sxm")
-print(f"per GPU: {m.memory.total_per_gpu / 2**30:.1f} GiB, fits: {m.fits['fits']}, "
-      f"largest micro-batch: {m.fits['max_batch']}")
+print(f"per GPU: {m.memory.total_per_gpu / 2**30:.1f} GiB, fits: {m.fits.fits}, "
+      f"largest micro-batch: {m.fits.max_batch}")
 
 # A training run's cost, and the whole plan in one call.
 run = paramcalc.cost("llama-3.1-405b", tokens="15.6T", gpu="h100-sxm", gpus=16384, mfu=0.4, seq_len=8192)

@@ -6,10 +6,11 @@
 >>> paramcalc.flops("gpt2", seq_len=1024).flops.forward
 291648307200
 
-Every function takes a TARGET (a preset name, a config.json path, a YAML spec
-path, a bare count such as "7.5B", or a spec from `load_spec`) and returns a
-typed pydantic result (`.model_dump()` for plain data). Nothing here prints
-and nothing imports torch. Names load lazily, so `import paramcalc` is cheap.
+Every function takes a model: a TARGET (a preset name, a config.json path, a
+YAML spec path, a bare count such as "7.5B"), a spec from `load_spec`, or a
+Network from `lower` (lower once, analyse many times), and returns a typed
+pydantic result (`.model_dump()` for plain data). Nothing here prints and
+nothing imports torch. Names load lazily, so `import paramcalc` is cheap.
 """
 
 from __future__ import annotations
@@ -19,16 +20,21 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _API = {
-    "count_params": ("paramcalc.core.count", "count_params"),
-    "flops": ("paramcalc.core.flops", "count_flops"),
-    "memory": ("paramcalc.core.memory", "estimate_memory"),
-    "cost": ("paramcalc.core.cost", "estimate_cost"),
-    "estimate": ("paramcalc.core.estimate", "estimate"),
-    "load_spec": ("paramcalc.target", "load_spec"),
-    "presets": ("paramcalc.catalog", "list_presets"),
+    "count_params": ("paramcalc.analysis.count", "count_params"),
+    "flops": ("paramcalc.analysis.flops", "count_flops"),
+    "memory": ("paramcalc.analysis.memory", "estimate_memory"),
+    "cost": ("paramcalc.analysis.cost", "estimate_cost"),
+    "estimate": ("paramcalc.analysis.estimate", "estimate"),
+    "serve": ("paramcalc.analysis.serve", "estimate_serving"),
+    "checkpoint": ("paramcalc.analysis.checkpoint", "checkpoint_sizes"),
+    "check": ("paramcalc.analysis.check", "check_budgets"),
+    "plan": ("paramcalc.analysis.plan", "plan_pipeline"),
+    "lower": ("paramcalc.network", "lower"),
+    "load_spec": ("paramcalc.inputs.target", "load_spec"),
+    "presets": ("paramcalc.catalog", "preset_names"),
     "gpus": ("paramcalc.catalog", "gpu_names"),
     "load_gpu": ("paramcalc.catalog", "load_gpu"),
-    "TransformerSpec": ("paramcalc.spec", "TransformerSpec"),
+    "TransformerSpec": ("paramcalc.inputs.spec", "TransformerSpec"),
     "UserError": ("paramcalc.errors", "UserError"),
 }
 

@@ -1,24 +1,29 @@
-"""The embedded catalogs: model presets (presets/models) and accelerators
-(presets/gpus), each a YAML file with its source. Users add a GPU by passing
-their own YAML file in the same format to `--gpu`."""
+"""The embedded catalogs: model presets (presets/models), accelerators
+(presets/gpus) and the price table (presets/prices.yaml), each with its
+source. Users add a GPU by passing their own file in the same format to `--gpu`.
+
+The presets are the package `paramcalc.presets` (the repository's top-level
+presets/ folder), read with importlib.resources; one preset file is read by name.
+"""
 
 from __future__ import annotations
 
-import difflib
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from paramcalc.errors import UserError
-from paramcalc.files import load_yaml, require_mapping
-from paramcalc.units import parse_number
+from paramcalc.inputs.files import load_mapping, load_yaml, suggest, validate
+from paramcalc.inputs.gpu_file import Gpu, Prices
+
+if TYPE_CHECKING:
+    from paramcalc.results.catalog import GpusReport, PresetsReport
 
 
 @cache
 def presets_root() -> Path:
-    """The presets folder: the installed package paramcalc.presets (the repository's
-    top-level presets/), or, in a source checkout put on sys.path without installing,
-    the presets/ folder beside the package."""
+    """The presets folder: the installed package paramcalc.presets or, in a source
+    checkout put on sys.path without installing, the presets/ folder beside the package."""
     from importlib.resources import files
 
     try:
@@ -37,54 +42,34 @@ def preset_path(name: str) -> Path | None:
         return None
     path = presets_root() / "models" / f"{name.lower()}.yaml"
     return path if path.is_file() else None
-DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 
 
-def list_presets() -> list[dict]:
+def unknown_preset(text: str) -> str:
+    """The fix for a name that is no preset: the closest names, or where to find them."""
+    return suggest(text, preset_names(), fallback="see `paramcalc presets` for the names")
+
+
+def preset_catalog() -> PresetsReport:
     """Name, family, exact count and source of every embedded model preset."""
-    out = []
+    from paramcalc.results.catalog import PresetEntry, PresetsReport
+
+    entries = []
     for name in preset_names():
         data = load_yaml(presets_root() / "models" / f"{name}.yaml")
-        out.append({"name": name, "family": data.get("family"), "params": data.get("expected_params"),
-                    "source": data.get("source")})
-    return out
+        entries.append(PresetEntry(name=name, family=data.get("family"), params=data.get("expected_params"),
+                                   source=data.get("source")))
+    return PresetsReport(presets=entries)
 
 
-@dataclass(frozen=True)
-class Gpu:
-    """One accelerator: dense peaks (no 2:4 sparsity) in FLOP/s per dtype, bytes, bytes/s, watts."""
+def gpu_catalog() -> GpusReport:
+    """Every accelerator of the catalog, as its file says it."""
+    from paramcalc.results.catalog import GpusReport
 
-    name: str
-    display_name: str
-    memory_bytes: int
-    memory_bandwidth: int
-    interconnect_bandwidth: int | None
-    tdp_watts: int | None
-    peak_flops: dict[str, int]
-    source: str
-
-    def peak(self, dtype: str) -> int:
-        if dtype not in self.peak_flops:
-            have = ", ".join(self.peak_flops)
-            raise UserError(f"{self.name} has no dense {dtype} peak in its catalog entry",
-                            fix=f"use one of: {have}")
-        return self.peak_flops[dtype]
+    return GpusReport(gpus=[load_gpu(name) for name in gpu_names()],
+                      notes=["peaks are dense FLOP/s (no 2:4 sparsity); bandwidths bytes/s per direction"])
 
 
-def _gpu_from(data: dict, where: str) -> Gpu:
-    try:
-        peaks = {k: int(parse_number(v, what=f"peak_flops_dense.{k}")) for k, v in data["peak_flops_dense"].items()}
-        link = (data.get("interconnect") or {}).get("bandwidth")
-        return Gpu(name=str(data["name"]), display_name=str(data.get("display_name") or data["name"]),
-                   memory_bytes=int(parse_number(data["memory_bytes"], what="memory_bytes")),
-                   memory_bandwidth=int(parse_number(data["memory_bandwidth"], what="memory_bandwidth")),
-                   interconnect_bandwidth=int(parse_number(link, what="interconnect.bandwidth")) if link else None,
-                   tdp_watts=data.get("tdp_watts"), peak_flops=peaks, source=str(data.get("source") or where))
-    except KeyError as e:
-        raise UserError(f"missing field {e.args[0]!r}", where=where,
-                        fix="a GPU file needs name, memory_bytes, memory_bandwidth and peak_flops_dense") from None
-    except UserError as e:
-        raise e.at(where) from None
+# ---------------------------------------------------------------- accelerators
 
 
 @cache
@@ -102,24 +87,32 @@ def gpu_names() -> list[str]:
 
 
 def load_gpu(name: str) -> Gpu:
-    """A catalog GPU by name or alias (`h100`, `H100-SXM`), or a user's YAML file."""
+    """A catalog GPU by name or alias (`h100`, `H100-SXM`), or a user's GPU .yaml file."""
     if name.lower().endswith((".yaml", ".yml")):
         path = Path(name)
-        return _gpu_from(require_mapping(load_yaml(path), str(path)), str(path))
+        return validate(Gpu, load_mapping(path), path=path)
     path = presets_root() / "gpus" / f"{name.lower()}.yaml"
     if not path.is_file():
         stem = _aliases().get(name.lower())
         if stem is None:
-            close = difflib.get_close_matches(name.lower(), list(_aliases()), n=3, cutoff=0.5)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
-            raise UserError(f"unknown GPU {name!r}", where="--gpu",
-                            fix=f"{hint}choose from: {', '.join(gpu_names())}, or pass a GPU .yaml file")
+            raise UserError(f"unknown GPU {name!r}", field="gpu", fix=suggest(
+                name, list(_aliases()), fallback=f"choose from: {', '.join(gpu_names())}, or pass a GPU .yaml file"))
         path = presets_root() / "gpus" / f"{stem}.yaml"
-    return _gpu_from(load_yaml(path), str(path))
+    return _catalog_gpu(path)
 
 
 @cache
-def prices() -> tuple[str, dict[str, float]]:
-    """(as_of, {gpu: USD per GPU-hour}): indicative on-demand list prices."""
-    data = load_yaml(presets_root() / "prices.yaml")
-    return str(data.get("as_of")), {k: float(v["usd_per_hour"]) for k, v in data["prices"].items()}
+def _catalog_gpu(path: Path) -> Gpu:
+    return validate(Gpu, load_mapping(path), path=path)
+
+
+@cache
+def prices() -> Prices:
+    """Indicative on-demand list prices (USD per GPU-hour), with their date."""
+    path = presets_root() / "prices.yaml"
+    return validate(Prices, load_mapping(path), path=path)
+
+
+def price(gpu: str) -> float | None:
+    entry = prices().prices.get(gpu)
+    return None if entry is None else float(entry.usd_per_hour)

@@ -1,24 +1,52 @@
 """One exception type for every mistake a user can make.
 
-The core raises `UserError`; the CLI catches it once, prints the message and
-exits 2. Nothing else in the package prints.
+The library raises `UserError`; the command line catches it once, prints it
+and exits 2. Anything else that escapes is a bug: exit 3 (cli/app.py).
+
+An error names what is wrong (`message`), how to fix it (`fix`) and where:
+- `field` is the setting in the library's own words, the keyword argument or
+  file key (`seq_len`, `tp`, `moe.num_experts`). The command line shows it as
+  its flag (`--seq-len`); a budget or pipeline file as its key at its line.
+- `where` is a place already resolved: a file, or `file:line:col`.
+The core never names a command-line flag. A message or fix that points at
+another setting writes it in braces (`give {lora_rank} too`): the command
+line shows it as that flag, a file and the library as the name.
 """
 
 from __future__ import annotations
 
+import re
+from typing import Callable
+
+_SETTING = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
+
 
 class UserError(Exception):
-    """Bad input: names where the problem is and how to fix it."""
+    """Bad input: what is wrong, where, and how to fix it."""
 
-    def __init__(self, message: str, *, where: str | None = None, fix: str | None = None):
-        self.message, self.where, self.fix = message, where, fix
+    def __init__(self, message: str, *, field: str | None = None, where: str | None = None,
+                 fix: str | None = None):
+        self.message, self.field, self.where, self.fix = message, field, where, fix
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        text = f"{self.where}: {self.message}" if self.where else self.message
-        return f"{text}; {self.fix}" if self.fix else text
+        return self.render()
 
-    def at(self, where: str) -> "UserError":
-        """The same error, placed (a file name in front of a field name)."""
-        inner = f"{where}: {self.where}" if self.where else where
-        return UserError(self.message, where=inner, fix=self.fix)
+    def render(self, name: Callable[[str], str] | None = None) -> str:
+        """One line; `name` spells the settings as the caller shows them (`seq_len` -> `--seq-len`).
+        An error placed in a file keeps the file's own key names."""
+        spell = (lambda s: s) if name is None or self.where else name
+        words = lambda text: _SETTING.sub(lambda m: spell(m.group(1)), text)  # noqa: E731
+        field = spell(self.field) if self.field else None
+        place = ": ".join(part for part in (self.where, field) if part)
+        text = f"{place}: {words(self.message)}" if place else words(self.message)
+        return f"{text}; {words(self.fix)}" if self.fix else text
+
+    def placed(self, where: str, field: str | None = None) -> UserError:
+        """The same error at a resolved place (`file:line:col`), its field spelt as the file's key."""
+        return UserError(self.message, field=field, where=where, fix=self.fix)
+
+    def under(self, prefix: str) -> UserError:
+        """The same error with its field nested under `prefix` (`lora` + `rank` -> `lora.rank`)."""
+        field = f"{prefix}.{self.field}" if self.field else prefix
+        return UserError(self.message, field=field, where=self.where, fix=self.fix)

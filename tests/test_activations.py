@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from hf_reference import hf_saved_bytes
-from paramcalc.hf import from_config
-from paramcalc.core.memory import estimate_memory
+from paramcalc.inputs.hf import from_config
+from paramcalc.analysis.memory import estimate_memory
 from test_hf_parity import CASES, case_config
 
 DATA = Path(__file__).parent / "data" / "hf-configs"

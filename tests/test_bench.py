@@ -185,8 +185,8 @@ def test_peak_replays_backward_steps_in_order():
 
 def test_forward_flops_are_the_layer_blocks_flops_times_the_layer_count(spec):
     from paramcalc.blocks.base import Pass
-    from paramcalc.network import build
-    from paramcalc.target import load_spec
+    from paramcalc.network import lower as build
+    from paramcalc.inputs.target import load_spec
 
     path = spec(TINY_LLAMA)
     layer = build(load_spec(path)).layers[0].block
@@ -278,7 +278,7 @@ def test_cuda_without_cuda_is_a_usage_error(spec):
 @pytest.mark.parametrize("args,fragment", [
     (["7B"], "bare parameter count"),
     (["{tiny}", "--dtype", "fp8"], "--dtype"),
-    (["{tiny}", "--attention", "flash"], "--attention"),
+    (["{tiny}", "--attention", "fused"], "--attention"),
     (["{tiny}", "--layers", "0"], "--layers"),
     (["{tiny}", "--device", "tpu"], "--device"),
     (["bert-base-uncased", "--with-head"], "--with-head"),

@@ -45,8 +45,8 @@ def test_a100_has_no_fp8_and_says_which_dtypes_it_has():
 
 
 def test_the_price_table_states_its_date_and_covers_every_accelerator():
-    as_of, table = prices()
-    assert as_of.startswith("2026") and set(gpu_names()) <= set(table)
+    table = prices()
+    assert table.as_of.startswith("2026") and set(gpu_names()) <= set(table.prices)
 
 
 def test_a_users_own_gpu_file(tmp_path):

@@ -154,7 +154,7 @@ def test_memory_uses_the_training_runs_sequence_length_unless_given(tmp_path):
                                         ("512MiB", 2**29), ("1TB", 10**12), ("2TiB", 2 * 2**40),
                                         ("8.5e10", 85 * 10**9), ("80G", 80 * 10**9), (1024, 1024)])
 def test_byte_limits_read_binary_and_decimal_units(text, value):
-    from paramcalc.core.budget import parse_bytes
+    from paramcalc.units import parse_bytes
 
     assert parse_bytes(text) == value
 
@@ -217,7 +217,7 @@ def test_the_example_budget_file_holds():
 def test_a_file_without_budgets(tmp_path):
     assert_user_error(run("check", write(tmp_path, "limits: []\n")), "budget.yaml:1:1", "limits", "unknown key")
     assert_user_error(run("check", write(tmp_path, "{}\n")), "budget.yaml:1:1", "budgets", "missing")
-    assert_user_error(run("check", write(tmp_path, "budgets: []\n")), "no budgets")
+    assert_user_error(run("check", write(tmp_path, "budgets: []\n")), "budgets", "is empty")
     assert_user_error(run("check", write(tmp_path, "")), "budget.yaml", "empty")
 
 
@@ -242,8 +242,8 @@ def test_a_training_limit_without_a_training_run(tmp_path):
 @pytest.mark.parametrize("fields,fragments", [
     ({"max_params": "lots"}, ["max_params", "'lots' is not a number"]),
     ({"max_params": -5}, ["max_params", "positive"]),
-    ({"max_memory_per_gpu": "80 GiBs"}, ["max_memory_per_gpu", "byte count"]),
-    ({"train": {"tokens": "1B", "gpu": "h100-sxm", "mfu": 40}, "max_gpu_hours": 1}, ["train.mfu", "MFU"]),
+    ({"max_memory_per_gpu": "80 GiBs"}, ["max_memory_per_gpu", "not a byte size"]),
+    ({"train": {"tokens": "1B", "gpu": "h100-sxm", "mfu": 40}, "max_gpu_hours": 1}, ["train.mfu", "0.4 for 40%"]),
     ({"train": {"tokens": "1B", "gpu": "h1000"}, "max_gpu_hours": 1}, ["train.gpu", "did you mean"]),
     ({"train": {"tokens": "1B", "gpu": "h100-sxm", "seq_len": 4096}, "max_gpu_hours": 1}, ["train.seq_len", "1024"]),
     ({"memory": {"mode": "serve"}, "max_memory_per_gpu": "80GB"}, ["memory.mode", "train, infer"]),

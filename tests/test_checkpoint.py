@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from cli import run
 
-from paramcalc.core.checkpoint import checkpoint_sizes
-from paramcalc.core.memory import estimate_memory
+from paramcalc.analysis.checkpoint import checkpoint_sizes
+from paramcalc.analysis.memory import estimate_memory
 from paramcalc.errors import UserError
 
 N_8B = 8_030_261_248  # llama-3.1-8b, meta-llama/Llama-3.1-8B config.json (count pinned in test_presets)

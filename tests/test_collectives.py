@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cli import run
-from paramcalc.core.estimate import estimate
+from paramcalc.analysis.estimate import estimate
 
 
 @pytest.fixture(scope="module")

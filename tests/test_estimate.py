@@ -7,11 +7,11 @@ import pytest
 
 from cli import run
 from paramcalc.blocks.base import Pass
-from paramcalc.core.comm import step_communication
-from paramcalc.core.count import resolve
-from paramcalc.core.estimate import STRATEGIES, estimate
-from paramcalc.core.memory import estimate_memory
-from paramcalc.network import build
+from paramcalc.analysis.comm import step_communication
+from paramcalc.inputs.target import load_spec as resolve
+from paramcalc.analysis.estimate import STRATEGIES, estimate
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.network import lower as build
 
 
 @pytest.mark.parametrize("name", ["llama-3.1-8b", "llama-3.1-70b"])
@@ -19,14 +19,14 @@ def test_the_plan_fits_and_half_as_many_gpus_would_not(name):
     report = estimate(name)
     plan = report.plan
     assert report.memory.total_per_gpu <= 85_899_345_920  # H100 SXM: 80 GiB
-    half = plan["gpus"] // 2
+    half = plan.gpus // 2
     for recompute, tp, pp in STRATEGIES:
         if half < tp * pp or half == 0:
             continue
         dp = half // (tp * pp)
         m = estimate_memory(name, zero=3 if dp > 1 else 0, dp=dp, tp=tp, pp=pp, sequence_parallel=tp > 1,
                             recompute=recompute, attention="flash", gpu="h100-sxm")
-        assert not m.fits["fits"]
+        assert not m.fits.fits
 
 
 def test_default_tokens_are_chinchilla_optimal_and_cost_follows_the_contract():
@@ -34,7 +34,7 @@ def test_default_tokens_are_chinchilla_optimal_and_cost_follows_the_contract():
     c = report.cost
     assert c.training_flops == report.flops.train_step * 20 * 8_030_261_248 // 2048
     assert c.gpu_hours == pytest.approx(c.training_flops / (989.4e12 * 0.4) / 3600)
-    assert c.wall_clock_hours == pytest.approx(c.gpu_hours / report.plan["gpus"])
+    assert c.wall_clock_hours == pytest.approx(c.gpu_hours / report.plan.gpus)
 
 
 def test_zero3_moves_one_and_a_half_times_the_data_parallel_volume():
@@ -63,8 +63,8 @@ def test_estimate_cli_prints_the_verdict_and_json():
 
 
 def test_mfu_auto_is_kernel_efficiency_slowed_by_exposed_communication_and_the_bubble():
-    from paramcalc.core.comm import step_communication
-    from paramcalc.core.estimate import KERNEL_EFFICIENCY, auto_mfu
+    from paramcalc.analysis.comm import step_communication
+    from paramcalc.analysis.estimate import KERNEL_EFFICIENCY, auto_mfu
 
     net, p = build(resolve("llama-3.1-70b")), Pass(1, 4096)
     hidden = step_communication(net, p, gpu="h100-sxm", dp=64, zero=3, mfu=KERNEL_EFFICIENCY)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 from cli import run
-from paramcalc.core.flops import count_flops
+from paramcalc.analysis.flops import count_flops
 
 
 def test_flops_json_has_the_contract_keys_and_exact_integers():

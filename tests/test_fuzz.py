@@ -8,11 +8,11 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paramcalc.core.count import count_params
+from paramcalc.analysis.count import count_params
 from paramcalc.errors import UserError
-from paramcalc.hf import FAMILIES
-from paramcalc.spec import TransformerSpec
-from paramcalc.target import load_spec
+from paramcalc.inputs.hf import FAMILIES
+from paramcalc.inputs.spec import TransformerSpec
+from paramcalc.inputs.target import load_spec
 
 FIELDS = sorted(TransformerSpec.model_fields) + ["moe", "mla", "n_embd", "n_layer", "n_head", "d_model",
                                                  "num_layers", "num_heads", "d_ff", "ffn_dim", "n_routed_experts",
@@ -94,8 +94,8 @@ budget_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) 
 def test_arbitrary_budget_and_pipeline_files_raise_only_user_errors(tmp_path_factory, data):
     import yaml
 
-    from paramcalc.core.budget import check_budgets
-    from paramcalc.core.plan import plan_pipeline
+    from paramcalc.analysis.check import check_budgets
+    from paramcalc.analysis.plan import plan_pipeline
 
     path = tmp_path_factory.mktemp("b") / "file.yaml"
     path.write_text(yaml.safe_dump(data))

@@ -11,8 +11,8 @@ import pytest
 
 from hf_reference import hf_flops, hf_params
 from paramcalc.blocks.base import Pass
-from paramcalc.hf import FAMILIES, from_config
-from paramcalc.network import build
+from paramcalc.inputs.hf import FAMILIES, from_config
+from paramcalc.network import lower as build
 
 DATA = Path(__file__).parent / "data" / "hf-configs"
 EXPECTED = json.loads((DATA / "expected.json").read_text())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from cli import run
-from paramcalc.core.inference import estimate_serving
+from paramcalc.analysis.serve import estimate_serving
 
 H100_BW, H100_BF16 = 3.35e12, 989.4e12
 LLAMA8B = 8_030_261_248
@@ -24,7 +24,7 @@ def test_batch_one_decode_is_bandwidth_bound_by_weights_plus_cache():
 
 
 def test_prefill_time_is_the_causal_forward_at_compute_efficiency():
-    from paramcalc.core.flops import count_flops
+    from paramcalc.analysis.flops import count_flops
 
     r = estimate_serving("llama-3.1-8b", gpu="h100-sxm", prompt=2048, output=1, batches=[4])
     flops = count_flops("llama-3.1-8b", seq_len=2048, batch=4, attention="causal").flops.forward
@@ -54,7 +54,7 @@ def test_serve_cli_json_and_bad_dtype():
 def test_decode_flops_per_token_grow_with_the_context():
     """One new token: every linear once (2 x params, the embedding lookup excluded) plus the
     attention over the cache: 2 x 2 x layers x heads x head_dim x context."""
-    from paramcalc.core.flops import count_flops
+    from paramcalc.analysis.flops import count_flops
 
     for seq in (1023, 8191):
         f = count_flops("llama-3.1-8b", seq_len=seq).flops

@@ -13,11 +13,11 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from cli import run
-from paramcalc.core.count import count_params
-from paramcalc.core.flops import count_flops
-from paramcalc.core.memory import estimate_memory
-from paramcalc.network import build
-from paramcalc.target import load_spec
+from paramcalc.analysis.count import count_params
+from paramcalc.analysis.flops import count_flops
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.network import lower as build
+from paramcalc.inputs.target import load_spec
 from saved_bytes import saved_bytes
 from torch_resnet import resnet18, resnet50
 
@@ -158,7 +158,7 @@ def test_cli_count_flops_and_memory_for_resnet_50_carry_the_contract_keys():
     assert flops.json["flops"]["backward"] == 2 * 8_178_368_512 - conv1
     ignored = run("flops", "resnet-50", "--seq-len", "4096", "--json")
     assert ignored.json["flops"]["forward"] == 8_178_368_512
-    assert any("--seq-len ignored" in n for n in ignored.json["notes"])
+    assert any("asked is ignored" in n for n in ignored.json["notes"])
     memory = run("memory", "resnet-50", "--mode", "train", "--batch", "32", "--json")
     assert memory.code == 0, memory.err
     m = memory.json["memory"]
@@ -175,15 +175,15 @@ HEAD = "architecture: layers\ninput_shape: [3, 8, 8]\nlayers:\n  - {type: conv2d
 
 
 @pytest.mark.parametrize("line,fragments", [
-    ("  - {type: conv2d, out_channels: 4, kernal_size: 3}\n", ("spec.yaml:5:", "layers.1.kernal_size", "spelling")),
-    ("  - {type: conv4d, out_channels: 4}\n", ("spec.yaml:5:", "layers.1", "conv4d")),
-    ("  - {type: conv2d, out_channels: 4, kernel_size: 9}\n", ("spec.yaml:5:", "layers.1", "does not fit")),
+    ("  - {type: conv2d, out_channels: 4, kernal_size: 3}\n", ("spec.yaml:5:", "layers[1].kernal_size", "did you mean kernel_size")),
+    ("  - {type: conv4d, out_channels: 4}\n", ("spec.yaml:5:", "layers[1]", "conv4d")),
+    ("  - {type: conv2d, out_channels: 4, kernel_size: 9}\n", ("spec.yaml:5:", "layers[1]", "does not fit")),
     ("  - {type: conv2d, out_channels: 3, kernel_size: 1, groups: 2}\n", ("spec.yaml:5:", "divisible by groups")),
-    ("  - {type: flatten}\n  - {type: lstm, hidden_size: 4}\n", ("spec.yaml:4:", "layers.0", "time axis")),
+    ("  - {type: flatten}\n  - {type: lstm, hidden_size: 4}\n", ("spec.yaml:4:", "layers[0]", "time axis")),
     ("  - type: residual\n    layers:\n      - {type: conv2d, out_channels: 8, kernel_size: 1}\n",
-     ("spec.yaml:5:", "layers.1", "shortcut")),
+     ("spec.yaml:5:", "layers[1]", "shortcut")),
     ("  - type: residual\n    layers:\n      - {type: conv2d, out_channels: 4, kernel_size: 1, stride: 0}\n",
-     ("spec.yaml:7:", "layers.1.layers.0.stride")),
+     ("spec.yaml:7:", "layers[1].layers[0].stride")),
 ])
 def test_layer_mistakes_name_the_item_and_its_line(tmp_path, line, fragments):
     path = tmp_path / "spec.yaml"

@@ -13,12 +13,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cli import run
 from paramcalc.blocks.base import Pass
-from paramcalc.core.count import count_params
-from paramcalc.core.flops import backward_flops, count_flops
-from paramcalc.core.memory import estimate_memory
-from paramcalc.network import build
-from paramcalc.stages import Network, Stage
-from paramcalc.spec import TransformerSpec
+from paramcalc.analysis.count import count_params
+from paramcalc.analysis.flops import backward_flops, count_flops
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.network import lower as build
+from paramcalc.network import Network, Stage
+from paramcalc.inputs.spec import TransformerSpec
 from test_blocks import module_params
 
 DATA = Path(__file__).parent / "data" / "hf-configs"

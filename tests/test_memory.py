@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from cli import run
-from paramcalc.core.memory import estimate_memory
+from paramcalc.analysis.memory import estimate_memory
 
 GB = 10**9
 
@@ -104,7 +104,7 @@ def test_memory_cli_fits_verdict_and_bad_flags():
 @pytest.mark.parametrize("mode,seq", [("train", 1024), ("infer", 8192)])
 def test_the_largest_batch_that_fits_is_the_boundary(mode, seq):
     kw = dict(mode=mode, seq_len=seq, zero=3, dp=8, attention="flash")
-    b = estimate_memory("llama-3.1-8b", gpu="h100-sxm", **kw).fits["max_batch"]
+    b = estimate_memory("llama-3.1-8b", gpu="h100-sxm", **kw).fits.max_batch
     assert b >= 2
     at = lambda n: estimate_memory("llama-3.1-8b", batch=n, **kw)  # noqa: E731
     assert at(b).memory.total_per_gpu <= 85_899_345_920 < at(b + 1).memory.total_per_gpu
@@ -115,7 +115,7 @@ def test_encoders_keep_no_kv_cache_and_heads_size_the_logits_gradient():
     assert estimate_memory("vit-b-16", mode="infer").memory.kv_cache == 0
     # T5: only the decoder's causal self-attention caches (12 layers x 12 heads x 64, K and V, bf16)
     assert estimate_memory("t5-base", mode="infer", seq_len=512).memory.kv_cache == 2 * 12 * 12 * 64 * 512 * 2
-    from paramcalc.core.memory import CUDA_CONTEXT, FRAGMENTATION
+    from paramcalc.analysis.memory import CUDA_CONTEXT, FRAGMENTATION
 
     m = estimate_memory("llama-2-7b", seq_len=2048).memory
     tensors = m.model_states_per_gpu + m.activations

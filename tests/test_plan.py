@@ -10,11 +10,11 @@ import pytest
 import yaml
 
 from cli import assert_user_error, run
-from paramcalc.core.cost import estimate_cost
-from paramcalc.core.flops import count_flops
-from paramcalc.core.memory import estimate_memory
-from paramcalc.core.plan import plan_pipeline
-from paramcalc.core.search import rungs
+from paramcalc.analysis.cost import estimate_cost
+from paramcalc.analysis.flops import count_flops
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.analysis.plan import plan_pipeline
+from paramcalc.analysis.search import rungs
 from paramcalc.errors import UserError
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -327,7 +327,7 @@ def test_json_is_one_document_with_exact_integers():
      "    micro_batchs: 1\n", ["pipeline.yaml:7:5", "stages[0].micro_batchs", "did you mean micro_batch"]),
     ("model: llama-3.1-8b\nstages:\n  - kind: pretrain\n    tokens: lots\n    seq_len: 2048\n    global_batch: 8\n",
      ["pipeline.yaml:4:5", "stages[0].tokens", "'lots' is not a number"]),
-    ("model: llama-3.1-8b\nstages:\n  - kind: rlhf\n", ["pipeline.yaml:3:5", "unknown stage kind 'rlhf'"]),
+    ("model: llama-3.1-8b\nstages:\n  - kind: rlhf\n", ["pipeline.yaml:3:5", "stages[0]: unknown kind 'rlhf'"]),
     ("model: llama-3.1-8b\nstages:\n  - kind: pretrain\n    tokens: 1T\n    seq_len: 2048\n",
      ["pipeline.yaml:3:5", "stages[0].global_batch", "required key missing"]),
     ("model: llama-3.1-8b\nstages:\n  - kind: pretrain\n    tokens: 1T\n    seq_len: 2048\n    global_batch: 8\n"

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from paramcalc.blocks.base import Pass
-from paramcalc.catalog import list_presets
-from paramcalc.core.count import resolve
-from paramcalc.hf import from_config
-from paramcalc.core.memory import estimate_memory
-from paramcalc.network import build
+from paramcalc.catalog import preset_catalog
+from paramcalc.inputs.target import load_spec as resolve
+from paramcalc.inputs.hf import from_config
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.network import lower as build
 from paramcalc.catalog import preset_names
 
 DATA = Path(__file__).parent / "data" / "hf-configs"
@@ -26,9 +26,9 @@ MIRRORS = ["llama-2-7b", "llama-3.1-8b", "llama-3.1-405b", "qwen2.5-14b", "mixtr
 
 @pytest.mark.parametrize("name", NAMES)
 def test_every_preset_validates_and_the_trusted_fast_path_builds_the_same_spec(name):
-    from paramcalc.files import load_yaml
+    from paramcalc.inputs.files import load_yaml
     from paramcalc.catalog import preset_path
-    from paramcalc.target import load_preset, load_yaml_spec
+    from paramcalc.inputs.target import read_preset as load_preset, read_spec_file as load_yaml_spec
 
     path = preset_path(name)
     validated = load_yaml_spec(path)
@@ -72,7 +72,7 @@ def test_preset_and_reference_config_agree_on_every_figure(name):
 
 
 def test_the_preset_listing_reads_every_file():
-    assert [p["name"] for p in list_presets()] == NAMES
+    assert [p.name for p in preset_catalog().presets] == NAMES
 
 
 @pytest.mark.parametrize("name,count", [("mistral-7b", 7_241_732_096), ("deepseek-v3", 671_026_419_200),

@@ -9,13 +9,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from paramcalc.blocks.base import Pass
-from paramcalc.core.cost import estimate_cost
-from paramcalc.core.count import count_params
-from paramcalc.core.flops import count_flops
-from paramcalc.core.memory import estimate_memory
-from paramcalc.network import build
-from paramcalc.results import CountReport, FlopsReport, MemoryReport
-from paramcalc.spec import TransformerSpec
+from paramcalc.analysis.cost import estimate_cost
+from paramcalc.analysis.count import count_params
+from paramcalc.analysis.flops import count_flops
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.network import lower as build
+from paramcalc.results.count import CountReport
+from paramcalc.results.flops import FlopsReport
+from paramcalc.results.memory import MemoryReport
+from paramcalc.inputs.spec import TransformerSpec
 
 FAST = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -108,7 +110,7 @@ def test_json_output_round_trips_through_the_result_models(spec, seq):
        st.sampled_from([1, 2]), st.sampled_from([8, 16]), st.integers(1, 3), st.integers(8, 80), st.booleans())
 def test_random_hf_configs_count_like_transformers(model_type, kv, group, head_dim, layers, ffn, tie):
     from hf_reference import hf_params
-    from paramcalc.hf import from_config
+    from paramcalc.inputs.hf import from_config
 
     heads = kv * group
     cfg = {"model_type": model_type, "architectures": ["ForCausalLM"], "vocab_size": 97, "hidden_size": heads * head_dim,

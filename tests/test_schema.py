@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 
 from cli import run
-from paramcalc.files import load_yaml
+from paramcalc.inputs.files import load_yaml
 from paramcalc.catalog import preset_names, presets_root
 
 

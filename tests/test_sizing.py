@@ -9,16 +9,17 @@ import random
 import pytest
 from cli import run
 
-from paramcalc.core.count import count_params
-from paramcalc.core.sizing import Candidate, compute_optimal_params, llama_params, propose_architectures
+from paramcalc.analysis.count import count_params
+from paramcalc.analysis.sizing import candidate_spec, compute_optimal_params, llama_params, propose_architectures
+from paramcalc.results.size import Candidate
 from paramcalc.errors import UserError
-from paramcalc.network import build
-from paramcalc.spec import TransformerSpec
-from paramcalc.target import load_spec
+from paramcalc.network import lower as build
+from paramcalc.inputs.spec import TransformerSpec
+from paramcalc.inputs.target import load_spec
 
 
 def built_count(c: Candidate) -> int:
-    return sum(build(c.spec()).params().values())
+    return sum(build(candidate_spec(c)).params().values())
 
 
 def assert_constraints(c: Candidate, *, kv=(8, 4, 2, "mha")) -> None:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from cli import run
-from paramcalc.core.memory import estimate_memory
-from paramcalc.core.sweep import sweep
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.analysis.sweep import sweep
 
 
 def test_each_memory_point_is_the_memory_command_at_that_value():

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from cli import run
-from paramcalc.core.count import count_params
-from paramcalc.core.flops import count_flops
+from paramcalc.analysis.count import count_params
+from paramcalc.analysis.flops import count_flops
 from paramcalc.torchref.verify import run_verify
 
 PRESETS = ["gpt2", "llama-3.1-8b", "llama-3.1-405b", "qwen3-8b", "gemma-2-9b", "mistral-7b", "mixtral-8x7b",

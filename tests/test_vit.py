@@ -11,9 +11,9 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 from cli import run
-from paramcalc.core.count import count_params
-from paramcalc.core.flops import count_flops
-from paramcalc.core.memory import estimate_memory
+from paramcalc.analysis.count import count_params
+from paramcalc.analysis.flops import count_flops
+from paramcalc.analysis.memory import estimate_memory
 from saved_bytes import saved_bytes
 
 
@@ -63,7 +63,7 @@ def test_the_token_count_comes_from_the_image_and_seq_len_is_ignored():
     assert r.code == 0, r.err
     assert r.json["seq_len"] == 197  # (224 / 16)^2 patches + the class token
     assert r.json["flops"]["forward"] == count_flops("vit-b-16").flops.forward
-    assert any("--seq-len ignored" in n for n in r.json["notes"])
+    assert any("asked is ignored" in n for n in r.json["notes"])
     assert run("memory", "vit-b-16", "--mode", "infer", "--json").json["memory"]["kv_cache"] == 0
 
 

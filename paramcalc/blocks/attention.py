@@ -143,15 +143,11 @@ class Attention(Block):
         return [Step(grads=out, transient=scores + x * T * n * d, freed=score_side),
                 Step(grads=rest, transient=qkv, freed=sum(saved.values()) - score_side)]
 
-    def module(self):
-        return _module_class()(self)
+    def module(self, a: Activations | None = None):
+        return _module_class()(self, a or Activations())
 
 
-def _normed(norm, x, head_dim: int):
-    """Apply a q/k norm of width head_dim per head, or of full width as is."""
-    if norm.normalized_shape[0] == head_dim and x.shape[-1] != head_dim:
-        return norm(x.unflatten(-1, (-1, head_dim))).flatten(-2)
-    return norm(x)
+SOFTCAP = 50.0  # Gemma 2's attention cap; the value changes no saved shape, only the tanh's scale
 
 
 @cache
@@ -160,15 +156,16 @@ def _module_class():
     from torch import nn
 
     class AttentionModule(nn.Module):
-        """Reference attention with explicit matmuls, so every FLOP counter sees
-        them (FlopCounterMode misses the fused SDPA kernel on CPU). Rotary and
-        ALiBi carry no parameters and no matmul FLOPs and are left out."""
+        """Attention as transformers computes it (modeling_llama's eager_attention_forward,
+        or its SDPA call when `a.attention` is flash), with explicit matmuls in eager so
+        every FLOP counter sees them. Rotary and ALiBi carry no parameters and no matmul
+        FLOPs and are left out."""
 
-        def __init__(self, spec: Attention):
+        def __init__(self, spec: Attention, a: Activations):
             super().__init__()
-            self.spec = spec
+            self.spec, self.a = spec, a
             for name, part in spec.parts().items():
-                self.add_module(name, part.module())
+                self.add_module(name, part.module(a))
             if spec.sinks:  # no matmul: a column appended to the scores, dropped after the softmax
                 self.sinks = nn.Parameter(torch.zeros(spec.heads))
 
@@ -177,20 +174,77 @@ def _module_class():
             src = x if memory is None else memory
             b, t, _ = x.shape
             q, k, v = self.q_proj(x), self.k_proj(src), self.v_proj(src)
-            if s.q_norm:  # a norm's width says where it applies: the whole projection or each head
-                q, k = _normed(self.q_norm, q, s.head_dim), _normed(self.k_norm, k, s.head_dim)
-            q = q.view(b, t, s.heads, s.head_dim).transpose(1, 2)
-            k = k.view(b, -1, s.kv_heads, s.head_dim).transpose(1, 2)
-            v = v.view(b, -1, s.kv_heads, s.head_dim).transpose(1, 2)
-            groups = s.heads // s.kv_heads
-            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-            scores = (q @ k.transpose(-2, -1)) * s.head_dim**-0.5
-            if s.causal and memory is None:
-                keep = torch.ones(t, k.shape[-2], dtype=torch.bool, device=x.device).tril()
-                if s.window:
-                    keep &= ~torch.ones_like(keep).tril(-s.window)
-                scores = scores.masked_fill(~keep, float("-inf"))
-            out = scores.softmax(-1) @ v
+            if s.q_norm and s.q_norm.dim != s.head_dim:  # OLMo 2 normalises the whole projection
+                q, k = self.q_norm(q), self.k_norm(k)
+            q = q.view(b, t, s.heads, s.head_dim)
+            k = k.view(b, src.shape[1], s.kv_heads, s.head_dim)
+            v = v.view(b, src.shape[1], s.kv_heads, s.head_dim)
+            if s.q_norm and s.q_norm.dim == s.head_dim:  # Qwen3 normalises each head before the transpose
+                q, k = self.q_norm(q), self.k_norm(k)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            out = attention_core(self, q, k, v, self.a, causal=s.causal and memory is None, window=s.window,
+                                 softcap=SOFTCAP if s.softcap else None, scale=s.head_dim**-0.5,
+                                 sinks=self.sinks if s.sinks else None)
             return self.o_proj(out.transpose(1, 2).reshape(b, t, s.heads * s.head_dim))
 
     return AttentionModule
+
+
+def attention_core(module, q, k, v, a: Activations, *, causal: bool, window: int | None, scale: float,
+                   softcap: float | None = None, sinks=None):
+    """softmax(q k^T * scale + mask) v over (batch, heads, tokens, dims) tensors, k and v
+    with fewer heads under GQA, as transformers 5.24.0 computes it:
+
+    - flash (`F.scaled_dot_product_attention(is_causal=True, enable_gqa=True)`, transformers'
+      SDPA call without a padding mask; a sliding layer passes an additive mask);
+    - eager: repeat_kv (expand, then reshape: a copy), q k^T (on fp32 copies where the model
+      upcasts them: GPT-J), tanh soft-capping, an additive float mask (it saves nothing where
+      masked_fill would keep an s x s boolean), gpt-oss's sink column (whose max keeps int64
+      indices), the softmax (in fp32, then back to the model dtype, where the model upcasts).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    n, g = q.shape[1], k.shape[1]
+    if not a.eager:
+        mask = None
+        if causal and window and window < k.shape[-2]:
+            mask = _additive_mask(module, q.shape[-2], k.shape[-2], window, q)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+                                              scale=scale, enable_gqa=n != g)
+    if n != g:
+        b, _, s, d = k.shape
+        k = k[:, :, None].expand(b, g, n // g, s, d).reshape(b, n, s, d)
+        v = v[:, :, None].expand(b, g, n // g, s, v.shape[-1]).reshape(b, n, s, v.shape[-1])
+    if a.scores_fp32 and q.dtype != torch.float32:
+        q, k = q.float(), k.float()
+    scores = torch.matmul(q, k.transpose(2, 3)) * scale
+    if softcap:
+        scores = torch.tanh(scores / softcap) * softcap
+    if causal:
+        scores = scores + _additive_mask(module, q.shape[-2], k.shape[-2], window, scores)
+    upcast = a.softmax_fp32 and scores.dtype != torch.float32
+    if sinks is not None:
+        column = sinks.reshape(1, -1, 1, 1).expand(scores.shape[0], -1, scores.shape[2], 1).to(scores.dtype)
+        joined = torch.cat([scores, column], dim=-1)
+        joined = joined - joined.max(dim=-1, keepdim=True).values
+        probs = F.softmax(joined, dim=-1, dtype=torch.float32 if upcast else joined.dtype)[..., :-1]
+    else:
+        probs = scores.softmax(-1, dtype=torch.float32) if upcast else scores.softmax(-1)
+    return torch.matmul(probs.to(v.dtype), v)
+
+
+def _additive_mask(module, t: int, k: int, window: int | None, like):
+    """A (t, k) float mask, 0 where a query sees a key and -inf elsewhere (the last t of
+    k positions are queries), cached on the module (built once, outside timed steps)."""
+    import torch
+
+    key = (t, k, window, like.dtype, like.device)
+    masks = module.__dict__.setdefault("_masks", {})
+    if key not in masks:
+        with torch.no_grad():
+            keep = torch.ones(t, k, dtype=torch.bool, device=like.device).tril(k - t)
+            if window:
+                keep &= ~torch.ones_like(keep).tril(k - t - window)
+            masks[key] = torch.zeros(t, k, dtype=like.dtype, device=like.device).masked_fill(~keep, float("-inf"))
+    return masks[key]

@@ -5,8 +5,12 @@ A block is a small frozen dataclass. It owns, in one file:
 - `flops(p)`: forward matmul FLOPs for one pass, keyed the same way;
 - `saved(p, a)`: bytes autograd keeps for backward in a training forward;
 - `backward_steps(p, a)`: how backward allocates and frees memory, step by step;
-- `module()`: the PyTorch module that realises it (torch imported lazily),
-  whose `named_parameters()` the tests compare with `params()`.
+- `module(a)`: the PyTorch module that realises it (torch imported lazily),
+  whose `named_parameters()` the tests compare with `params()`; given the
+  `Activations` that `saved(p, a)` reads, its forward computes as that
+  implementation does (eager or SDPA attention, the softmax's dtype, the
+  norm's arithmetic), so what autograd saves running it is what `saved`
+  predicts: each block file proves its own saved bytes with its own module.
 
 FLOPs convention, said once for the package: 2 FLOPs per multiply-add, so a
 (m x k) @ (k x n) matmul is 2*m*k*n FLOPs. fvcore and many papers count one
@@ -150,7 +154,8 @@ class Block:
         temporaries (attention's s x s, the MLP's T x f) refine this."""
         return [Step(grads=a.x * sum(self.params().values()), freed=sum(self.saved(p, a).values()))]
 
-    def module(self):  # pragma: no cover - every concrete block overrides
+    def module(self, a: Activations | None = None):  # pragma: no cover - every concrete block overrides
+        """The PyTorch module, computing as `a` describes (None: transformers' eager defaults)."""
         raise NotImplementedError(type(self).__name__)
 
 

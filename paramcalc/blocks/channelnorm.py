@@ -39,7 +39,7 @@ class BatchNorm(Shaped):
     def component(self, key: str) -> str:
         return "norms"
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         dims = max(1, len(self.in_shape) - 1)
@@ -67,7 +67,7 @@ class GroupNorm(Shaped):
     def component(self, key: str) -> str:
         return "norms"
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return nn.GroupNorm(self.groups, self.channels, affine=self.affine)

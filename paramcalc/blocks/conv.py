@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import prod
 
-from paramcalc.blocks.base import Breakdown, Pass
+from paramcalc.blocks.base import Activations, Breakdown, Pass
 from paramcalc.blocks.shaped import Shape, Shaped
 from paramcalc.errors import UserError
 
@@ -65,7 +65,7 @@ class Conv(Shaped):
         out_elements = prod(self.out_shape)
         return {"": 2 * p.tokens * out_elements * (self.in_channels // self.groups) * prod(self.kernel)}
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         cls = getattr(nn, f"Conv{len(self.spatial)}d")

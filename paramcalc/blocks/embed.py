@@ -74,7 +74,7 @@ class Embeddings(_Tables):
             out["dropout"] = a.mask_bytes * T * width
         return out
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _embeddings_class()(self)
 
 
@@ -104,7 +104,7 @@ class DecoderPositions(_Tables):
             out["dropout"] = a.mask_bytes * p.tokens * self.dim
         return out
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _positions_class()(self)
 
 
@@ -187,7 +187,7 @@ class LMHead(Block):
         return [Step(transient=(8 if self.loss_fp32 else 2 * a.x) * T * V, freed=loss),
                 Step(grads=grads, transient=a.x * T * V, freed=sum(saved.values()) - loss)]
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _head_class()(self)
 
 
@@ -216,7 +216,7 @@ class Discriminator(Block):
         x, T, h = a.x, p.tokens, self.hidden
         return {"input": x * T * h, "transform": 2 * x * T * h, "loss": 3 * x * T + 8 * T}
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _discriminator_class()(self)
 
 
@@ -247,7 +247,7 @@ class Pooler(Block):
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         return {"pooled": 2 * a.x * p.batch * self.hidden}  # dense input and tanh output
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return nn.ModuleDict({name: part.module() for name, part in self.parts().items()})

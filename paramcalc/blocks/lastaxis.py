@@ -61,5 +61,5 @@ class LastAxis(Shaped):
     def component(self, key: str) -> str:
         return "norms" if isinstance(self.inner, Norm) else self.inner.kind
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return self.inner.module()

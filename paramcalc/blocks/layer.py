@@ -116,8 +116,8 @@ class TransformerLayer(Block):
             steps += own
         return steps + [Step(freed=sum(saved.values()) - sum(s.freed for s in steps))]
 
-    def module(self):
-        return _module_class()(self)
+    def module(self, a: Activations | None = None):
+        return _module_class()(self, a)
 
 
 @cache
@@ -125,13 +125,13 @@ def _module_class():
     from torch import nn
 
     class TransformerLayerModule(nn.Module):
-        def __init__(self, spec: TransformerLayer):
+        def __init__(self, spec: TransformerLayer, a: Activations | None):
             super().__init__()
             self.spec = spec
             for name, part in spec.parts().items():
                 if not name.startswith("norm/"):
-                    self.add_module(name, part.module())  # attention, cross_attention, mlp or moe
-            self.norm = nn.ModuleDict({name: spec.norm.module() for name in spec.norm_names})
+                    self.add_module(name, part.module(a))  # attention, cross_attention, mlp or moe
+            self.norm = nn.ModuleDict({name: spec.norm.module(a) for name in spec.norm_names})
 
         def mlp_forward(self, x):
             return getattr(self, self.spec.mlp.kind)(x)

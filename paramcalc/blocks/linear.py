@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from paramcalc.blocks.base import Block, Breakdown, Pass
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class Linear(Block):
     def output_elements(self, p: Pass) -> int:
         return p.tokens * self.d_out
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return nn.Linear(self.d_in, self.d_out, bias=self.bias)
@@ -52,7 +52,7 @@ class Embedding(Block):
     def params(self) -> Breakdown:
         return {"weight": self.rows * self.dim}
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return nn.Embedding(self.rows, self.dim)

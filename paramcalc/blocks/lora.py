@@ -34,7 +34,7 @@ class LoRA(Block):
         # A reads the base linear's input (saved already); B keeps A's r-wide output
         return {"lora_B_input": a.x * p.tokens * self.rank}
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _module_class()(self)
 
 
@@ -90,8 +90,8 @@ class Adapted(Block):
     def data_input_flops(self, p: Pass) -> int:
         return self.base.data_input_flops(p)
 
-    def module(self):
-        module = self.base.module()
+    def module(self, a: Activations | None = None):
+        module = self.base.module(a)
         for path, lora in self.adapters:
             attach(module.get_submodule(path.replace("/", ".")), lora.module())
         return module

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
+from paramcalc.blocks.attention import attention_core
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
 from paramcalc.blocks.linear import Linear
 from paramcalc.blocks.norm import Norm
@@ -79,8 +80,8 @@ class LatentAttention(Block):
         out["o_proj_input"] = x * T * n * dv
         return out
 
-    def module(self):
-        return _module_class()(self)
+    def module(self, a: Activations | None = None):
+        return _module_class()(self, a or Activations())
 
 
 @cache
@@ -89,13 +90,14 @@ def _module_class():
     from torch import nn
 
     class LatentAttentionModule(nn.Module):
-        """Reference MLA with explicit matmuls (rotary left out: no parameters)."""
+        """MLA as transformers' DeepSeek-V3 computes it (rotary left out: no parameters),
+        its core eager or SDPA as `a` says (blocks/attention.py's attention_core)."""
 
-        def __init__(self, spec: LatentAttention):
+        def __init__(self, spec: LatentAttention, a: Activations):
             super().__init__()
-            self.spec = spec
+            self.spec, self.a = spec, a
             for name, part in spec.parts().items():
-                self.add_module(name, part.module())
+                self.add_module(name, part.module(a))
 
         def qkv(self, x):
             """Per-head q, k, v (batch, heads, tokens, dims) from the latents."""
@@ -113,9 +115,7 @@ def _module_class():
             s = self.spec
             b, t, _ = x.shape
             q, k, v = self.qkv(x)
-            scores = (q @ k.transpose(-2, -1)) * s.qk_head_dim**-0.5
-            keep = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
-            out = scores.masked_fill(~keep, float("-inf")).softmax(-1) @ v
+            out = attention_core(self, q, k, v, self.a, causal=True, window=None, scale=s.qk_head_dim**-0.5)
             return self.o_proj(out.transpose(1, 2).reshape(b, t, s.heads * s.v_head_dim))
 
     return LatentAttentionModule

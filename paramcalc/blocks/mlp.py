@@ -73,13 +73,23 @@ class MLP(Block):
                 Step(grads=rest, transient=x * T * f * (2 if self.gated else 1),
                      freed=sum(saved.values()) - early)]
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _module_class()(self)
 
 
 @cache
 def _module_class():
+    import math
+
+    import torch
     from torch import nn
+
+    class TanhGelu(nn.Module):
+        """GPT-2's gelu_new (and gelu_fast): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+        composed of elementwise ops as transformers writes it (they keep four tensors)."""
+
+        def forward(self, x):
+            return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
     # swiglu_clamp (gpt-oss) runs as SiLU here: the clamp and the +1 change no shape
     activations = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "swiglu": nn.SiLU}
@@ -90,7 +100,8 @@ def _module_class():
             self.spec = spec
             for name, part in spec.parts().items():
                 self.add_module(name, part.module())
-            self.act = activations.get(spec.act.split("_")[0], nn.GELU)()
+            self.act = TanhGelu() if spec.act in ("gelu_new", "gelu_fast") else \
+                activations.get(spec.act.split("_")[0], nn.GELU)()
 
         def forward(self, x):
             if self.spec.gated:

@@ -86,7 +86,7 @@ class MoE(Block):
             out["shared_expert_gate"] = x * T + x * T * h
         return out
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _module_class()(self)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, Step
 
@@ -63,9 +64,77 @@ class Norm(Block):
         return [Step(grads=a.x * sum(self.params().values()), transient=3 * 4 * p.tokens * self.dim,
                      freed=self.saved_rows(p.tokens, a))]
 
-    def module(self):
-        from torch import nn
+    def module(self, a: Activations | None = None):
+        """nn.RMSNorm's or nn.LayerNorm's parameters, computed in the style's arithmetic
+        (transformers' LlamaRMSNorm, T5LayerNorm, GemmaRMSNorm, Olmo2RMSNorm; OLMo's and
+        Cohere's LayerNorms): what autograd keeps is what `saved_rows` counts."""
+        rms, layer = _module_classes()
+        return layer(self) if self.kind_ == "layernorm" else rms(self)
 
-        if self.kind_ == "layernorm":
-            return nn.LayerNorm(self.dim, elementwise_affine=self.affine, bias=self.bias)
-        return nn.RMSNorm(self.dim, elementwise_affine=self.affine)
+
+@cache
+def _module_classes():
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    def llama(self, x):
+        dtype = x.dtype
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps_)
+        h = h.to(dtype)
+        return self.weight * h if self.weight is not None else h
+
+    def t5(self, x):  # the rsqrt multiplies the model-dtype input
+        variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        h = x * torch.rsqrt(variance + self.eps_)
+        if self.weight is not None and self.weight.dtype in (torch.float16, torch.bfloat16):
+            h = h.to(self.weight.dtype)
+        return self.weight * h if self.weight is not None else h
+
+    def gemma(self, x):  # all in fp32, scaled by (1 + w)
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps_)
+        if self.weight is not None:
+            h = h * (1.0 + self.weight.float())
+        return h.type_as(x)
+
+    def olmo2(self, x):  # the weight multiply in fp32
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps_)
+        return (self.weight * h).to(x.dtype) if self.weight is not None else h.to(x.dtype)
+
+    def native(self, x):
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def fp32(self, x):  # OLMo: the native kernel on an fp32 copy
+        return F.layer_norm(x.float(), self.normalized_shape, self.weight, self.bias, self.eps).to(x.dtype)
+
+    def cohere(self, x):  # composed of fp32 elementwise ops
+        h = x.to(torch.float32)
+        mean = h.mean(-1, keepdim=True)
+        variance = (h - mean).pow(2).mean(-1, keepdim=True)
+        h = (h - mean) * torch.rsqrt(variance + self.eps)
+        return (self.weight.to(torch.float32) * h).to(x.dtype) if self.weight is not None else h.to(x.dtype)
+
+    styles = {"llama": llama, "t5": t5, "gemma": gemma, "olmo2": olmo2, "native": native, "fp32": fp32,
+              "cohere": cohere}
+
+    class RMSNorm(nn.RMSNorm):
+        def __init__(self, spec: Norm):
+            super().__init__(spec.dim, elementwise_affine=spec.affine)
+            self.eps_ = 1e-6
+            self.compute = styles[spec.style]
+
+        def forward(self, x):
+            return self.compute(self, x)
+
+    class LayerNorm(nn.LayerNorm):
+        def __init__(self, spec: Norm):
+            super().__init__(spec.dim, elementwise_affine=spec.affine, bias=spec.bias)
+            self.compute = styles[spec.style if spec.style in ("fp32", "cohere") else "native"]
+
+        def forward(self, x):
+            return self.compute(self, x)
+
+    return RMSNorm, LayerNorm

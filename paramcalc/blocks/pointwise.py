@@ -32,7 +32,7 @@ class Activation(Shaped):
     def keeps_output(self) -> bool:  # type: ignore[override]
         return self.fn in KEEP_OUTPUT
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return getattr(nn, _MODULES[self.fn])()
@@ -47,7 +47,7 @@ class Dropout(Shaped):
         # the scaled keep-mask, in the activation dtype on the reference path (a 1-byte mask with CUDA's kernel)
         return {"mask": a.mask_bytes * p.tokens * prod(self.in_shape)} if self.rate > 0 else {}
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return nn.Dropout(self.rate)
@@ -63,7 +63,7 @@ class Flatten(Shaped):
     def out_shape(self) -> Shape:
         return (prod(self.in_shape),)
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return nn.Flatten()
@@ -84,7 +84,7 @@ class CrossEntropy(Shaped):
         rows = p.tokens * prod(self.in_shape[:-1])
         return {"log_softmax": a.x * rows * self.in_shape[-1], "targets": 8 * rows, "scalar": a.x}
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return nn.CrossEntropyLoss()

@@ -34,7 +34,7 @@ class Pool(Shaped):
     def saved_inner(self, p: Pass, a: Activations) -> Breakdown:
         return {"indices": 8 * p.tokens * prod(self.out_shape)} if self.mode == "max" else {}  # int64 argmax
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         dims = len(self.in_shape) - 1
@@ -51,7 +51,7 @@ class AdaptiveAvgPool(Shaped):
     def out_shape(self) -> Shape:
         return (self.in_shape[0], *self.output_size)
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return getattr(nn, f"AdaptiveAvgPool{len(self.in_shape) - 1}d")(self.output_size)

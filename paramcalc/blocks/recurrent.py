@@ -90,7 +90,7 @@ class Recurrent(Shaped):
             out["dropout"] = a.mask_bytes * p.tokens * (L - 1) * D * P
         return out
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         kwargs = {"proj_size": self.proj} if self.proj else {}
         return _outputs_only(self.cell)(self.in_shape[0], self.hidden, self.layers, bias=self.bias, batch_first=True,
                    bidirectional=self.bidirectional, dropout=self.dropout, **kwargs)

@@ -90,7 +90,7 @@ class Residual(Shaped):
             return self.shortcut.component(rest)
         return self.main.component(key)
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _module_class()(self)
 
 

@@ -114,7 +114,7 @@ class Sequential(Shaped):
         part = dict(self.parts).get(head)
         return part.component(rest) if part is not None else self.kind
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         seq = nn.Sequential()

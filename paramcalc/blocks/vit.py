@@ -57,7 +57,7 @@ class PatchEmbeddings(Block):
             out["dropout"] = a.mask_bytes * p.tokens * self.dim
         return out
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return _embeddings_class()(self)
 
 
@@ -88,7 +88,7 @@ class ClassTokenHead(Block):
         return {"input": a.x * p.tokens * self.hidden,
                 "loss": a.x * p.batch * self.labels + 8 * p.batch + a.x}
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         return self.linear.module()
 
 

@@ -1,7 +1,9 @@
 """Options shared by several commands, declared once.
 
 Numbers arrive as strings and go through paramcalc's own grammar
-(`15e12`, `7.5B`, `15T`), which click's int and float types would refuse.
+(`15e12`, `7.5B`, `15T`, `8Ki`), which click's int and float types would
+refuse. A command's parameter is named as the library's keyword, so an error
+the library raises about `seq_len` is shown as `--seq-len` (cli/app.py).
 """
 
 from __future__ import annotations
@@ -11,16 +13,25 @@ from typing import Annotated, Optional
 import typer
 
 TargetArg = Annotated[str, typer.Argument(
-    metavar="TARGET", help="a preset (llama-3.1-8b), a config.json, a paramcalc .yaml spec, or a count (7.5B)")]
+    metavar="TARGET", help="a preset (llama-3.1-8b), a config.json or snapshot folder, a paramcalc .yaml spec, "
+                           "or a count (7.5B)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")]
 SeqLenOpt = Annotated[Optional[str], typer.Option(
-    "--seq-len", "-s", help="tokens per sequence [default: 2048; the learned-position limit when smaller]")]
-BatchOpt = Annotated[str, typer.Option("--batch", "-b", help="sequences per step (micro-batch per GPU for memory)")]
-AttentionFlopsOpt = Annotated[str, typer.Option(
-    "--attention", help="dense: full s x s score matmuls (eager, the MFU convention); causal: unmasked part only (flash)")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="weights and activations: fp32, fp16, bf16, fp8, int8, int4")]
-GpuOpt = Annotated[str, typer.Option("--gpu", help="accelerator (paramcalc gpus lists them), or a GPU .yaml file")]
+    "--seq-len", "-s", metavar="TOKENS",
+    help="tokens per sequence [default: 2048; the learned-position limit when smaller; fixed for ViTs and CNNs]")]
+BatchOpt = Annotated[str, typer.Option("--batch", "-b", metavar="N",
+                                       help="sequences per step (micro-batch per GPU for memory)")]
+AttentionOpt = Annotated[str, typer.Option(
+    "--attention", metavar="eager|flash",
+    help="eager: full s x s scores, counted and kept (transformers' eager; the MFU convention); "
+         "flash: SDPA's fused kernels, the unmasked pairs only and no s x s tensor (aliases: dense, causal, sdpa)")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", metavar="DTYPE",
+                                       help="weights and activations: fp32, fp16, bf16, fp8, int8, int4")]
+GpuOpt = Annotated[str, typer.Option("--gpu", metavar="GPU",
+                                     help="accelerator (paramcalc gpus lists them), or a GPU .yaml file")]
+RecomputeOpt = Annotated[str, typer.Option("--recompute", metavar="none|selective|full",
+                                           help="activation recomputation (Korthikanti et al. 2022)")]
 LoraRankOpt = Annotated[Optional[str], typer.Option(
-    "--lora-rank", help="add LoRA adapters of this rank (Hu et al. 2021) and freeze the base model")]
+    "--lora-rank", metavar="R", help="add LoRA adapters of this rank (Hu et al. 2021) and freeze the base model")]
 LoraTargetsOpt = Annotated[Optional[str], typer.Option(
-    "--lora-targets", help="comma-separated linears to adapt [default: q_proj,v_proj]")]
+    "--lora-targets", metavar="NAMES", help="comma-separated linears to adapt [default: q_proj,v_proj]")]

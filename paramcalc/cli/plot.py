@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+from paramcalc import units
 from paramcalc.errors import UserError
 
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#17becf")
@@ -14,7 +15,7 @@ W, H, LEFT, RIGHT, TOP, BOTTOM = 760, 440, 80, 170, 40, 60
 
 def _scaled(report) -> tuple[dict[str, list[float]], str]:
     if report.unit == "bytes":
-        return {k: [(v or 0) / 2**30 for v in vs] for k, vs in report.series.items()}, "GiB per GPU"
+        return {k: [units.gib(v or 0) for v in vs] for k, vs in report.series.items()}, "GiB per GPU"
     return {k: [v or 0 for v in vs] for k, vs in report.series.items()}, report.unit
 
 
@@ -26,7 +27,7 @@ def write(report, path: str) -> None:
     elif suffix == ".png":
         return _png(report, target)
     else:
-        raise UserError(f"cannot draw {target.name}", where="--plot", fix="name a .svg or .png file")
+        raise UserError(f"cannot draw {target.name}", field="plot", fix="name a .svg or .png file")
     try:
         target.write_text(text, encoding="utf-8")
     except OSError as e:
@@ -80,7 +81,7 @@ def _png(report, target: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise UserError("PNG plots need matplotlib", where="--plot",
+        raise UserError("PNG plots need matplotlib", field="plot",
                         fix="pip install matplotlib, or write an .svg file instead") from None
     series, unit = _scaled(report)
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -96,11 +96,11 @@ def memory(report) -> None:
     _bar([(label, v) for label, v in rows if v], total)
     if report.fits:
         f = report.fits
-        verdict = "[green]fits[/green]" if f["fits"] else "[red]does not fit[/red]"
-        where = f"{f['gpus']:,} x {f['gpu']}" if f.get("gpus", 1) > 1 else f"one {f['gpu']}"
+        verdict = "[green]fits[/green]" if f.fits else "[red]does not fit[/red]"
+        where = f"{f.gpus:,} x {f.gpu}" if f.gpus > 1 else f"one {f.gpu}"
         unit = "concurrent sequences" if report.mode == "infer" else "micro-batch"
-        console.print(f"{verdict} on {where} ({units.human_bytes(f['gpu_bytes'])} each); headroom "
-                      f"{units.human_bytes(f['headroom'])}; largest {unit} that fits: {f.get('max_batch', 0):,}")
+        console.print(f"{verdict} on {where} ({units.human_bytes(f.gpu_bytes)} each); headroom "
+                      f"{units.human_bytes(f.headroom)}; largest {unit} that fits: {f.max_batch:,}")
     _notes(report.notes)
 
 
@@ -126,9 +126,9 @@ def estimate(report) -> None:
     table.add_row("active per token", _exact(p.active), units.human_count(p.active))
     table.add_row(f"train step FLOPs (batch 1 x {report.seq_len})", _exact(f.train_step), units.human_flops(f.train_step))
     plan = report.plan
-    if plan.get("gpus"):
-        table.add_row("plan", f"{plan['gpus']:,} x {plan['gpu']}",
-                      f"dp {plan['dp']}, tp {plan['tp']}, pp {plan['pp']}, ZeRO-{plan['zero']}, recompute {plan['recompute']}")
+    if plan.gpus:
+        table.add_row("plan", f"{plan.gpus:,} x {plan.gpu}",
+                      f"dp {plan.dp}, tp {plan.tp}, pp {plan.pp}, ZeRO-{plan.zero}, recompute {plan.recompute}")
     if report.memory:
         table.add_row("memory per GPU", _exact(report.memory.total_per_gpu), units.human_bytes(report.memory.total_per_gpu))
     table.add_row("training FLOPs", _exact(c.training_flops), units.human_flops(c.training_flops))
@@ -140,15 +140,15 @@ def estimate(report) -> None:
     _notes(report.notes)
 
 
-def gpus(cards) -> None:
+def gpus(report) -> None:
     table = Table(title="accelerators (dense peaks, no sparsity)", title_justify="left")
-    for col in ("name", "memory", "bandwidth", "bf16", "fp8", "TDP"):
+    for col in ("name", "memory", "bandwidth", "bf16", "fp8", "link", "TDP"):
         table.add_column(col, justify="left" if col == "name" else "right")
-    for c in cards:
-        fp8 = c.peak_flops.get("fp8")
-        table.add_row(c.name, units.human_bytes(c.memory_bytes), f"{c.memory_bandwidth / 1e12:.2f} TB/s",
-                      f"{c.peak_flops.get('bf16', 0) / 1e12:,.0f} TFLOP/s",
-                      f"{fp8 / 1e12:,.0f} TFLOP/s" if fp8 else "-", f"{c.tdp_watts} W" if c.tdp_watts else "-")
+    for c in report.gpus:
+        peaks = c.peak_flops_dense
+        table.add_row(c.name, units.human_bytes(c.memory_bytes), units.human_bandwidth(c.memory_bandwidth),
+                      units.human_rate(peaks.get("bf16")), units.human_rate(peaks.get("fp8")),
+                      units.human_bandwidth(c.interconnect_bandwidth), f"{c.tdp_watts} W" if c.tdp_watts else "-")
     console.print(table)
 
 
@@ -160,7 +160,7 @@ def serve(report) -> None:
         table.add_column(col, justify="right")
     for p in report.points:
         table.add_row(str(p.batch), units.human_bytes(p.memory_per_gpu), "yes" if p.fits else "[red]no[/red]",
-                      f"{p.ttft_seconds * 1e3:,.1f} ms", f"{p.tpot_seconds * 1e3:,.2f} ms", p.decode_bound,
+                      units.human_seconds(p.ttft_seconds), units.human_seconds(p.tpot_seconds), p.decode_bound,
                       f"{p.tokens_per_second:,.0f}", f"{p.request_seconds:,.2f} s")
     console.print(table)
     console.print(f"weights {units.human_bytes(report.weights_per_gpu)} per GPU; up to {report.max_batch:,} "
@@ -168,13 +168,12 @@ def serve(report) -> None:
     _notes(report.notes)
 
 
-def presets(items: list[dict]) -> None:
+def presets(report) -> None:
     table = Table(title="presets", title_justify="left")
     for col in ("name", "family", "params", "source"):
         table.add_column(col, justify="right" if col == "params" else "left", overflow="fold")
-    for item in items:
-        table.add_row(item["name"], item.get("family") or "", units.human_count(item.get("params")),
-                      item.get("source") or "")
+    for item in report.presets:
+        table.add_row(item.name, item.family or "", units.human_count(item.params), item.source or "")
     console.print(table)
 
 
@@ -404,9 +403,10 @@ def bench(report) -> None:
                       f"{_exact(c.measured)}\n{fmt(c.measured)}", _ratio_verdict(c))
     console.print(table)
     summary = Table(show_header=False, box=None)
-    summary.add_row("seconds per step", f"{m.seconds_per_step * 1e3:,.2f} ms",
-                    f"min {m.seconds_min * 1e3:,.2f} ms, median {m.seconds_median * 1e3:,.2f} ms over {report.steps}")
-    summary.add_row("achieved", f"{units.human_flops(m.achieved_tflops * 1e12)}/s", "3 x forward FLOPs / seconds per step")
+    summary.add_row("seconds per step", units.human_seconds(m.seconds_per_step),
+                    f"min {units.human_seconds(m.seconds_min)}, median {units.human_seconds(m.seconds_median)} "
+                    f"over {report.steps}")
+    summary.add_row("achieved", units.human_rate(m.achieved_tflops * 1e12), "3 x forward FLOPs / seconds per step")
     mfu = "unknown" if m.mfu is None else f"{m.mfu * 100:.1f}%"
     summary.add_row("MFU", mfu, f"of {report.gpu} dense {report.dtype}" if report.gpu else "")
     allocated = "torch.cuda.max_memory_allocated" if m.peak_allocated is not None else "live tensors, op by op (CPU)"
@@ -510,16 +510,16 @@ def plan(report) -> None:
         out.print(f"[dim]* {note}[/dim]")
 
 
-def collectives(data: dict) -> None:
-    table = Table(title=f"collectives: {data['world_size']} x {data['device']} ({data['backend']}, torch "
-                        f"{data['torch_version']})", title_justify="left")
+def collectives(report) -> None:
+    table = Table(title=f"collectives: {report.world_size} x {report.device} ({report.backend}, torch "
+                        f"{report.torch_version})", title_justify="left")
     for col in ("op", "message", "time", "algbw", "busbw"):
         table.add_column(col, justify="left" if col == "op" else "right")
-    for r in data["results"]:
-        table.add_row(r["op"], units.human_bytes(r["bytes"]), f"{r['seconds'] * 1e6:,.1f} us",
-                      f"{r['algbw'] / 1e9:,.2f} GB/s", f"{r['busbw'] / 1e9:,.2f} GB/s")
+    for r in report.results:
+        table.add_row(r.op, units.human_bytes(r.bytes), units.human_seconds(r.seconds),
+                      units.human_bandwidth(r.algbw), units.human_bandwidth(r.busbw))
     console.print(table)
-    console.print(f"largest bus bandwidth {data['busbw_max'] / 1e9:,.2f} GB/s: "
+    console.print(f"largest bus bandwidth {units.human_bandwidth(report.busbw_max)}: "
                   "`paramcalc estimate TARGET --comm FILE` uses it as the link speed")
 
 

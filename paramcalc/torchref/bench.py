@@ -29,84 +29,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from paramcalc.blocks.base import Pass, nest, peak_live, scale
 from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.moe import MoE
 from paramcalc.errors import UserError
-from paramcalc.results import Report
-from paramcalc.units import parse_positive_int
+from paramcalc.network import TransformerNetwork
+from paramcalc.results.bench import Bench, BenchReport, Check, Measured, Predicted
+from paramcalc.units import parse_natural, parse_positive_int
 
 TOLERANCE = 0.10  # a prediction within 10% of the measurement is "ok"
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class Predicted(_Frozen):
-    forward_flops: int = Field(description="matmul FLOPs of one forward (2 per multiply-add, dense attention)")
-    backward_flops: int = Field(description="2 x forward, plus SDPA's recomputed scores when a fused kernel runs")
-    activations: int = Field(description="bytes saved for backward (the blocks' saved(), dropout off)")
-    weights: int = Field(description="bytes of the benchmarked parameters")
-    peak_memory: int = Field(description="most bytes alive in one step: weights, inputs, saved activations, and "
-                                         "backward's weight gradients and temporaries, replayed block by block")
-    activations_breakdown: dict[str, int] = Field(default_factory=dict)
-
-
-class Measured(_Frozen):
-    forward_flops: int = Field(description="FlopCounterMode's count of one forward")
-    backward_flops: int = Field(description="FlopCounterMode's count of one backward")
-    activations: int = Field(description="bytes saved_tensors_hooks saw, each storage once, parameters excluded")
-    weights: int
-    peak_allocated: int | None = Field(description="torch.cuda.max_memory_allocated over the timed steps; null on CPU")
-    peak_live: int = Field(description="most tensor bytes alive at once in one step, tracked op by op (any device)")
-    peak_memory: int = Field(description="peak_allocated on CUDA, else peak_live")
-    seconds_per_step: float = Field(description="mean wall time of one forward + backward")
-    seconds_min: float
-    seconds_median: float
-    achieved_tflops: float = Field(description="3 x forward FLOPs / seconds per step / 1e12")
-    mfu: float | None = Field(description="achieved / the GPU's dense peak for the dtype; null when no GPU is known")
-    attention_kernels: list[str] = Field(default_factory=list, description="fused attention ops dispatched (SDPA)")
-
-
-class Check(_Frozen):
-    figure: str
-    predicted: int | None
-    measured: int | None
-    ratio: float | None = Field(description="measured / predicted")
-    exact: bool
-    verdict: str = Field(description="ok: within 10%; differs; unknown")
-
-
-class Bench(_Frozen):
-    predicted: Predicted
-    measured: Measured
-    checks: list[Check]
-
-
-class BenchReport(Report):
-    command: str = "bench"
-    device: str
-    device_name: str
-    gpu: str | None = Field(description="catalog GPU whose peak the MFU uses")
-    gpu_peak_flops: int | None
-    dtype: str
-    layers: int
-    stage: str = Field(description="the layer stage benchmarked")
-    seq_len: int
-    batch: int
-    attention: str
-    with_head: bool
-    warmup: int
-    steps: int
-    torch_version: str
-    date: str
-    bench: Bench
 
 
 def check(figure: str, predicted: int | None, measured: int | None) -> Check:
@@ -138,11 +72,11 @@ def resolve_device(device: str | None):
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device not in ("cuda", "cpu"):
-        raise UserError(f"unknown device {device!r}", where="--device", fix="use cuda or cpu")
+        raise UserError(f"unknown device {device!r}", field="device", fix="use cuda or cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("CUDA is not available on this machine (torch "
                         f"{torch.__version__}, built {'with' if torch.version.cuda else 'without'} CUDA)",
-                        where="--device", fix="run on a GPU machine, or use --device cpu")
+                        field="device", fix="run on a GPU machine, or use the cpu")
     name = torch.cuda.get_device_name() if device == "cuda" else \
         f"CPU ({platform.machine() or 'unknown'}, {torch.get_num_threads()} threads)"
     return torch.device(device), name
@@ -163,20 +97,18 @@ def _default_dtype(dtype):
 class _Stack:
     """What one step runs: [embedding] -> N layers -> [final norm -> head -> loss]."""
 
-    def __init__(self, stages: dict, layers: list, spec, attention: str, dtype, device, with_head: bool):
+    def __init__(self, stages: dict, layers: list, a, dtype, device, with_head: bool):
         import torch
         from torch import nn
 
-        from paramcalc.torchref.reference import prepare
-
         with torch.device(device), _default_dtype(dtype):
-            self.layers = nn.ModuleList(prepare(block.module(), spec, attention) for block in layers)
+            self.layers = nn.ModuleList(block.module(a) for block in layers)
             self.embedding = self.final_norm = self.head = None
             if with_head:
-                self.embedding = stages["embedding"].block.module()
-                self.final_norm = prepare(stages["final_norm"].block.module(), spec) if "final_norm" in stages else None
+                self.embedding = stages["embedding"].block.module(a)
+                self.final_norm = stages["final_norm"].block.module(a) if "final_norm" in stages else None
                 head = stages["head"].block
-                self.head = head.module()
+                self.head = head.module(a)
                 if head.tied:
                     self.head.tie(self.embedding.tokens)
         parts = [m for m in (self.embedding, self.layers, self.final_norm, self.head) if m is not None]
@@ -205,7 +137,7 @@ class _Stack:
 class _Plan:
     """Every flag, parsed and checked before anything is built."""
 
-    spec: object
+    net: TransformerNetwork
     p: Pass
     stages: dict
     stage: object  # the layer stage benchmarked
@@ -237,7 +169,7 @@ def run_bench(target, *, device: str | None = None, dtype: str | None = None, la
               for figure in ("forward_flops", "backward_flops", "activations", "peak_memory")]
     card = plan.card
     return BenchReport(
-        model=plan.spec.name or "model", device=plan.device.type, device_name=plan.device_name,
+        model=plan.net.name, device=plan.device.type, device_name=plan.device_name,
         gpu=card.name if card else None, gpu_peak_flops=card.peak(plan.dtype) if card else None, dtype=plan.dtype,
         layers=plan.layers, stage=plan.stage.name, seq_len=plan.p.seq, batch=plan.p.batch, attention=plan.attention,
         with_head=plan.with_head, warmup=plan.warmup, steps=plan.steps, torch_version=torch.__version__,
@@ -248,35 +180,30 @@ def run_bench(target, *, device: str | None = None, dtype: str | None = None, la
 
 def _plan(target, device, dtype, layers, seq_len, batch, attention, warmup, steps, with_head, gpu,
           require_mfu) -> _Plan:
+    from paramcalc.analysis.settings import make_pass, parse_attention
     from paramcalc.catalog import load_gpu
-    from paramcalc.core.count import resolve
-    from paramcalc.core.flops import make_pass
-    from paramcalc.network import build
-    from paramcalc.spec import CountSpec
-    from paramcalc.torchref.reference import ATTENTION_IMPLS, TORCH_DTYPES
+    from paramcalc.network import lower
+    from paramcalc.torchref.reference import TORCH_DTYPES
 
-    spec = resolve(target)
-    if isinstance(spec, CountSpec):
-        raise UserError(f"{spec.name!r} is a bare parameter count; bench needs the architecture",
+    net = lower(target)
+    if not net.has_architecture:
+        raise UserError(f"{net.name!r} is a bare parameter count; bench needs the architecture",
                         fix="pass a preset, a config.json or a YAML spec")
-    if attention not in ATTENTION_IMPLS:
-        raise UserError(f"unknown attention implementation {attention!r}", where="--attention",
-                        fix="use eager (explicit matmuls, keeps the s x s probabilities) or sdpa")
+    attention = "eager" if parse_attention(attention) == "eager" else "sdpa"
     dev, device_name = resolve_device(device)
     dtype = dtype or ("bf16" if dev.type == "cuda" else "fp32")
     if dtype not in TORCH_DTYPES:
-        raise UserError(f"bench runs fp32, bf16 or fp16 layers, not {dtype!r}", where="--dtype",
-                        fix="use --dtype bf16 (GPU default) or fp32 (CPU default)")
-    n = parse_positive_int(layers, what="--layers")
-    warm, k = _count(warmup, "--warmup", allow_zero=True), _count(steps, "--steps")
-    p = make_pass(spec, seq_len, batch)
-    net = build(spec)
-    if not net.layers:
-        raise UserError(f"{spec.name or 'this model'} has no transformer layers to bench")
+        raise UserError(f"bench runs fp32, bf16 or fp16 layers, not {dtype!r}", field="dtype",
+                        fix="use bf16 (GPU default) or fp32 (CPU default)")
+    n = parse_positive_int(layers, field="layers")
+    warm, k = parse_natural(warmup, field="warmup"), parse_positive_int(steps, field="steps")
+    p = make_pass(net, seq_len, batch)
+    if not isinstance(net, TransformerNetwork) or not net.layers:
+        raise UserError(f"{net.name} has no transformer layers to bench")
     stages = {s.name: s for s in net.stages}
-    if with_head and not (spec.architecture == "decoder" and isinstance(stages["head"].block, LMHead)):
-        raise UserError("--with-head benches decoder-only language models (embedding, layers, LM head and loss)",
-                        fix="drop --with-head to bench the layers alone")
+    if with_head and not (net.kind == "decoder" and isinstance(stages["head"].block, LMHead)):
+        raise UserError("the embedding, LM head and loss are benched for decoder-only language models",
+                        field="with_head", fix="bench the layers alone (without {with_head})")
     card = None
     gpu_name = gpu or (guess_gpu(device_name) if dev.type == "cuda" else None)
     if gpu_name:
@@ -284,8 +211,8 @@ def _plan(target, device, dtype, layers, seq_len, batch, attention, warmup, step
         card.peak(dtype)  # an unknown dtype peak fails now, not after the run
     elif require_mfu:
         raise UserError(f"no GPU peak is known for {device_name!r}, so there is no MFU to calibrate with",
-                        where="--calibration-out", fix="name the GPU with --gpu (paramcalc gpus lists them)")
-    return _Plan(spec, p, stages, net.layers[0], n, dev, device_name, dtype, attention, warm, k, with_head, card)
+                        field="calibration_out", fix="name the GPU with {gpu} (paramcalc gpus lists them)")
+    return _Plan(net, p, stages, net.layers[0], n, dev, device_name, dtype, attention, warm, k, with_head, card)
 
 
 def _measure(plan: _Plan, tick: Progress) -> Measured:
@@ -297,15 +224,17 @@ def _measure(plan: _Plan, tick: Progress) -> Measured:
     total = 2 + plan.warmup + plan.steps
     tick("build", 0, total)
     torch.manual_seed(0)
-    p, spec, dev, tdtype = plan.p, plan.spec, plan.device, ref.TORCH_DTYPES[plan.dtype]
-    stack = _Stack(plan.stages, [plan.stage.block] * plan.layers, spec, plan.attention, tdtype, dev, plan.with_head)
+    p, net, dev, tdtype = plan.p, plan.net, plan.device, ref.TORCH_DTYPES[plan.dtype]
+    a = ref.activations(net, DTYPE_BYTES[plan.dtype], plan.attention)
+    stack = _Stack(plan.stages, [plan.stage.block] * plan.layers, a, tdtype, dev, plan.with_head)
     labels = grad = None
     if plan.with_head:
-        x = torch.randint(0, spec.vocab_size, (p.batch, p.seq), device=dev)
-        labels = torch.randint(0, spec.vocab_size, (p.batch, p.seq), device=dev)
+        vocab = plan.stages["head"].block.vocab
+        x = torch.randint(0, vocab, (p.batch, p.seq), device=dev)
+        labels = torch.randint(0, vocab, (p.batch, p.seq), device=dev)
     else:
-        x = torch.randn(p.batch, p.seq, spec.hidden_size, device=dev, dtype=tdtype, requires_grad=True)
-        grad = torch.randn(p.batch, p.seq, spec.hidden_size, device=dev, dtype=tdtype)
+        x = torch.randn(p.batch, p.seq, net.hidden, device=dev, dtype=tdtype, requires_grad=True)
+        grad = torch.randn(p.batch, p.seq, net.hidden, device=dev, dtype=tdtype)
 
     def step():
         for param in stack.params:
@@ -353,12 +282,6 @@ def _peak_live(stack, x, labels, grad) -> int:
     return sum(storages.values()) + live.peak
 
 
-def _count(text, what: str, allow_zero: bool = False) -> int:
-    if allow_zero and str(text).strip() == "0":
-        return 0
-    return parse_positive_int(text, what=what)
-
-
 def _time_steps(step, k: int, dev, tick) -> list[float]:
     """Seconds of each of k steps: CUDA events around each step, one sync at the end (GPU); perf_counter (CPU)."""
     import torch
@@ -387,7 +310,7 @@ def _predict(plan: _Plan, fused: bool) -> Predicted:
     from paramcalc.torchref.reference import activations, predicted_layer
 
     p, layer, n = plan.p, plan.stage.block, plan.layers
-    a = activations(plan.spec, DTYPE_BYTES[plan.dtype], plan.attention)
+    a = activations(plan.net, DTYPE_BYTES[plan.dtype], plan.attention)
     blocks = [("layers", predicted_layer(layer), n)]
     if plan.with_head:
         stages = plan.stages
@@ -405,7 +328,7 @@ def _predict(plan: _Plan, fused: bool) -> Predicted:
     activations = sum(breakdown.values())
     # Alive when backward starts: weights, the inputs (token ids and labels, or the hidden states, the
     # output gradient and the output) and every saved activation; backward then runs block by block.
-    inputs = 2 * 8 * p.tokens + 4 if plan.with_head else 3 * a.x * p.tokens * plan.spec.hidden_size
+    inputs = 2 * 8 * p.tokens + 4 if plan.with_head else 3 * a.x * p.tokens * plan.net.hidden
     steps = [step for _, block, count in reversed(blocks) for _ in range(count) for step in block.backward_steps(p, a)]
     if plan.with_head and blocks[-1][1].tied:
         # The embedding's table gradient is added out of place to the head's: both and
@@ -418,14 +341,14 @@ def _predict(plan: _Plan, fused: bool) -> Predicted:
 
 
 def _notes(plan: _Plan, kernels: list[str]) -> list[str]:
-    spec, stage, attention, dtype, card = plan.spec, plan.stage, plan.attention, plan.dtype, plan.card
+    net, stage, attention, dtype, card = plan.net, plan.stage, plan.attention, plan.dtype, plan.card
     notes = [f"{stage.name}: full-width layers built from paramcalc's blocks; FLOPs 2 per multiply-add, "
              "dense attention (FlopCounterMode counts the full score rectangle, causal or not)",
              "achieved TFLOP/s = 3 x forward FLOPs / seconds per step (model FLOPs, the PaLM convention)",
              "activations: bytes saved for backward, each storage once, parameters excluded; dropout off; "
              "no rotary (no parameters, no matmuls)"]
     if attention == "eager":
-        upcast = spec.softmax_fp32 and dtype != "fp32"
+        upcast = net.profile.softmax_fp32 and dtype != "fp32"
         notes.append("eager attention: explicit matmuls, softmax " + ("upcast to fp32" if upcast else f"in {dtype}"))
     else:
         ran = ", ".join(kernels) or "no fused kernel (SDPA fell back to its math path)"
@@ -448,8 +371,8 @@ def write_calibration(report: BenchReport, path: str | Path) -> dict:
     """The file `paramcalc cost --calibration FILE` reads (docs/bench.md): the measured MFU and how it was measured."""
     m = report.bench.measured
     if m.mfu is None:
-        raise UserError("this run has no MFU (no GPU peak known)", where="--calibration-out",
-                        fix="name the GPU with --gpu")
+        raise UserError("this run has no MFU (no GPU peak known)", field="calibration_out",
+                        fix="name the GPU with {gpu}")
     data = {
         "schema_version": 1,
         "kind": "paramcalc.calibration",
@@ -467,5 +390,5 @@ def write_calibration(report: BenchReport, path: str | Path) -> dict:
     try:
         target.write_text(json.dumps(data, indent=2) + "\n")
     except OSError as e:
-        raise UserError(f"cannot write {target}: {e.strerror}", where="--calibration-out") from None
+        raise UserError(f"cannot write {target}: {e.strerror}", field="calibration_out") from None
     return data

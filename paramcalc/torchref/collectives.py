@@ -18,7 +18,6 @@ communication diagnostic.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
@@ -29,9 +28,12 @@ def _bus_factor(op: str, n: int) -> float:
     return 2 * (n - 1) / n if op == "all_reduce" else (n - 1) / n
 
 
-def measure(sizes: list[int], iters: int, warmup: int) -> dict:
+def measure(sizes: list[int], iters: int, warmup: int) -> str | None:
+    """Rank 0's results as a JSON document (None on the other ranks)."""
     import torch
     import torch.distributed as dist
+
+    from paramcalc.results.catalog import CollectivesReport
 
     backend = "nccl" if torch.cuda.is_available() and os.environ.get("PARAMCALC_BACKEND", "nccl") == "nccl" else "gloo"
     dist.init_process_group(backend)
@@ -63,12 +65,11 @@ def measure(sizes: list[int], iters: int, warmup: int) -> dict:
             nbytes = elements * 4
             results.append({"op": op, "bytes": nbytes, "seconds": seconds,
                             "algbw": nbytes / seconds, "busbw": nbytes * _bus_factor(op, n) / seconds})
-    out = {"schema_version": 1, "kind": "paramcalc.collectives", "backend": backend, "world_size": n,
-           "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-           "torch_version": torch.__version__, "results": results,
-           "busbw_max": max(r["busbw"] for r in results)}
+    report = CollectivesReport(backend=backend, world_size=n, torch_version=torch.__version__, results=results,
+                               device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+                               busbw_max=max(r["busbw"] for r in results))
     dist.destroy_process_group()
-    return out if rank == 0 else {}
+    return report.json_text() if rank == 0 else None
 
 
 def main() -> None:
@@ -78,32 +79,37 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    data = measure([s for s in SIZES if s <= args.max_bytes], args.iters, args.warmup)
-    if data:
+    text = measure([s for s in SIZES if s <= args.max_bytes], args.iters, args.warmup)
+    if text:
         with open(args.out, "w") as f:
-            json.dump(data, f, indent=2)
+            f.write(text)
 
 
 if __name__ == "__main__":
     main()
 
 
-def launch(out: str, *, nproc: int = 2, backend: str = "gloo", max_bytes: int = SIZES[-1], iters: int = 10) -> dict:
+def launch(out: str, *, nproc=2, backend: str = "gloo", max_bytes=SIZES[-1], iters: int = 10):
     """Run the measurement under torchrun on this machine and return rank 0's results."""
     import subprocess
     import sys
+    from pathlib import Path
 
     from paramcalc.errors import UserError
+    from paramcalc.inputs.files import load_mapping
+    from paramcalc.results.catalog import CollectivesReport
+    from paramcalc.units import parse_bytes, parse_positive_int
 
+    nproc = parse_positive_int(nproc, field="nproc")
+    max_bytes = parse_bytes(max_bytes, field="max_bytes")
     if backend not in ("gloo", "nccl"):
-        raise UserError(f"unknown backend {backend!r}", where="--backend", fix="use gloo (CPU) or nccl (GPUs)")
+        raise UserError(f"unknown backend {backend!r}", field="backend", fix="use gloo (CPU) or nccl (GPUs)")
     env = {**os.environ, "PARAMCALC_BACKEND": backend, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "paramcalc.torchref.collectives", "--out", str(out), "--max-bytes", str(max_bytes),
            "--iters", str(iters)]
     proc = subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr)
     if proc.returncode != 0:
-        raise UserError(f"torchrun exited {proc.returncode}", where="bench-collectives",
+        raise UserError(f"torchrun exited {proc.returncode}",
                         fix="see the messages above (is torch installed? for nccl, are there GPUs?)")
-    with open(out) as f:
-        return json.load(f)
+    return CollectivesReport.model_validate(load_mapping(Path(out)))

@@ -25,92 +25,25 @@ from __future__ import annotations
 import types
 import warnings
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from paramcalc.errors import UserError
-from paramcalc.results import Report
+from paramcalc.results.verify import (Component, OptimizerCheck, ParamsCheck, StageParams, VerifyReport,
+                                      VerifyTotals)
 from paramcalc.units import parse_positive_int
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class StageParams(_Frozen):
-    stage: str
-    count: int = Field(description="how often the stage repeats in the network")
-    analytic: int = Field(description="params() x count")
-    counted: int = Field(description="sum(p.numel()) of the instantiated modules, scaled to count")
-
-
-class ParamsCheck(_Frozen):
-    analytic: int
-    counted: int
-    exact: bool
-    by_stage: list[StageParams]
-
-
-class Component(_Frozen):
-    stage: str
-    kind: str = Field(description="embedding, layer, norm or head")
-    instantiated: int = Field(description="modules built and run for this stage")
-    count: int = Field(description="how often the stage repeats in the network")
-    analytic_forward: int
-    flop_counter_forward: int | None = Field(description="null: not run (no input is known for this block)")
-    fvcore_forward: int | None = Field(description="fvcore's MACs x 2; null when its tracer failed or did not run")
-    analytic_backward: int = Field(description="2 x forward: an input- and a weight-gradient matmul per matmul "
-                                   "(1 x for a ViT's patch projection, whose images need no gradient)")
-    flop_counter_backward: int | None
-    exact: bool | None = Field(description="null: not counted")
-
-
-class Totals(_Frozen):
-    analytic_forward: int = Field(description="the whole network, as `paramcalc flops` counts it")
-    counted_forward: int | None = Field(description="each stage's FlopCounterMode count, scaled to its repeat "
-                                        "count; null when a stage was not counted")
-    exact: bool | None
-
-
-class OptimizerCheck(_Frozen):
-    optimizer: str
-    params: int = Field(description="parameters of the module stepped (one layer)")
-    predicted: int = Field(description="paramcalc's optimizer state bytes for them (fp32 states)")
-    measured: int = Field(description="bytes of the state torch.optim holds after one step (scalar steps excluded)")
-    exact: bool
-
-
-class VerifyReport(Report):
-    command: str = "verify"
-    seq_len: int
-    batch: int
-    layers: int = Field(description="layers instantiated per layer stage")
-    params: ParamsCheck
-    components: list[Component]
-    totals: Totals
-    optimizer: list[OptimizerCheck] = Field(default_factory=list)
-    passed: bool
-
-
-def run_verify(target, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
+def run_verify(model, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
     import torch
 
-    from paramcalc.blocks.base import Pass
-    from paramcalc.core.count import resolve
-    from paramcalc.core.flops import forward_flops, make_pass
-    from paramcalc.network import build
-    from paramcalc.spec import CountSpec
+    from paramcalc.analysis.flops import forward_flops
+    from paramcalc.analysis.settings import make_pass
+    from paramcalc.network import lower
 
-    spec = resolve(target)
-    if isinstance(spec, CountSpec):
-        raise UserError(f"{spec.name!r} is a bare parameter count; verify needs the architecture",
+    net = lower(model)
+    if not net.has_architecture:
+        raise UserError(f"{net.name!r} is a bare parameter count; verify needs the architecture",
                         fix="pass a preset, a config.json or a YAML spec")
-    per_stage = parse_positive_int(layers, what="--layers")
-    net = build(spec)
-    first = _unwrap(net.stages[0].block)
-    if hasattr(first, "image") and hasattr(first, "seq"):  # a ViT: the patches and the class token fix the length
-        p = Pass(parse_positive_int(batch, what="--batch"), first.seq, "dense")
-    else:
-        p = make_pass(spec, seq_len, batch, "dense")
+    per_stage = parse_positive_int(layers, field="layers")
+    p = make_pass(net, seq_len, batch, "eager")  # the reference modules compute the full score matmuls
 
     built: dict[str, list] = {}
     with torch.device("meta"):
@@ -122,12 +55,12 @@ def run_verify(target, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
         built[net.stages[-1].name][0].tie(built["embedding"][0].tokens)
 
     params = _params(net, built)
-    hidden = getattr(spec, "hidden_size", None)
+    hidden = net.width
     components = [_component(stage, built[stage.name], p, hidden) for stage in net.stages]
     counted_all = all(c.flop_counter_forward is not None for c in components)
     counted = sum(c.flop_counter_forward * c.count // c.instantiated for c in components) if counted_all else None
     analytic = forward_flops(net, p)
-    totals = Totals(analytic_forward=analytic, counted_forward=counted,
+    totals = VerifyTotals(analytic_forward=analytic, counted_forward=counted,
                     exact=analytic == counted if counted_all else None)
     notes = [f"modules built on the meta device; FLOPs of batch {p.batch} x seq {p.seq}, 2 per multiply-add, "
              "dense attention (the reference modules compute the full score matmuls)",
@@ -151,7 +84,7 @@ def run_verify(target, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
                      "each token runs k distinct experts, so FLOPs match any routing")
     passed = params.exact and totals.exact is not False and all(c.exact is not False for c in components) \
         and all(o.exact for o in optimizer)
-    return VerifyReport(model=spec.name or "model", seq_len=p.seq, batch=p.batch, layers=per_stage, params=params,
+    return VerifyReport(model=net.name, seq_len=p.seq, batch=p.batch, layers=per_stage, params=params,
                         components=components, totals=totals, optimizer=optimizer, passed=passed, notes=notes)
 
 
@@ -159,7 +92,7 @@ def _optimizer_states(built: dict, net) -> list[OptimizerCheck]:
     """Real torch.optim state after one step, on meta tensors (no memory used)."""
     import torch
 
-    from paramcalc.core.memory import OPTIMIZER_STATE
+    from paramcalc.analysis.settings import OPTIMIZER_STATE
 
     stage = next((s for s in net.stages if _kind(s.block) == "layer"), net.stages[0])
     params = [p for p in built[stage.name][0].parameters() if p.requires_grad]

@@ -1,0 +1,426 @@
+"""A whole training pipeline, costed (`paramcalc plan PIPELINE.yaml`, docs/plan.md).
+
+A pipeline file lists stages (pretrain, sft, reward, ppo, dpo), run one after
+another, and optionally a hyperparameter `search:` (analysis/search.py). Each
+stage becomes a training plan:
+
+- batches: gradient accumulation = global_batch / (micro_batch x dp), exactly;
+  optimizer steps = tokens // (global_batch x seq_len x sequences per sample);
+- FLOPs: model FLOPs (2 per multiply-add; backward = 2 x forward; dense
+  attention for every training or scoring pass, the PaLM/Megatron MFU
+  convention; generation counts the causal pairs its kernels compute);
+- time: FLOPs / (GPUs x dense peak x MFU), as `paramcalc cost` (CONTRACT.md):
+  per step, in GPU-hours, wall-clock and dollars;
+- memory: analysis.memory.estimate_memory with the stage's parallel settings for
+  every trained model, plus the weights (stage dtype) of every frozen one, against the GPU;
+- where it breaks: a batch that does not divide, a micro-batch that does not
+  fit (with the largest that does), a warm-up longer than the run.
+
+Stage work, per optimizer step (F = one forward, 3F = forward + backward):
+- pretrain, sft: 3F(model) over global_batch sequences;
+- reward: 3F(scalar-head model) over chosen + rejected (2 per pair);
+- dpo: 3F(policy) + F(reference), both over chosen + rejected (Rafailov et al. 2023);
+- ppo, per iteration (Ouyang et al. 2022): generation (prefill + decode) at the
+  generation MFU, then forwards of policy (old log-probs), reference, reward
+  model and critic (values) over prompt + response, then ppo_epochs x 3F of
+  policy and critic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
+from pathlib import Path
+
+from paramcalc.analysis.flops import forward_flops
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.analysis.search import cost_search
+from paramcalc.analysis.settings import DTYPE_BYTES
+from paramcalc.blocks.base import Pass
+from paramcalc.catalog import load_gpu, price
+from paramcalc.errors import UserError
+from paramcalc.inputs.files import dotted, locate, placed
+from paramcalc.inputs.gpu_file import Gpu
+from paramcalc.inputs.pipeline_file import STAGE_KEYS, Parallel, Pipeline, Ppo, Schedule, _Data, read_pipeline
+from paramcalc.network import Network, TransformerNetwork, lower
+from paramcalc.network.transformer import score_head
+from paramcalc.results.plan import Break, LrSplit, PlanReport, SearchResult, StageMemory, StageResult, Totals
+from paramcalc.units import human_bytes
+
+# ---------------------------------------------------------------- models in roles
+
+
+@dataclass(frozen=True)
+class _Model:
+    """One model in one role (policy, reference, reward_model, critic)."""
+
+    target: str
+    net: Network
+
+    @property
+    def name(self) -> str:
+        return self.net.name
+
+    @cached_property
+    def params(self) -> int:
+        return self.net.total_params
+
+    def forward(self, p: Pass) -> int:
+        """Matmul FLOPs of one forward; a bare count: 2N per token (Kaplan et al. 2020; no attention, errs low)."""
+        return forward_flops(self.net, p) if self.net.has_architecture else 2 * self.params * p.tokens
+
+    def head_per_token(self) -> int:
+        """The output head's FLOPs per token (0 for a bare count, whose head is unknown)."""
+        return sum(self.net.stages[-1].block.flops(Pass(1, 1)).values()) if self.net.has_architecture else 0
+
+    def scalar(self) -> "_Model":
+        """The same network with one score per token instead of logits (transformers'
+        *ForSequenceClassification, num_labels=1): a reward model or critic. A bare
+        count keeps its LM head's 2hV per token (unknown), so it errs high."""
+        if not isinstance(self.net, TransformerNetwork):
+            return self
+        return _Model(self.target, score_head(self.net))
+
+
+# ---------------------------------------------------------------- planning
+
+
+def plan_pipeline(path: str | Path) -> PlanReport:
+    """Every stage's plan, the search and the totals; UserError (file:line:col) on bad input.
+
+    >>> plan_pipeline("examples/pipeline.yaml").totals.breaks
+    0
+    """
+    path = Path(path)
+    pipe = read_pipeline(path)
+    planner = _Planner(path, pipe)
+    stages = [planner.stage(s, i) for i, s in enumerate(pipe.stages)]
+    search = planner.search(stages) if pipe.search else None
+    parts = stages + ([search] if search else [])
+    usd = [x.usd for x in parts]
+    totals = Totals(flops=sum(x.flops for x in parts), gpu_hours=sum(x.gpu_hours for x in parts),
+                    wall_clock_hours=sum(x.wall_clock_hours for x in parts),
+                    usd=None if None in usd else sum(usd), breaks=sum(len(s.breaks) for s in stages))
+    notes = ["stages run one after another (the search first): wall-clock hours add up",
+             "FLOPs: 2 per multiply-add, backward = 2 x forward, dense attention for training and scoring passes "
+             "(the MFU convention); generation counts the causal pairs its kernels compute",
+             "GPU-hours = FLOPs / (dense peak x MFU) / 3600, as `paramcalc cost`; the MFU absorbs communication"]
+    if totals.usd is None:
+        notes.append("dollars: a part has no price; set usd_per_hour")
+    return PlanReport(model=pipe.name or pipe.model or "pipeline", file=str(path), stages=stages, search=search,
+                      totals=totals, notes=notes)
+
+
+@dataclass
+class _Setting:
+    """A stage's resolved settings: its own value or the pipeline's."""
+
+    gpu: Gpu
+    peak: int
+    mfu: float
+    dtype: str
+    price: float | None
+
+
+@dataclass
+class _Work:
+    """What one stage does: passes per unit of work (an optimizer step, or a ppo
+    iteration), how many units, and the batches that make them."""
+
+    objective: str
+    models: dict[str, str]
+    passes: list[tuple[str, int, float]]  # (breakdown key, FLOPs per unit, MFU it runs at)
+    memory: "_Memory"
+    units: int
+    steps_per_unit: int
+    global_batch: int
+    per: int  # sequences per sample: 2 for pairs
+    seq_len: int
+    tokens: int  # tokens trained (ppo: rollout tokens)
+    notes: list[str]
+    iterations: int | None = None
+    generated: int | None = None
+
+
+class _Planner:
+    def __init__(self, path: Path, pipe: Pipeline):
+        self.path, self.pipe = path, pipe
+        self.reward_target: tuple[str, tuple] | None = None  # the last reward stage's model, for ppo's default
+
+    # ------------------------------------------------ resolving
+
+    def _origin(self, stage, i: int, key: str) -> tuple:
+        """Where a setting comes from: the stage's key, else the pipeline's."""
+        return ("stages", i, key) if key in stage.model_fields_set else (key,)
+
+    def model(self, target: str, loc: tuple) -> _Model:
+        with placed(self.path, loc):
+            return _Model(target, lower(target, base=self.path.parent))
+
+    def settings(self, stage, i: int) -> _Setting:
+        gpu = stage.gpu or self.pipe.gpu
+        if Path(gpu).suffix.lower() in (".yaml", ".yml") and not Path(gpu).is_absolute():
+            gpu = str(self.path.parent / gpu)
+        with placed(self.path, self._origin(stage, i, "gpu")):
+            card = load_gpu(gpu)
+        dtype = stage.dtype or self.pipe.dtype
+        with placed(self.path, self._origin(stage, i, "dtype")):
+            peak = card.peak(dtype)
+        rate = stage.usd_per_hour or self.pipe.usd_per_hour or price(card.name)
+        return _Setting(card, peak, float(stage.mfu or self.pipe.mfu), dtype, None if rate is None else float(rate))
+
+    # ------------------------------------------------ one stage
+
+    def stage(self, st, i: int) -> StageResult:
+        here = ("stages", i)
+        s = self.settings(st, i)
+        target = st.model or self.pipe.model
+        if target is None:
+            raise UserError("no model for this stage", where=locate(self.path, here), field=dotted(here),
+                            fix="set `model:` on the stage or at the top of the file")
+        model = self.model(target, here + ("model",) if st.model else ("model",))
+        breaks: list[Break] = []
+        w = (self._ppo if st.kind == "ppo" else self._trained)(st, here, s, model, breaks)
+        par = st.parallel
+        gpus = par.dp * par.tp * par.pp
+        flops = {key: w.units * f for key, f, _ in w.passes}
+        # CONTRACT.md: GPU-hours = FLOPs / (dense peak x MFU) / 3600, each pass at its own MFU
+        gpu_hours = sum(w.units * f / (s.peak * mfu) for _, f, mfu in w.passes) / 3600
+        unit_seconds = sum(f / (gpus * s.peak * mfu) for _, f, mfu in w.passes)
+        accum = None
+        if w.global_batch % (st.micro_batch * par.dp):
+            breaks.append(_accumulation_break(here, st.micro_batch, par.dp, w.global_batch))
+        else:
+            accum = w.global_batch // (st.micro_batch * par.dp)
+        steps = w.units * w.steps_per_unit
+        lr = _schedule(st.lr, steps, here, breaks)
+        mem = _memory(w.memory, s, st.micro_batch, max(st.micro_batch, w.global_batch // par.dp), here, breaks)
+        notes = w.notes + [f"{gpus:,} x {s.gpu.name} (dp {par.dp}, tp {par.tp}, pp {par.pp}, ZeRO-{par.zero}, "
+                           f"recompute {par.recompute}, {par.attention} attention), dense {s.dtype} peak, "
+                           f"MFU {s.mfu:.2f}"]
+        if s.price is None:
+            notes.append(f"no price known for {s.gpu.name}; set usd_per_hour")
+        return StageResult(
+            name=st.name or st.kind, kind=st.kind, objective=w.objective, models=w.models, gpu=s.gpu.name, gpus=gpus,
+            dp=par.dp, tp=par.tp, pp=par.pp, seq_len=w.seq_len, sequences_per_sample=w.per,
+            global_batch=w.global_batch, micro_batch=st.micro_batch, grad_accum=accum,
+            tokens_per_step=w.global_batch * w.per * w.seq_len, steps=steps, iterations=w.iterations,
+            tokens=w.tokens, generated_tokens=w.generated, time_per_step_seconds=unit_seconds / w.steps_per_unit,
+            lr=lr, flops=sum(flops.values()), flops_breakdown=flops, memory=mem, gpu_hours=gpu_hours,
+            wall_clock_hours=gpu_hours / gpus, usd=None if s.price is None else gpu_hours * s.price,
+            usd_per_gpu_hour=s.price, breaks=breaks, notes=notes)
+
+    def _trained(self, st: _Data, here: tuple, s: _Setting, base: _Model, breaks: list[Break]) -> _Work:
+        """pretrain, sft, reward, dpo: the unit of work is one optimizer step."""
+        per = 2 if st.kind in ("reward", "dpo") else 1
+        S, B = st.seq_len, st.global_batch
+        tokens_per_step = B * per * S
+        key = next(k for k in ("tokens", "dataset_tokens", "samples") if getattr(st, k) is not None)
+        if key == "tokens":
+            budget = st.tokens
+        else:  # epochs may be fractional (2.5): exact, then floored to whole tokens
+            size = st.dataset_tokens if key == "dataset_tokens" else st.samples * per * S
+            budget = int(size * Fraction(str(st.epochs or 1)))
+        steps = budget // tokens_per_step
+        notes = []
+        if steps == 0:
+            breaks.append(Break(field=dotted(here + (key,)), message=f"{budget:,} tokens do not fill one step of "
+                                f"{tokens_per_step:,} tokens", fix="raise the token budget or lower global_batch"))
+        elif budget > steps * tokens_per_step:
+            notes.append(f"the last {budget - steps * tokens_per_step:,} tokens do not fill a step and are dropped")
+        seqs = Pass(B * per, S)  # one step's sequences: every sample, chosen and rejected for pairs
+        if st.kind == "reward":
+            rm = base.scalar()
+            models, trained, frozen = {"reward_model": rm.name}, [("reward_model", rm)], []
+            passes = [("reward_model/train", 3 * rm.forward(seqs), s.mfu)]
+            objective = "reward model: chosen and rejected through a scalar head (Bradley-Terry loss)"
+            notes.append("reward model: the LM's head swapped for one score per token (h x 1)"
+                         + ("; a bare count keeps the LM head's FLOPs, so it errs high" if rm.net is None else ""))
+            self.reward_target = (base.target, here + ("model",) if st.model else ("model",))
+        elif st.kind == "dpo":
+            ref = self.model(st.reference, here + ("reference",)) if st.reference else base
+            models = {"policy": base.name, "reference": ref.name}
+            trained, frozen = [("policy", base)], [("reference", ref)]
+            passes = [("policy/train", 3 * base.forward(seqs), s.mfu), ("reference/forward", ref.forward(seqs), s.mfu)]
+            objective = "DPO: policy forward + backward and frozen reference forward on chosen and rejected"
+            notes.append("DPO per pair: 3 x policy forward x 2 sequences + reference forward x 2 (reference "
+                         "log-probs recomputed every epoch; precomputing them errs this high)")
+        else:
+            models, trained, frozen = {"model": base.name}, [("model", base)], []
+            passes = [("model/train", 3 * base.forward(seqs), s.mfu)]
+            objective = _objective(base, st.kind)
+        notes.append("FLOPs per step: forward + backward = 3 x forward, dense attention (the MFU convention)")
+        return _Work(objective, models, passes, _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here),
+                     units=steps, steps_per_unit=1, global_batch=B, per=per, seq_len=S,
+                     tokens=steps * tokens_per_step, notes=notes)
+
+    def _ppo(self, st: Ppo, here: tuple, s: _Setting, policy: _Model, breaks: list[Break]) -> _Work:
+        """ppo: the unit of work is one iteration (rollout, scoring, ppo_epochs of updates)."""
+        if isinstance(policy.net, TransformerNetwork) and policy.net.kind != "decoder":
+            loc = here + ("model",) if st.model else ("model",)
+            raise UserError(f"ppo generates text: {policy.name} is an {policy.net.kind} model",
+                            where=locate(self.path, loc), field=dotted(loc), fix="give a decoder (causal LM) as the policy")
+        ref = self.model(st.reference, here + ("reference",)) if st.reference else policy
+        rm_target, rm_loc = ((st.reward_model, here + ("reward_model",)) if st.reward_model
+                             else self.reward_target or (None, None))
+        reward = (self.model(rm_target, rm_loc) if rm_target else policy).scalar()
+        critic = (self.model(st.critic, here + ("critic",)) if st.critic else reward).scalar()
+        B, P, R = st.rollout_batch, st.prompt_tokens, st.response_tokens
+        S = P + R
+        if st.iterations is not None:
+            iterations = st.iterations
+        else:
+            iterations = int(st.prompts * Fraction(str(st.epochs or 1))) // B
+            if iterations == 0:
+                breaks.append(Break(field=dotted(here + ("prompts",)), message=f"{st.prompts:,} prompts do not "
+                                    f"fill one rollout of {B:,}", fix="lower rollout_batch or add prompts"))
+        mini = st.global_batch or B
+        if B % mini:
+            breaks.append(Break(field=dotted(here + ("global_batch",)),
+                                message=f"rollout_batch {B} is not a multiple of the mini-batch global_batch {mini}",
+                                fix=f"use a divisor of {B}, such as {_nearest_divisor(B, mini)}"))
+        full = Pass(B, S)  # the rollout's sequences, prompt + response, scored or trained densely
+        # generation (causal, as flash/paged kernels run): prefill keeps logits of the last prompt token only;
+        # then R - 1 decode steps, token t attending over the P + t cached positions (the last token is not fed back)
+        prefill = policy.forward(Pass(B, P, "causal")) - policy.head_per_token() * B * (P - 1)
+        decode = policy.forward(Pass(B, R - 1, "causal", context=S - 1)) if R > 1 else 0
+        gen = st.generation_mfu
+        passes = [("generation/prefill", prefill, gen), ("generation/decode", decode, gen)]
+        if st.recompute_logprobs:
+            passes.append(("policy/logprobs", policy.forward(full), s.mfu))
+        passes += [("reference/forward", ref.forward(full), s.mfu),
+                   ("reward_model/forward", reward.forward(full), s.mfu),
+                   ("critic/values", critic.forward(full), s.mfu),
+                   ("policy/train", st.ppo_epochs * 3 * policy.forward(full), s.mfu),
+                   ("critic/train", st.ppo_epochs * 3 * critic.forward(full), s.mfu)]
+        models = {"policy": policy.name, "reference": ref.name, "reward_model": reward.name, "critic": critic.name}
+        notes = [f"per iteration: generate {B:,} x {R:,} tokens after {P:,}-token prompts at MFU {gen:.2f}; "
+                 "forwards of " + ("policy (log-probs), " if st.recompute_logprobs else "")
+                 + f"reference, reward model and critic over {S:,} tokens; {st.ppo_epochs} x (forward + backward) "
+                 "of policy and critic",
+                 "memory: policy and critic with optimizer state (updated in turn), reference and reward model "
+                 "frozen (weights only); generation's KV cache takes what is left and is not counted"]
+        memory = _Memory([("policy", policy), ("critic", critic)], [("reference", ref), ("reward_model", reward)],
+                         S, 1, st.parallel, s.dtype, self.path, here)
+        return _Work("PPO-RLHF: generate, score with reward model and critic, update policy and critic", models,
+                     passes, memory, units=iterations, steps_per_unit=st.ppo_epochs * -(-B // mini),
+                     global_batch=mini, per=1, seq_len=S, tokens=iterations * B * S, notes=notes,
+                     iterations=iterations, generated=iterations * B * R)
+
+    # ------------------------------------------------ the search
+
+    def search(self, stages: list[StageResult]) -> SearchResult:
+        search = self.pipe.search
+        names = [s.name for s in stages]
+        if search.stage is not None and search.stage not in names:
+            raise UserError(f"no stage named {search.stage!r}", where=locate(self.path, ("search", "stage")),
+                            field="search.stage", fix=f"use one of: {', '.join(names)}")
+        stage = stages[names.index(search.stage)] if search.stage else stages[0]
+        if stage.tokens == 0:
+            raise UserError(f"stage {stage.name!r} trains no tokens, so a trial has no cost per token",
+                            where=locate(self.path, ("search", "stage")), field="search.stage")
+        with placed(self.path, ("search",)):
+            return cost_search(search, stage=stage.name, stage_tokens=stage.tokens, stage_flops=stage.flops,
+                               stage_gpu_hours=stage.gpu_hours, usd_per_gpu_hour=stage.usd_per_gpu_hour)
+
+
+def _objective(model: _Model, kind: str) -> str:
+    if kind == "sft":
+        return "supervised fine-tuning: next-token loss on packed prompt + response (FLOPs over every token)"
+    kind = getattr(model.net, "kind", None)
+    return {"decoder": "causal LM", "encoder": "masked LM (the MLM head runs on every position)",
+            "encoder-decoder": "span corruption: encoder and decoder both at seq_len"}.get(
+        kind or "", "the model's own loss over every sample (FLOPs of forward + backward)")
+
+
+# ---------------------------------------------------------------- memory
+
+
+@dataclass
+class _Memory:
+    """Peak bytes per GPU of a stage at a micro-batch: trained models update in
+    turn, so one holds activations and overheads at a time beside every trained
+    model's states; frozen models hold weights only (stage dtype), sharded as the trained ones'."""
+
+    trained: list[tuple[str, _Model]]
+    frozen: list[tuple[str, _Model]]
+    seq_len: int
+    per: int  # sequences per sample
+    par: Parallel
+    dtype: str
+    path: Path
+    here: tuple
+
+    def peak(self, micro: int) -> tuple[int | None, dict[str, int | None]]:
+        p, reports = self.par, []
+        out: dict[str, int | None] = {}
+        for role, model in self.trained:
+            with placed(self.path, self.here, STAGE_KEYS):
+                m = estimate_memory(model.net, mode="train", seq_len=self.seq_len, batch=micro * self.per,
+                                    dtype=self.dtype, precision=p.precision, optimizer=p.optimizer, zero=p.zero,
+                                    dp=p.dp, tp=p.tp, pp=p.pp, sequence_parallel=p.sequence_parallel,
+                                    recompute=p.recompute, attention=p.attention).memory
+            reports.append(m)
+            out |= {f"{role}/model_states": m.model_states_per_gpu, f"{role}/activations": m.activations,
+                    f"{role}/overhead": m.overhead}
+        shards = p.tp * p.pp * (p.dp if p.zero >= 3 else 1)
+        for role, model in self.frozen:
+            out[f"{role}/weights"] = -(-int(model.params * DTYPE_BYTES[self.dtype]) // shards)
+        if any(m.total_per_gpu is None for m in reports):
+            return None, out
+        busiest = max(m.total_per_gpu - m.model_states_per_gpu for m in reports)
+        frozen = sum(v for k, v in out.items() if k.endswith("/weights"))
+        return sum(m.model_states_per_gpu for m in reports) + busiest + frozen, out
+
+
+def _memory(memory: _Memory, s: _Setting, micro: int, cap: int, here: tuple, breaks: list[Break]) -> StageMemory:
+    peak, breakdown = memory.peak(micro)
+    limit = s.gpu.memory_bytes
+    if peak is None:
+        return StageMemory(peak_per_gpu=None, gpu_bytes=limit, fits=None, max_micro_batch=None, breakdown=breakdown)
+    lo, hi = 0, cap  # memory grows with the micro-batch: bisect for the largest that fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if (peak if mid == micro else memory.peak(mid)[0]) <= limit:
+            lo = mid
+        else:
+            hi = mid - 1
+    fits = peak <= limit
+    if not fits:
+        unit = "pairs" if memory.per == 2 else "sequences"
+        fix = (f"use micro_batch {lo} (the largest that fits)" if lo else
+               "even micro_batch 1 does not fit: raise parallel.zero, tp or pp, or set parallel.recompute: full")
+        breaks.append(Break(field=dotted(here + ("micro_batch",)),
+                            message=f"micro_batch {micro} ({unit} of {memory.seq_len:,} tokens) needs "
+                                    f"{human_bytes(peak)} per GPU, more than the {s.gpu.name}'s {human_bytes(limit)}",
+                            fix=fix))
+    return StageMemory(peak_per_gpu=peak, gpu_bytes=limit, fits=fits, max_micro_batch=lo, breakdown=breakdown)
+
+
+# ---------------------------------------------------------------- batches and schedule
+
+
+def _accumulation_break(here: tuple, micro: int, dp: int, batch: int) -> Break:
+    per = micro * dp
+    lo, hi = batch // per * per, (batch // per + 1) * per
+    nearest = lo if lo and batch - lo <= hi - batch else hi
+    return Break(field=dotted(here + ("global_batch",)),
+                 message=f"global_batch {batch} is not a multiple of micro_batch x dp = {micro} x {dp} = {per} "
+                         f"(gradient accumulation would be {batch / per:.4g} steps)",
+                 fix=f"nearest valid global batch: {nearest}" + (f" ({lo} or {hi})" if lo else ""))
+
+
+def _nearest_divisor(n: int, near: int) -> int:
+    return min((d for d in range(1, n + 1) if n % d == 0), key=lambda d: (abs(d - near), -d))
+
+
+def _schedule(lr: Schedule, steps: int, here: tuple, breaks: list[Break]) -> LrSplit:
+    warmup = lr.warmup_steps if lr.warmup_steps is not None else int(Fraction(str(lr.warmup_fraction or 0)) * steps)
+    if warmup > steps:
+        breaks.append(Break(field=dotted(here + ("lr", "warmup_steps")),
+                            message=f"warm-up of {warmup:,} steps is longer than the stage's {steps:,} steps",
+                            fix="lower warmup_steps or use warmup_fraction"))
+    return LrSplit(decay=lr.decay, warmup_steps=min(warmup, steps), decay_steps=max(steps - warmup, 0))
+
+

@@ -1,0 +1,82 @@
+"""Hyperparameter search: how many trials, how much each trains, how long the
+pool takes (the `search:` block of a pipeline file, docs/plan.md).
+
+- grid: every combination, trials = the product of the value counts.
+- random: N trials drawn from the space (Bergstra & Bengio 2012).
+- successive halving (Jamieson & Talwalkar 2016; Li et al. 2017, "Hyperband"):
+  rung i runs floor(n / eta^i) trials on r x eta^i tokens each, for
+  i = 0 .. floor(log_eta n); total = sum_i trials_i x budget_i (every rung
+  trains from scratch, as the papers count it; `resume: true` charges only
+  budget_i - budget_(i-1) to a promoted trial that resumes its checkpoint).
+
+Each trial trains like one stage of the pipeline, at that stage's FLOPs and
+GPU-hours per token. `pool_gpus // gpus_per_trial` trials run at once, so a
+rung takes ceil(trials / parallel) waves of one trial's wall-clock. GPU-hours
+count busy GPUs; a reserved pool bills pool_gpus x wall-clock instead.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from math import prod
+from paramcalc.errors import UserError
+from paramcalc.inputs.pipeline_file import Search
+from paramcalc.results.plan import Rung, SearchResult
+
+
+def rungs(method: str, *, trials: int | None, eta: int, space: dict[str, list] | None,
+          tokens: int) -> list[tuple[int, int]]:
+    """(trials, budget tokens per trial) per rung.
+
+    >>> rungs("halving", trials=27, eta=3, space=None, tokens=10)
+    [(27, 10), (9, 30), (3, 90), (1, 270)]
+    """
+    if method == "grid":
+        return [(prod(len(v) for v in space.values()), tokens)]
+    if method == "random":
+        return [(trials, tokens)]
+    out, n, budget = [], trials, tokens
+    while n >= 1:  # rung i: floor(n / eta^i) trials on r x eta^i tokens (Li et al. 2017, algorithm 1)
+        out.append((n, budget))
+        n, budget = n // eta, budget * eta
+    return out
+
+
+def cost_search(search: Search, *, stage: str, stage_tokens: int, stage_flops: int, stage_gpu_hours: float,
+                usd_per_gpu_hour: float | None) -> SearchResult:
+    """Trials, rungs, FLOPs, GPU-hours and wall-clock of a search whose trials
+    train like `stage` (its FLOPs and GPU-hours per token)."""
+    tokens = search.trial_tokens or int(Fraction(str(search.trial_fraction)) * stage_tokens)
+    if tokens < 1:
+        raise UserError(f"trial_fraction {search.trial_fraction} of stage {stage!r}'s {stage_tokens:,} tokens "
+                        "is less than one token", fix="raise trial_fraction or give trial_tokens")
+    parallel = search.pool_gpus // search.gpus_per_trial
+    out, previous = [], 0
+    for n, budget in rungs(search.method, trials=search.trials, eta=search.eta, space=search.space, tokens=tokens):
+        trained = budget - previous if search.resume else budget
+        previous = budget
+        gpu_hours = stage_gpu_hours * trained / stage_tokens  # same GPU-hours per token as the stage
+        waves = -(-n // parallel)
+        out.append(Rung(trials=n, budget_tokens=budget, trained_tokens=trained, waves=waves,
+                        flops=n * (stage_flops * trained // stage_tokens), gpu_hours=n * gpu_hours,
+                        wall_clock_hours=waves * gpu_hours / search.gpus_per_trial))
+    gpu_hours = sum(r.gpu_hours for r in out)
+    wall = sum(r.wall_clock_hours for r in out)
+    notes = [f"each trial trains like stage {stage!r}: its FLOPs and GPU-hours per token, on "
+             f"{tokens:,} tokens" + (" in the first rung" if search.method == "halving" else ""),
+             f"{parallel} trial{'s' if parallel > 1 else ''} at once ({search.pool_gpus} GPUs // "
+             f"{search.gpus_per_trial} per trial); wall-clock = ceil(trials / parallel) x one trial's"
+             + (" per rung" if search.method == "halving" else "")]
+    if search.method == "halving":
+        notes.append(f"successive halving, eta {search.eta}: "
+                     + ("promoted trials resume (each rung charges the extra tokens only)" if search.resume
+                        else "every rung trains from scratch (sum of trials x budget, as Jamieson & Talwalkar count)"))
+    return SearchResult(method=search.method, stage=stage, trials=out[0].trials,
+                        space={k: len(v) for k, v in (search.space or {}).items()},
+                        gpus_per_trial=search.gpus_per_trial, pool_gpus=search.pool_gpus, parallel_trials=parallel,
+                        rungs=out, flops=sum(r.flops for r in out), gpu_hours=gpu_hours,
+                        reserved_gpu_hours=search.pool_gpus * wall, wall_clock_hours=wall,
+                        usd=None if usd_per_gpu_hour is None else gpu_hours * usd_per_gpu_hour, notes=notes)
+
+
+__all__ = ["rungs", "cost_search"]

@@ -1,0 +1,95 @@
+"""The settings every analysis shares, parsed and checked once: dtypes and
+their bytes, training recipes, optimizers, the attention vocabulary, the
+shape of a pass, and LoRA given as flags.
+
+Errors name the setting by the library's keyword (`seq_len`, `attention`);
+the command line shows it as its flag, a budget or pipeline file as its key.
+"""
+
+from __future__ import annotations
+
+from paramcalc.blocks.base import Pass
+from paramcalc.errors import UserError
+from paramcalc.network import Network
+from paramcalc.units import parse_positive, parse_positive_int
+
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+
+# Optimizer state in bytes per trainable parameter, master weights excluded.
+OPTIMIZER_STATE = {
+    "adamw": 8, "adam": 8,  # fp32 momentum + variance (Kingma & Ba 2015)
+    "adam-8bit": 2,  # 8-bit momentum + variance (Dettmers et al. 2022), block-wise scales left out (<1%)
+    "sgd": 0,  # plain SGD keeps nothing
+    "sgd-momentum": 4,  # one fp32 momentum buffer
+    "lion": 4,  # one fp32 momentum buffer (Chen et al. 2023)
+    "adafactor": None,  # factored second moment: rows + cols per matrix (Shazeer & Stern 2018), see memory.py
+}
+
+# Training recipes: bytes per parameter of (weights, gradients, master copy); None: the --dtype's.
+PRECISION = {
+    "mixed": (None, None, 4),  # ZeRO's recipe: 16-bit weights and gradients (--dtype), fp32 master
+    "fp32": (4, 4, 0),  # everything fp32
+    "amp": (4, 4, 0),  # PyTorch AMP: fp32 weights and gradients, 16-bit activations
+    "megatron": (None, 4, 4),  # Megatron-LM: 16-bit weights, fp32 main gradients, fp32 master
+}
+
+RECOMPUTE = ("none", "selective", "full")
+
+# One attention vocabulary for every command. eager: what transformers' eager attention
+# computes and keeps (the full s x s scores and probabilities; FLOPs count the whole
+# rectangle, the PaLM / Megatron MFU convention). flash: what SDPA's flash and
+# memory-efficient kernels do (the unmasked pairs only, capped by a sliding window; no
+# s x s tensor kept). The older spellings stay accepted: dense and causal (flops), sdpa (bench).
+ATTENTION = ("eager", "flash")
+_ATTENTION_ALIASES = {"eager": "eager", "dense": "eager", "flash": "flash", "causal": "flash", "sdpa": "flash"}
+
+
+def parse_attention(text: str, *, field: str = "attention") -> str:
+    """eager | flash (dense, causal and sdpa accepted as their aliases)."""
+    try:
+        return _ATTENTION_ALIASES[str(text).lower()]
+    except KeyError:
+        raise UserError(f"unknown attention {text!r}", field=field,
+                        fix="use eager (full s x s scores) or flash (SDPA's fused kernels); "
+                            "dense, causal and sdpa are accepted as aliases") from None
+
+
+def flops_convention(attention: str) -> str:
+    """The Pass convention for counting score FLOPs: eager kernels compute the dense rectangle."""
+    return "dense" if attention == "eager" else "causal"
+
+
+def choose(value: str, choices, field: str) -> str:
+    if value not in choices:
+        raise UserError(f"unknown {field.replace('_', ' ')} {value!r}", field=field,
+                        fix=f"use one of: {', '.join(choices)}")
+    return value
+
+
+def make_pass(net: Network, seq_len, batch, attention: str = "eager") -> Pass:
+    """The pass the shape flags describe: batch x seq_len tokens (the architecture's
+    default length, or its fixed one), FLOPs counted as the attention kernel computes."""
+    asked = None if seq_len is None else parse_positive_int(seq_len, field="seq_len")
+    return Pass(batch=parse_positive_int(batch, field="batch"), seq=net.seq_len(asked),
+                attention=flops_convention(parse_attention(attention)))
+
+
+def with_lora_flags(net: Network, rank, targets: str | None) -> Network:
+    """The network with LoRA adapters from the `lora_rank` / `lora_targets` settings."""
+    if rank is None:
+        if targets:
+            raise UserError("LoRA targets need a LoRA rank", field="lora_targets", fix="give {lora_rank} too")
+        return net
+    from paramcalc.network.adapters import with_lora
+
+    chosen = tuple(t.strip() for t in targets.split(",") if t.strip()) if targets else ("q_proj", "v_proj")
+    try:
+        return with_lora(net, parse_positive_int(rank, field="lora_rank"), targets=chosen)
+    except UserError as e:
+        raise UserError(e.message, field={"rank": "lora_rank", "target_modules": "lora_targets"}.get(e.field or "",
+                                                                                                     e.field),
+                        fix=e.fix) from None
+
+
+def positive_float(value, field: str) -> float:
+    return float(parse_positive(value, field=field))

@@ -1,0 +1,71 @@
+"""The GPU file (presets/gpus/*.yaml, or a user's own passed to `--gpu`) and
+the price table (presets/prices.yaml), as typed models.
+
+Peaks are dense (no 2:4 sparsity) FLOP/s per dtype; bandwidths are bytes/s
+per direction; sizes take byte units (`80GiB`). A misspelt key (`tdp_wats`)
+is refused, naming it, instead of silently turning energy into "unknown".
+"""
+
+# No `from __future__ import annotations`: pydantic reads the annotations at import.
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from paramcalc.errors import UserError
+from paramcalc.inputs.fields import STRICT, Bytes, Positive, Text
+
+DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]
+
+
+class Link(BaseModel):
+    """A GPU-to-GPU link, per GPU and direction."""
+
+    model_config = STRICT
+    name: Text = Field(description="e.g. NVLink 4, InfiniBand NDR")
+    bandwidth: Positive = Field(description="bytes/s per GPU and direction (450G for NVLink 4)")
+
+
+class Gpu(BaseModel):
+    """One accelerator."""
+
+    model_config = STRICT
+    name: Text = Field(description="catalog name, e.g. h100-sxm")
+    display_name: Text | None = Field(None, description="shown in tables [default: name]")
+    vendor: Text | None = None
+    family: Text | None = Field(None, description="architecture generation, e.g. hopper")
+    memory_bytes: Bytes = Field(description="memory per GPU (80GiB, or bytes)")
+    memory_bandwidth: Positive = Field(description="HBM bandwidth, bytes/s (3.35T)")
+    interconnect: Link | None = Field(None, description="the scale-up link inside a node (NVLink, Infinity Fabric)")
+    tdp_watts: Positive | None = Field(None, description="board power, for energy estimates")
+    peak_flops_dense: dict[Dtype, Positive] = Field(description="dense peak FLOP/s per dtype (no 2:4 sparsity)")
+    aliases: tuple[Text, ...] = Field((), description="other names that find this file")
+    source: Text | None = Field(None, description="datasheet or paper the figures come from (every catalog entry has one)")
+
+    @property
+    def label(self) -> str:
+        return self.display_name or self.name
+
+    @property
+    def interconnect_bandwidth(self) -> int | float | None:
+        return self.interconnect.bandwidth if self.interconnect else None
+
+    def peak(self, dtype: str) -> int:
+        if dtype not in self.peak_flops_dense:
+            raise UserError(f"{self.name} has no dense {dtype} peak in its catalog entry", field="dtype",
+                            fix=f"use one of: {', '.join(self.peak_flops_dense)}")
+        return int(self.peak_flops_dense[dtype])  # type: ignore[index]
+
+
+class Price(BaseModel):
+    model_config = STRICT
+    usd_per_hour: Positive = Field(description="USD per GPU-hour, on demand")
+    source: Text
+
+
+class Prices(BaseModel):
+    """presets/prices.yaml: indicative list prices, dated."""
+
+    model_config = STRICT
+    as_of: Text = Field(description="when the prices were last checked (YYYY-MM)")
+    prices: dict[str, Price]

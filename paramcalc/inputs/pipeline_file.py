@@ -1,0 +1,221 @@
+"""The pipeline file (`paramcalc plan PIPELINE.yaml`, docs/plan.md): its format as
+typed models, every problem placed at its key and line by the one loader."""
+
+# No `from __future__ import annotations`: pydantic reads the annotations at import.
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, Field, model_validator
+
+from paramcalc.errors import UserError
+from paramcalc.inputs.fields import STRICT, Count, Natural, Positive, Share, Text
+from paramcalc.inputs.files import load_mapping, locate, validate
+
+KINDS = ("pretrain", "sft", "reward", "ppo", "dpo")
+# The choices of analysis/settings.py's tables (tests/test_plan.py holds them equal).
+Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
+Precision = Literal["mixed", "fp32", "amp", "megatron"]
+Optimizer = Literal["adamw", "adam", "adam-8bit", "sgd", "sgd-momentum", "lion", "adafactor"]
+
+
+class Input(BaseModel):
+    """A block of a pipeline file: frozen, and a typo in a key fails loudly."""
+
+    model_config = STRICT
+
+
+class Parallel(Input):
+    """How one stage spreads over GPUs and holds its model (as `paramcalc memory` takes it)."""
+
+    dp: Count = Field(1, description="data-parallel degree")
+    tp: Count = Field(1, description="tensor-parallel degree")
+    pp: Count = Field(1, description="pipeline stages")
+    zero: int = Field(0, ge=0, le=3, description="ZeRO stage 0-3 (3 = FSDP full sharding)")
+    sequence_parallel: bool = Field(False, description="sequence parallelism with TP (Korthikanti et al. 2022)")
+    recompute: Literal["none", "selective", "full"] = Field("none", description="activation recomputation")
+    attention: Literal["eager", "flash"] = Field("flash", description="attention kernel, for activation memory")
+    precision: Precision = Field("mixed", description="mixed (16 B/param with Adam) | fp32 | amp "
+                                                                     "| megatron")
+    optimizer: Optimizer = Field("adamw", description="optimizer whose state is held")
+
+
+class Schedule(Input):
+    """The learning-rate schedule: linear warm-up, then decay to the last step."""
+
+    warmup_steps: Natural | None = Field(None, description="warm-up in optimizer steps")
+    warmup_fraction: float | None = Field(None, ge=0, lt=1, description="instead: warm-up as a share of the steps")
+    decay: Literal["cosine", "linear", "inverse-sqrt", "constant"] = Field("cosine", description="after warm-up")
+
+    @model_validator(mode="after")
+    def _one_warmup(self):
+        if self.warmup_steps is not None and self.warmup_fraction is not None:
+            raise ValueError("give warmup_steps or warmup_fraction, not both")
+        return self
+
+
+class _Stage(Input):
+    name: Text | None = Field(None, description="shown in reports [default: the kind]")
+    model: Text | None = Field(None, description="any TARGET; paths relative to this file [default: the pipeline's]")
+    gpu: Text | None = Field(None, description="accelerator or GPU .yaml [default: the pipeline's]")
+    mfu: Share | None = Field(None, description="model FLOPs utilisation of training passes [default: the pipeline's]")
+    dtype: Dtype | None = Field(None, description="weights and activations; sets the peak")
+    usd_per_hour: Positive | None = Field(None, description="USD per GPU-hour [default: the pipeline's, or the table]")
+    micro_batch: Count = Field(1, description="samples per GPU per forward (pairs for reward and dpo)")
+    parallel: Parallel = Field(default_factory=Parallel, description="dp, tp, pp, ZeRO, recomputation, kernels")
+    lr: Schedule = Field(default_factory=Schedule, description="learning-rate phases")
+
+
+class _Data(_Stage):
+    seq_len: Count = Field(description="tokens per sequence (packed); for pairs, per chosen or rejected sequence")
+    global_batch: Count = Field(description="samples per optimizer step: sequences, or pairs for reward and dpo")
+    tokens: Count | None = Field(None, description="the token budget over all epochs")
+    dataset_tokens: Count | None = Field(None, description="instead: tokens in the dataset, x epochs")
+    samples: Count | None = Field(None, description="instead: sequences (pairs) in the dataset, x epochs")
+    epochs: Positive | None = Field(None, description="passes over dataset_tokens or samples [default: 1]")
+
+    @model_validator(mode="after")
+    def _one_size(self):
+        given = [k for k in ("tokens", "dataset_tokens", "samples") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of tokens, dataset_tokens and samples (with epochs)"
+                             + (f"; got {', '.join(given)}" if given else ""))
+        if self.tokens is not None and self.epochs is not None:
+            raise ValueError("tokens is the budget over all epochs; use dataset_tokens or samples with epochs")
+        return self
+
+
+class Pretrain(_Data):
+    """Causal LM on a decoder (masked LM on an encoder, span corruption on T5)."""
+
+    kind: Literal["pretrain"] = Field(description="pretrain")
+
+
+class Sft(_Data):
+    """Supervised fine-tuning: next-token loss on prompt + response, fewer tokens, several epochs."""
+
+    kind: Literal["sft"] = Field(description="sft")
+
+
+class Reward(_Data):
+    """A reward model (the LM with a scalar head) on chosen/rejected pairs."""
+
+    kind: Literal["reward"] = Field(description="reward")
+
+
+class Dpo(_Data):
+    """Direct preference optimisation on chosen/rejected pairs against a frozen reference."""
+
+    kind: Literal["dpo"] = Field(description="dpo")
+    reference: Text | None = Field(None, description="the frozen reference TARGET [default: the policy]")
+
+
+class Ppo(_Stage):
+    """PPO-RLHF: generate, score, update actor and critic (Ouyang et al. 2022)."""
+
+    kind: Literal["ppo"] = Field(description="ppo")
+    reference: Text | None = Field(None, description="frozen reference TARGET [default: the policy]")
+    reward_model: Text | None = Field(None, description="frozen reward TARGET, given a scalar head "
+                                                        "[default: the last reward stage's model, else the policy]")
+    critic: Text | None = Field(None, description="trained value TARGET, given a scalar head "
+                                                  "[default: the reward model]")
+    iterations: Count | None = Field(None, description="rollout-and-update iterations")
+    prompts: Count | None = Field(None, description="instead: prompts in the dataset, x epochs / rollout_batch")
+    epochs: Positive | None = Field(None, description="passes over `prompts` [default: 1]")
+    rollout_batch: Count = Field(description="prompts generated per iteration")
+    prompt_tokens: Count = Field(description="tokens per prompt")
+    response_tokens: Count = Field(description="tokens generated per prompt (the maximum: early stops err high)")
+    ppo_epochs: Count = Field(1, description="passes of actor and critic updates over each rollout")
+    global_batch: Count | None = Field(None, description="sequences per optimizer step (the PPO mini-batch) "
+                                                         "[default: rollout_batch]")
+    generation_mfu: Share = Field(0.1, description="share of the dense peak that generation reaches "
+                                                   "(decode is memory-bound)")
+    recompute_logprobs: bool = Field(True, description="a policy forward recomputes the rollout's log-probs "
+                                                       "(false: taken from generation)")
+
+    @model_validator(mode="after")
+    def _one_length(self):
+        if (self.iterations is None) == (self.prompts is None):
+            raise ValueError("give exactly one of iterations and prompts (with epochs)")
+        if self.iterations is not None and self.epochs is not None:
+            raise ValueError("epochs counts passes over prompts; with iterations, leave it out")
+        return self
+
+
+class Search(Input):
+    """How many trials a hyperparameter search runs, each a short training run."""
+
+    method: Literal["grid", "random", "halving"] = Field(
+        description="grid: every combination of `space`; random: `trials` draws; halving: successive halving")
+    space: dict[str, list[Any]] | None = Field(
+        None, description="hyperparameter -> the values tried (grid: required; trials = product of the counts)")
+    trials: Count | None = Field(None, description="random: trials drawn; halving: trials in the first rung (n)")
+    eta: Count = Field(3, description="halving: the reduction factor; 1/eta of the trials go on to eta x the budget")
+    resume: bool = Field(False, description="halving: promoted trials resume their checkpoint (pay only the extra "
+                                            "tokens); false counts every rung from scratch, as the papers do")
+    stage: Text | None = Field(None, description="the stage whose model, batch, GPU and MFU a trial trains with "
+                                                 "[default: the first stage]")
+    trial_tokens: Count | None = Field(None, description="tokens one trial trains (halving: the first rung's budget)")
+    trial_fraction: Share | None = Field(None, description="instead of trial_tokens: a share of the stage's tokens")
+    gpus_per_trial: Count = Field(description="GPUs one trial occupies")
+    pool_gpus: Count = Field(description="GPUs the search may use at once")
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if (self.trial_tokens is None) == (self.trial_fraction is None):
+            raise ValueError("give exactly one of trial_tokens and trial_fraction")
+        if self.method == "grid":
+            if not self.space:
+                raise ValueError("a grid search needs `space:` (hyperparameter -> list of values)")
+            if self.trials is not None:
+                raise ValueError("a grid's trials are the product of the value counts; remove `trials`")
+        elif self.trials is None:
+            raise ValueError(f"a {self.method} search needs `trials`")
+        for name, values in (self.space or {}).items():
+            if not values:
+                raise ValueError(f"space.{name} lists no values")
+        if self.method == "halving" and self.eta < 2:
+            raise ValueError(f"eta must be at least 2, got {self.eta}")
+        if self.gpus_per_trial > self.pool_gpus:
+            raise ValueError(f"gpus_per_trial ({self.gpus_per_trial}) exceeds pool_gpus ({self.pool_gpus}): "
+                             "not one trial fits the pool")
+        return self
+
+
+Stage = Annotated[Union[Pretrain, Sft, Reward, Ppo, Dpo], Field(discriminator="kind")]
+STAGES = {"pretrain": Pretrain, "sft": Sft, "reward": Reward, "ppo": Ppo, "dpo": Dpo}
+
+
+class Pipeline(Input):
+    """A training pipeline: defaults, stages in order, and an optional search."""
+
+    name: Text | None = Field(None, description="shown in reports")
+    model: Text | None = Field(None, description="default model of every stage (any TARGET)")
+    gpu: Text = Field("h100-sxm", description="default accelerator (paramcalc gpus) or GPU .yaml")
+    mfu: Share = Field(0.4, description="default MFU of training passes")
+    dtype: Dtype = Field("bf16", description="default weights/activations dtype and peak")
+    usd_per_hour: Positive | None = Field(None, description="default USD per GPU-hour [default: the price table]")
+    stages: list[Stage] = Field(min_length=1, description="run one after another")
+    search: Search | None = Field(None, description="a hyperparameter search, run before the stages")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def read_pipeline(path: Path) -> Pipeline:
+    """The pipeline file, validated; every problem placed at its key and line."""
+    pipe = validate(Pipeline, load_mapping(path), path=path)
+    seen: set[str] = set()
+    for i, stage in enumerate(pipe.stages):
+        name = stage.name or stage.kind
+        if name in seen:
+            raise UserError(f"a second stage named {name!r}", where=locate(path, ("stages", i)),
+                            field=f"stages[{i}]", fix="give each stage its own `name:`")
+        seen.add(name)
+    return pipe
+
+
+# Where a library setting lives in a stage: its own key, or the stage's `parallel:` block.
+STAGE_KEYS = {"seq_len": ("seq_len",), "dtype": ("dtype",), "precision": ("parallel", "precision"),
+              "optimizer": ("parallel", "optimizer"), "tp": ("parallel", "tp"), "pp": ("parallel", "pp"),
+              "dp": ("parallel", "dp"), "zero": ("parallel", "zero"), "recompute": ("parallel", "recompute"),
+              "attention": ("parallel", "attention")}

@@ -1,0 +1,326 @@
+"""The lowered form of every model, the one thing every analysis reads.
+
+A network is an ordered tuple of stages, each a block repeated `count` times.
+Every figure (parameters, FLOPs, saved bytes) is the sum over stages of the
+block's own breakdown times its count, keyed `stage/part/...`.
+
+Three kinds answer the same questions:
+- `TransformerNetwork`: embeddings, layer stages, final norm, head (a
+  transformer spec or a config.json, lowered in network/transformer.py);
+- `LayersNetwork`: a chain of shaped blocks, CNNs, RNNs and MLPs (an
+  `architecture: layers` spec, lowered in network/layers.py);
+- `BareCount`: a model known by its parameter count alone (`7.5B`): no
+  stages; what needs the architecture is unknown (`has_architecture` False).
+
+What an analysis needs from the architecture is asked of the network, never
+of the spec it came from: its sequence lengths (default, fixed, limit), its
+residual width, its layer stages, how its reference implementation saves
+activations, what it keeps beyond its blocks (rotary tables, an encoder's
+output), its inference working set and the tensor-parallel degrees it admits.
+
+Training can freeze parameters: `freeze` patterns (fnmatch globs on the
+breakdown keys; a pattern also matches every key below it, so `embedding`
+freezes `embedding/tokens/weight`) minus `train` patterns (LoRA: the adapters
+and PEFT's modules_to_save). Gradients and optimizer state follow the
+trainable parameters only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
+from typing import ClassVar
+
+from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge, scale
+from paramcalc.blocks.embed import DecoderPositions, LMHead
+from paramcalc.blocks.layer import TransformerLayer
+from paramcalc.errors import UserError
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    block: Block
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Adapters:
+    """LoRA adapters on a network (Hu et al. 2021): what `count` says about them."""
+
+    rank: int
+    alpha: float
+    targets: tuple[str, ...]
+    modules_to_save: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Network:
+    """A model as a sequence of stages; the questions every kind answers."""
+
+    name: str
+    stages: tuple[Stage, ...] = ()
+    freeze: tuple[str, ...] = ()  # glob patterns on params() keys
+    train: tuple[str, ...] = ()  # patterns trained despite `freeze` (LoRA adapters, modules_to_save)
+    expected_params: int | None = None  # the published count a preset carries
+    adapters: Adapters | None = None
+    has_architecture: ClassVar[bool] = True
+
+    # ------------------------------------------------ figures, summed over stages
+
+    def _sum(self, figure) -> Breakdown:
+        return merge(*((s.name, scale(figure(s.block), s.count)) for s in self.stages))
+
+    def params(self) -> Breakdown:
+        return self._sum(lambda b: b.params())
+
+    def active_params(self) -> Breakdown:
+        return self._sum(lambda b: b.active_params())
+
+    def flops(self, p: Pass) -> Breakdown:
+        return self._sum(lambda b: b.flops(p))
+
+    def buffers(self) -> Breakdown:
+        return self._sum(lambda b: b.buffers())
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        """Bytes autograd keeps for backward in a training forward with the loss."""
+        return self._sum(lambda b: b.saved(p, a))
+
+    @property
+    def total_params(self) -> int:
+        return sum(self.params().values())
+
+    def is_frozen(self, key: str) -> bool:
+        return matches(key, self.freeze) and not matches(key, self.train)
+
+    def trainable_params(self) -> Breakdown:
+        return {k: v for k, v in self.params().items() if not self.is_frozen(k)}
+
+    def embedding_params(self) -> int:
+        """Lookup tables (and a ViT's patch projection, class token and positions)."""
+        total = 0
+        for s in self.stages:
+            if hasattr(s.block, "table_params"):
+                total += s.block.table_params() * s.count
+            elif s.block.kind == "embedding":  # an embedding layer of a layers network
+                total += sum(s.block.params().values()) * s.count
+        return total
+
+    @property
+    def layers(self) -> tuple[Stage, ...]:
+        """The repeated transformer layer stages (what tensor and pipeline parallelism split)."""
+        return tuple(s for s in self.stages if isinstance(unwrap(s.block), TransformerLayer))
+
+    @property
+    def head(self) -> Block:
+        return unwrap(self.stages[-1].block)
+
+    # ------------------------------------------------ what the architecture decides
+
+    @property
+    def width(self) -> int | None:
+        """The residual stream's width (None without one: a CNN, an RNN, a bare count)."""
+        return None
+
+    @property
+    def default_seq_len(self) -> int:
+        return 2048
+
+    @property
+    def fixed_seq_len(self) -> int | None:
+        """Positions the architecture fixes whatever the sequence length asked (a ViT's patches)."""
+        return None
+
+    @property
+    def max_seq_len(self) -> int | None:
+        """The longest sequence the architecture takes (a learned position table's rows)."""
+        return None
+
+    def seq_len(self, asked: int | None) -> int:
+        """The sequence length a pass runs at: `asked` (default: the architecture's), fixed
+        where the architecture fixes it, refused beyond its limit."""
+        seq = self.fixed_seq_len or (self.default_seq_len if asked is None else asked)
+        limit = self.max_seq_len
+        if limit is not None and seq > limit:
+            raise UserError(f"{seq} exceeds this model's {limit} learned positions", field="seq_len",
+                            fix=f"use {limit} or less")
+        return seq
+
+    def seq_notes(self, asked: int | None) -> list[str]:
+        """How the sequence length was read (`asked`: the length asked, if any), where the
+        architecture decides it."""
+        return []
+
+    def activations(self, dtype_bytes: int, attention: str) -> Activations:
+        """How a training forward of this network saves tensors: `attention` is eager or flash."""
+        return Activations(dtype_bytes=dtype_bytes, mask_bytes=dtype_bytes, attention=attention)
+
+    def working_set(self, p: Pass, dtype_bytes: int) -> int:
+        """Bytes an inference forward holds beyond weights and cache (no autograd state)."""
+        return 0
+
+    def check_tensor_parallel(self, tp: int) -> None:
+        """Refuse a tensor-parallel degree the architecture cannot split."""
+
+    def module(self):
+        """The whole network as PyTorch modules (build it under `torch.device("meta")`
+        to count without memory): stage name -> list of `count` block modules,
+        the LM head tied to the token table where the spec ties them."""
+        from torch import nn
+
+        out = nn.ModuleDict()
+        for stage in self.stages:
+            out[stage.name.replace(".", "_")] = nn.ModuleList(stage.block.module() for _ in range(stage.count))
+        head = self.head
+        if isinstance(head, LMHead) and head.tied:
+            out["head"][0].tie(out["embedding"][0].tokens)
+        return out
+
+
+@dataclass(frozen=True)
+class TransformerNetwork(Network):
+    """Embeddings, transformer layer stages, a final norm and a head."""
+
+    kind: str = "decoder"  # decoder | encoder | encoder-decoder | vit
+    hidden: int = 0
+    heads: int = 0
+    kv_heads: int = 0
+    score_dim: int = 0  # per-head width of q.k (MLA: nope + rope dims)
+    ffn: int = 0  # the dense feed-forward width
+    rotary_dim: int = 0  # rotary cos and sin tables, computed once and read by every layer
+    positions: int | None = None  # rows of a learned position table (its length limit)
+    default_seq: int = 2048
+    fixed_seq: int | None = None
+    fixed_seq_note: str = ""
+    profile: Activations = field(default_factory=Activations)  # the reference implementation's saving
+
+    @property
+    def width(self) -> int:
+        return self.hidden
+
+    @property
+    def default_seq_len(self) -> int:
+        return self.fixed_seq or self.default_seq
+
+    @property
+    def fixed_seq_len(self) -> int | None:
+        return self.fixed_seq
+
+    @property
+    def max_seq_len(self) -> int | None:
+        return self.positions
+
+    def seq_notes(self, asked: int | None) -> list[str]:
+        if self.fixed_seq is None:
+            return []
+        return [self.fixed_seq_note + (" (the sequence length asked is ignored)" if asked is not None else "")]
+
+    def activations(self, dtype_bytes: int, attention: str) -> Activations:
+        return replace(self.profile, dtype_bytes=dtype_bytes, mask_bytes=dtype_bytes, attention=attention)
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        out = super().saved(p, a)
+        if self.rotary_dim:
+            out["rotary"] = 2 * a.x * p.seq * self.rotary_dim  # cos and sin, (1, s, rotary dims) each
+        if self.kind == "encoder-decoder":
+            out["encoder_output"] = a.x * p.tokens * self.hidden  # the k/v input of every cross-attention
+            out["decoder_ids"] = 8 * p.tokens  # the shifted labels the decoder embeds
+            # T5 drops out the decoder's embeddings and both stacks' final outputs too (BART's
+            # decoder embedding dropout is its DecoderPositions stage's, and it has no other)
+            if not any(isinstance(s.block, DecoderPositions) for s in self.stages):
+                drops = a.embedding_dropout + 2 * a.hidden_dropout
+                out["stack_dropout"] = drops * a.mask_bytes * p.tokens * self.hidden
+        return out
+
+    def working_set(self, p: Pass, dtype_bytes: int) -> int:
+        """One layer's widest intermediates: the gated MLP's gate, up and product, or
+        q, k, v and the output (errs high: kernels free some before the next exists)."""
+        return dtype_bytes * p.tokens * max(3 * self.ffn, 4 * self.hidden)
+
+    def check_tensor_parallel(self, tp: int) -> None:
+        """Megatron splits attention by heads: tp must divide the query and the K/V heads."""
+        for name, n in (("attention heads", self.heads), ("K/V heads", self.kv_heads)):
+            if n and n % tp:
+                raise UserError(f"tensor parallelism {tp} does not divide the {n} {name} "
+                                f"({self.heads} query heads, {self.kv_heads} K/V heads)", field="tp",
+                                fix=f"use a tp that divides both, such as {_common_divisors(self.heads, self.kv_heads)}")
+
+
+@dataclass(frozen=True)
+class LayersNetwork(Network):
+    """Shaped blocks run one after another (an `architecture: layers` spec).
+
+    Saved storages shared between neighbours count once (blocks/shaped.py's
+    chain): a ReLU's output is the next conv's saved input."""
+
+    input_shape: tuple[int, ...] = ()
+    sequential: bool = False  # a recurrent or token model: input_shape[0] is the time axis
+
+    @property
+    def default_seq_len(self) -> int:
+        return self.input_shape[0] if self.sequential else 1
+
+    @property
+    def fixed_seq_len(self) -> int | None:
+        return None if self.sequential else 1  # a CNN sees one input of input_shape per sample
+
+    def seq_notes(self, asked: int | None) -> list[str]:
+        if self.sequential:
+            return [f"sequence model: {self.input_shape[0] if asked is None else asked} time steps per sample "
+                    "(default: input_shape[0])"]
+        ignored = " (the sequence length asked is ignored)" if asked is not None else ""
+        return [f"one input of shape {list(self.input_shape)} per sample; counts per token are per sample{ignored}"]
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        from paramcalc.blocks.shaped import chain_saved
+
+        return chain_saved([(s.name, s.block, s.count) for s in self.stages], p, a, first_input=True)
+
+    def working_set(self, p: Pass, dtype_bytes: int) -> int:
+        """The widest layer's input and output live at once (a residual block also
+        keeps its input for the shortcut); errs low by a residual branch's intermediates."""
+        from paramcalc.blocks.shaped import Shaped
+
+        a = Activations(dtype_bytes=dtype_bytes)
+        sizes = [b.in_bytes(p, a) * (1 + (b.kind == "residual")) + b.out_bytes(p, a)
+                 for b in (st.block for st in self.stages) if isinstance(b, Shaped)]
+        return max(sizes, default=0)
+
+
+@dataclass(frozen=True)
+class BareCount(Network):
+    """A model known by its parameter count alone: every figure that needs the
+    architecture (FLOPs per layer, activations, the KV cache) is unknown."""
+
+    count: int = 0
+    has_architecture: ClassVar[bool] = False
+
+    def params(self) -> Breakdown:
+        return {"model": self.count}
+
+    def active_params(self) -> Breakdown:
+        return {}
+
+    @property
+    def total_params(self) -> int:
+        return self.count
+
+
+def unwrap(block: Block) -> Block:
+    """The block inside a LoRA wrapper (blocks.lora.Adapted, the only block with a `base`)."""
+    return getattr(block, "base", block)
+
+
+def matches(key: str, patterns: tuple[str, ...]) -> bool:
+    """A glob matches the key or any '/'-prefix of it (`embedding` matches `embedding/tokens/weight`)."""
+    parts = key.split("/")
+    prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    return any(fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+
+
+def _common_divisors(a: int, b: int) -> str:
+    return ", ".join(str(d) for d in range(1, max(a, b) + 1) if not a % d and not b % d)
+
+
+__all__ = ["Adapters", "BareCount", "LayersNetwork", "Network", "Stage", "TransformerNetwork", "matches", "unwrap"]

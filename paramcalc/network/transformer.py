@@ -1,0 +1,195 @@
+"""Transformer specs lowered to a TransformerNetwork: embeddings, layer
+groups (identical layers anywhere in the stack form one stage), final norm,
+head; with the sequence lengths, widths, rotary tables and activation
+profile the analyses ask the network for."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+
+from paramcalc.blocks.attention import Attention
+from paramcalc.blocks.base import Activations, Block
+from paramcalc.blocks.embed import DecoderPositions, Discriminator, Embeddings, LMHead, Pooler
+from paramcalc.blocks.layer import TransformerLayer
+from paramcalc.blocks.linear import Linear
+from paramcalc.blocks.mla import LatentAttention
+from paramcalc.blocks.mlp import MLP
+from paramcalc.blocks.moe import MoE
+from paramcalc.blocks.norm import Norm
+from paramcalc.inputs.spec import TransformerSpec
+from paramcalc.network.network import Stage, TransformerNetwork
+
+
+def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
+    """Embeddings, layer groups, final norm and head; adapters and frozen parts
+    are applied by network/adapters.py."""
+    stages = _vit_stages(spec) if spec.architecture == "vit" else _stages(spec)
+    n = spec.num_attention_heads
+    profile = Activations(attention_dropout=spec.attention_dropout > 0, hidden_dropout=spec.hidden_dropout > 0,
+                          embedding_dropout=spec.embedding_dropout > 0, softmax_fp32=spec.softmax_fp32,
+                          scores_fp32=spec.scores_fp32, attention_output_dropout=spec.attention_output_dropout)
+    rotary = 0
+    if spec.position_embedding == "rope":
+        d = spec.mla.qk_rope_head_dim if spec.mla else spec.attention_head_dim
+        rotary = 2 * -(-int(d * spec.rotary_pct) // 2)  # cos/sin of width 2 x ceil(rotary dims / 2) (GPT-NeoX)
+    learned = spec.max_position_embeddings if spec.position_embedding == "learned" else None
+    fixed, note = None, ""
+    if spec.architecture == "vit":
+        fixed = (spec.image_size // spec.patch_size) ** 2 + 1
+        note = f"{fixed} tokens per image: ({spec.image_size}/{spec.patch_size})^2 patches + the class token"
+    # the default length: 2048, or the learned-position limit when smaller (GPT-2: 1024, BERT: 512);
+    # T5's relative buckets were trained at 512
+    default = min(2048, learned) if learned else 512 if spec.position_embedding == "relative" else 2048
+    return TransformerNetwork(
+        name=spec.name or "model", stages=tuple(stages), expected_params=spec.expected_params,
+        kind=spec.architecture, hidden=spec.hidden_size, heads=n, kv_heads=spec.kv_heads,
+        score_dim=spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim if spec.mla else spec.attention_head_dim,
+        ffn=spec.intermediate_size, rotary_dim=rotary, positions=learned, default_seq=default, fixed_seq=fixed,
+        fixed_seq_note=note, profile=profile)
+
+
+def score_head(net: TransformerNetwork) -> TransformerNetwork:
+    """The network with one score per token instead of its head (transformers'
+    *ForSequenceClassification with num_labels=1): a reward model or a critic.
+    Decoders score with a bias-free h x 1 linear, encoders through BERT's pooler; a
+    network whose head is no LM head scores already."""
+    if not isinstance(net.head, LMHead):
+        return net
+    head: Block = Linear(net.hidden, 1) if net.kind == "decoder" else Pooler(net.hidden, 1)
+    stages = net.stages[:-1] + (Stage("head", head),)
+    return replace(net, name=f"{net.name} (scalar head)", stages=stages)
+
+
+def _stages(spec: TransformerSpec) -> list[Stage]:
+    h, V = spec.hidden_size, spec.vocab_size
+    norm = _norm(spec)
+    positions = (spec.max_position_embeddings or 0) + spec.position_offset if spec.position_embedding == "learned" else 0
+    project = spec.word_embed_proj_dim if spec.word_embed_proj_dim not in (None, h) else None
+    narrow = spec.embedding_size if spec.embedding_size not in (None, h) else None
+    width = narrow or project or h
+    stages = [Stage("embedding", Embeddings(
+        vocab=V, dim=width, positions=positions, token_types=spec.type_vocab_size,
+        norm=(_norm(spec, narrow) if narrow else norm) if spec.embedding_norm else None,
+        project_to=h if width != h else None, narrow=narrow is not None))]
+
+    if spec.architecture == "encoder-decoder":
+        for stack, count, cross in (("encoder", spec.num_hidden_layers, False),
+                                    ("decoder", spec.num_decoder_layers or spec.num_hidden_layers, True)):
+            if cross and positions:  # BART: the decoder has its own position table and embedding norm
+                stages.append(Stage("decoder/embedding", DecoderPositions(
+                    positions, h, norm if spec.embedding_norm else None)))
+            first, rest = (_layer(spec, i, causal=cross, cross=cross, relative=(i == 0)) for i in (0, 1))
+            stages.append(Stage(f"{stack}/layers.0", first))
+            if count > 1:
+                stages.append(Stage(f"{stack}/layers", rest, count - 1))
+            if spec.final_norm:
+                stages.append(Stage(f"{stack}/final_norm", norm))
+    else:
+        causal = spec.architecture == "decoder"
+        layers = [_layer(spec, i, causal=causal, relative=(i == 0)) for i in range(spec.num_hidden_layers)]
+        merged = Counter(layers)  # identical layers anywhere in the stack form one stage
+        for block, count in merged.items():
+            stages.append(Stage(_layer_label(block, len(merged)), block, count))
+        if spec.final_norm:
+            stages.append(Stage("final_norm", norm))
+
+    stages.append(Stage("head", _head(spec, norm, project)))
+    return stages
+
+
+def _vit_stages(spec: TransformerSpec) -> list[Stage]:
+    """Dosovitskiy et al. 2021, eq. 1-4: patch embeddings with a class token and
+    learned positions, pre-norm encoder layers (LayerNorm, MHA, a GELU MLP),
+    a final norm and a linear classifier on the class token."""
+    from paramcalc.blocks.vit import ClassTokenHead, PatchEmbeddings
+
+    embed = PatchEmbeddings(spec.num_channels, (spec.image_size, spec.image_size), spec.patch_size, spec.hidden_size)
+    stages = [Stage("embedding", embed), Stage("layers", _layer(spec, 0, causal=False), spec.num_hidden_layers)]
+    if spec.final_norm:
+        stages.append(Stage("final_norm", _norm(spec)))
+    if spec.head == "classifier":
+        head = ClassTokenHead(spec.hidden_size, spec.num_labels)
+    else:  # transformers' ViTModel pools the class token (dense + tanh)
+        head = Pooler(spec.hidden_size) if spec.head == "pooler" else _NoHead()
+    stages.append(Stage("head", head))
+    return stages
+
+
+def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, relative: bool = False) -> TransformerLayer:
+    h, n, g, d = spec.hidden_size, spec.num_attention_heads, spec.kv_heads, spec.attention_head_dim
+    buckets = spec.relative_attention_num_buckets if (relative and spec.position_embedding == "relative") else 0
+    if spec.mla:
+        m = spec.mla
+        attention = LatentAttention(h, n, m.q_lora_rank, m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim,
+                                    m.v_head_dim, bias=spec.qkv_bias)
+    else:
+        q_norm = k_norm = None
+        if spec.qk_norm:
+            whole = spec.qk_norm_over == "projection"
+            bias = spec.norm_bias if spec.qk_norm_bias is None else spec.qk_norm_bias
+            q_norm, k_norm = (replace(_norm(spec, width * d if whole else d), bias=bias) for width in (n, g))
+        attention = Attention(h, n, g, d, spec.qkv_bias, spec.o_bias, q_norm, k_norm, causal=causal,
+                              window=spec.window(i), relative_buckets=buckets,
+                              softcap=spec.attn_logit_softcapping is not None, fused_views=spec.fused_qkv,
+                              sinks=spec.attention_sinks)
+    dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act, spec.mlp_inner_dropout)
+    mlp: MLP | MoE = dense
+    if spec.moe and spec.moe.is_moe_layer(i):
+        m = spec.moe
+        expert = MLP(h, m.moe_intermediate_size or spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act)
+        shared = MLP(h, m.shared_expert_intermediate_size, expert.gated, spec.mlp_bias, spec.hidden_act) \
+            if m.shared_expert_intermediate_size else None
+        mlp = MoE(h, m.num_experts, m.num_experts_per_tok, expert, shared, m.shared_expert_gate, m.router_bias,
+                  m.score_correction_bias)
+    cross_attention = Attention(h, n, n, d, spec.qkv_bias, spec.o_bias, causal=False, cross=True) if cross else None
+    return TransformerLayer(attention, mlp, _norm(spec), spec.layout, cross_attention)
+
+
+def _norm(spec: TransformerSpec, dim: int | None = None) -> Norm:
+    style = spec.layernorm_style if spec.norm == "layernorm" else spec.rmsnorm_style
+    return Norm(dim or spec.hidden_size, spec.norm, spec.norm_bias, affine=spec.norm_affine, style=style)
+
+
+def _layer_label(layer: TransformerLayer, groups: int) -> str:
+    if groups == 1:
+        return "layers"
+    tags = ["moe" if isinstance(layer.mlp, MoE) else "dense"]
+    if isinstance(layer.attention, Attention):
+        tags.append(f"window {layer.attention.window}" if layer.attention.window else "full")
+        if layer.attention.relative_buckets:
+            tags.append("relative bias")
+    return f"layers ({', '.join(tags)})"
+
+
+def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
+    h, V = spec.hidden_size, spec.vocab_size
+    if spec.head == "lm":
+        return LMHead(h, V, tied=spec.tie_word_embeddings, bias=spec.lm_head_bias, project_to=project,
+                      loss_fp32=spec.architecture == "decoder", softcap=spec.final_logit_softcapping is not None)
+    if spec.head == "mlm":  # BERT: transform + LayerNorm, decoder tied to the word table, vocab bias
+        width = spec.embedding_size or h  # ELECTRA's generator transforms down to its table's width
+        return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=_norm(spec, width),
+                      loss_fp32=False)
+    if spec.head == "discriminator":
+        return Discriminator(h)
+    if spec.head == "pooler":
+        return Pooler(h)
+    if spec.head == "classifier":
+        if spec.architecture in ("encoder", "encoder-decoder"):  # BERT's pooler + classifier; T5's dense + out_proj
+            return Pooler(h, spec.num_labels)
+        return Linear(h, spec.num_labels)  # decoders score every token with a bias-free h x labels
+    if spec.head == "token-classifier":  # transformers' *ForTokenClassification: labels per token, with a bias
+        return Linear(h, spec.num_labels, bias=True)
+    if spec.head == "qa":  # *ForQuestionAnswering: start and end logits per token (BERT: num_labels of them)
+        return Linear(h, 2 if spec.architecture == "decoder" else spec.num_labels, bias=True)
+    return _NoHead()
+
+
+class _NoHead(Block):
+    kind = "head"
+
+    def module(self):
+        from torch import nn
+
+        return nn.Identity()

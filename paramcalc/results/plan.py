@@ -1,0 +1,105 @@
+"""A costed training pipeline and its hyperparameter search (`paramcalc plan`)."""
+
+# No `from __future__ import annotations`: pydantic reads the annotations at import.
+from pydantic import Field
+
+from paramcalc.results.base import Report, Result
+
+
+class Break(Result):
+    field: str = Field(description="where in the file, e.g. stages[0].global_batch")
+    message: str
+    fix: str | None = None
+
+
+class LrSplit(Result):
+    decay: str
+    warmup_steps: int
+    decay_steps: int = Field(description="steps after warm-up, to the end of the stage")
+
+
+class StageMemory(Result):
+    peak_per_gpu: int | None = Field(description="bytes: trained models' states, the busiest one's activations "
+                                                  "and overheads, frozen weights; null for a bare count")
+    gpu_bytes: int
+    fits: bool | None
+    max_micro_batch: int | None = Field(description="the largest micro-batch that fits, up to global_batch / dp "
+                                                    "(0: none)")
+    breakdown: dict[str, int | None]
+
+
+class StageResult(Result):
+    name: str
+    kind: str
+    objective: str
+    models: dict[str, str] = Field(description="role -> model")
+    gpu: str
+    gpus: int = Field(description="dp x tp x pp")
+    dp: int
+    tp: int
+    pp: int
+    seq_len: int = Field(description="tokens per sequence (ppo: prompt + response)")
+    sequences_per_sample: int = Field(description="2 for pairs (chosen and rejected), else 1")
+    global_batch: int = Field(description="samples per optimizer step")
+    micro_batch: int
+    grad_accum: int | None = Field(description="global_batch / (micro_batch x dp); null when it does not divide")
+    tokens_per_step: int
+    steps: int = Field(description="optimizer steps")
+    iterations: int | None = Field(None, description="ppo: rollout-and-update iterations")
+    tokens: int = Field(description="tokens trained (ppo: prompt + response tokens of all rollouts)")
+    generated_tokens: int | None = None
+    time_per_step_seconds: float
+    lr: LrSplit
+    flops: int
+    flops_breakdown: dict[str, int]
+    memory: StageMemory
+    gpu_hours: float
+    wall_clock_hours: float
+    usd: float | None
+    usd_per_gpu_hour: float | None
+    breaks: list[Break]
+    notes: list[str] = Field([])
+
+
+class Totals(Result):
+    flops: int
+    gpu_hours: float
+    wall_clock_hours: float = Field(description="search, then the stages, one after another")
+    usd: float | None = Field(description="null when a part has no price")
+    breaks: int
+
+
+class Rung(Result):
+    trials: int = Field(description="trials run in this rung")
+    budget_tokens: int = Field(description="tokens each trial has trained by the end of the rung")
+    trained_tokens: int = Field(description="tokens each trial trains in this rung (the budget, or its increment "
+                                            "with resume)")
+    waves: int = Field(description="ceil(trials / parallel trials)")
+    flops: int
+    gpu_hours: float
+    wall_clock_hours: float = Field(description="waves x one trial's wall-clock")
+
+
+class SearchResult(Result):
+    method: str
+    stage: str = Field(description="the stage each trial trains like")
+    trials: int = Field(description="distinct configurations tried")
+    space: dict[str, int] = Field(description="hyperparameter -> values listed")
+    gpus_per_trial: int
+    pool_gpus: int
+    parallel_trials: int = Field(description="pool_gpus // gpus_per_trial")
+    rungs: list[Rung]
+    flops: int
+    gpu_hours: float = Field(description="busy GPU-hours, summed over trials")
+    reserved_gpu_hours: float = Field(description="pool_gpus x wall-clock: what a reserved pool bills")
+    wall_clock_hours: float
+    usd: float | None = Field(description="busy GPU-hours x the stage's price")
+    notes: list[str] = Field([])
+
+
+class PlanReport(Report):
+    command: str = "plan"
+    file: str
+    stages: list[StageResult]
+    search: SearchResult | None
+    totals: Totals
