@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from paramcalc.blocks.attention import Attention
-from paramcalc.blocks.base import Pass
+from paramcalc.blocks.base import Activations, Pass
 from paramcalc.blocks.embed import Embeddings, LMHead, Pooler
 from paramcalc.blocks.layer import LAYOUTS, TransformerLayer
 from paramcalc.blocks.linear import Embedding, Linear
@@ -120,3 +120,61 @@ def test_decode_pairs_attend_over_the_cache():
     assert Pass(1, 1, "causal", context=100).attended_pairs() == 100
     assert Pass(1, 1, "causal", context=100).attended_pairs(window=10) == 10
     assert Pass(1, 3, "causal", context=10).attended_pairs() == 8 + 9 + 10
+
+
+# ---------------------------------------------------------------- saved bytes, block by block
+
+STYLED_NORMS = [Norm(H, style=s) for s in ("llama", "t5", "gemma", "olmo2")] + \
+    [Norm(H, "layernorm", style="native"), Norm(H, "layernorm", style="fp32", affine=False),  # OLMo: no weights
+     Norm(H, "layernorm", style="cohere")]
+SAVING = [*ATTENTIONS[:5], Attention(H, 4, 2, 12, softcap=True), Attention(H, 4, 4, 12, sinks=True),
+          Attention(H, 4, 2, 12, causal=False), *MLAS, *MLPS, MLP(H, 40, gated=False, act="gelu_new"),
+          *MOES, MoE(H, 4, 2, MLP(H, 24, gated=False, bias=True, act="gelu")), *STYLED_NORMS, *LAYERS]
+
+
+def _implementations():
+    for attention in ("eager", "flash"):
+        for dtype, x in ((torch.float32, 4), (torch.bfloat16, 2)):
+            for softmax_fp32 in (True, False):
+                yield pytest.param(attention, dtype, Activations(dtype_bytes=x, mask_bytes=x, attention=attention,
+                                                                 softmax_fp32=softmax_fp32),
+                                   id=f"{attention}-{x * 8}bit-{'upcast' if softmax_fp32 else 'native'}")
+
+
+def _routed(block) -> bool:
+    return isinstance(block, MoE) or isinstance(getattr(block, "mlp", None), MoE)
+
+
+def _layernorm(block) -> bool:
+    norms = [block] if isinstance(block, Norm) else [getattr(block, "norm", None)]
+    return any(n is not None and n.kind_ == "layernorm" and n.style not in ("fp32", "cohere") for n in norms)
+
+
+@pytest.mark.parametrize("block", SAVING, ids=lambda b: type(b).__name__)
+@pytest.mark.parametrize("attention,dtype,a", list(_implementations()))
+def test_saved_bytes_are_what_autograd_keeps_running_the_blocks_own_module(block, attention, dtype, a):
+    """Each block proves its `saved(p, a)` with its own `module(a)`, configured for the
+    implementation `a` describes (eager or SDPA attention, the softmax's dtype, the
+    norm's arithmetic, MoE's grouped experts), to the byte.
+
+    Where it runs: eager on the meta device, whose kernels keep what CUDA's keep
+    (LayerNorm's statistics in fp32 for a bf16 input; the CPU kernel keeps them in
+    bf16); flash on the CPU, whose fused kernel keeps q, k, v, the output and the
+    logsumexp as CUDA's flash and memory-efficient kernels do (meta runs SDPA's
+    math path). MoE routing needs values, so routed blocks run on the CPU."""
+    from saved_bytes import saved_bytes
+
+    device = "cpu" if attention == "flash" or _routed(block) else "meta"
+    if device == "cpu" and dtype == torch.bfloat16 and (_layernorm(block) or _layernorm(getattr(block, "base", block))):
+        pytest.skip("the CPU LayerNorm kernel keeps bf16 statistics where CUDA keeps fp32 (meta covers eager)")
+    if attention == "flash" and getattr(block, "window", None):
+        pytest.skip("a sliding window passes SDPA a mask: the CPU takes its math path, CUDA's kernels do not")
+    latent = block if isinstance(block, LatentAttention) else getattr(block, "attention", None)
+    if attention == "flash" and isinstance(latent, LatentAttention):
+        pytest.skip("MLA's value width differs from q/k's: the CPU's flash kernel refuses it (CUDA's do not)")
+    b, s = 2, 7
+    torch.manual_seed(0)
+    with torch.device(device):
+        module = block.module(a).to(dtype)
+        x = torch.randn(b, s, H, dtype=dtype, requires_grad=True)
+    assert saved_bytes(module, x) == sum(block.saved(Pass(b, s), a).values())

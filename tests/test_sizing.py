@@ -10,12 +10,22 @@ import pytest
 from cli import run
 
 from paramcalc.analysis.count import count_params
-from paramcalc.analysis.sizing import candidate_spec, compute_optimal_params, llama_params, propose_architectures
+from paramcalc.analysis.sizing import compute_optimal_params, llama_params, propose_architectures
 from paramcalc.results.size import Candidate
 from paramcalc.errors import UserError
 from paramcalc.network import lower as build
 from paramcalc.inputs.spec import TransformerSpec
 from paramcalc.inputs.target import load_spec
+
+
+def candidate_spec(c: Candidate) -> TransformerSpec:
+    """A candidate as a paramcalc spec (Llama-style defaults: gated SiLU MLP, RMSNorm, RoPE)."""
+    return TransformerSpec(
+        name=f"llama-style-{c.hidden_size}x{c.num_hidden_layers}", vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+        num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_key_value_heads,
+        head_dim=c.head_dim, intermediate_size=c.intermediate_size, mlp="gated", hidden_act="silu",
+        norm="rmsnorm", tie_word_embeddings=c.tie_word_embeddings)
 
 
 def built_count(c: Candidate) -> int:

@@ -55,18 +55,6 @@ KV_HEADS: tuple[int | str, ...] = (8, 4, 2, "mha")
 DEFAULT_VOCAB = 128256  # Llama 3's tokenizer
 
 
-def candidate_spec(c: Candidate):
-    """A candidate as a paramcalc spec (Llama-style defaults: gated SiLU MLP, RMSNorm, RoPE)."""
-    from paramcalc.inputs.spec import TransformerSpec
-
-    return TransformerSpec(
-        name=f"llama-style-{c.hidden_size}x{c.num_hidden_layers}", vocab_size=c.vocab_size,
-        hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
-        num_attention_heads=c.num_attention_heads, num_key_value_heads=c.num_key_value_heads,
-        head_dim=c.head_dim, intermediate_size=c.intermediate_size, mlp="gated", hidden_act="silu",
-        norm="rmsnorm", tie_word_embeddings=c.tie_word_embeddings)
-
-
 def llama_params(h: int, L: int, d: int, g: int, f: int, V: int, tied: bool = False) -> int:
     """Exact count of a Llama-style decoder with n = h / d query heads:
 

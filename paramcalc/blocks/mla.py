@@ -63,17 +63,20 @@ class LatentAttention(Block):
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         """As transformers' eager DeepSeek-V3 attention keeps them: the shared
         input, the query latent and its norm, the K/V latent and its norm, the
-        assembled q, k, v, the fp32 softmax and model-dtype probabilities."""
+        assembled q, k, v, the softmax (fp32 where it upcasts, as DeepSeek's does) and
+        the model-dtype probabilities."""
         x, b, s, T = a.x, p.batch, p.seq, p.tokens
         n, r, dq, dv = self.heads, self.kv_lora_rank, self.qk_head_dim, self.v_head_dim
         out = {"input": x * T * self.hidden}
         if self.q_lora_rank:
             out["q_latent"] = Norm(self.q_lora_rank).saved_rows(T, a) + x * T * self.q_lora_rank
         out["kv_latent"] = Norm(r).saved_rows(T, a) + x * T * r
+        if x == 4:  # in fp32 the norm's "copy" is the latent itself: a view of the (r + rope)-wide projection
+            out["kv_latent"] += 4 * T * self.qk_rope_head_dim
         if a.eager:
             out["qkv"] = x * b * n * s * (2 * dq + dv)
-            out["softmax"] = 4 * b * n * s * s
-            out["probs"] = x * b * n * s * s if x != 4 else 0
+            out["softmax"] = (4 if a.softmax_fp32 else x) * b * n * s * s
+            out["probs"] = x * b * n * s * s if a.softmax_fp32 and x != 4 else 0
         else:  # flash: q, k, v, the fp32 logsumexp; its output is the o_proj input
             out["qkv"] = x * b * n * s * (2 * dq + dv)
             out["logsumexp"] = 4 * b * n * s

@@ -77,22 +77,29 @@ class MLP(Block):
         return _module_class()(self)
 
 
-@cache
-def _module_class():
+def activation(name: str):
+    """The activation module transformers runs for `hidden_act`: GPT-2's gelu_new (and
+    gelu_fast) composed of elementwise ops, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
+    which keeps four tensors; native ReLU, GELU and SiLU kernels otherwise (swiglu_clamp,
+    gpt-oss's, runs as SiLU in a dense MLP: the clamp and the +1 change no shape)."""
     import math
 
     import torch
     from torch import nn
 
     class TanhGelu(nn.Module):
-        """GPT-2's gelu_new (and gelu_fast): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
-        composed of elementwise ops as transformers writes it (they keep four tensors)."""
-
         def forward(self, x):
             return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
-    # swiglu_clamp (gpt-oss) runs as SiLU here: the clamp and the +1 change no shape
-    activations = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "swiglu": nn.SiLU}
+    if name in ("gelu_new", "gelu_fast"):
+        return TanhGelu()
+    kinds = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "swiglu": nn.SiLU}
+    return kinds.get(name.split("_")[0], nn.GELU)()
+
+
+@cache
+def _module_class():
+    from torch import nn
 
     class MLPModule(nn.Module):
         def __init__(self, spec: MLP):
@@ -100,8 +107,7 @@ def _module_class():
             self.spec = spec
             for name, part in spec.parts().items():
                 self.add_module(name, part.module())
-            self.act = TanhGelu() if spec.act in ("gelu_new", "gelu_fast") else \
-                activations.get(spec.act.split("_")[0], nn.GELU)()
+            self.act = activation(spec.act)
 
         def forward(self, x):
             if self.spec.gated:

@@ -61,23 +61,29 @@ class MoE(Block):
         return out
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
-        """transformers' default grouped-matmul experts path: routing (fp32
-        softmax, top-k indices, the renormalisation), the gather/scatter indices,
-        each token's k copies through a fused gate_up matmul and SiLU product,
-        the routing weights and the weighted outputs; plus shared experts."""
+        """transformers' grouped-matmul experts path (integrations/moe.py's
+        grouped_mm_experts_forward), which this block's module runs: routing (an
+        fp32 softmax, top-k indices, the renormalisation), the token-expert pairs
+        sorted by expert (three int64 index tensors: the gather, the weights' order,
+        the inverse order) and int32 group offsets, the gathered tokens through the
+        up (and gate) grouped matmul and the activation, the down matmul's input, the
+        fp32 routing weights and the down output they scale; plus shared experts."""
         x, T, h, E, k = a.x, p.tokens, self.hidden, self.experts, self.top_k
-        f = self.expert.ffn
-        out = {"input": x * T * h, "routing": 4 * T * E + 8 * T * k + 4 * T + 4 * T * k}
-        if self.score_correction_bias:  # DeepSeek-V3 routes in fp32: input and weight copies, sigmoid scores
+        f, S = self.expert.ffn, T * k
+        out = {"input": x * T * h, "routing": 4 * T * E + 8 * S + 4 * T + 4 * S}
+        if self.score_correction_bias and x != 4:  # DeepSeek-V3 routes in fp32: copies of input and weight
             out["routing"] += 4 * T * h + 4 * h * E
-        out["experts"] = (24 * T * k + 4 * E + 2 * x * T * k * h  # indices, offsets; permuted tokens in and out
-                          + x * T * k * f * (2 if self.expert.gated else 1)  # gate_up output (activation input)
-                          + 2 * x * T * k * f  # activation output, down-projection input
-                          + 4 * T * k)  # routing weights
+        gated = self.expert.gated
+        out["experts"] = (24 * S + 4 * E + 2 * x * S * h  # indices, offsets; gathered tokens, down output
+                          + x * S * f * (2 if gated else 1)  # up (and gate) outputs: the activation's input
+                          + (2 if gated else 1) * x * S * f  # act(gate) and the product (down's input), or act(up)
+                          + 4 * S)  # fp32 routing weights
+        if self.expert.bias:
+            out["experts"] += 8 * S  # the sorted expert ids that gather each pair's biases
         if self.expert.act == "swiglu_clamp":
             # gpt-oss: (up + 1) * g * sigmoid(1.702 g), g clamped at 7: the clamped gate,
             # its sigmoid and up + 1 are kept besides the product
-            out["experts"] += 3 * x * T * k * f
+            out["experts"] += 3 * x * S * f
         if self.shared:
             shared = self.shared.saved(p, a)
             shared.pop("input")  # the MoE input, counted once
@@ -93,37 +99,106 @@ class MoE(Block):
 @cache
 def _module_class():
     import torch
+    import torch.nn.functional as F
     from torch import nn
 
+    from paramcalc.blocks.mlp import activation
+
+    class GroupedMM(torch.autograd.Function):
+        """x (S, d_in) sorted by expert times weight[e] (d_out, d_in)^T for each expert's rows;
+        saves what torch._grouped_mm saves (input, weight, offsets), loops with mm so every
+        FLOP counter sees the matmuls, on any device and dtype."""
+
+        @staticmethod
+        def forward(ctx, x, weight, offs, bounds):
+            out = x.new_empty(x.shape[0], weight.shape[1])
+            for e, (start, end) in enumerate(zip([0, *bounds[:-1]], bounds)):
+                if end > start:
+                    out[start:end] = x[start:end] @ weight[e].T
+            ctx.save_for_backward(x, weight, offs)
+            ctx.bounds = bounds
+            return out
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, weight, _ = ctx.saved_tensors
+            dx, dw = torch.zeros_like(x), torch.zeros_like(weight)
+            for e, (start, end) in enumerate(zip([0, *ctx.bounds[:-1]], ctx.bounds)):
+                if end > start:
+                    dx[start:end] = grad[start:end] @ weight[e]
+                    dw[e] = grad[start:end].T @ x[start:end]
+            return dx, dw, None, None
+
+    class Grouped(nn.Module):
+        """One linear per expert, stored as (experts, d_out, d_in): `experts.gate_proj.weight`."""
+
+        def __init__(self, experts: int, d_in: int, d_out: int, bias: bool):
+            super().__init__()
+            self.weight = nn.Parameter(torch.empty(experts, d_out, d_in))
+            self.bias = nn.Parameter(torch.zeros(experts, d_out)) if bias else None
+            nn.init.normal_(self.weight, std=d_in**-0.5)
+
+        def forward(self, x, offs, bounds, ids):
+            out = GroupedMM.apply(x, self.weight, offs, bounds)
+            return out + self.bias[ids] if self.bias is not None else out
+
     class MoEModule(nn.Module):
-        """Reference MoE: top-k routing, each expert run on the tokens it got."""
+        """Top-k routing and the experts as transformers' grouped_mm path runs them."""
 
         def __init__(self, spec: MoE):
             super().__init__()
             self.spec = spec
+            e, h, f, b = spec.experts, spec.hidden, spec.expert.ffn, spec.expert.bias
             self.router = spec.router.module()
             if spec.score_correction_bias:
-                self.router.e_score_correction_bias = nn.Parameter(torch.zeros(spec.experts))
-            self.experts = nn.ModuleList(spec.expert.module() for _ in range(spec.experts))
+                self.router.e_score_correction_bias = nn.Parameter(torch.zeros(e))
+            self.experts = nn.Module()
+            if spec.expert.gated:
+                self.experts.gate_proj = Grouped(e, h, f, b)
+            self.experts.up_proj = Grouped(e, h, f, b)
+            self.experts.down_proj = Grouped(e, f, h, b)
+            self.act = activation(spec.expert.act)
             if spec.shared:
                 self.shared_expert = spec.shared.module()
             if spec.shared_gate:
                 self.shared_expert_gate = nn.Linear(spec.hidden, 1, bias=False)
 
         def route(self, flat):
-            """(weights, chosen experts), both tokens x top_k."""
-            return self.router(flat).softmax(-1).topk(self.spec.top_k, dim=-1)
+            """(weights, chosen experts), both tokens x top_k: Mixtral's fp32 softmax, top-k and
+            renormalisation; DeepSeek-V3's fp32 sigmoid scores, chosen with the correction bias."""
+            s = self.spec
+            if s.score_correction_bias:
+                scores = F.linear(flat.float(), self.router.weight.float()).sigmoid()
+                chosen = (scores + self.router.e_score_correction_bias).topk(s.top_k, dim=-1).indices
+                weights = scores.gather(1, chosen)
+            else:
+                weights, chosen = self.router(flat).float().softmax(-1).topk(s.top_k, dim=-1)
+            return weights / weights.sum(-1, keepdim=True), chosen
 
         def forward(self, x):
             s = self.spec
             flat = x.reshape(-1, s.hidden)
             weights, chosen = self.route(flat)
-            out = torch.zeros_like(flat)
-            for e, expert in enumerate(self.experts):
-                token, slot = (chosen == e).nonzero(as_tuple=True)
-                if token.numel():
-                    token, slot = token.to(flat.device), slot.to(flat.device)
-                    out = out.index_add(0, token, expert(flat[token]) * weights[token, slot, None])
+            ids, order = torch.sort(chosen.reshape(-1))  # token-expert pairs grouped by expert
+            bounds = torch.bincount(ids.cpu(), minlength=s.experts).cumsum(0).tolist()
+            offs = torch.tensor(bounds, dtype=torch.int32, device=x.device)
+            order = order.to(x.device)
+            ids = ids.to(x.device)
+            tokens = flat[order // s.top_k]
+            pair_weights = weights.reshape(-1)[order]
+            experts = self.experts
+            up = experts.up_proj(tokens, offs, bounds, ids)
+            if s.expert.act == "swiglu_clamp":  # gpt-oss: (up + 1) * g sigmoid(1.702 g), clamped at 7
+                gate = experts.gate_proj(tokens, offs, bounds, ids).clamp(max=7.0)
+                inner = (up.clamp(-7.0, 7.0) + 1) * (gate * torch.sigmoid(gate * 1.702))
+            elif s.expert.gated:
+                inner = self.act(experts.gate_proj(tokens, offs, bounds, ids)) * up
+            else:
+                inner = self.act(up)
+            weighted = experts.down_proj(inner, offs, bounds, ids) * pair_weights.unsqueeze(-1)
+            inverse = torch.empty_like(order)
+            inverse[order] = torch.arange(order.numel(), device=order.device)
+            out = weighted[inverse].view(-1, s.top_k, s.hidden).sum(1).to(x.dtype)
             if s.shared:
                 shared = self.shared_expert(flat)
                 if s.shared_gate:

@@ -47,7 +47,7 @@ class Norm(Block):
         """
         w = self.dim
         if self.kind_ == "layernorm" and self.style == "cohere":
-            return 12 * rows * w + 4 * rows + (4 * w if self.affine else 0)
+            return 12 * rows * w + 4 * rows + (4 * w if self.affine and a.x != 4 else 0)  # no copy of fp32 weights
         if self.kind_ == "layernorm":
             return (4 if self.style == "fp32" else a.x) * rows * w + 8 * rows
         if self.style in ("gemma", "olmo2"):

@@ -109,8 +109,8 @@ class Network:
 
     @property
     def layers(self) -> tuple[Stage, ...]:
-        """The repeated transformer layer stages (what tensor and pipeline parallelism split)."""
-        return tuple(s for s in self.stages if isinstance(unwrap(s.block), TransformerLayer))
+        """The repeated transformer layer stages (what tensor and pipeline parallelism split); none here."""
+        return ()
 
     @property
     def head(self) -> Block:
@@ -194,6 +194,10 @@ class TransformerNetwork(Network):
     fixed_seq: int | None = None
     fixed_seq_note: str = ""
     profile: Activations = field(default_factory=Activations)  # the reference implementation's saving
+
+    @property
+    def layers(self) -> tuple[Stage, ...]:
+        return tuple(s for s in self.stages if isinstance(unwrap(s.block), TransformerLayer))
 
     @property
     def width(self) -> int:

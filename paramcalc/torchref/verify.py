@@ -275,6 +275,15 @@ def _zero(inputs, outputs) -> int:
     return 0
 
 
+def _grouped_mm_macs(inputs, outputs) -> int:
+    """MoE's grouped matmul (blocks/moe.py's GroupedMM, a custom autograd function the tracer
+    sees as one Python op): (S, d_in) rows against (E, d_out, d_in) weights, S x d_in x d_out MACs."""
+    from fvcore.nn.jit_handles import get_shape
+
+    rows, d_in = get_shape(inputs[0])
+    return rows * d_in * get_shape(inputs[1])[1]
+
+
 def _fvcore(module, inputs) -> int | None:
     """fvcore's forward count in FLOPs: its MACs x 2 (one multiply-add = 2 FLOPs)."""
     import logging
@@ -288,7 +297,8 @@ def _fvcore(module, inputs) -> int | None:
             return None
         try:
             # a zero-count handler: fvcore 0.1.5 keeps using a built-in handle set to None
-            analysis = FlopCountAnalysis(module, inputs).set_op_handle(**{op: _zero for op in _FVCORE_OFF})
+            analysis = FlopCountAnalysis(module, inputs).set_op_handle(
+                **{op: _zero for op in _FVCORE_OFF}, **{"prim::PythonOp.GroupedMM": _grouped_mm_macs})
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
             return 2 * int(analysis.total())
         except Exception:  # a tracer failure leaves the FlopCounterMode figure standing alone
