@@ -16,7 +16,7 @@ line shows it as that flag, a file and the library as the name.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 _SETTING = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 

@@ -1,8 +1,13 @@
-"""Run the real `paramcalc` command line in a subprocess, as CI users do."""
+"""Run the `paramcalc` command line as CI users do: in this process (the
+same `run` the console script calls, stdout and stderr captured), or, for the
+few tests that need a fresh interpreter, in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -20,8 +25,25 @@ class Result:
 
 
 def run(*args, cwd=None) -> Result:
+    """`paramcalc ARGS` in this process: its exit code, stdout and stderr."""
+    from paramcalc.cli.app import run as cli
+
+    out, err = io.StringIO(), io.StringIO()
+    here = os.getcwd()
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli([str(a) for a in args])
+    finally:
+        os.chdir(here)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def run_process(*args, cwd=None, env=None) -> Result:
+    """`python -m paramcalc ARGS` in a fresh interpreter (imports, exit codes, pipes as a shell sees them)."""
     proc = subprocess.run([sys.executable, "-m", "paramcalc", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+                          cwd=cwd, timeout=300, env=env)
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 

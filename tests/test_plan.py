@@ -243,6 +243,22 @@ def test_a_bare_count_costs_6n_per_token_and_leaves_memory_unknown(tmp_path):
     assert s.memory.peak_per_gpu is None and s.memory.fits is None
 
 
+@pytest.mark.parametrize("model,seq", [("small-cnn.yaml", 1), ("lstm-lm.yaml", 64), ("resnet-50", 1)])
+def test_a_layers_network_pretrains_through_the_same_plan(tmp_path, model, seq):
+    """A CNN or RNN written as `architecture: layers` (or the resnet-50 preset) plans like any
+    model: 3 x its forward per sample, its memory from estimate_memory, no break."""
+    target = str(EXAMPLES / model) if model.endswith(".yaml") else model
+    stage = {"name": "train", "kind": "pretrain", "samples": 50_000, "epochs": 2, "seq_len": seq, "global_batch": 256,
+             "micro_batch": 32, "parallel": {"dp": 8}}
+    report = plan(tmp_path, stage, model=target, gpu="a100-80gb")
+    s = report.stages[0]
+    assert s.steps == 2 * 50_000 * seq // (256 * seq) and s.breaks == []
+    assert s.flops == s.steps * 3 * count_flops(target, seq_len=seq, batch=256).flops.forward
+    assert s.memory.peak_per_gpu == estimate_memory(target, seq_len=seq, batch=32, dp=8, attention="flash").memory \
+        .total_per_gpu and s.memory.fits
+    assert run("plan", write(tmp_path, {"model": target, "stages": [stage]}), "--json").code == 0
+
+
 # ---------------------------------------------------------------- hyperparameter search
 
 

@@ -59,7 +59,8 @@ def step_communication(net: Network, p: Pass, *, gpu: str, dp: int = 1, tp: int 
     width = net.width or 0  # a layers network (CNN, RNN) has no one width: no TP/PP traffic
     activation = p.tokens * width * x * micro_batches
     if tp > 1:
-        out.append(("tensor-parallel all-reduces (4 per layer)", 4 * layers * _ring("all-reduce", tp, activation), False))
+        out.append(("tensor-parallel all-reduces (4 per layer)", 4 * layers * _ring("all-reduce", tp, activation),
+                    False))
     if pp > 1:
         out.append(("pipeline sends (activations and gradients)", 2 * activation, False))
     moe = [(s.count, unwrap(s.block).mlp) for s in net.layers if isinstance(unwrap(s.block).mlp, MoE)]

@@ -22,7 +22,8 @@ def component(stage: str, key: str) -> str:
     if stage == "head":
         return "head"
     first = parts[0]
-    return {"attention": "attention", "cross_attention": "cross-attention", "mlp": "mlp", "moe": "experts"}.get(first, first)
+    names = {"attention": "attention", "cross_attention": "cross-attention", "mlp": "mlp", "moe": "experts"}
+    return names.get(first, first)
 
 
 _ORDER = {name: i for i, name in enumerate(("embedding", "conv", "recurrent", "attention", "cross-attention", "mlp",

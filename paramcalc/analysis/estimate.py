@@ -96,7 +96,8 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu
                             fix="give {mfu} a number such as 0.4")
         mfu = auto_mfu(comm)
         extra.append(f"MFU {mfu:.3f} estimated: {KERNEL_EFFICIENCY} of peak in matmuls x compute / (compute + "
-                     f"exposed communication) x (1 - pipeline bubble); a measured MFU (bench --calibration-out) is better")
+                     "exposed communication) x (1 - pipeline bubble); a measured MFU (bench --calibration-out) is "
+                     "better")
     c = estimate_cost(net, tokens=budget, gpu=gpu, gpus=n_gpus, mfu=mfu, seq_len=seq, batch=batch, dtype=dtype,
                       usd_per_hour=usd_per_hour)
     gpu_name = c.gpu

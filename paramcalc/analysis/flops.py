@@ -72,7 +72,8 @@ def non_matmul_flops(net: TransformerNetwork, p: Pass) -> int:
     return total
 
 
-def count_flops(model: Model, *, seq_len=None, batch=1, attention: str = "eager", recompute: str = "none") -> FlopsReport:
+def count_flops(model: Model, *, seq_len=None, batch=1, attention: str = "eager",
+                recompute: str = "none") -> FlopsReport:
     """Matmul FLOPs of one forward and backward over batch x seq_len tokens.
 
     `attention`: eager counts the full s x s score matmuls (dense, the MFU convention);
@@ -125,7 +126,8 @@ def _layers_report(net: Network, p: Pass, fwd: int, bwd: int, kernel: str, asked
              "(a first layer reading pixels or features needs no input gradient)"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *net.seq_notes(asked)]
     if net.fixed_seq_len == 1:
-        notes.append("6N counts each weight once per sample; a conv reuses its weights at every position, so 6N errs low")
+        notes.append("6N counts each weight once per sample; a conv reuses its weights at every position, so 6N "
+                     "errs low")
     return FlopsReport(
         model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=kernel, notes=notes,
         flops=Flops(forward=fwd, backward=bwd, train_step=fwd + bwd, recompute=0, hardware_step=fwd + bwd,

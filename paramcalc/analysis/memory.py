@@ -18,8 +18,16 @@ layers keep at most their window.
 
 from __future__ import annotations
 
-from paramcalc.analysis.settings import (DTYPE_BYTES, OPTIMIZER_STATE, PRECISION, RECOMPUTE, choose, make_pass,
-                                         parse_attention, with_lora_flags)
+from paramcalc.analysis.settings import (
+    DTYPE_BYTES,
+    OPTIMIZER_STATE,
+    PRECISION,
+    RECOMPUTE,
+    choose,
+    make_pass,
+    parse_attention,
+    with_lora_flags,
+)
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Breakdown, Pass
 from paramcalc.blocks.mla import LatentAttention
@@ -39,7 +47,8 @@ def check_setup(s: Setup) -> Setup:
     for field, value, choices in (("mode", s.mode, ("train", "infer")), ("dtype", s.dtype, DTYPE_BYTES),
                                   ("kv_dtype", s.kv_dtype or s.dtype, DTYPE_BYTES),
                                   ("precision", s.precision, PRECISION), ("optimizer", s.optimizer, OPTIMIZER_STATE),
-                                  ("recompute", s.recompute, RECOMPUTE), ("attention", s.attention, ("eager", "flash"))):
+                                  ("recompute", s.recompute, RECOMPUTE),
+                                  ("attention", s.attention, ("eager", "flash"))):
         choose(value, choices, field)
     if s.zero not in (0, 1, 2, 3):
         raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {s.zero}", field="zero")
@@ -67,7 +76,8 @@ def model_states(params: int, s: Setup, adafactor_state: int | None = None,
     frozen = params - trainable
     w_b, g_b, master = PRECISION[s.precision]
     dtype = 2 if s.quantized_base else DTYPE_BYTES[s.dtype]  # QLoRA computes (and trains adapters) in bf16
-    weights = trainable * (w_b or dtype) + (_weight_bytes(frozen, s.dtype) if s.quantized_base else frozen * (w_b or dtype))
+    frozen_bytes = _weight_bytes(frozen, s.dtype) if s.quantized_base else frozen * (w_b or dtype)
+    weights = trainable * (w_b or dtype) + frozen_bytes
     grads = trainable * (g_b or max(dtype, 2))  # 8-bit (fp8) training still reduces 16-bit gradients
     state = OPTIMIZER_STATE[s.optimizer]
     opt = trainable * master + (adafactor_state if state is None else trainable * state)
@@ -137,7 +147,8 @@ def _first_or_last_stage(parts: Breakdown, layer_stages: set[str], pp: int) -> B
     layer = {k: v for k, v in parts.items() if k.split("/", 1)[0] in layer_stages}
     first = {**layer, **{k: v for k, v in parts.items() if k.startswith("embedding")}}
     last = {**{k: _ceil(v, pp) for k, v in layer.items()},
-            **{k: v for k, v in parts.items() if k.split("/", 1)[0] not in layer_stages and not k.startswith("embedding")}}
+            **{k: v for k, v in parts.items()
+               if k.split("/", 1)[0] not in layer_stages and not k.startswith("embedding")}}
     return first if sum(first.values()) >= sum(last.values()) else last
 
 
@@ -186,7 +197,8 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     weights_are = "an int4 frozen base, bf16 adapters and activations (QLoRA)" if quantized \
         else f"{setup.dtype} weights and activations"
     notes = [f"{setup.mode}: {weights_are}"
-             + (f", {setup.precision} precision, {setup.optimizer}, ZeRO-{setup.zero}" if setup.mode == "train" else ""),
+             + (f", {setup.precision} precision, {setup.optimizer}, ZeRO-{setup.zero}"
+                if setup.mode == "train" else ""),
              "bytes per GPU; GiB = 2^30 bytes", *net.seq_notes(asked)]
     if not net.has_architecture:
         notes.append("a bare count: activations and KV cache need the architecture (null)")
@@ -266,7 +278,8 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
     and gradients); prefetching the next layer adds its weights again."""
     from paramcalc.units import parse_number
 
-    context, slack = int(parse_number(context, field="context_bytes")), float(parse_number(slack, field="fragmentation"))
+    context = int(parse_number(context, field="context_bytes"))
+    slack = float(parse_number(slack, field="fragmentation"))
     if context < 0:
         raise UserError("the CUDA context must be >= 0 bytes", field="context_bytes")
     if not 0 <= slack < 1:

@@ -74,7 +74,7 @@ class _Model:
         """The output head's FLOPs per token (0 for a bare count, whose head is unknown)."""
         return sum(self.net.stages[-1].block.flops(Pass(1, 1)).values()) if self.net.has_architecture else 0
 
-    def scalar(self) -> "_Model":
+    def scalar(self) -> _Model:
         """The same network with one score per token instead of logits (transformers'
         *ForSequenceClassification, num_labels=1): a reward model or critic. A bare
         count keeps its LM head's 2hV per token (unknown), so it errs high."""
@@ -131,7 +131,7 @@ class _Work:
     objective: str
     models: dict[str, str]
     passes: list[tuple[str, int, float]]  # (breakdown key, FLOPs per unit, MFU it runs at)
-    memory: "_Memory"
+    memory: _Memory
     units: int
     steps_per_unit: int
     global_batch: int
@@ -260,7 +260,8 @@ class _Planner:
         if isinstance(policy.net, TransformerNetwork) and policy.net.kind != "decoder":
             loc = here + ("model",) if st.model else ("model",)
             raise UserError(f"ppo generates text: {policy.name} is an {policy.net.kind} model",
-                            where=locate(self.path, loc), field=dotted(loc), fix="give a decoder (causal LM) as the policy")
+                            where=locate(self.path, loc), field=dotted(loc),
+                            fix="give a decoder (causal LM) as the policy")
         ref = self.model(st.reference, here + ("reference",)) if st.reference else policy
         rm_target, rm_loc = ((st.reward_model, here + ("reward_model",)) if st.reward_model
                              else self.reward_target or (None, None))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from math import prod
+
 from paramcalc.errors import UserError
 from paramcalc.inputs.pipeline_file import Search
 from paramcalc.results.plan import Rung, SearchResult

@@ -32,7 +32,8 @@ def estimate_serving(model: Model, *, gpu: str, tp=1, prompt=1024, output=256, b
     net = lower(model)
     if not net.layers:
         raise UserError("serving estimates need attention layers (a KV cache)",
-                        fix="give a transformer preset, config.json or YAML spec (not a bare count or a layers network)")
+                        fix="give a transformer preset, config.json or YAML spec (not a bare count or a layers "
+                            "network)")
     kv_dtype = kv_dtype or dtype
     choose(dtype, DTYPE_BYTES, "dtype")
     choose(kv_dtype, DTYPE_BYTES, "kv_dtype")

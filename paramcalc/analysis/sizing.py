@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Iterator
 from fractions import Fraction
-from typing import Iterator
 
 from paramcalc.errors import UserError
 from paramcalc.results.size import Candidate, SizeReport

@@ -145,10 +145,10 @@ class Block:
         trained tensor: no input gradient is needed. 0 where unknown (errs high)."""
         return 0
 
-    def saved(self, p: Pass, a: "Activations") -> Breakdown:
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
         return {}
 
-    def backward_steps(self, p: Pass, a: "Activations") -> list[Step]:
+    def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
         """Default: the weight gradients (in the activation dtype) at once, then
         everything the block saved is freed. Blocks with large gradient
         temporaries (attention's s x s, the MLP's T x f) refine this."""

@@ -8,9 +8,9 @@ PEFT names them (q_proj.lora_A, q_proj.lora_B).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
-from typing import Iterator
 
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, nest
 from paramcalc.blocks.linear import Linear
@@ -73,16 +73,16 @@ class Adapted(Block):
         return out
 
     def params(self) -> Breakdown:
-        return self._with(self.base.params(), lambda l: l.params())
+        return self._with(self.base.params(), lambda adapter: adapter.params())
 
     def active_params(self) -> Breakdown:
-        return self._with(self.base.active_params(), lambda l: l.params())
+        return self._with(self.base.active_params(), lambda adapter: adapter.params())
 
     def flops(self, p: Pass) -> Breakdown:
-        return self._with(self.base.flops(p), lambda l: l.flops(p))
+        return self._with(self.base.flops(p), lambda adapter: adapter.flops(p))
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
-        return self._with(self.base.saved(p, a), lambda l: l.saved(p, a))
+        return self._with(self.base.saved(p, a), lambda adapter: adapter.saved(p, a))
 
     def output_elements(self, p: Pass) -> int:
         return self.base.output_elements(p)

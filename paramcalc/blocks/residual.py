@@ -11,9 +11,9 @@ the stride or the channel count changes (He et al. option B).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Callable
 
 from paramcalc.blocks.base import Activations, Breakdown, Pass, nest
 from paramcalc.blocks.channelnorm import BatchNorm

@@ -17,9 +17,10 @@ counts once. `saved()` of a block alone includes its input when it keeps it;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from math import prod
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge, nest, scale
 

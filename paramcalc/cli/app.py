@@ -18,14 +18,23 @@ from typing import Optional
 import typer
 from typer.main import get_command_name
 
-from paramcalc.cli.options import (AttentionOpt, BatchOpt, DtypeOpt, GpuOpt, JsonOpt, LoraRankOpt, LoraTargetsOpt,
-                                   RecomputeOpt, SeqLenOpt, TargetArg)
+from paramcalc.cli.options import (
+    AttentionOpt,
+    BatchOpt,
+    DtypeOpt,
+    GpuOpt,
+    JsonOpt,
+    LoraRankOpt,
+    LoraTargetsOpt,
+    RecomputeOpt,
+    SeqLenOpt,
+    TargetArg,
+)
 from paramcalc.errors import UserError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
                   help="Exact parameter counts, FLOPs, memory and GPU cost of neural networks.")
-_debug = False
 REPORT = "please report it, with the command line, to the paramcalc issue tracker"
 
 
@@ -42,7 +51,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the traceback 
                                                              "the command line)"),
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit")) -> None:
-    """--debug is taken off the command line by `main`; it is declared here for the help."""
+    """--debug is taken off the command line by `run`; it is declared here for the help."""
 
 
 def emit(report, as_json: bool, render) -> None:
@@ -51,9 +60,9 @@ def emit(report, as_json: bool, render) -> None:
     try:
         if as_json:
             sys.stdout.write(report.json_text())
-            sys.stdout.flush()
         else:
             render(report)
+        sys.stdout.flush()  # a closed pipe shows here, not in click's exit (which would make it exit 1)
     except BrokenPipeError:
         _quiet_stdout()
 
@@ -237,7 +246,8 @@ def checkpoint(target: TargetArg, dtype: DtypeOpt = "bf16",
                optimizer: str = typer.Option("adamw", metavar="NAME", help=(
                    "adamw | adam | adam-8bit | sgd | sgd-momentum | lion | adafactor")),
                precision: Optional[str] = typer.Option(None, metavar="RECIPE", help=(
-                   "mixed (16-bit weights + fp32 master) | fp32 | amp | megatron [default: fp32 for fp32, else mixed]")),
+                   "mixed (16-bit weights + fp32 master) | fp32 | amp | megatron "
+                   "[default: fp32 for fp32, else mixed]")),
                train_dtype: Optional[str] = typer.Option(None, "--train-dtype", metavar="DTYPE",
                                                          help="weights as trained [default: --dtype]"),
                zero: str = typer.Option("0", metavar="0-3",
@@ -348,7 +358,8 @@ def bench_collectives(out: str = typer.Option(..., "--out", metavar="FILE",
 def sweep(target: TargetArg,
           figure: str = typer.Option("memory", metavar="memory|time", help="memory per GPU, by part, or wall-clock"),
           over: str = typer.Option("seq-len", metavar="seq-len|batch|gpus", help="the setting swept"),
-          values: str = typer.Option("512,1024,2048,4096,8192", metavar="LIST", help="comma-separated values of --over"),
+          values: str = typer.Option("512,1024,2048,4096,8192", metavar="LIST",
+                                     help="comma-separated values of --over"),
           mode: str = typer.Option("train", metavar="train|infer", help="memory: training step or inference"),
           attention: AttentionOpt = "eager", recompute: RecomputeOpt = "none",
           seq_len: SeqLenOpt = None, batch: BatchOpt = "1", gpu: GpuOpt = "h100-sxm",
@@ -428,30 +439,38 @@ def flag_for(field: str, args: list[str]) -> str:
     return field
 
 
+def run(args: list[str]) -> int:
+    """The command line on `args` (without the program name); returns the exit code:
+    0 done, 1 a budget exceeded (check), 2 bad input or usage, 3 a bug."""
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]  # --debug works before or after the command
+    try:
+        _only_invoked(args)(args=args, prog_name="paramcalc")
+    except SystemExit as e:  # click ends every run so: 0, 1 (check), 2 (its own usage errors)
+        return e.code if isinstance(e.code, int) else 0
+    except UserError as e:
+        print(f"paramcalc: error: {e.render(lambda setting: flag_for(setting, args))}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # a reader closed the pipe (`| head`): what was computed stands
+        _quiet_stdout()
+    except Exception as e:  # a bug, not the user's input
+        if debug:
+            raise
+        print(f"paramcalc: internal error: {type(e).__name__}: {e}; this is a bug, not your input: {REPORT} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
+        return 3
+    return 0
+
+
 def main() -> None:
     # Pydantic plugins observe validation in users' own models, not in this
     # program's; looking for them scans every installed distribution's
     # metadata (4 ms of a cold `paramcalc count`). Only the command line opts
     # out, `import paramcalc` leaves them be, and a value the user set wins.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    global _debug
-    args = [a for a in sys.argv[1:] if a != "--debug"]  # --debug works before or after the command
-    _debug = len(args) < len(sys.argv) - 1
-    try:
-        _only_invoked(args)(args=args, prog_name="paramcalc")
-    except UserError as e:
-        print(f"paramcalc: error: {e.render(lambda setting: flag_for(setting, args))}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BrokenPipeError:  # a reader closed the pipe (`| head`): what was computed stands
-        _quiet_stdout()
-    except Exception as e:  # a bug, not the user's input
-        if _debug:
-            raise
-        print(f"paramcalc: internal error: {type(e).__name__}: {e}; this is a bug, not your input: {REPORT} "
-              "(rerun with --debug for the traceback)", file=sys.stderr)
-        sys.exit(3)
+    sys.exit(run(sys.argv[1:]))
 
 
 def _quiet_stdout() -> None:

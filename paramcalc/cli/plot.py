@@ -68,7 +68,8 @@ def svg(report) -> str:
         points = " ".join(f"{px(i):.1f},{py(v):.1f}" for i, v in enumerate(values))
         out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="{width}"/>')
         ly = TOP + 18 * n + 10
-        out.append(f'<line x1="{x1 + 15}" y1="{ly}" x2="{x1 + 35}" y2="{ly}" stroke="{colour}" stroke-width="{width}"/>')
+        out.append(f'<line x1="{x1 + 15}" y1="{ly}" x2="{x1 + 35}" y2="{ly}" stroke="{colour}" '
+                   f'stroke-width="{width}"/>')
         out.append(f'<text x="{x1 + 40}" y="{ly + 4}">{escape(name)}</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"

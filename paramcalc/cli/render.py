@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from paramcalc import units
 
-console = Console()
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """A reader that closed the pipe (`| head -1`) changes no exit code: stop writing,
+        where rich would exit 1 (which reads as "budget exceeded" under pipefail)."""
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+console = _Console()
 
 
 def _notes(notes: list[str]) -> None:
@@ -44,7 +57,8 @@ def count(report) -> None:
         summary.add_row("trainable", _exact(p.trainable), units.human_count(p.trainable))
         summary.add_row("frozen", _exact(p.frozen), units.human_count(p.frozen))
     if p.expected is not None:
-        verdict = "[green]matches[/green]" if p.expected == p.total else f"[red]differs by {p.total - p.expected:,}[/red]"
+        verdict = "[green]matches[/green]" if p.expected == p.total else \
+            f"[red]differs by {p.total - p.expected:,}[/red]"
         summary.add_row("published", f"{p.expected:,}", verdict)
     console.print(summary)
     _notes(report.notes)
@@ -66,7 +80,8 @@ def flops(report) -> None:
     if f.train_step:
         for label, value in (("rule of thumb 6N", f.six_n), ("PaLM 6N + 12LHQT", f.palm)):
             if value is not None:
-                summary.add_row(label, _exact(value), f"{units.human_flops(value)} ({(value / f.train_step - 1) * 100:+.1f}%)")
+                off = (value / f.train_step - 1) * 100
+                summary.add_row(label, _exact(value), f"{units.human_flops(value)} ({off:+.1f}%)")
     console.print(summary)
     _notes(report.notes)
 
@@ -124,13 +139,15 @@ def estimate(report) -> None:
     table.add_column("", justify="left")
     table.add_row("parameters", _exact(p.total), units.human_count(p.total))
     table.add_row("active per token", _exact(p.active), units.human_count(p.active))
-    table.add_row(f"train step FLOPs (batch 1 x {report.seq_len})", _exact(f.train_step), units.human_flops(f.train_step))
+    table.add_row(f"train step FLOPs (batch 1 x {report.seq_len})", _exact(f.train_step),
+                  units.human_flops(f.train_step))
     plan = report.plan
     if plan.gpus:
         table.add_row("plan", f"{plan.gpus:,} x {plan.gpu}",
                       f"dp {plan.dp}, tp {plan.tp}, pp {plan.pp}, ZeRO-{plan.zero}, recompute {plan.recompute}")
     if report.memory:
-        table.add_row("memory per GPU", _exact(report.memory.total_per_gpu), units.human_bytes(report.memory.total_per_gpu))
+        total = report.memory.total_per_gpu
+        table.add_row("memory per GPU", _exact(total), units.human_bytes(total))
     table.add_row("training FLOPs", _exact(c.training_flops), units.human_flops(c.training_flops))
     table.add_row("GPU-hours", f"{c.gpu_hours:,.0f}", units.human_hours(c.gpu_hours))
     table.add_row("wall-clock", f"{c.wall_clock_hours:,.1f} h", f"{c.wall_clock_hours / 24:,.1f} days")
@@ -234,7 +251,7 @@ def _exceeded(limit) -> str:
 
 def check(report) -> None:
     # CI logs are no terminal: rich would squeeze the table into 80 columns (or $COLUMNS) and crop it
-    out = console if console.is_terminal else Console(width=132)
+    out = console if console.is_terminal else _Console(width=132)
     table = Table(title=f"budgets: {report.file}", title_justify="left")
     for col in ("budget", "model", "limit", "actual", "max", "used", "result"):
         table.add_column(col, justify="right" if col in ("actual", "max", "used") else "left",
@@ -265,7 +282,6 @@ def check(report) -> None:
 
 def check_markdown(report) -> None:
     """A GitHub-flavoured table for a PR comment or $GITHUB_STEP_SUMMARY."""
-    import sys
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
@@ -291,7 +307,6 @@ def check_markdown(report) -> None:
 
 def check_junit(report) -> None:
     """JUnit XML: one testcase per budget, one <failure> per failed budget naming every exceeded limit."""
-    import sys
     import xml.etree.ElementTree as ET
 
     failed = sum(not r.passed for r in report.results)
@@ -460,9 +475,8 @@ def verify(report) -> None:
 
 def plan(report) -> None:
     """A pipeline: one row per stage, the search, the totals, then where it breaks."""
-    import os
 
-    out = console if console.is_terminal or "COLUMNS" in os.environ else Console(width=140)
+    out = console if console.is_terminal or "COLUMNS" in os.environ else _Console(width=140)
     table = Table(title=f"{report.model}: training pipeline ({report.file})", title_justify="left")
     for col in ("stage", "GPUs", "steps", "accum", "s/step", "warm-up", "FLOPs", "memory/GPU", "GPU-hours",
                 "wall-clock", "cost"):
@@ -530,6 +544,7 @@ def sweep(report) -> None:
         table.add_column(name, justify="right")
     fmt = units.human_bytes if report.unit == "bytes" else (lambda h: f"{h:,.1f} h")
     for i, x in enumerate(report.values):
-        table.add_row(f"{x:,}", *(fmt(values[i]) if values[i] is not None else "-" for values in report.series.values()))
+        table.add_row(f"{x:,}", *(fmt(values[i]) if values[i] is not None else "-"
+                                  for values in report.series.values()))
     console.print(table)
     _notes(report.notes)

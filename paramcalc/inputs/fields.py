@@ -7,7 +7,8 @@ never a number (`num_hidden_layers: true` is refused).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from pydantic import BeforeValidator, ConfigDict, Field
 

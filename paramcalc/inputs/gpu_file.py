@@ -40,7 +40,8 @@ class Gpu(BaseModel):
     tdp_watts: Positive | None = Field(None, description="board power, for energy estimates")
     peak_flops_dense: dict[Dtype, Positive] = Field(description="dense peak FLOP/s per dtype (no 2:4 sparsity)")
     aliases: tuple[Text, ...] = Field((), description="other names that find this file")
-    source: Text | None = Field(None, description="datasheet or paper the figures come from (every catalog entry has one)")
+    source: Text | None = Field(
+        None, description="datasheet or paper the figures come from (every catalog entry has one)")
 
     @property
     def label(self) -> str:

@@ -83,7 +83,8 @@ class PoolItem(_Item):
     type: Literal["maxpool1d", "maxpool2d", "maxpool3d", "avgpool1d", "avgpool2d", "avgpool3d"]
     kernel_size: Sizes = Field(description="window size, one or one per spatial axis")
     stride: Sizes | None = Field(None, description="default: kernel_size (as torch.nn)")
-    padding: Union[Natural, tuple[Natural, ...]] = Field(0, description="implicit padding per side, at most half the kernel")
+    padding: Union[Natural, tuple[Natural, ...]] = Field(
+        0, description="implicit padding per side, at most half the kernel")
 
 
 class AdaptivePoolItem(_Item):
@@ -126,7 +127,8 @@ class EmbeddingItem(_Item):
 
 class ResNetBlockItem(_Item):
     type: Literal["bottleneck", "basic"]
-    planes: Count = Field(description="torchvision's planes: the block's inner width (output planes x 4 for bottleneck)")
+    planes: Count = Field(
+        description="torchvision's planes: the block's inner width (output planes x 4 for bottleneck)")
     blocks: Count = Field(1, description="blocks in this stage (torchvision's _make_layer); the first takes the stride")
     stride: Count = Field(1, description="stride of the first block (on its 3x3 conv)")
     groups: Count = Field(1, description="bottleneck only: grouped 3x3 conv (ResNeXt)")
@@ -171,7 +173,8 @@ class LayersSpec(_Spec):
     @model_validator(mode="after")
     def _time_axis(self):
         if self.sequential and not self.input_shape:
-            raise ValueError("a sequence model's input_shape starts with its time axis: [seq_len] or [seq_len, features]")
+            raise ValueError("a sequence model's input_shape starts with its time axis: [seq_len] or "
+                             "[seq_len, features]")
         return self
 
     @property

@@ -49,11 +49,15 @@ class MoESpec(_Spec):
 
     num_experts: Count = Field(description="routed experts per MoE layer (num_local_experts, n_routed_experts)")
     num_experts_per_tok: Count = Field(description="experts each token is routed to (top-k)")
-    moe_intermediate_size: Count | None = Field(None, description="width of one routed expert; default intermediate_size")
-    shared_expert_intermediate_size: Natural = Field(0, description="total width of the always-on shared expert(s); 0: none")
-    shared_expert_gate: bool = Field(False, description="Qwen2-MoE: a sigmoid gate (h x 1 linear) scales the shared expert")
+    moe_intermediate_size: Count | None = Field(
+        None, description="width of one routed expert; default intermediate_size")
+    shared_expert_intermediate_size: Natural = Field(
+        0, description="total width of the always-on shared expert(s); 0: none")
+    shared_expert_gate: bool = Field(
+        False, description="Qwen2-MoE: a sigmoid gate (h x 1 linear) scales the shared expert")
     router_bias: bool = Field(False, description="the router linear has a bias")
-    score_correction_bias: bool = Field(False, description="DeepSeek-V3: a learned per-expert bias for routing (e_score_correction_bias)")
+    score_correction_bias: bool = Field(
+        False, description="DeepSeek-V3: a learned per-expert bias for routing (e_score_correction_bias)")
     first_k_dense_replace: Natural = Field(0, description="the first k layers keep a dense MLP (DeepSeek)")
     decoder_sparse_step: Count = Field(1, description="layer i is MoE when (i + 1) % step == 0 (Qwen2-MoE)")
     mlp_only_layers: tuple[Natural, ...] = Field((), description="layer indices that keep a dense MLP (Qwen2/3-MoE)")
@@ -61,11 +65,13 @@ class MoESpec(_Spec):
     @model_validator(mode="after")
     def _top_k_fits(self):
         if self.num_experts_per_tok > self.num_experts:
-            raise ValueError(f"num_experts_per_tok ({self.num_experts_per_tok}) exceeds num_experts ({self.num_experts})")
+            raise ValueError(f"num_experts_per_tok ({self.num_experts_per_tok}) exceeds num_experts "
+                             f"({self.num_experts})")
         return self
 
     def is_moe_layer(self, i: int) -> bool:
-        return i >= self.first_k_dense_replace and i not in self.mlp_only_layers and (i + 1) % self.decoder_sparse_step == 0
+        return (i >= self.first_k_dense_replace and i not in self.mlp_only_layers
+                and (i + 1) % self.decoder_sparse_step == 0)
 
 
 class MLASpec(_Spec):
@@ -81,12 +87,15 @@ class MLASpec(_Spec):
 class LoRASpec(_Spec):
     """Low-rank adapters on named linears (Hu et al. 2021); the base model is frozen."""
 
-    rank: Count = Field(description="r: the adapters' inner width; each adapted d_in x d_out linear adds r (d_in + d_out) parameters")
+    rank: Count = Field(
+        description="r: the adapters' inner width; each adapted d_in x d_out linear adds r (d_in + d_out) parameters")
     alpha: Number = Field(16.0, description="lora_alpha: the update is scaled by alpha / r (no effect on counts)")
     target_modules: tuple[str, ...] = Field(("q_proj", "v_proj"), min_length=1, description=(
         "linear names to adapt: q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj "
         "(paramcalc's names for every family; GPT-2's fused c_attn is q_proj, k_proj and v_proj here)"))
-    modules_to_save: tuple[str, ...] = Field((), description="breakdown-key patterns trained in full beside the adapters (PEFT's modules_to_save), e.g. head")
+    modules_to_save: tuple[str, ...] = Field(
+        (), description="breakdown-key patterns trained in full beside the adapters (PEFT's modules_to_save), e.g. "
+                    "head")
 
 
 class TransformerSpec(_Spec):
@@ -109,19 +118,23 @@ class TransformerSpec(_Spec):
     num_decoder_layers: Count | None = Field(None, le=MAX_LAYERS,
                                            description="encoder-decoder: decoder layers; default num_hidden_layers")
     num_attention_heads: Count = Field(description="query heads n")
-    num_key_value_heads: Count | None = Field(None, description="K/V heads g (GQA; 1 = MQA); default num_attention_heads")
+    num_key_value_heads: Count | None = Field(
+        None, description="K/V heads g (GQA; 1 = MQA); default num_attention_heads")
     head_dim: Count | None = Field(None, description="per-head width; default hidden_size / num_attention_heads")
     intermediate_size: Count = Field(description="feed-forward width f")
     hidden_act: str = Field("silu", description="activation of the feed-forward block")
-    mlp: Literal["gated", "plain"] = Field("gated", description="gated: down(act(gate x) * up x) (SwiGLU/GeGLU); plain: down(act(up x))")
+    mlp: Literal["gated", "plain"] = Field(
+        "gated", description="gated: down(act(gate x) * up x) (SwiGLU/GeGLU); plain: down(act(up x))")
     mlp_bias: bool = Field(False, description="feed-forward linears have biases")
     qkv_bias: bool = Field(False, description="q, k and v projections have biases (Qwen2: these only)")
     o_bias: bool = Field(False, description="the attention output projection has a bias")
     qk_norm: bool = Field(False, description="a norm (of the `norm` kind) on queries and keys (Qwen3, Gemma 3, OLMo 2)")
     attention_sinks: bool = Field(False, description="gpt-oss: one learned sink logit per head in every softmax")
-    qk_norm_bias: bool | None = Field(None, description="LayerNorm q/k norms have a bias; default norm_bias (StableLM's have none)")
+    qk_norm_bias: bool | None = Field(
+        None, description="LayerNorm q/k norms have a bias; default norm_bias (StableLM's have none)")
     qk_norm_over: Literal["head", "projection"] = Field(
-        "head", description="head: over head_dim, shared by the heads (Qwen3); projection: over all heads at once (OLMo 2)")
+        "head", description="head: over head_dim, shared by the heads (Qwen3); projection: over all heads at once "
+                            "(OLMo 2)")
     norm: Literal["rmsnorm", "layernorm"] = Field("rmsnorm", description="normalisation layer")
     norm_bias: bool = Field(True, description="LayerNorm has a bias (ignored for RMSNorm)")
     norm_affine: bool = Field(True, description="norms have weights (OPT's layer_norm_elementwise_affine=false: none)")
@@ -157,15 +170,19 @@ class TransformerSpec(_Spec):
     attention_output_dropout: bool = Field(True, description="hidden_dropout also drops the attention output; false: "
                                            "only the feed-forward's (DistilBERT) or the parallel sum once (Falcon)")
     embedding_dropout: Number = Field(0.0, lt=1, description="dropout on the embeddings' output")
-    mlp_inner_dropout: bool = Field(False, description="T5: hidden_dropout also between the activation and the down projection")
+    mlp_inner_dropout: bool = Field(
+        False, description="T5: hidden_dropout also between the activation and the down projection")
     rmsnorm_style: Literal["llama", "t5", "gemma", "olmo2"] = Field(
         "llama", description="how RMSNorm computes, for saved bytes: llama, t5, gemma (1 + weight, all in fp32) "
                              "or olmo2 (the weight multiply in fp32)")
     layernorm_style: Literal["native", "fp32", "cohere"] = Field(
-        "native", description="how LayerNorm computes, for saved bytes: native (torch's kernel), fp32 (the kernel on an "
-                              "fp32 copy: OLMo) or cohere (composed of fp32 elementwise ops)")
-    softmax_fp32: bool = Field(True, description="eager attention's softmax upcasts to fp32 (Llama, OPT, BLOOM); false: model dtype (GPT-2, BERT, T5, Falcon)")
-    scores_fp32: bool = Field(False, description="eager attention upcasts q and k to fp32 before q k^T (GPT-J, GPT-Neo)")
+        "native", description="how LayerNorm computes, for saved bytes: native (torch's kernel), fp32 (the kernel "
+                              "on an fp32 copy: OLMo) or cohere (composed of fp32 elementwise ops)")
+    softmax_fp32: bool = Field(
+        True, description="eager attention's softmax upcasts to fp32 (Llama, OPT, BLOOM); false: model dtype (GPT-2, "
+                    "BERT, T5, Falcon)")
+    scores_fp32: bool = Field(
+        False, description="eager attention upcasts q and k to fp32 before q k^T (GPT-J, GPT-Neo)")
     fused_qkv: bool = Field(False, description="q, k, v are views of one fused projection with no rotary copy "
                             "(GPT-2's c_attn, BLOOM's query_key_value): same count, more saved at batch 1")
     rotary_pct: Number = Field(1.0, le=1, description="share of head_dim that is rotated (GPT-NeoX rotary_pct)")

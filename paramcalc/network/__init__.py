@@ -66,4 +66,5 @@ def lower_spec(spec: Spec) -> Network:
     return freeze(lower_layers(spec), spec.freeze)
 
 
-__all__ = ["BareCount", "LayersNetwork", "Model", "Network", "Stage", "TransformerNetwork", "lower", "lower_spec", "unwrap"]
+__all__ = ["BareCount", "LayersNetwork", "Model", "Network", "Stage", "TransformerNetwork", "lower", "lower_spec",
+           "unwrap"]

@@ -99,14 +99,15 @@ def _lower(item, s: Shape, loc: tuple) -> list[Shaped]:
     if t.startswith("conv"):
         dims = int(t[4])
         _rank(s, dims + 1, f"{t} needs [channels, {', '.join(['size'] * dims)}] input")
-        kernel, stride, dilation = (_per_axis(v, dims, f) for v, f in ((item.kernel_size, "kernel_size"),
-                                                                       (item.stride, "stride"), (item.dilation, "dilation")))
+        kernel, stride, dilation = (_per_axis(v, dims, f) for v, f in (
+            (item.kernel_size, "kernel_size"), (item.stride, "stride"), (item.dilation, "dilation")))
         padding = item.padding if isinstance(item.padding, str) else _per_axis(item.padding, dims, "padding")
         if padding == "same" and set(stride) != {1}:
-            raise UserError("padding 'same' needs stride 1 (torch refuses it otherwise)", fix="give the padding in pixels")
+            raise UserError("padding 'same' needs stride 1 (torch refuses it otherwise)",
+                            fix="give the padding in pixels")
         check_groups(s[0], item.out_channels, item.groups)
         conv = Conv(s, item.out_channels, kernel, stride, padding, dilation, item.groups, item.bias)
-        conv.out_shape  # raises when the kernel does not fit
+        _ = conv.out_shape  # raises when the kernel does not fit
         return [conv]
     if t == "linear":
         _rank(s, None, "linear needs a feature axis")
@@ -134,7 +135,7 @@ def _lower(item, s: Shape, loc: tuple) -> list[Shaped]:
         if any(2 * p > k for p, k in zip(padding, kernel)):
             raise UserError(f"padding {padding} exceeds half the kernel {kernel} (torch refuses it)")
         pool = Pool(s, t[:3], kernel, stride, padding)
-        pool.out_shape
+        _ = pool.out_shape  # raises when the window does not fit
         return [pool]
     if t == "avgpool" or t.startswith("adaptive"):
         dims = len(s) - 1 if t == "avgpool" else int(t[-2])

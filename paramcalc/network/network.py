@@ -248,7 +248,7 @@ class TransformerNetwork(Network):
             if n and n % tp:
                 raise UserError(f"tensor parallelism {tp} does not divide the {n} {name} "
                                 f"({self.heads} query heads, {self.kv_heads} K/V heads)", field="tp",
-                                fix=f"use a tp that divides both, such as {_common_divisors(self.heads, self.kv_heads)}")
+                                fix=f"use a tp that divides both: {_common_divisors(self.heads, self.kv_heads)}")
 
 
 @dataclass(frozen=True)

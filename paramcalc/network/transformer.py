@@ -64,7 +64,8 @@ def score_head(net: TransformerNetwork) -> TransformerNetwork:
 def _stages(spec: TransformerSpec) -> list[Stage]:
     h, V = spec.hidden_size, spec.vocab_size
     norm = _norm(spec)
-    positions = (spec.max_position_embeddings or 0) + spec.position_offset if spec.position_embedding == "learned" else 0
+    learned = spec.position_embedding == "learned"
+    positions = (spec.max_position_embeddings or 0) + spec.position_offset if learned else 0
     project = spec.word_embed_proj_dim if spec.word_embed_proj_dim not in (None, h) else None
     narrow = spec.embedding_size if spec.embedding_size not in (None, h) else None
     width = narrow or project or h
@@ -116,7 +117,8 @@ def _vit_stages(spec: TransformerSpec) -> list[Stage]:
     return stages
 
 
-def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, relative: bool = False) -> TransformerLayer:
+def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
+           relative: bool = False) -> TransformerLayer:
     h, n, g, d = spec.hidden_size, spec.num_attention_heads, spec.kv_heads, spec.attention_head_dim
     buckets = spec.relative_attention_num_buckets if (relative and spec.position_embedding == "relative") else 0
     if spec.mla:
@@ -137,7 +139,8 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False, 
     mlp: MLP | MoE = dense
     if spec.moe and spec.moe.is_moe_layer(i):
         m = spec.moe
-        expert = MLP(h, m.moe_intermediate_size or spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act)
+        expert = MLP(h, m.moe_intermediate_size or spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias,
+                     spec.hidden_act)
         shared = MLP(h, m.shared_expert_intermediate_size, expert.gated, spec.mlp_bias, spec.hidden_act) \
             if m.shared_expert_intermediate_size else None
         mlp = MoE(h, m.num_experts, m.num_experts_per_tok, expert, shared, m.shared_expert_gate, m.router_bias,

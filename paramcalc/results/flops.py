@@ -14,9 +14,12 @@ class Flops(Result):
     hardware_step: int | None = Field(description="train_step + recompute: hardware FLOPs (the HFU numerator)")
     forward_per_token: int | None
     train_per_token: int | None
-    non_matmul_forward: int | None = Field(description="elementwise work (norms, softmax, activations); estimated, not in forward")
-    prefill: int | None = Field(None, description="inference: forward over the batch's prompts, causal attention (flash)")
-    decode_per_token: int | None = Field(None, description="inference: one new token per sequence attending over seq_len "
+    non_matmul_forward: int | None = Field(
+        description="elementwise work (norms, softmax, activations); estimated, not in forward")
+    prefill: int | None = Field(
+        None, description="inference: forward over the batch's prompts, causal attention (flash)")
+    decode_per_token: int | None = Field(
+        None, description="inference: one new token per sequence attending over seq_len "
                                                            "cached positions, per sequence")
     six_n: int = Field(description="rule of thumb 6 x N x tokens (Kaplan et al. 2020)")
     palm: int | None = Field(description="6N + 12 L H Q T per token x tokens (PaLM, Chowdhery et al. 2022, appendix B)")

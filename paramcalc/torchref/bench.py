@@ -23,11 +23,11 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from paramcalc.blocks.base import Pass, nest, peak_live, scale
 from paramcalc.blocks.embed import LMHead

@@ -108,8 +108,9 @@ def launch(out: str, *, nproc=2, backend: str = "gloo", max_bytes=SIZES[-1], ite
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "paramcalc.torchref.collectives", "--out", str(out), "--max-bytes", str(max_bytes),
            "--iters", str(iters)]
-    proc = subprocess.run(cmd, env=env, stdout=sys.stderr, stderr=sys.stderr)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UserError(f"torchrun exited {proc.returncode}",
-                        fix="see the messages above (is torch installed? for nccl, are there GPUs?)")
+        last = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise UserError(f"torchrun exited {proc.returncode}: {' / '.join(last)}",
+                        fix="is torch installed? for nccl, are there GPUs?")
     return CollectivesReport.model_validate(load_mapping(Path(out)))

@@ -76,7 +76,7 @@ class SavedBytes:
             self._keep.append(t)
         return t
 
-    def __enter__(self) -> "SavedBytes":
+    def __enter__(self) -> SavedBytes:
         self._hooks.__enter__()
         return self
 

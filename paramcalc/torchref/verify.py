@@ -26,8 +26,7 @@ import types
 import warnings
 
 from paramcalc.errors import UserError
-from paramcalc.results.verify import (Component, OptimizerCheck, ParamsCheck, StageParams, VerifyReport,
-                                      VerifyTotals)
+from paramcalc.results.verify import Component, OptimizerCheck, ParamsCheck, StageParams, VerifyReport, VerifyTotals
 from paramcalc.units import parse_positive_int
 
 
@@ -133,7 +132,8 @@ def _params(net, built) -> ParamsCheck:
         rows.append(StageParams(stage=stage.name, count=stage.count, analytic=analytic,
                                 counted=numel * stage.count // len(modules)))
     a, c = sum(r.analytic for r in rows), sum(r.counted for r in rows)
-    return ParamsCheck(analytic=a, counted=c, exact=a == c and all(r.analytic == r.counted for r in rows), by_stage=rows)
+    exact = a == c and all(r.analytic == r.counted for r in rows)
+    return ParamsCheck(analytic=a, counted=c, exact=exact, by_stage=rows)
 
 
 def _unwrap(block):
