@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal, InvalidOperation
+from typing import overload
 
 from paramcalc.errors import UserError
 
@@ -153,6 +154,14 @@ def human_bytes(n: int | float | None) -> str:
         if abs(n) >= div:
             return f"{n / div:,.2f} {suffix}"
     return f"{n:,} B"
+
+
+@overload
+def gib(n: int | float) -> float: ...
+
+
+@overload
+def gib(n: None) -> None: ...
 
 
 def gib(n: int | float | None) -> float | None:

@@ -27,7 +27,7 @@ from paramcalc.analysis.settings import DTYPE_BYTES, PRECISION
 from paramcalc.blocks.base import Pass
 from paramcalc.blocks.moe import MoE
 from paramcalc.catalog import load_gpu
-from paramcalc.network import Network, unwrap
+from paramcalc.network import Network, transformer_layer
 from paramcalc.results.training import Collective, Communication
 
 
@@ -63,7 +63,8 @@ def step_communication(net: Network, p: Pass, *, gpu: str, dp: int = 1, tp: int 
                     False))
     if pp > 1:
         out.append(("pipeline sends (activations and gradients)", 2 * activation, False))
-    moe = [(s.count, unwrap(s.block).mlp) for s in net.layers if isinstance(unwrap(s.block).mlp, MoE)]
+    mlps = [(s.count, transformer_layer(s).mlp) for s in net.layers]
+    moe = [(count, mlp) for count, mlp in mlps if isinstance(mlp, MoE)]
     moe_layers = sum(count for count, _ in moe) // pp
     if ep > 1 and moe_layers:
         k = moe[0][1].top_k

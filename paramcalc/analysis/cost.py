@@ -39,6 +39,7 @@ def training_flops(net: Network, p: Pass, tokens: int, recompute: str = "none") 
         return 6 * net.total_params * tokens, None, ["a bare count: training FLOPs = 6 x N x tokens "
                                                      "(Kaplan et al. 2020); attention and recomputation unknown"]
     f = count_flops(net, seq_len=p.seq, batch=p.batch, attention="eager", recompute=recompute).flops
+    assert f.train_step is not None and f.hardware_step is not None  # None for a bare count only (above)
     # one step covers batch x seq tokens; scale its forward + backward to the token budget (floor: exact int)
     model = f.train_step * tokens // p.tokens
     hardware = f.hardware_step * tokens // p.tokens if recompute != "none" else None

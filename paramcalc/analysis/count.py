@@ -7,7 +7,7 @@ from paramcalc.analysis.settings import with_lora_flags
 from paramcalc.blocks.base import Breakdown
 from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.moe import MoE
-from paramcalc.network import Model, Network, lower, unwrap
+from paramcalc.network import Model, Network, lower, transformer_layer
 from paramcalc.results.base import Row
 from paramcalc.results.count import CountReport, Params
 
@@ -68,7 +68,7 @@ def count_params(model: Model, *, lora_rank=None, lora_targets: str | None = Non
     head = net.head
     if isinstance(head, LMHead) and head.tied:
         notes.append("the LM head is tied to the token embedding and counted once")
-    moe = next((unwrap(s.block).mlp for s in net.layers if isinstance(unwrap(s.block).mlp, MoE)), None)
+    moe = next((mlp for mlp in (transformer_layer(s).mlp for s in net.layers) if isinstance(mlp, MoE)), None)
     if moe is not None:
         notes.append(f"active: router, shared experts and {moe.top_k} of {moe.experts} routed experts per token")
     return CountReport(model=net.name, notes=notes,

@@ -14,7 +14,8 @@ from __future__ import annotations
 from paramcalc.analysis.count import rows
 from paramcalc.analysis.settings import RECOMPUTE, choose, make_pass, parse_attention
 from paramcalc.blocks.base import Pass
-from paramcalc.network import Model, Network, TransformerNetwork, lower, unwrap
+from paramcalc.blocks.moe import MoE
+from paramcalc.network import Model, Network, TransformerNetwork, lower, transformer_layer
 from paramcalc.results.flops import Flops, FlopsReport
 
 
@@ -61,12 +62,12 @@ def non_matmul_flops(net: TransformerNetwork, p: Pass) -> int:
     T, h = p.tokens, net.hidden
     total = 0
     for stage in net.layers:
-        layer = unwrap(stage.block)
+        layer = transformer_layer(stage)
         pairs = p.attended_pairs(getattr(layer.attention, "window", None))
         per = 5 * T * h * len(layer.norm_names) + 2 * T * h  # norms + two residual adds
         per += 5 * p.batch * net.heads * pairs  # scale, mask, softmax
-        mlp = getattr(layer.mlp, "expert", layer.mlp)  # a routed expert's shape for MoE
-        k = getattr(layer.mlp, "top_k", 1)
+        # MoE: the shape of a routed expert, top_k of them per token
+        mlp, k = (layer.mlp.expert, layer.mlp.top_k) if isinstance(layer.mlp, MoE) else (layer.mlp, 1)
         per += k * T * mlp.ffn * (6 if mlp.gated else 5)  # activation (+ gate product)
         total += per * stage.count
     return total

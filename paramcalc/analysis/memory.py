@@ -32,7 +32,7 @@ from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Breakdown, Pass
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.errors import UserError
-from paramcalc.network import Model, Network, lower, unwrap
+from paramcalc.network import Model, Network, lower, transformer_layer
 from paramcalc.results.memory import Fit, Memory, MemoryReport, Setup
 from paramcalc.units import GIB, parse_number, parse_positive_int
 
@@ -80,7 +80,11 @@ def model_states(params: int, s: Setup, adafactor_state: int | None = None,
     weights = trainable * (w_b or dtype) + frozen_bytes
     grads = trainable * (g_b or max(dtype, 2))  # 8-bit (fp8) training still reduces 16-bit gradients
     state = OPTIMIZER_STATE[s.optimizer]
-    opt = trainable * master + (adafactor_state if state is None else trainable * state)
+    if state is None:  # adafactor: its factored state depends on the matrices' shapes, which the caller knows
+        assert adafactor_state is not None, "adafactor's state is the caller's to count"
+        opt = trainable * master + adafactor_state
+    else:
+        opt = trainable * master + trainable * state
     return (_ceil(weights, split * (s.dp if s.zero >= 3 else 1)),
             _ceil(grads, split * (s.dp if s.zero >= 2 else 1)),
             _ceil(opt, split * (s.dp if s.zero >= 1 else 1)))
@@ -90,7 +94,7 @@ def _weight_bytes(params: int, dtype: str) -> int:
     """Inference weights; int4 adds an fp16 scale per group of 128 weights (GPTQ/AWQ-style)."""
     if dtype == "int4":
         return _ceil(params, 2) + 2 * _ceil(params, 128)
-    return params * DTYPE_BYTES[dtype]
+    return params * int(DTYPE_BYTES[dtype])  # whole bytes for every dtype but int4
 
 
 def _ceil(a: int | float, b: int) -> int:
@@ -101,7 +105,7 @@ def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
     """Exact cache size: K and V per layer per token; MLA keeps one latent."""
     total = 0
     for stage in net.layers:
-        att = unwrap(stage.block).attention
+        att = transformer_layer(stage).attention
         if isinstance(att, Attention) and not att.causal:
             continue  # encoder self-attention (BERT, ViT) sees the whole input at once: nothing is cached
         if isinstance(att, LatentAttention):
@@ -241,10 +245,12 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
         card = load_gpu(gpu)
 
         def total_at(b: int) -> int:
-            return estimate_memory(net, mode=mode, seq_len=p.seq, batch=b, dtype=dtype, kv_dtype=kv_dtype,
+            at_b = estimate_memory(net, mode=mode, seq_len=p.seq, batch=b, dtype=dtype, kv_dtype=kv_dtype,
                                    precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
                                    sequence_parallel=sequence_parallel, recompute=recompute, attention=attention,
                                    context_bytes=context_bytes, fragmentation=fragmentation).memory.total_per_gpu
+            assert at_b is not None  # the same network and settings as `total`, which is known
+            return at_b
 
         fit = Fit(gpu=card.name, gpu_bytes=card.memory_bytes, fits=total <= card.memory_bytes,
                   headroom=card.memory_bytes - total, gpus=setup.world,

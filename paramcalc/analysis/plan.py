@@ -42,7 +42,18 @@ from paramcalc.catalog import load_gpu, price
 from paramcalc.errors import UserError
 from paramcalc.inputs.files import dotted, locate, placed
 from paramcalc.inputs.gpu_file import Gpu
-from paramcalc.inputs.pipeline_file import STAGE_KEYS, Parallel, Pipeline, Ppo, Schedule, _Data, read_pipeline
+from paramcalc.inputs.pipeline_file import (
+    STAGE_KEYS,
+    Dpo,
+    Parallel,
+    Pipeline,
+    Ppo,
+    Pretrain,
+    Reward,
+    Schedule,
+    Sft,
+    read_pipeline,
+)
 from paramcalc.network import Network, TransformerNetwork, lower
 from paramcalc.network.transformer import score_head
 from paramcalc.results.plan import Break, LrSplit, PlanReport, SearchResult, StageMemory, StageResult, Totals
@@ -211,16 +222,22 @@ class _Planner:
             wall_clock_hours=gpu_hours / gpus, usd=None if s.price is None else gpu_hours * s.price,
             usd_per_gpu_hour=s.price, breaks=breaks, notes=notes)
 
-    def _trained(self, st: _Data, here: tuple, s: _Setting, base: _Model, breaks: list[Break]) -> _Work:
+    def _trained(self, st: Pretrain | Sft | Reward | Dpo, here: tuple, s: _Setting, base: _Model,
+                 breaks: list[Break]) -> _Work:
         """pretrain, sft, reward, dpo: the unit of work is one optimizer step."""
         per = 2 if st.kind in ("reward", "dpo") else 1
         S, B = st.seq_len, st.global_batch
         tokens_per_step = B * per * S
-        key = next(k for k in ("tokens", "dataset_tokens", "samples") if getattr(st, k) is not None)
-        if key == "tokens":
-            budget = st.tokens
-        else:  # epochs may be fractional (2.5): exact, then floored to whole tokens
-            size = st.dataset_tokens if key == "dataset_tokens" else st.samples * per * S
+        # exactly one of tokens, dataset_tokens and samples is given (the file's validator, _Data._one_size)
+        if st.tokens is not None:
+            key, budget = "tokens", st.tokens
+        else:
+            if st.dataset_tokens is not None:
+                key, size = "dataset_tokens", st.dataset_tokens
+            else:
+                assert st.samples is not None
+                key, size = "samples", st.samples * per * S
+            # epochs may be fractional (2.5): exact, then floored to whole tokens
             budget = int(size * Fraction(str(st.epochs or 1)))
         steps = budget // tokens_per_step
         notes = []
@@ -264,7 +281,7 @@ class _Planner:
                             fix="give a decoder (causal LM) as the policy")
         ref = self.model(st.reference, here + ("reference",)) if st.reference else policy
         rm_target, rm_loc = ((st.reward_model, here + ("reward_model",)) if st.reward_model
-                             else self.reward_target or (None, None))
+                             else self.reward_target or (None, ()))
         reward = (self.model(rm_target, rm_loc) if rm_target else policy).scalar()
         critic = (self.model(st.critic, here + ("critic",)) if st.critic else reward).scalar()
         B, P, R = st.rollout_batch, st.prompt_tokens, st.response_tokens
@@ -272,6 +289,7 @@ class _Planner:
         if st.iterations is not None:
             iterations = st.iterations
         else:
+            assert st.prompts is not None  # exactly one of iterations and prompts (the file's validator)
             iterations = int(st.prompts * Fraction(str(st.epochs or 1))) // B
             if iterations == 0:
                 breaks.append(Break(field=dotted(here + ("prompts",)), message=f"{st.prompts:,} prompts do not "
@@ -313,6 +331,7 @@ class _Planner:
 
     def search(self, stages: list[StageResult]) -> SearchResult:
         search = self.pipe.search
+        assert search is not None  # plan_pipeline runs the search when the file has one
         names = [s.name for s in stages]
         if search.stage is not None and search.stage not in names:
             raise UserError(f"no stage named {search.stage!r}", where=locate(self.path, ("search", "stage")),
@@ -329,10 +348,10 @@ class _Planner:
 def _objective(model: _Model, kind: str) -> str:
     if kind == "sft":
         return "supervised fine-tuning: next-token loss on packed prompt + response (FLOPs over every token)"
-    kind = getattr(model.net, "kind", None)
+    architecture = getattr(model.net, "kind", None)
     return {"decoder": "causal LM", "encoder": "masked LM (the MLM head runs on every position)",
             "encoder-decoder": "span corruption: encoder and decoder both at seq_len"}.get(
-        kind or "", "the model's own loss over every sample (FLOPs of forward + backward)")
+        architecture or "", "the model's own loss over every sample (FLOPs of forward + backward)")
 
 
 # ---------------------------------------------------------------- memory
@@ -366,13 +385,14 @@ class _Memory:
             out |= {f"{role}/model_states": m.model_states_per_gpu, f"{role}/activations": m.activations,
                     f"{role}/overhead": m.overhead}
         shards = p.tp * p.pp * (p.dp if p.zero >= 3 else 1)
-        for role, model in self.frozen:
-            out[f"{role}/weights"] = -(-int(model.params * DTYPE_BYTES[self.dtype]) // shards)
-        if any(m.total_per_gpu is None for m in reports):
+        frozen = {f"{role}/weights": -(-int(model.params * DTYPE_BYTES[self.dtype]) // shards)
+                  for role, model in self.frozen}
+        out |= frozen
+        totals = [(m.total_per_gpu, m.model_states_per_gpu) for m in reports if m.total_per_gpu is not None]
+        if len(totals) < len(reports):
             return None, out
-        busiest = max(m.total_per_gpu - m.model_states_per_gpu for m in reports)
-        frozen = sum(v for k, v in out.items() if k.endswith("/weights"))
-        return sum(m.model_states_per_gpu for m in reports) + busiest + frozen, out
+        busiest = max(total - states for total, states in totals)
+        return sum(m.model_states_per_gpu for m in reports) + busiest + sum(frozen.values()), out
 
 
 def _memory(memory: _Memory, s: _Setting, micro: int, cap: int, here: tuple, breaks: list[Break]) -> StageMemory:
@@ -383,7 +403,9 @@ def _memory(memory: _Memory, s: _Setting, micro: int, cap: int, here: tuple, bre
     lo, hi = 0, cap  # memory grows with the micro-batch: bisect for the largest that fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if (peak if mid == micro else memory.peak(mid)[0]) <= limit:
+        at_mid = peak if mid == micro else memory.peak(mid)[0]
+        assert at_mid is not None  # None only without an architecture, at every micro-batch
+        if at_mid <= limit:
             lo = mid
         else:
             hi = mid - 1

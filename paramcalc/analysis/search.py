@@ -33,7 +33,9 @@ def rungs(method: str, *, trials: int | None, eta: int, space: dict[str, list] |
     [(27, 10), (9, 30), (3, 90), (1, 270)]
     """
     if method == "grid":
+        assert space is not None  # a grid's space is required (the file's validator, Search._consistent)
         return [(prod(len(v) for v in space.values()), tokens)]
+    assert trials is not None  # random and halving searches require trials (Search._consistent)
     if method == "random":
         return [(trials, tokens)]
     out, n, budget = [], trials, tokens

@@ -121,7 +121,7 @@ def _shapes(target: int, slack: int, V: int, tied: bool, kv: tuple[int | str, ..
                 n = h // d
                 if n == 0:
                     continue
-                for g in sorted({n if k == "mha" else k for k in kv}):
+                for g in sorted({n if isinstance(k, str) else k for k in kv}):  # "mha": g = n
                     if n % g:
                         continue
                     fixed = 2 * h * h + 2 * h * g * d + 2 * h  # per layer, without the MLP
@@ -152,7 +152,7 @@ class _Counted:
 
 
 def propose_architectures(target=None, *, flops=None, tolerance=0.02, vocab_size=DEFAULT_VOCAB,
-                          tied: bool = False, max_candidates: int | None = 10, kv_heads=KV_HEADS,
+                          tied: bool = False, max_candidates: int | str | None = 10, kv_heads=KV_HEADS,
                           ffn_ratio: tuple[float, float] = FFN_RATIO,
                           aspect_ratio: tuple[float, float] = ASPECT_RATIO) -> SizeReport:
     """Llama-style architectures whose exact count is within `tolerance` of `target`
@@ -181,8 +181,9 @@ def propose_architectures(target=None, *, flops=None, tolerance=0.02, vocab_size
     tol = _parse_tolerance(tolerance)
     V = parse_positive_int(vocab_size, field="vocab_size")
     kv = _kv_choices(kv_heads)
+    limit: int | None = None  # candidates shown (None: all)
     if max_candidates is not None:
-        max_candidates = parse_natural(max_candidates, field="max_candidates") or None  # 0: all
+        limit = parse_natural(max_candidates, field="max_candidates") or None  # 0: all
     slack = math.floor(tol * target_n)
 
     preference = {k: i for i, k in enumerate(kv)}
@@ -196,12 +197,12 @@ def propose_architectures(target=None, *, flops=None, tolerance=0.02, vocab_size
         return abs(p - target_n), kv_rank, HEAD_DIMS.index(d), abs(3 * f - 8 * h) / h, abs(h - 128 * L) / L, -h
 
     shapes = _shapes(target_n, slack, V, tied, kv, ffn_ratio, aspect_ratio)
-    if max_candidates is None:
+    if limit is None:
         chosen = sorted(shapes, key=key)
         matches = len(chosen)
     else:
         counted = _Counted(shapes)
-        chosen = heapq.nsmallest(max_candidates, counted, key=key)
+        chosen = heapq.nsmallest(limit, counted, key=key)
         matches = counted.n
     candidates = [Candidate(params_total=p, hidden_size=h, num_hidden_layers=L, num_attention_heads=n,
                             num_key_value_heads=g, intermediate_size=f, head_dim=d, vocab_size=V,

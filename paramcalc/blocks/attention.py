@@ -36,20 +36,24 @@ class Attention(Block):
     sinks: bool = False  # gpt-oss: a learned logit per head joins every softmax (n parameters)
     kind = "attention"
 
-    def parts(self) -> dict[str, Block]:
+    def projections(self) -> dict[str, Linear]:
+        """The four linear projections, the parts with matmul FLOPs."""
         h, n, g, d = self.hidden, self.heads, self.kv_heads, self.head_dim
-        out: dict[str, Block] = {
+        return {
             "q_proj": Linear(h, n * d, self.qkv_bias),  # (1) queries: h -> n*d
             "k_proj": Linear(h, g * d, self.qkv_bias),  # (2) keys: h -> g*d, shared by n/g query heads
             "v_proj": Linear(h, g * d, self.qkv_bias),  # (3) values: same shape as keys
             "o_proj": Linear(n * d, h, self.o_bias),  # (4) output: n*d -> h
         }
+
+    def parts(self) -> dict[str, Block]:
+        out: dict[str, Block] = dict(self.projections())
         if self.q_norm:
             out["q_norm"] = self.q_norm
         if self.k_norm:
             out["k_norm"] = self.k_norm
         if self.relative_buckets:
-            out["relative_attention_bias"] = Embedding(self.relative_buckets, n)
+            out["relative_attention_bias"] = Embedding(self.relative_buckets, self.heads)
         return out
 
     def params(self) -> Breakdown:
@@ -59,7 +63,7 @@ class Attention(Block):
         return out
 
     def flops(self, p: Pass) -> Breakdown:
-        parts = self.parts()
+        parts = self.projections()
         # Keys and values are projected from the encoder's tokens in cross-attention.
         kv_tokens = p.batch * p.keys if self.cross else p.tokens
         pairs = p.attended_pairs(self.window, causal_mask=self.causal and not self.cross)
@@ -160,6 +164,14 @@ def _module_class():
         or its SDPA call when `a.attention` is flash), with explicit matmuls in eager so
         every FLOP counter sees them. Rotary and ALiBi carry no parameters and no matmul
         FLOPs and are left out."""
+
+        # Registered by name from spec.parts() (add_module); declared for the type checker.
+        q_proj: nn.Module
+        k_proj: nn.Module
+        v_proj: nn.Module
+        o_proj: nn.Module
+        q_norm: nn.Module  # with spec.q_norm only
+        k_norm: nn.Module  # with spec.k_norm only
 
         def __init__(self, spec: Attention, a: Activations):
             super().__init__()

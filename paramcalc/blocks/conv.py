@@ -42,7 +42,8 @@ class Conv(Shaped):
     def out_shape(self) -> Shape:
         if self.padding == "same":
             return (self.out_channels, *self.spatial)
-        pad = (0,) * len(self.spatial) if self.padding == "valid" else self.padding
+        # "valid" is the other string padding: none
+        pad = (0,) * len(self.spatial) if isinstance(self.padding, str) else self.padding
         sizes = tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
                       for n, k, s, p, d in zip(self.spatial, self.kernel, self.stride, pad, self.dilation))
         if min(sizes, default=1) < 1:

@@ -57,7 +57,8 @@ class Embeddings(_Tables):
         return out
 
     def flops(self, p: Pass) -> Breakdown:
-        return {"project_in": self.parts()["project_in"].matmul_flops(p.tokens)} if self.project_to else {}
+        # project_in, present when project_to is set, is the one linear part
+        return {name: part.matmul_flops(p.tokens) for name, part in self.parts().items() if isinstance(part, Linear)}
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         """int64 token ids (and position / token-type ids) for the lookups'
@@ -259,6 +260,13 @@ def _embeddings_class():
     from torch import nn
 
     class EmbeddingsModule(nn.Module):
+        # Registered by name from spec.parts() (add_module); declared for the type checker.
+        tokens: nn.Module
+        positions: nn.Module  # with spec.positions only
+        token_types: nn.Module  # with spec.token_types only
+        project_in: nn.Module  # with spec.project_to only
+        norm: nn.Module  # with spec.norm only
+
         def __init__(self, spec: Embeddings):
             super().__init__()
             self.spec = spec
@@ -306,6 +314,10 @@ def _positions_class():
         """Reads the decoder's token ids for their positions only (the shared
         table's lookup is the embedding stage's)."""
 
+        # Registered by name from spec.parts() (add_module); declared for the type checker.
+        positions: nn.Module
+        norm: nn.Module  # with spec.norm only
+
         def __init__(self, spec: DecoderPositions):
             super().__init__()
             self.spec = spec
@@ -324,6 +336,12 @@ def _head_class():
     from torch import nn
 
     class LMHeadModule(nn.Module):
+        # Registered by name from spec.parts() (add_module); declared for the type checker.
+        project_out: nn.Module  # with spec.project_to only
+        transform: nn.Module  # with spec.transform_norm only
+        transform_norm: nn.Module  # with spec.transform_norm only
+        decoder: nn.Linear
+
         def __init__(self, spec: LMHead):
             super().__init__()
             self.spec = spec

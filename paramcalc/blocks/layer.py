@@ -125,6 +125,11 @@ def _module_class():
     from torch import nn
 
     class TransformerLayerModule(nn.Module):
+        # Registered by name from spec.parts() (add_module); declared for the type checker.
+        # The feed-forward block is registered as spec.mlp.kind (mlp or moe): see mlp_forward.
+        attention: nn.Module
+        cross_attention: nn.Module  # with spec.cross_attention only
+
         def __init__(self, spec: TransformerLayer, a: Activations | None):
             super().__init__()
             self.spec = spec

@@ -96,6 +96,16 @@ def _module_class():
         """MLA as transformers' DeepSeek-V3 computes it (rotary left out: no parameters),
         its core eager or SDPA as `a` says (blocks/attention.py's attention_core)."""
 
+        # Registered by name from spec.parts() (add_module); declared for the type checker.
+        q_a_proj: nn.Module  # with spec.q_lora_rank only
+        q_a_layernorm: nn.Module  # with spec.q_lora_rank only
+        q_b_proj: nn.Module  # with spec.q_lora_rank only
+        q_proj: nn.Module  # without spec.q_lora_rank
+        kv_a_proj_with_mqa: nn.Module
+        kv_a_layernorm: nn.Module
+        kv_b_proj: nn.Module
+        o_proj: nn.Module
+
         def __init__(self, spec: LatentAttention, a: Activations):
             super().__init__()
             self.spec, self.a = spec, a

@@ -102,6 +102,11 @@ def _module_class():
     from torch import nn
 
     class MLPModule(nn.Module):
+        # Registered by name from spec.parts() (add_module); declared for the type checker.
+        gate_proj: nn.Module  # with spec.gated only
+        up_proj: nn.Module
+        down_proj: nn.Module
+
         def __init__(self, spec: MLP):
             super().__init__()
             self.spec = spec

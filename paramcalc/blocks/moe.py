@@ -142,6 +142,18 @@ def _module_class():
             out = GroupedMM.apply(x, self.weight, offs, bounds)
             return out + self.bias[ids] if self.bias is not None else out
 
+    class Experts(nn.Module):
+        """The routed experts' grouped linears: `experts.up_proj.weight` is (experts, d_out, d_in)."""
+
+        gate_proj: Grouped  # gated experts only
+
+        def __init__(self, e: int, h: int, f: int, b: bool, gated: bool):
+            super().__init__()
+            if gated:
+                self.gate_proj = Grouped(e, h, f, b)
+            self.up_proj = Grouped(e, h, f, b)
+            self.down_proj = Grouped(e, f, h, b)
+
     class MoEModule(nn.Module):
         """Top-k routing and the experts as transformers' grouped_mm path runs them."""
 
@@ -152,11 +164,7 @@ def _module_class():
             self.router = spec.router.module()
             if spec.score_correction_bias:
                 self.router.e_score_correction_bias = nn.Parameter(torch.zeros(e))
-            self.experts = nn.Module()
-            if spec.expert.gated:
-                self.experts.gate_proj = Grouped(e, h, f, b)
-            self.experts.up_proj = Grouped(e, h, f, b)
-            self.experts.down_proj = Grouped(e, f, h, b)
+            self.experts = Experts(e, h, f, b, spec.expert.gated)
             self.act = activation(spec.expert.act)
             if spec.shared:
                 self.shared_expert = spec.shared.module()

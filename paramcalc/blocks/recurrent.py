@@ -101,8 +101,12 @@ def _outputs_only(cell: str):
     """nn.LSTM / nn.GRU (batch_first) returning only the per-step outputs, so it chains like any layer."""
     from torch import nn
 
-    class OutputsOnly(nn.LSTM if cell == "lstm" else nn.GRU):
-        def forward(self, x):
-            return super().forward(x)[0]
+    class LSTMOutputsOnly(nn.LSTM):
+        def forward(self, x, hx=None):
+            return super().forward(x, hx)[0]
 
-    return OutputsOnly
+    class GRUOutputsOnly(nn.GRU):
+        def forward(self, x, hx=None):
+            return super().forward(x, hx)[0]
+
+    return LSTMOutputsOnly if cell == "lstm" else GRUOutputsOnly

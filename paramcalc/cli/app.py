@@ -17,6 +17,7 @@ from typing import Optional
 
 import typer
 from typer.main import get_command_name
+from typer.models import CommandInfo
 
 from paramcalc.cli.options import (
     AttentionOpt,
@@ -410,6 +411,14 @@ def _render(name: str):
     return call
 
 
+def _command_name(command: CommandInfo) -> str:
+    """A registered command's name: its own, or typer's spelling of its function's."""
+    if command.name:
+        return command.name
+    assert command.callback is not None  # @app.command() registers the function it decorates
+    return get_command_name(command.callback.__name__)
+
+
 def _only_invoked(args: list[str]) -> typer.Typer:
     """The app with just the command being run. Typer inspects the signature of
     every registered command before it parses anything, about 10 ms of a cold
@@ -418,7 +427,7 @@ def _only_invoked(args: list[str]) -> typer.Typer:
     the whole app: it lists and suggests."""
     options = list(takewhile(lambda arg: arg.startswith("-"), args))
     name = args[len(options)] if len(options) < len(args) else None
-    chosen = [c for c in app.registered_commands if (c.name or get_command_name(c.callback.__name__)) == name]
+    chosen = [c for c in app.registered_commands if _command_name(c) == name]
     if not chosen or options:
         return app
     only = copy.copy(app)

@@ -6,7 +6,7 @@ import os
 import sys
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from paramcalc import units
@@ -31,8 +31,10 @@ def _notes(notes: list[str]) -> None:
 
 def _breakdown(title: str, rows, total: int, fmt, each_header: str = "each") -> Table:
     table = Table(title=title, title_justify="left")
-    for col, justify in (("stage", "left"), ("component", "left"), (each_header, "right"), ("x", "right"),
-                         ("total", "right"), ("share", "right")):
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("stage", "left"), ("component", "left"), (each_header, "right"), ("x", "right"), ("total", "right"),
+        ("share", "right"))
+    for col, justify in columns:
         table.add_column(col, justify=justify)
     for row in rows:
         table.add_row(row.stage, row.component, fmt(row.each), str(row.count), fmt(row.total),

@@ -20,11 +20,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
-from typing import Any, TypeVar, get_args, get_origin
+from typing import TYPE_CHECKING, Any, TypeVar, get_args, get_origin
 
 from paramcalc.errors import UserError
 
-M = TypeVar("M")
+if TYPE_CHECKING:  # pydantic is imported where a file is validated, not with this module
+    from pydantic import BaseModel
+    from pydantic_core import ErrorDetails
+
+M = TypeVar("M", bound="BaseModel")
 
 
 def read_text(path: Path) -> str:
@@ -196,7 +200,7 @@ def validate(model: type[M], data: dict, *, path: Path | None = None, where: str
     from pydantic import ValidationError
 
     try:
-        return model.model_validate(data)  # type: ignore[attr-defined, no-any-return]
+        return model.model_validate(data)
     except ValidationError as e:
         err = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
         loc = _walkable(tuple(err["loc"]), data)
@@ -206,7 +210,7 @@ def validate(model: type[M], data: dict, *, path: Path | None = None, where: str
         raise UserError(message, where=place, field=dotted(loc) or None, fix=fix) from None
 
 
-def _explain(err: dict, model: type, loc: tuple, data: dict) -> tuple[str, str | None]:
+def _explain(err: ErrorDetails, model: type, loc: tuple, data: dict) -> tuple[str, str | None]:
     kind = err["type"]
     if kind == "extra_forbidden":
         known = _keys_at(model, loc[:-1], data)

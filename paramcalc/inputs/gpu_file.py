@@ -55,7 +55,7 @@ class Gpu(BaseModel):
         if dtype not in self.peak_flops_dense:
             raise UserError(f"{self.name} has no dense {dtype} peak in its catalog entry", field="dtype",
                             fix=f"use one of: {', '.join(self.peak_flops_dense)}")
-        return int(self.peak_flops_dense[dtype])  # type: ignore[index]
+        return int(self.peak_flops_dense[dtype])
 
 
 class Price(BaseModel):

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 from paramcalc.errors import UserError
-from paramcalc.network.network import BareCount, LayersNetwork, Network, Stage, TransformerNetwork, unwrap
+from paramcalc.network.network import (
+    BareCount,
+    LayersNetwork,
+    Network,
+    Stage,
+    TransformerNetwork,
+    transformer_layer,
+    unwrap,
+)
 
 if TYPE_CHECKING:
     from paramcalc.inputs.target import Spec
@@ -67,4 +75,4 @@ def lower_spec(spec: Spec) -> Network:
 
 
 __all__ = ["BareCount", "LayersNetwork", "Model", "Network", "Stage", "TransformerNetwork", "lower", "lower_spec",
-           "unwrap"]
+           "transformer_layer", "unwrap"]

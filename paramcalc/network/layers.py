@@ -53,14 +53,15 @@ def _stages(flat: Named) -> tuple[Stage, ...]:
     """Runs of identical blocks under one name become one stage: layer1.1-2 x 2."""
     stages: list[Stage] = []
     run: Named = []
-    for entry in flat + [("", None, None)]:  # a sentinel flushes the last run
-        if run and (entry[2] != run[0][2] or entry[0] != run[0][0]):
+    for entry in [*flat, None]:  # a sentinel flushes the last run
+        if run and (entry is None or entry[2] != run[0][2] or entry[0] != run[0][0]):
             name, first, block = run[0]
             last = run[-1][1]
             label = name if first is None else f"{name}.{first}" if len(run) == 1 else f"{name}.{first}-{last}"
             stages.append(Stage(label, block, len(run)))
             run = []
-        run.append(entry)
+        if entry is not None:
+            run.append(entry)
     return tuple(stages)
 
 
@@ -158,7 +159,8 @@ def _lower(item, s: Shape, loc: tuple) -> list[Shaped]:
             raise UserError("basic blocks have no groups or width_per_group (torchvision refuses them)")
         make = (lambda shape, stride: bottleneck(shape, item.planes, stride, item.groups, item.width_per_group)) \
             if t == "bottleneck" else (lambda shape, stride: basic(shape, item.planes, stride))
-        blocks, shape = [], s
+        blocks: list[Shaped] = []
+        shape = s
         for k in range(item.blocks):
             blocks.append(make(shape, item.stride if k == 0 else 1))
             shape = blocks[-1].out_shape

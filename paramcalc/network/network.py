@@ -169,13 +169,12 @@ class Network:
         the LM head tied to the token table where the spec ties them."""
         from torch import nn
 
-        out = nn.ModuleDict()
-        for stage in self.stages:
-            out[stage.name.replace(".", "_")] = nn.ModuleList(stage.block.module() for _ in range(stage.count))
+        built = {stage.name.replace(".", "_"): [stage.block.module() for _ in range(stage.count)]
+                 for stage in self.stages}
         head = self.head
         if isinstance(head, LMHead) and head.tied:
-            out["head"][0].tie(out["embedding"][0].tokens)
-        return out
+            built["head"][0].tie(built["embedding"][0].tokens)
+        return nn.ModuleDict({name: nn.ModuleList(modules) for name, modules in built.items()})
 
 
 @dataclass(frozen=True)
@@ -277,9 +276,11 @@ class LayersNetwork(Network):
         return [f"one input of shape {list(self.input_shape)} per sample; counts per token are per sample{ignored}"]
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
-        from paramcalc.blocks.shaped import chain_saved
+        from paramcalc.blocks.shaped import Shaped, chain_saved
 
-        return chain_saved([(s.name, s.block, s.count) for s in self.stages], p, a, first_input=True)
+        parts = [(s.name, s.block, s.count) for s in self.stages if isinstance(s.block, Shaped)]
+        assert len(parts) == len(self.stages), "network/layers.py lowers every layer to shaped blocks"
+        return chain_saved(parts, p, a, first_input=True)
 
     def working_set(self, p: Pass, dtype_bytes: int) -> int:
         """The widest layer's input and output live at once (a residual block also
@@ -316,6 +317,13 @@ def unwrap(block: Block) -> Block:
     return getattr(block, "base", block)
 
 
+def transformer_layer(stage: Stage) -> TransformerLayer:
+    """The transformer layer of one of `Network.layers`' stages (inside its LoRA wrapper, if any)."""
+    layer = unwrap(stage.block)
+    assert isinstance(layer, TransformerLayer), "Network.layers holds transformer layer stages only"
+    return layer
+
+
 def matches(key: str, patterns: tuple[str, ...]) -> bool:
     """A glob matches the key or any '/'-prefix of it (`embedding` matches `embedding/tokens/weight`)."""
     parts = key.split("/")
@@ -327,4 +335,5 @@ def _common_divisors(a: int, b: int) -> str:
     return ", ".join(str(d) for d in range(1, max(a, b) + 1) if not a % d and not b % d)
 
 
-__all__ = ["Adapters", "BareCount", "LayersNetwork", "Network", "Stage", "TransformerNetwork", "matches", "unwrap"]
+__all__ = ["Adapters", "BareCount", "LayersNetwork", "Network", "Stage", "TransformerNetwork", "matches",
+           "transformer_layer", "unwrap"]

@@ -36,7 +36,8 @@ def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
     learned = spec.max_position_embeddings if spec.position_embedding == "learned" else None
     fixed, note = None, ""
     if spec.architecture == "vit":
-        fixed = (spec.image_size // spec.patch_size) ** 2 + 1
+        image, patch = _vit_sizes(spec)
+        fixed = (image // patch) ** 2 + 1
         note = f"{fixed} tokens per image: ({spec.image_size}/{spec.patch_size})^2 patches + the class token"
     # the default length: 2048, or the learned-position limit when smaller (GPT-2: 1024, BERT: 512);
     # T5's relative buckets were trained at 512
@@ -62,7 +63,7 @@ def score_head(net: TransformerNetwork) -> TransformerNetwork:
 
 
 def _stages(spec: TransformerSpec) -> list[Stage]:
-    h, V = spec.hidden_size, spec.vocab_size
+    h, V = spec.hidden_size, _vocab(spec)
     norm = _norm(spec)
     learned = spec.position_embedding == "learned"
     positions = (spec.max_position_embeddings or 0) + spec.position_offset if learned else 0
@@ -105,10 +106,12 @@ def _vit_stages(spec: TransformerSpec) -> list[Stage]:
     a final norm and a linear classifier on the class token."""
     from paramcalc.blocks.vit import ClassTokenHead, PatchEmbeddings
 
-    embed = PatchEmbeddings(spec.num_channels, (spec.image_size, spec.image_size), spec.patch_size, spec.hidden_size)
+    image, patch = _vit_sizes(spec)
+    embed = PatchEmbeddings(spec.num_channels, (image, image), patch, spec.hidden_size)
     stages = [Stage("embedding", embed), Stage("layers", _layer(spec, 0, causal=False), spec.num_hidden_layers)]
     if spec.final_norm:
         stages.append(Stage("final_norm", _norm(spec)))
+    head: Block
     if spec.head == "classifier":
         head = ClassTokenHead(spec.hidden_size, spec.num_labels)
     else:  # transformers' ViTModel pools the class token (dense + tanh)
@@ -121,10 +124,11 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
            relative: bool = False) -> TransformerLayer:
     h, n, g, d = spec.hidden_size, spec.num_attention_heads, spec.kv_heads, spec.attention_head_dim
     buckets = spec.relative_attention_num_buckets if (relative and spec.position_embedding == "relative") else 0
+    attention: Attention | LatentAttention
     if spec.mla:
-        m = spec.mla
-        attention = LatentAttention(h, n, m.q_lora_rank, m.kv_lora_rank, m.qk_nope_head_dim, m.qk_rope_head_dim,
-                                    m.v_head_dim, bias=spec.qkv_bias)
+        mla = spec.mla
+        attention = LatentAttention(h, n, mla.q_lora_rank, mla.kv_lora_rank, mla.qk_nope_head_dim,
+                                    mla.qk_rope_head_dim, mla.v_head_dim, bias=spec.qkv_bias)
     else:
         q_norm = k_norm = None
         if spec.qk_norm:
@@ -138,13 +142,13 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
     dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act, spec.mlp_inner_dropout)
     mlp: MLP | MoE = dense
     if spec.moe and spec.moe.is_moe_layer(i):
-        m = spec.moe
-        expert = MLP(h, m.moe_intermediate_size or spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias,
+        moe = spec.moe
+        expert = MLP(h, moe.moe_intermediate_size or spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias,
                      spec.hidden_act)
-        shared = MLP(h, m.shared_expert_intermediate_size, expert.gated, spec.mlp_bias, spec.hidden_act) \
-            if m.shared_expert_intermediate_size else None
-        mlp = MoE(h, m.num_experts, m.num_experts_per_tok, expert, shared, m.shared_expert_gate, m.router_bias,
-                  m.score_correction_bias)
+        shared = MLP(h, moe.shared_expert_intermediate_size, expert.gated, spec.mlp_bias, spec.hidden_act) \
+            if moe.shared_expert_intermediate_size else None
+        mlp = MoE(h, moe.num_experts, moe.num_experts_per_tok, expert, shared, moe.shared_expert_gate,
+                  moe.router_bias, moe.score_correction_bias)
     cross_attention = Attention(h, n, n, d, spec.qkv_bias, spec.o_bias, causal=False, cross=True) if cross else None
     return TransformerLayer(attention, mlp, _norm(spec), spec.layout, cross_attention)
 
@@ -166,7 +170,7 @@ def _layer_label(layer: TransformerLayer, groups: int) -> str:
 
 
 def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
-    h, V = spec.hidden_size, spec.vocab_size
+    h, V = spec.hidden_size, _vocab(spec)
     if spec.head == "lm":
         return LMHead(h, V, tied=spec.tie_word_embeddings, bias=spec.lm_head_bias, project_to=project,
                       loss_fp32=spec.architecture == "decoder", softcap=spec.final_logit_softcapping is not None)
@@ -189,10 +193,22 @@ def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
     return _NoHead()
 
 
+def _vocab(spec: TransformerSpec) -> int:
+    """The token table's rows, which the spec's validator requires of every architecture but vit."""
+    assert spec.vocab_size is not None, "a validated spec has vocab_size unless it is a vit"
+    return spec.vocab_size
+
+
+def _vit_sizes(spec: TransformerSpec) -> tuple[int, int]:
+    """A vit's image_size and patch_size, which the spec's validator requires."""
+    assert spec.image_size is not None and spec.patch_size is not None, "a validated vit spec has both"
+    return spec.image_size, spec.patch_size
+
+
 class _NoHead(Block):
     kind = "head"
 
-    def module(self):
+    def module(self, a: Activations | None = None):
         from torch import nn
 
         return nn.Identity()

@@ -28,14 +28,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from paramcalc.blocks.base import Pass, nest, peak_live, scale
-from paramcalc.blocks.embed import LMHead
+from paramcalc.blocks.base import Block, Pass, nest, peak_live, scale
+from paramcalc.blocks.embed import Embeddings, LMHead
 from paramcalc.blocks.moe import MoE
 from paramcalc.errors import UserError
-from paramcalc.network import TransformerNetwork
+from paramcalc.network import Stage, TransformerNetwork, unwrap
 from paramcalc.results.bench import Bench, BenchReport, Check, Measured, Predicted
 from paramcalc.units import parse_natural, parse_positive_int
+
+if TYPE_CHECKING:  # torch is imported when a bench runs, not with this module
+    import torch
+
+    from paramcalc.inputs.gpu_file import Gpu
 
 TOLERANCE = 0.10  # a prediction within 10% of the measurement is "ok"
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -139,17 +145,17 @@ class _Plan:
 
     net: TransformerNetwork
     p: Pass
-    stages: dict
-    stage: object  # the layer stage benchmarked
+    stages: dict[str, Stage]
+    stage: Stage  # the layer stage benchmarked
     layers: int
-    device: object  # torch.device
+    device: torch.device
     device_name: str
     dtype: str
     attention: str
     warmup: int
     steps: int
     with_head: bool
-    card: object  # catalog.Gpu or None
+    card: Gpu | None
 
 
 def run_bench(target, *, device: str | None = None, dtype: str | None = None, layers=1, seq_len=None, batch=1,
@@ -229,7 +235,9 @@ def _measure(plan: _Plan, tick: Progress) -> Measured:
     stack = _Stack(plan.stages, [plan.stage.block] * plan.layers, a, tdtype, dev, plan.with_head)
     labels = grad = None
     if plan.with_head:
-        vocab = plan.stages["head"].block.vocab
+        head = plan.stages["head"].block
+        assert isinstance(head, LMHead)  # _plan benches the embedding and head of language models only
+        vocab = head.vocab
         x = torch.randint(0, vocab, (p.batch, p.seq), device=dev)
         labels = torch.randint(0, vocab, (p.batch, p.seq), device=dev)
     else:
@@ -299,9 +307,9 @@ def _time_steps(step, k: int, dev, tick) -> list[float]:
         return [start.elapsed_time(end) / 1e3 for start, end in events]
     times = []
     for i in range(k):
-        start = time.perf_counter()
+        began = time.perf_counter()
         step()
-        times.append(time.perf_counter() - start)
+        times.append(time.perf_counter() - began)
         tick(i)
     return times
 
@@ -311,12 +319,15 @@ def _predict(plan: _Plan, fused: bool) -> Predicted:
 
     p, layer, n = plan.p, plan.stage.block, plan.layers
     a = activations(plan.net, DTYPE_BYTES[plan.dtype], plan.attention)
-    blocks = [("layers", predicted_layer(layer), n)]
+    blocks: list[tuple[str, Block, int]] = [("layers", predicted_layer(layer), n)]
+    embedding: Block | None = None
+    head: Block | None = None
     if plan.with_head:
         stages = plan.stages
-        blocks = [("embedding", stages["embedding"].block, 1), *blocks,
+        embedding, head = stages["embedding"].block, stages["head"].block
+        blocks = [("embedding", embedding, 1), *blocks,
                   *([("final_norm", stages["final_norm"].block, 1)] if "final_norm" in stages else []),
-                  ("head", stages["head"].block, 1)]
+                  ("head", head, 1)]
     fwd = sum(sum(b.flops(p).values()) * count for _, b, count in blocks)
     # A fused SDPA backward recomputes QK^T (FlashAttention, Dao et al. 2022, algorithm 4): hardware FLOPs.
     scores = n * sum(v for key, v in layer.flops(p).items() if key.endswith("/scores")) if fused else 0
@@ -325,19 +336,22 @@ def _predict(plan: _Plan, fused: bool) -> Predicted:
         breakdown.update(nest(name, scale(block.saved(p, a), count)))
     params = sum(sum(b.params().values()) * count for _, b, count in blocks)
     weights = params * DTYPE_BYTES[plan.dtype]
-    activations = sum(breakdown.values())
+    saved = sum(breakdown.values())
     # Alive when backward starts: weights, the inputs (token ids and labels, or the hidden states, the
     # output gradient and the output) and every saved activation; backward then runs block by block.
     inputs = 2 * 8 * p.tokens + 4 if plan.with_head else 3 * a.x * p.tokens * plan.net.hidden
     steps = [step for _, block, count in reversed(blocks) for _ in range(count) for step in block.backward_steps(p, a)]
-    if plan.with_head and blocks[-1][1].tied:
+    if isinstance(head, LMHead) and head.tied:  # with_head: _plan has checked the head is an LM head
         # The embedding's table gradient is added out of place to the head's: both and
         # the sum are alive for a moment, then one table's worth remains.
-        table = a.x * blocks[0][1].vocab * blocks[0][1].dim
+        assert embedding is not None  # set beside the head
+        tokens = unwrap(embedding)
+        assert isinstance(tokens, Embeddings)  # a language model's first stage
+        table = a.x * tokens.vocab * tokens.dim
         last = steps[-1]
         steps[-1] = replace(last, grads=last.grads - table, transient=last.transient + 2 * table)
-    return Predicted(forward_flops=fwd, backward_flops=2 * fwd + scores, activations=activations, weights=weights,
-                     peak_memory=peak_live(steps, weights + inputs + activations), activations_breakdown=breakdown)
+    return Predicted(forward_flops=fwd, backward_flops=2 * fwd + scores, activations=saved, weights=weights,
+                     peak_memory=peak_live(steps, weights + inputs + saved), activations_breakdown=breakdown)
 
 
 def _notes(plan: _Plan, kernels: list[str]) -> list[str]:

@@ -33,7 +33,7 @@ def measure(sizes: list[int], iters: int, warmup: int) -> str | None:
     import torch
     import torch.distributed as dist
 
-    from paramcalc.results.catalog import CollectivesReport
+    from paramcalc.results.catalog import CollectiveRow, CollectivesReport
 
     backend = "nccl" if torch.cuda.is_available() and os.environ.get("PARAMCALC_BACKEND", "nccl") == "nccl" else "gloo"
     dist.init_process_group(backend)
@@ -42,7 +42,7 @@ def measure(sizes: list[int], iters: int, warmup: int) -> str | None:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    results = []
+    results: list[CollectiveRow] = []
     for size in sizes:
         elements = max(n, size // 4 // n * n)  # fp32, divisible by the world size
         full = torch.ones(elements, device=device)
@@ -63,11 +63,11 @@ def measure(sizes: list[int], iters: int, warmup: int) -> str | None:
             sync()
             seconds = (time.perf_counter() - start) / iters
             nbytes = elements * 4
-            results.append({"op": op, "bytes": nbytes, "seconds": seconds,
-                            "algbw": nbytes / seconds, "busbw": nbytes * _bus_factor(op, n) / seconds})
+            results.append(CollectiveRow(op=op, bytes=nbytes, seconds=seconds,
+                                         algbw=nbytes / seconds, busbw=nbytes * _bus_factor(op, n) / seconds))
     report = CollectivesReport(backend=backend, world_size=n, torch_version=torch.__version__, results=results,
                                device=torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-                               busbw_max=max(r["busbw"] for r in results))
+                               busbw_max=max(r.busbw for r in results))
     dist.destroy_process_group()
     return report.json_text() if rank == 0 else None
 

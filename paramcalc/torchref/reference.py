@@ -27,7 +27,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
 from paramcalc.blocks.attention import Attention
-from paramcalc.blocks.base import Activations
+from paramcalc.blocks.base import Activations, Block
 from paramcalc.blocks.layer import TransformerLayer
 from paramcalc.network import Network
 
@@ -45,7 +45,7 @@ def activations(net: Network, dtype_bytes: int, attention: str) -> Activations:
                    scores_fp32=a.scores_fp32 and dtype_bytes < 4)
 
 
-def predicted_layer(layer: TransformerLayer) -> TransformerLayer:
+def predicted_layer(layer: Block) -> Block:
     """The layer as the reference module realises it: q, k and v come from
     separate projections (no fused-view storage at batch 1) and no relative
     position bucket ids are computed."""

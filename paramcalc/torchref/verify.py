@@ -56,8 +56,9 @@ def run_verify(model, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
     params = _params(net, built)
     hidden = net.width
     components = [_component(stage, built[stage.name], p, hidden) for stage in net.stages]
-    counted_all = all(c.flop_counter_forward is not None for c in components)
-    counted = sum(c.flop_counter_forward * c.count // c.instantiated for c in components) if counted_all else None
+    forwards = [(c.flop_counter_forward, c) for c in components if c.flop_counter_forward is not None]
+    counted_all = len(forwards) == len(components)
+    counted = sum(f * c.count // c.instantiated for f, c in forwards) if counted_all else None
     analytic = forward_flops(net, p)
     totals = VerifyTotals(analytic_forward=analytic, counted_forward=counted,
                     exact=analytic == counted if counted_all else None)
