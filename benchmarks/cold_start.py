@@ -38,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
     ours = [sys.executable, "-m", "paramcalc", "count", "llama-3.1-405b", "--json"]
     theirs = [sys.executable, str(ROOT / "benchmarks" / "hf_meta_count.py"), args.config]
-    compileall.compile_dir(ROOT / "src" / "paramcalc", quiet=1)
+    compileall.compile_dir(ROOT / "paramcalc", quiet=1)
     timed(ours), timed(theirs)  # warm the file cache
     a, b = [], []
     for _ in range(args.runs):

@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
 # (target, batch) pairs; every one runs with each --attention.
 DEFAULT_RUNS = [("llama-3.1-405b", 1), ("llama-2-7b", 1), ("llama-2-7b", 4), ("qwen2.5-14b", 1), ("qwen2.5-14b", 4)]

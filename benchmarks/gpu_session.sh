@@ -33,7 +33,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
         failed
     fi
 fi
-export PYTHONPATH="$root/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 
 python3 - <<'EOF' 2>&1 | tee "$out/environment.txt"
 import torch, pydantic, yaml

@@ -50,7 +50,7 @@ def hf_flops(cfg: dict, seq: int, batch: int = 1, device: str = "meta") -> tuple
 
 
 def hf_saved_bytes(cfg: dict, seq: int, batch: int = 1) -> int:
-    """CONTRACT.md's activation truth: bytes autograd saves in one training
+    """docs/contract.md's activation truth: bytes autograd saves in one training
     forward with labels (bf16, eager attention, meta device), each storage once,
     parameters' storages excluded (buffers such as BERT's position ids count)."""
     from saved_bytes import saved_bytes

@@ -1,4 +1,4 @@
-"""CONTRACT.md's activation truth for any torch module: the bytes autograd
+"""docs/contract.md's activation truth for any torch module: the bytes autograd
 saves in one training forward (with the loss where given), each storage once,
 parameters excluded (and buffers, unless `buffers=True` keeps them, as the
 transformers reference measurement does), seen through saved_tensors_hooks."""

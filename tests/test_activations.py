@@ -1,5 +1,5 @@
 """Activation memory against what autograd really saves in transformers'
-eager training forward with the loss (CONTRACT.md's definition, measured with
+eager training forward with the loss (docs/contract.md's definition, measured with
 saved_tensors_hooks on the meta device in bf16): every supported dense
 model_type within 2% at small sizes (the contract allows 10%); MoE within the
 contract's 10% (transformers' DeepSeek-V3 router keeps a few kB more or less

@@ -1,5 +1,5 @@
 """`paramcalc check BUDGET.yaml`: CI budgets through the real command line
-(CONTRACT.md, "Budget files for `check`" and the exit codes)."""
+(docs/contract.md, "Budget files for `check`" and the exit codes)."""
 
 from __future__ import annotations
 

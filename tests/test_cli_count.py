@@ -1,4 +1,4 @@
-"""`paramcalc count` and the TARGET forms of CONTRACT.md, through the real CLI."""
+"""`paramcalc count` and the TARGET forms of docs/contract.md, through the real CLI."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Bad input exits 2 with one clear message naming the file, line or field,
-never a traceback (CONTRACT.md, exit codes)."""
+never a traceback (docs/contract.md, exit codes)."""
 
 from __future__ import annotations
 

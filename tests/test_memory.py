@@ -40,7 +40,7 @@ def test_bytes_per_parameter_by_recipe(precision, optimizer, per_param):
 
 
 def test_kv_cache_is_exact_for_gqa_mha_and_mla():
-    # CONTRACT.md: 2 x layers x kv_heads x head_dim x tokens x batch x bytes
+    # docs/contract.md: 2 x layers x kv_heads x head_dim x tokens x batch x bytes
     assert estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2, kv_dtype="bf16").memory.kv_cache == \
         2 * 32 * 8 * 128 * 8192 * 2 * 2
     assert estimate_memory("llama-2-7b", mode="infer", seq_len=4096, batch=1, kv_dtype="fp8").memory.kv_cache == \

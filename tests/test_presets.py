@@ -79,7 +79,7 @@ def test_every_preset_but_two_cites_a_config_that_transformers_builds():
 @pytest.mark.parametrize("name", MIRRORS)
 def test_preset_counts_and_computes_what_transformers_builds_from_the_config_it_cites(name):
     """sum(p.numel()) of the transformers model on the meta device; DeepSeek-V3's router
-    score-correction bias is a buffer there and a parameter in the preset (CONTRACT.md).
+    score-correction bias is a buffer there and a parameter in the preset (docs/contract.md).
     Forward FLOPs by FlopCounterMode over 32 tokens, for text models whose routing needs no
     values (ViT's FLOPs against transformers: tests/test_vit.py)."""
     from hf_reference import hf_flops, hf_model
@@ -99,7 +99,7 @@ def test_preset_and_the_config_it_cites_agree_on_every_figure(name):
     preset, imported = resolve(name), from_config(json.loads(cited_config(name).read_text()))
     net = build(preset)
     p = Pass(1, net.seq_len(256))
-    # DeepSeek-V3's router bias: a parameter in the preset, a buffer in transformers and its import (CONTRACT.md)
+    # DeepSeek-V3's router bias: a parameter in the preset, a buffer in transformers and its import (docs/contract.md)
     assert {k: v for k, v in net.params().items() if not k.endswith("e_score_correction_bias")} == \
         build(imported).params()
     assert net.flops(p) == build(imported).flops(p)

@@ -59,7 +59,7 @@ def test_more_layers_per_stage_chain_into_each_other():
 def test_deepseek_v3_with_mla_and_256_experts_verifies_on_meta():
     report = run_verify("deepseek-v3", seq_len=16)
     assert report.passed
-    assert report.params.counted == 671_026_419_200  # CONTRACT.md's fixed meaning
+    assert report.params.counted == 671_026_419_200  # docs/contract.md's fixed meaning
     assert [c.stage for c in report.components if c.kind == "layer"] == ["layers (dense)", "layers (moe)"]
 
 

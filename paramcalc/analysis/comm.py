@@ -1,4 +1,4 @@
-"""Communication per training step, as a diagnostic (CONTRACT.md: the MFU
+"""Communication per training step, as a diagnostic (docs/contract.md: the MFU
 already absorbs it, so it is never added to GPU-hours).
 
 Ring collectives over N ranks move, per rank (Patarasuk & Yuan 2009):

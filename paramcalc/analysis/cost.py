@@ -4,7 +4,7 @@ The convention is PaLM's (Chowdhery et al. 2022, appendix B) and Megatron's
 (Narayanan et al. 2021): model FLOPs (forward + backward, dense attention,
 no recomputation) divided by the GPU's dense peak times the model FLOPs
 utilisation (MFU). The MFU absorbs communication, pipeline bubbles, stalls and
-restarts, so nothing is added on top of it (CONTRACT.md). Recomputation is
+restarts, so nothing is added on top of it (docs/contract.md). Recomputation is
 hardware work: it is reported as hardware FLOPs (HFU) and never raises the
 GPU-hours of a given MFU.
 """
@@ -95,7 +95,7 @@ def estimate_cost(model: Model, *, tokens, gpu, gpus=1, mfu=0.4, seq_len=None, b
     if calibration is not None:
         util, note = calibrated_mfu(calibration, card.name)
         notes.append(note)
-    gpu_hours = flops / (peak * util) / 3600  # CONTRACT.md: FLOPs / (dense peak x MFU), in hours
+    gpu_hours = flops / (peak * util) / 3600  # docs/contract.md: FLOPs / (dense peak x MFU), in hours
     wall = gpu_hours / n_gpus  # perfect data parallelism: the MFU already holds its losses
     notes.append(f"peak: {card.name} dense {dtype}, {human_flops(peak)}/s per GPU (no 2:4 sparsity)")
     notes.append(f"MFU {util:.2f}: model FLOPs / (GPUs x peak x time); it absorbs communication, bubbles and "

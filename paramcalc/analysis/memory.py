@@ -8,7 +8,7 @@ Tensor and pipeline parallelism split the model first (Megatron-LM).
 
 Activations: the bytes autograd saves in one training forward with the loss,
 block by block (blocks/*.saved), as transformers' eager implementation keeps
-them (CONTRACT.md); recomputation and tensor/sequence parallelism follow
+them (docs/contract.md); recomputation and tensor/sequence parallelism follow
 Korthikanti et al. 2022 ("Reducing Activation Recomputation").
 
 KV cache: 2 (K and V) x layers x kv_heads x head_dim x tokens x batch x bytes;

@@ -9,7 +9,7 @@ stage becomes a training plan:
 - FLOPs: model FLOPs (2 per multiply-add; backward = 2 x forward; dense
   attention for every training or scoring pass, the PaLM/Megatron MFU
   convention; generation counts the causal pairs its kernels compute);
-- time: FLOPs / (GPUs x dense peak x MFU), as `paramcalc cost` (CONTRACT.md):
+- time: FLOPs / (GPUs x dense peak x MFU), as `paramcalc cost` (docs/contract.md):
   per step, in GPU-hours, wall-clock and dollars;
 - memory: analysis.memory.estimate_memory with the stage's parallel settings for
   every trained model, plus the weights (stage dtype) of every frozen one, against the GPU;
@@ -196,7 +196,7 @@ class _Planner:
         par = st.parallel
         gpus = par.dp * par.tp * par.pp
         flops = {key: w.units * f for key, f, _ in w.passes}
-        # CONTRACT.md: GPU-hours = FLOPs / (dense peak x MFU) / 3600, each pass at its own MFU
+        # docs/contract.md: GPU-hours = FLOPs / (dense peak x MFU) / 3600, each pass at its own MFU
         gpu_hours = sum(w.units * f / (s.peak * mfu) for _, f, mfu in w.passes) / 3600
         unit_seconds = sum(f / (gpus * s.peak * mfu) for _, f, mfu in w.passes)
         accum = None

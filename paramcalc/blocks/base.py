@@ -163,7 +163,7 @@ class Block:
 class Activations:
     """How a training forward runs, for the bytes autograd saves for backward.
 
-    The reference (CONTRACT.md) is transformers' eager implementation: what
+    The reference (docs/contract.md) is transformers' eager implementation: what
     `saved_tensors_hooks` sees, each storage once, weights excluded. Blocks count
     their own input when their first op saves it, so a tensor shared by two
     consumers (q/k/v reading one normed input) is counted once.

@@ -6,7 +6,7 @@ seq)` it runs on batch x seq such samples: seq is the number of time steps of
 a recurrent network and 1 for an image network, so `p.tokens` is the number
 of samples a per-step layer sees.
 
-Saved bytes compose along a chain without double counting (CONTRACT.md counts
+Saved bytes compose along a chain without double counting (docs/contract.md counts
 each storage once): a block says whether autograd keeps its input
 (`keeps_input`: conv, linear, batch norm, pooling) or its output
 (`keeps_output`: ReLU, tanh, sigmoid keep their result); where a producer keeps

@@ -1,7 +1,7 @@
 """The `paramcalc` command. Each command parses its flags, makes one library
 call and renders the result: a rich table, or one JSON document with --json.
 
-Errors (CONTRACT.md): the library raises UserError, which `main` prints on
+Errors (docs/contract.md): the library raises UserError, which `main` prints on
 stderr, its setting spelt as the flag that gave it (`seq_len` -> `--seq-len`),
 and exits 2. Anything else is a bug: exit 3 with one line saying so
 (`--debug` shows the traceback).

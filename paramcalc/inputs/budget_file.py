@@ -1,4 +1,4 @@
-"""The budget file of `paramcalc check` (CONTRACT.md, "Budget files for
+"""The budget file of `paramcalc check` (docs/contract.md, "Budget files for
 `check`"; docs/ci.md), as typed models.
 
 A top-level `budgets:` list. Each budget names a model (any TARGET; paths are

@@ -1,4 +1,4 @@
-"""TARGET resolution (CONTRACT.md): a config.json (or a downloaded snapshot
+"""TARGET resolution (docs/contract.md): a config.json (or a downloaded snapshot
 folder holding one), a YAML spec, a preset name or a bare parameter count, in
 that order. Each becomes a spec; paramcalc.network.lower turns any spec into
 the network every analysis reads.

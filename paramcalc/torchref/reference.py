@@ -58,7 +58,7 @@ def predicted_layer(layer: Block) -> Block:
 
 
 class SavedBytes:
-    """Bytes autograd saves for backward inside the context, as CONTRACT.md
+    """Bytes autograd saves for backward inside the context, as docs/contract.md
     defines them: every tensor `saved_tensors_hooks` sees, each storage once,
     the parameters' storages excluded."""
 
