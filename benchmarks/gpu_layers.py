@@ -69,7 +69,6 @@ def _git(*args: str) -> str:
 def bench_one(target: str, batch: int, attention: str, args) -> dict:
     import torch
 
-    from paramcalc.errors import UserError
     from paramcalc.torchref.bench import run_bench
 
     started = time.perf_counter()

@@ -31,12 +31,19 @@ def test_every_collective_is_measured_at_every_size_with_nccl_tests_bus_bandwidt
 
 
 def test_estimate_uses_the_measured_link_speed(measured):
+    """The measured bus bandwidth replaces the scale-up link: a TP plan inside one node moves the
+    same bytes, at that bandwidth plus the fixed collective latency."""
+    from paramcalc.analysis.step import LATENCY_SCALE_UP
+
     path, data = measured
-    catalog = estimate("llama-3.1-8b").communication
-    slow = estimate("llama-3.1-8b", comm_file=path).communication
-    for a, b in zip(catalog.collectives, slow.collectives):
-        assert a.bytes_per_gpu == b.bytes_per_gpu
-        assert b.seconds == pytest.approx(b.bytes_per_gpu / data["busbw_max"])
+    pinned = dict(gpus=8, tp=8, global_batch=8, micro_batch=1, recompute="none", seq_len=2048)
+    catalog = estimate("llama-3.1-8b", **pinned).communication
+    slow = estimate("llama-3.1-8b", comm_file=path, **pinned).communication
+    a, b = catalog.collectives[0], slow.collectives[0]
+    assert a.name == b.name and a.name.startswith("tensor-parallel") and a.bytes_per_gpu == b.bytes_per_gpu
+    collectives = 4 * 32 * 8  # 4 per layer, 32 layers, 8 micro-batches
+    assert b.seconds == pytest.approx(b.bytes_per_gpu / data["busbw_max"] + collectives * LATENCY_SCALE_UP, rel=1e-6)
+    assert b.seconds > a.seconds  # gloo on CPU is far slower than NVLink
 
 
 def test_unknown_backend_exits_2(tmp_path):

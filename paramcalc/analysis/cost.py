@@ -17,6 +17,7 @@ from paramcalc.blocks.base import Pass
 from paramcalc.catalog import load_gpu, price, prices
 from paramcalc.errors import UserError
 from paramcalc.network import Model, Network, lower
+from paramcalc.network.measured import MeasuredCount
 from paramcalc.results.cost import Cost, CostReport
 from paramcalc.units import human_flops, parse_positive, parse_positive_int
 
@@ -34,6 +35,13 @@ def parse_mfu(value) -> float:
 
 def training_flops(net: Network, p: Pass, tokens: int, recompute: str = "none") -> tuple[int, int | None, list[str]]:
     """(model FLOPs, hardware FLOPs or None, notes) of training on `tokens` tokens."""
+    measured = count_flops(net, seq_len=p.seq, batch=p.batch, attention="eager") \
+        if isinstance(net, MeasuredCount) else None  # transformers on the meta device (analysis/flops.py)
+    if measured is not None and measured.flops.train_step is not None:
+        step = measured.flops.train_step
+        return step * tokens // p.tokens, None, [
+            f"model FLOPs: forward measured by FlopCounterMode at seq {p.seq} plus backward = 2 x forward, "
+            "x tokens / (batch x seq); recomputation unknown"]
     if not net.has_architecture:
         # Kaplan et al. 2020, eq. 2.1: C = 6 N D (2N forward + 4N backward per token; errs low, no attention)
         return 6 * net.total_params * tokens, None, ["a bare count: training FLOPs = 6 x N x tokens "

@@ -3,13 +3,20 @@ and the parameters one token uses (MoE: shared + router + top-k experts)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from paramcalc.analysis.settings import with_lora_flags
 from paramcalc.blocks.base import Breakdown
 from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.moe import MoE
-from paramcalc.network import Model, Network, lower, transformer_layer
+from paramcalc.network import Model, Network, lower, lower_source, transformer_layer
+from paramcalc.network.measured import MeasuredCount
 from paramcalc.results.base import Row
-from paramcalc.results.count import CountReport, Params
+from paramcalc.results.count import CheckpointCount, CountReport, Difference, DtypeCount, Params
+
+if TYPE_CHECKING:
+    from paramcalc.inputs.checkpoint import Checkpoint
 
 
 def component(stage: str, key: str) -> str:
@@ -44,13 +51,45 @@ def rows(net: Network, figure) -> list[Row]:
     return out
 
 
-def count_params(model: Model, *, lora_rank=None, lora_targets: str | None = None) -> CountReport:
-    """Exact parameter count of a model (a TARGET: preset, config.json, YAML spec, `7.5B`; or a Network).
+def count_params(model: Model, *, lora_rank=None, lora_targets: str | None = None,
+                 revision: str | None = None) -> CountReport:
+    """Exact parameter count of a model (a TARGET: preset, config.json, safetensors checkpoint, YAML spec,
+    Hugging Face model id at `revision`, `7.5B`; or a Network).
 
     >>> count_params("llama-3.1-8b").params.total
     8030261248
     """
-    net = with_lora_flags(lower(model), lora_rank, lora_targets)
+    source = None
+    if isinstance(model, (str, Path)):
+        from paramcalc.inputs.target import read_target
+
+        source = read_target(model, revision=revision, checkpoint=True)
+    base = lower_source(source) if source is not None else lower(model)
+    report = _count(with_lora_flags(base, lora_rank, lora_targets))
+    if source is None or source.checkpoint is None:
+        return report
+    tensors = _checkpoint(source.checkpoint, base.total_params if source.config is not None else None,
+                          source.config or {})
+    notes = list(report.notes)
+    if source.config is None:
+        notes = [f"counted from the safetensors headers of {len(tensors.files)} file(s), no weights loaded: "
+                 "each tensor's elements (its header shape), names sharing one storage once; no config.json "
+                 "beside it, so the architecture is unknown"]
+    else:
+        notes.append(f"params: the config.json beside the checkpoint; the checkpoint's headers hold "
+                     f"{tensors.total:,} elements ({tensors.difference:+,})")
+    return report.model_copy(update={"checkpoint": tensors, "notes": notes})
+
+
+def _count(net: Network) -> CountReport:
+    if isinstance(net, MeasuredCount):
+        notes = [net.note, "embedding: the nn.Embedding tables the model holds"]
+        if net.buffer_count:
+            notes.append(f"buffers (not parameters): {net.buffer_count:,}")
+        return CountReport(model=net.name, notes=notes,
+                           params=Params(total=net.count, embedding=net.embedding,
+                                         non_embedding=net.count - net.embedding, active=None,
+                                         buffers=net.buffer_count))
     if not net.has_architecture:
         return CountReport(model=net.name, params=Params(total=net.total_params, embedding=None, non_embedding=None,
                                                          active=None),
@@ -76,6 +115,26 @@ def count_params(model: Model, *, lora_rank=None, lora_targets: str | None = Non
                                      expected=None if net.adapters else net.expected_params, trainable=trainable,
                                      frozen=total - trainable, buffers=buffers),
                        breakdown=rows(net, lambda b: b.params()))
+
+
+def _checkpoint(ckpt: Checkpoint, analytic: int | None, config: dict) -> CheckpointCount:
+    """A checkpoint's tensors by dtype and, beside a config, what sets them apart from its count."""
+    from paramcalc.inputs.checkpoint import explain
+
+    explained = []
+    if analytic is not None:
+        parts = explain(ckpt, config)
+        rest = ckpt.total - analytic - sum(parts.values())
+        explained = [Difference(reason=k, params=v) for k, v in parts.items()]
+        if rest:
+            explained.append(Difference(reason="not explained (names paramcalc does not recognise, packed "
+                                               "quantised weights, or a config that differs from the weights)",
+                                        params=rest))
+    return CheckpointCount(files=[str(f) for f in ckpt.files], tensors=len(ckpt.tensors), shared=len(ckpt.shared),
+                           total=ckpt.total, bytes=ckpt.nbytes,
+                           by_dtype=[DtypeCount(dtype=d, params=n, bytes=b) for d, (n, b) in ckpt.by_dtype().items()],
+                           analytic_total=analytic, difference=None if analytic is None else ckpt.total - analytic,
+                           explained=explained)
 
 
 def _sum(parts: Breakdown) -> int:

@@ -48,7 +48,7 @@ def diff(a: Model, b: Model, *, seq_len=None) -> DiffReport:
                             percent=100 * delta / x if delta is not None and x else None))
     notes = [f"seq {seq}, batch 1; deltas are B - A, percentages relative to A",
              "FLOPs: matmuls of one forward, dense attention, 2 per multiply-add",
-             "training memory: one GPU, bf16 mixed precision, AdamW, ZeRO-0, eager attention, no recomputation, "
+             "training memory: one GPU, bf16 mixed precision, AdamW, ZeRO-0, flash attention, no recomputation, "
              "runtime overheads included",
              "KV cache: bf16 K and V of one token in every layer (sliding windows cap it only at long contexts)"]
     return DiffReport(a=net_a.name, b=net_b.name, seq_len=seq, rows=rows, notes=notes)

@@ -1,122 +1,220 @@
-"""The main job: parameters, FLOPs, a training plan that fits, and its cost,
-in one report.
+"""The main job: parameters, FLOPs, a training plan for a cluster, its step time,
+memory and cost, in one report (`paramcalc estimate`).
 
-The plan is the smallest GPU count that holds one training step: first plain
-data parallelism with ZeRO-3 sharding (FSDP), then with full activation
-recomputation, then with 8-way tensor parallelism inside a node and pipeline
-stages; GPU counts are powers of two, as clusters are allocated.
+- With `gpus` and any of tp, pp, cp, ep given, that layout is evaluated; with
+  none, every plan for exactly `gpus` GPUs is searched and the fastest that
+  fits wins (analysis/plans.py). Knobs left out are chosen as the search
+  would. A plan that does not fit is still reported, `memory.fits` false.
+- Without `gpus`: the smallest power of two whose fastest plan fits and
+  finishes the tokens within `days` (90 by default: what a team plans a
+  pre-training run around).
+- The step time comes from the plan (analysis/step.py) unless an MFU is given;
+  GPU-hours are steps x step time x GPUs, which equals `cost` at the step's MFU.
 """
 
 from __future__ import annotations
 
-from paramcalc.analysis.comm import measured_link_bandwidth, step_communication
+import math
+
+from paramcalc.analysis.comm import measured_link_bandwidth
 from paramcalc.analysis.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost, parse_mfu
 from paramcalc.analysis.count import count_params
 from paramcalc.analysis.flops import count_flops
-from paramcalc.analysis.memory import estimate_memory
-from paramcalc.blocks.base import Pass
+from paramcalc.analysis.plans import Knobs, Outcome, search
+from paramcalc.analysis.settings import RECOMPUTE, choose, parse_attention
+from paramcalc.analysis.step import Plan
 from paramcalc.catalog import load_gpu
 from paramcalc.errors import UserError
-from paramcalc.network import Model, Network, lower
-from paramcalc.results.memory import MemoryReport
-from paramcalc.results.training import Communication, EstimateReport, TrainingPlan
-from paramcalc.units import human_bytes, human_count, human_hours, human_usd, parse_positive_int
+from paramcalc.inputs.gpu_file import Gpu, Link
+from paramcalc.network import Model, lower
+from paramcalc.results.memory import Memory
+from paramcalc.results.training import Collective, Communication, EstimateReport, Step, TrainingPlan
+from paramcalc.units import human_bytes, human_count, human_hours, human_usd, parse_number, parse_positive_int
 
 MAX_GPUS = 2**17
-
-# Share of the dense peak a large bf16 training step reaches in its matmuls when
-# nothing waits: Narayanan et al. 2021 (Megatron-LM, table 1) sustain ~50-57% of
-# A100 peak per GPU on GPT models; it sets `--mfu auto`, which errs high for small
-# models whose kernels do not fill the GPU.
-KERNEL_EFFICIENCY = 0.55
-
-# (recompute, tp, pp) in the order a practitioner reaches for them.
-STRATEGIES = (("none", 1, 1), ("full", 1, 1), ("full", 8, 1), ("full", 8, 4), ("full", 8, 16))
+DEFAULT_DAYS = 90
+TRAIN_DTYPES = ("bf16", "fp16", "fp8")
 
 
-def plan_training(net: Network, *, gpu: str, seq_len=None, batch=1, dtype: str = "bf16",
-                  max_gpus: int = MAX_GPUS) -> tuple[TrainingPlan, MemoryReport | None]:
-    """Fewest power-of-two GPUs (and how to shard) that fit one step per GPU;
-    among equal counts, the simplest strategy (the earliest in STRATEGIES)."""
-    card = load_gpu(gpu)
-    best, memory = TrainingPlan(gpu=card.name), None
-    for recompute, tp, pp in STRATEGIES:
-        gpus = tp * pp
-        limit = best.gpus // 2 if best.gpus else max_gpus  # only a strictly smaller count can win
-        while gpus <= limit:
-            dp = gpus // (tp * pp)
-            m = estimate_memory(net, mode="train", seq_len=seq_len, batch=batch, dtype=dtype, zero=3 if dp > 1 else 0,
-                                dp=dp, tp=tp, pp=pp, sequence_parallel=tp > 1, recompute=recompute,
-                                attention="flash", gpu=card.name)
-            if m.fits is not None and m.fits.fits:
-                best = TrainingPlan(gpus=gpus, dp=dp, tp=tp, pp=pp, zero=3 if dp > 1 else 0, recompute=recompute,
-                                    attention="flash", gpu=card.name)
-                memory = m
-                break
-            gpus *= 2
-    return best, memory
-
-
-def auto_mfu(comm: Communication) -> float:
-    """MFU from the step's shape: kernel efficiency, slowed by communication that
-    cannot hide behind compute and by the pipeline bubble."""
-    busy = comm.compute_seconds / (comm.compute_seconds + comm.exposed_seconds)
-    return KERNEL_EFFICIENCY * busy * (1 - comm.bubble_fraction)
-
-
-def estimate(model: Model, *, gpu: str = "h100-sxm", tokens=None, gpus=None, mfu=0.4, seq_len=None, batch=1,
-             dtype: str = "bf16", usd_per_hour=None, comm_file=None) -> EstimateReport:
-    """Everything at once: params, FLOPs per step, a plan that fits, GPU-hours and dollars.
+def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq_len=None, global_batch=None,
+             micro_batch=None, tp=None, pp=None, vpp=None, cp=None, ep=None, sp: bool | None = None, zero=None,
+             recompute: str | None = None, attention: str = "flash", dtype: str = "bf16", mfu="auto",
+             days=DEFAULT_DAYS, usd_per_hour=None, comm_file=None) -> EstimateReport:
+    """Everything at once: params, FLOPs, a plan, its step time and memory, GPU-hours and dollars.
 
     Tokens default to Chinchilla's 20 per parameter (Hoffmann et al. 2022). `comm_file` is a
-    `paramcalc bench-collectives` file whose measured bus bandwidth replaces the catalog's link.
+    `paramcalc bench-collectives` file whose measured bus bandwidth replaces the scale-up link's.
+
+    >>> r = estimate("llama-3.1-8b", gpus=8, tokens="1T")
+    >>> (r.plan.dp, r.plan.tp, r.memory.fits)
+    (8, 1, True)
     """
     net = lower(model)
     params = count_params(net).params
-    seq = net.seq_len(None if seq_len is None else parse_positive_int(seq_len, field="seq_len"))
-    batch = parse_positive_int(batch, field="batch")
-    f = count_flops(net, seq_len=seq, batch=batch).flops
-    plan, memory = plan_training(net, gpu=gpu, seq_len=seq, batch=batch, dtype=dtype) if net.has_architecture \
-        else (TrainingPlan(gpu=load_gpu(gpu).name), None)
-    n_gpus = parse_positive_int(gpus, field="gpus") if gpus is not None else (plan.gpus or 1)
-    budget = tokens if tokens is not None else CHINCHILLA_TOKENS_PER_PARAM * params.total
-    comm, extra = None, []
-    auto = str(mfu).lower() == "auto"
-    if plan.gpus:
-        link = None
-        if comm_file is not None:
-            link = measured_link_bandwidth(comm_file)
-            extra.append(f"communication at the measured bus bandwidth {link / 1e9:,.1f} GB/s ({comm_file})")
-        comm = step_communication(net, Pass(batch, seq), gpu=gpu, dp=plan.dp, tp=plan.tp, pp=plan.pp,
-                                  zero=plan.zero, micro_batches=plan.pp, dtype=dtype,
-                                  mfu=KERNEL_EFFICIENCY if auto else parse_mfu(mfu), link_bandwidth=link)
-    if auto:
-        if comm is None:
-            raise UserError("an automatic MFU needs a plan that fits (its communication sets the MFU)", field="mfu",
-                            fix="give {mfu} a number such as 0.4")
-        mfu = auto_mfu(comm)
-        extra.append(f"MFU {mfu:.3f} estimated: {KERNEL_EFFICIENCY} of peak in matmuls x compute / (compute + "
-                     "exposed communication) x (1 - pipeline bubble); a measured MFU (bench --calibration-out) is "
-                     "better")
-    c = estimate_cost(net, tokens=budget, gpu=gpu, gpus=n_gpus, mfu=mfu, seq_len=seq, batch=batch, dtype=dtype,
-                      usd_per_hour=usd_per_hour)
-    gpu_name = c.gpu
-    if plan.gpus and memory is not None:
-        fit = (f"fits on {plan.gpus:,} x {gpu_name} with ZeRO-{plan.zero}"
-               + (f", TP {plan.tp}" if plan.tp > 1 else "") + (f", PP {plan.pp}" if plan.pp > 1 else "")
-               + (", full recomputation" if plan.recompute == "full" else "")
-               + f" ({human_bytes(memory.memory.total_per_gpu)} per GPU)")
-    elif memory is None and params.embedding is None:
-        fit = f"{human_bytes(16 * params.total)} of model states; activations need the architecture"
+    choose(dtype, TRAIN_DTYPES, "dtype")
+    seq = net.seq_len(net.training_seq_len if seq_len is None else parse_positive_int(seq_len, field="seq_len"))
+    n_tokens = parse_positive_int(tokens, field="tokens") if tokens is not None \
+        else CHINCHILLA_TOKENS_PER_PARAM * params.total
+    attention = parse_attention(attention)
+    knobs = _knobs(tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch,
+                   zero=zero, recompute=recompute, sp=sp)
+    card = load_gpu(gpu)
+    notes: list[str] = []
+    if comm_file is not None:
+        link = measured_link_bandwidth(comm_file)
+        card = card.model_copy(update={"interconnect": Link(name="measured", bandwidth=link),
+                                       "efficiency": card.efficiency.model_copy(update={"link": 1.0})})
+        notes.append(f"scale-up link at the measured bus bandwidth {link / 1e9:,.1f} GB/s ({comm_file})")
+    fixed = None if str(mfu).lower() == "auto" else parse_mfu(mfu)
+    max_days = float(parse_number(days, field="days"))
+    if max_days <= 0:
+        raise UserError("days must be > 0", field="days")
+    f = count_flops(net, seq_len=seq, batch=1).flops
+
+    if not net.has_architecture:  # a bare count: no layout to search, cost at a stated MFU
+        return _bare(net, params, f, card, gpu, gpus, n_tokens, seq, dtype, fixed, usd_per_hour)
+
+    if gpus is None:
+        n, outcome = _cluster(net, card, seq, knobs, dtype, attention, n_tokens, fixed, max_days)
+        notes.append(f"GPUs: the smallest power of two whose fastest plan fits and trains {human_count(n_tokens)} "
+                     f"tokens within {max_days:g} days (give --gpus to plan for your cluster)")
     else:
-        fit = f"does not fit on {MAX_GPUS:,} x {gpu_name}"
+        n = parse_positive_int(gpus, field="gpus")
+        found = search(net, n, card, seq, knobs, dtype=dtype, attention=attention)
+        if found is None:
+            raise UserError(f"no plan splits {n:,} GPUs with the degrees given", field="gpus",
+                            fix="make --gpus a multiple of tp x pp x cp, and ep divide dp x cp and the experts")
+        outcome = found
+    plan, t = outcome.plan, outcome.time
+    peak = card.peak(dtype)
+    seconds = t.seconds if fixed is None else t.model_flops / (plan.gpus * peak * fixed)
+    step_mfu = t.model_flops / (plan.gpus * peak * seconds)
+    c = estimate_cost(net, tokens=n_tokens, gpu=gpu, gpus=plan.gpus, mfu=min(step_mfu, 1.0), seq_len=seq,
+                      dtype=dtype, usd_per_hour=usd_per_hour)
     cost = c.cost
-    verdict = (f"{human_count(params.total)} params; {fit}; {human_hours(cost.gpu_hours)} GPU-hours for "
-               f"{human_count(c.tokens)} tokens at MFU {cost.mfu:.2f}"
+    scale = seconds / t.seconds
+    step = Step(seconds=seconds, mfu=step_mfu, hfu=t.hardware_flops / (plan.gpus * peak * seconds),
+                tflops_per_gpu=t.model_flops / plan.gpus / seconds / 1e12,
+                tokens_per_second=plan.global_batch * seq / seconds, mfu_source="given" if fixed else "predicted",
+                compute_seconds=t.compute * scale, communication_seconds=t.exposed_comm * scale,
+                bubble_seconds=t.bubble * scale, optimizer_seconds=t.optimizer * scale)
+    m = outcome.memory
+    memory = Memory(weights=m.weights, gradients=m.gradients, optimizer=m.optimizer, activations=m.activations,
+                    kv_cache=m.kv_cache, model_states_per_gpu=m.states, overhead=m.overhead, total_per_gpu=m.total,
+                    fits=outcome.fits)
+    comm = Communication(collectives=[Collective(name=name, bytes_per_gpu=b, seconds=s, overlappable=o)
+                                      for name, b, s, o in t.collectives],
+                         compute_seconds=t.compute, exposed_seconds=t.exposed_comm,
+                         bubble_fraction=t.bubble / t.seconds)
+    layout = _describe(plan)
+    fit = (f"fits ({human_bytes(m.total or 0)} of {human_bytes(card.memory_bytes)} per GPU)" if outcome.fits
+           else f"DOES NOT FIT ({human_bytes(m.total or 0)} of {human_bytes(card.memory_bytes)} per GPU)")
+    verdict = (f"{human_count(params.total)} params on {plan.gpus:,} x {card.name}: {layout}; {fit}; "
+               f"{seconds:,.2f} s/step at MFU {step_mfu:.2f}; {human_hours(cost.gpu_hours)} GPU-hours, "
+               f"{cost.wall_clock_hours / 24:,.1f} days for {human_count(n_tokens)} tokens"
                + (f"; {human_usd(cost.usd)}" if cost.usd is not None else ""))
-    notes = [f"tokens: {'given' if tokens is not None else 'Chinchilla-optimal 20 per parameter'}",
-             "plan: the fewest power-of-two GPUs holding one step (flash attention, micro-batch "
-             f"{batch}); cost: model FLOPs / (dense {dtype} peak x MFU)", *c.notes[:2] + extra]
-    return EstimateReport(model=net.name, seq_len=seq, params=params, flops=f, plan=plan,
-                          memory=memory.memory if memory else None, cost=cost, communication=comm,
-                          verdict=verdict, notes=notes)
+    notes += [f"tokens: {'given' if tokens is not None else 'Chinchilla-optimal, 20 per parameter'}; "
+              f"sequence {seq:,}" + (" (the pre-training context)" if seq_len is None else ""),
+              ("plan: " + ("the layout given; " if knobs.pinned else f"the fastest of {outcome.considered:,} "
+                           "plans that fits (plans within 3% count as equal: the simplest wins); ")
+               + "other knobs chosen as the search would"),
+              f"global batch {plan.global_batch:,} sequences"
+              + ("" if knobs.global_batch else " (about 4M tokens, at least one per data-parallel rank)"),
+              ("step time predicted from the plan: kernels at the card's efficiencies "
+               f"({card.efficiency.source}), exposed communication, pipeline bubble, optimizer step"
+               if fixed is None else f"step time from the MFU given ({fixed})"),
+              f"MFU and TFLOP/s: model FLOPs (3 x forward, dense attention) against the dense {dtype} peak "
+              f"({peak / 1e12:,.0f} TFLOP/s); GPU-hours = steps x step time x GPUs",
+              "memory: the busiest GPU (first or last pipeline stage), Megatron-LM's saved tensors, "
+              f"{plan.attention} attention, overheads included"]
+    if dtype == "fp8":
+        notes.append("fp8: Transformer Engine's recipe: the layers' GEMMs at the fp8 peak x its efficiency, the "
+                     "LM head and attention in bf16, bf16 weights and activations, fp32 master and Adam state")
+    if not outcome.fits:
+        notes.append("no plan of this layout fits: the one needing the least memory is shown; add GPUs, "
+                     "recomputation, ZeRO-3 or pipeline stages")
+    return EstimateReport(model=net.name, seq_len=seq, tokens=n_tokens, params=params, flops=f,
+                          plan=_plan(plan, card.name, not knobs.pinned), step=step, memory=memory, cost=cost,
+                          communication=comm, verdict=verdict, notes=notes)
+
+
+def _cluster(net, card: Gpu, seq: int, knobs: Knobs, dtype: str, attention: str, tokens: int, fixed: float | None,
+             days: float) -> tuple[int, Outcome]:
+    """The smallest power of two of GPUs whose fastest fitting plan trains `tokens` within `days`:
+    start from the count that would at MFU 0.5 and double."""
+    forward = count_flops(net, seq_len=seq, batch=1).flops.forward
+    assert forward is not None  # a network with an architecture (bare counts plan elsewhere)
+    work = 3 * forward * tokens / seq
+    guess = work / (days * 86400 * card.peak(dtype) * 0.5)
+    n = 2 ** max(0, math.ceil(math.log2(max(guess, 1))))
+    last: Outcome | None = None
+    while n <= MAX_GPUS:
+        found = search(net, n, card, seq, knobs, dtype=dtype, attention=attention)
+        if found is not None:
+            last = found
+            seconds = found.time.seconds if fixed is None else \
+                found.time.model_flops / (n * card.peak(dtype) * fixed)
+            wall = tokens / (found.plan.global_batch * seq) * seconds / 86400
+            if found.fits and wall <= days:
+                return n, found
+        n *= 2
+    if last is None:
+        raise UserError("no plan splits any power of two of GPUs with the degrees given", field="tp")
+    return last.plan.gpus, last
+
+
+def _bare(net, params, f, card: Gpu, gpu: str, gpus, tokens: int, seq: int, dtype: str, fixed: float | None,
+          usd_per_hour) -> EstimateReport:
+    mfu = fixed if fixed is not None else 0.4
+    n = parse_positive_int(gpus, field="gpus") if gpus is not None else 1
+    c = estimate_cost(net, tokens=tokens, gpu=gpu, gpus=n, mfu=mfu, seq_len=seq, dtype=dtype,
+                      usd_per_hour=usd_per_hour)
+    flops_per_seq = 6 * net.total_params * seq
+    seconds = flops_per_seq / (n * card.peak(dtype) * mfu)
+    step = Step(seconds=seconds, mfu=mfu, hfu=mfu, tflops_per_gpu=card.peak(dtype) * mfu / 1e12,
+                tokens_per_second=seq / seconds, mfu_source="given" if fixed is not None else "assumed")
+    verdict = (f"{human_count(params.total)} params; {human_hours(c.cost.gpu_hours)} GPU-hours for "
+               f"{human_count(tokens)} tokens at MFU {mfu:.2f}")
+    notes = ["a bare count: no layout or activations to plan; step time of one sequence at "
+             f"MFU {mfu} (6N FLOPs per token)", *c.notes[:2]]
+    return EstimateReport(model=net.name, seq_len=seq, tokens=tokens, params=params, flops=f,
+                          plan=TrainingPlan(gpus=n, gpu=card.name, dp=n, dtype=dtype, searched=False), step=step,
+                          memory=None, cost=c.cost, verdict=verdict, notes=notes)
+
+
+def _knobs(**given) -> Knobs:
+    out: dict = {}
+    for name in ("tp", "pp", "vpp", "cp", "ep", "micro_batch", "global_batch"):
+        if given[name] is not None:
+            out[name] = parse_positive_int(given[name], field=name)
+    if given["zero"] is not None:
+        stage = parse_number(given["zero"], field="zero")
+        if stage not in (0, 1, 2, 3):
+            raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {given['zero']!r}", field="zero")
+        out["zero"] = int(stage)
+    if given["recompute"] is not None:
+        out["recompute"] = choose(given["recompute"], RECOMPUTE, "recompute")
+    if given["sp"] is not None:
+        out["sp"] = bool(given["sp"])
+    return Knobs(**out)
+
+
+def _plan(p: Plan, gpu: str, searched: bool) -> TrainingPlan:
+    return TrainingPlan(gpus=p.gpus, gpu=gpu, searched=searched, tp=p.tp, pp=p.pp, vpp=p.vpp, cp=p.cp, ep=p.ep,
+                        dp=p.dp, sp=p.sp, micro_batch=p.micro_batch, micro_batches=p.micro_batches,
+                        global_batch=p.global_batch, zero=p.zero, recompute=p.recompute, attention=p.attention,
+                        dtype=p.dtype)
+
+
+def _describe(p: Plan) -> str:
+    parts = [f"{k} {v}" for k, v in (("TP", p.tp), ("PP", p.pp), ("CP", p.cp), ("EP", p.ep)) if v > 1]
+    if p.vpp > 1:
+        parts.append(f"{p.vpp} virtual stages")
+    parts.append(f"DP {p.dp}")
+    if p.sp:
+        parts.append("SP")
+    parts.append(f"ZeRO-{p.zero}")
+    parts.append(f"micro-batch {p.micro_batch} x {p.micro_batches}")
+    if p.recompute != "none":
+        parts.append(f"{p.recompute} recomputation")
+    return ", ".join(parts)

@@ -16,6 +16,7 @@ from paramcalc.analysis.settings import RECOMPUTE, choose, make_pass, parse_atte
 from paramcalc.blocks.base import Pass
 from paramcalc.blocks.moe import MoE
 from paramcalc.network import Model, Network, TransformerNetwork, lower, transformer_layer
+from paramcalc.network.measured import MeasuredCount
 from paramcalc.results.flops import Flops, FlopsReport
 
 
@@ -86,6 +87,8 @@ def count_flops(model: Model, *, seq_len=None, batch=1, attention: str = "eager"
     net = lower(model)
     p = make_pass(net, seq_len, batch, attention)
     kernel = parse_attention(attention)
+    if isinstance(net, MeasuredCount):
+        return _measured_report(net, p, kernel, recompute)
     if not net.has_architecture:
         return FlopsReport(model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=kernel,
                            flops=Flops(forward=None, backward=None, train_step=None, recompute=None, hardware_step=None,
@@ -150,3 +153,27 @@ def _rules_of_thumb(net: Network, p: Pass, active: int, exact: int, palm: int) -
             f"count at seq {p.seq:,}, growing with it)",
             f"PaLM 6N + 12LHQT: {(palm / exact - 1) * 100:+.1f}% vs exact; it adds the scores as dense and still "
             "counts the embedding tables"]
+
+
+def _measured_report(net: MeasuredCount, p: Pass, kernel: str, recompute: str) -> FlopsReport:
+    """A transformers model counted on the meta device: its forward measured by FlopCounterMode."""
+    fwd, how = net.forward_flops(p.batch, p.seq)
+    notes = [net.note, how]
+    six_n = 6 * net.total_params * p.tokens
+    if fwd is None:
+        notes.append("only the 6N rule of thumb is known")
+        return FlopsReport(model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=kernel,
+                           notes=notes, flops=Flops(forward=None, backward=None, train_step=None, recompute=None,
+                                                    hardware_step=None, forward_per_token=None, train_per_token=None,
+                                                    non_matmul_forward=None, six_n=six_n, palm=None))
+    notes.append(f"attention as transformers computes it on {net.model_class} (its default kernel, "
+                 "FlopCounterMode counts full s x s scores); the attention setting does not change a measured count")
+    bwd = 2 * fwd  # an input-gradient and a weight-gradient matmul per forward matmul (module docstring)
+    extra = 0 if choose(recompute, RECOMPUTE, "recompute") == "none" else None
+    if extra is None:
+        notes.append("recomputation unknown: the measured forward has no layers paramcalc can rerun")
+    return FlopsReport(model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=kernel, notes=notes,
+                       flops=Flops(forward=fwd, backward=bwd, train_step=fwd + bwd, recompute=extra,
+                                   hardware_step=None if extra is None else fwd + bwd,
+                                   forward_per_token=fwd // p.tokens, train_per_token=(fwd + bwd) // p.tokens,
+                                   non_matmul_forward=None, six_n=six_n, palm=None))

@@ -18,6 +18,8 @@ layers keep at most their window.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 from paramcalc.analysis.settings import (
     DTYPE_BYTES,
     OPTIMIZER_STATE,
@@ -30,6 +32,7 @@ from paramcalc.analysis.settings import (
 )
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Breakdown, Pass
+from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.errors import UserError
 from paramcalc.network import Model, Network, lower, transformer_layer
@@ -41,6 +44,10 @@ CUDA_CONTEXT = 512 * 2**20  # CUDA context + cuBLAS/cuDNN workspaces, typically 
 NCCL_BUFFERS = 512 * 2**20  # NCCL's communicator buffers when more than one GPU talks
 FRAGMENTATION = 0.05  # the caching allocator's unusable slack, as a share of the tensors
 
+# Whose saved tensors: transformers' eager reference (single-device Hugging Face training), or
+# Megatron-LM with Transformer Engine, which multi-GPU plans with TP, SP, PP or CP run (auto: so chosen).
+PROFILES = ("auto", "transformers", "megatron")
+
 
 def check_setup(s: Setup) -> Setup:
     """Every memory setting checked, each error naming its setting."""
@@ -48,7 +55,8 @@ def check_setup(s: Setup) -> Setup:
                                   ("kv_dtype", s.kv_dtype or s.dtype, DTYPE_BYTES),
                                   ("precision", s.precision, PRECISION), ("optimizer", s.optimizer, OPTIMIZER_STATE),
                                   ("recompute", s.recompute, RECOMPUTE),
-                                  ("attention", s.attention, ("eager", "flash"))):
+                                  ("attention", s.attention, ("eager", "flash")),
+                                  ("profile", s.profile, PROFILES)):
         choose(value, choices, field)
     if s.zero not in (0, 1, 2, 3):
         raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {s.zero}", field="zero")
@@ -58,36 +66,45 @@ def check_setup(s: Setup) -> Setup:
     if s.mode == "train" and DTYPE_BYTES[s.dtype] < 1 and not s.quantized_base:
         raise UserError(f"full training keeps no {s.dtype} weights", field="dtype",
                         fix="use bf16 (QLoRA's 4-bit base is frozen: give {lora_rank})")
+    if s.cp > 1 and s.attention != "flash":
+        raise UserError("context parallelism runs flash attention on each sequence chunk", field="attention",
+                        fix="use flash attention with {cp}")
+    if s.vpp > 1 and s.pp == 1:
+        raise UserError("virtual stages interleave a pipeline", field="vpp", fix="give {pp} > 1, or vpp 1")
     return s
 
 
 def model_states(params: int, s: Setup, adafactor_state: int | None = None,
                  trainable: int | None = None) -> tuple[int, int, int]:
-    """(weights, gradients, optimizer) bytes per GPU after TP/PP and ZeRO sharding.
+    """(weights, gradients, optimizer) bytes per GPU of `params` parameters that live on
+    this GPU before ZeRO (the caller splits by tensor, pipeline and expert parallelism);
+    ZeRO stage 1 shards the optimizer state over dp x cp, stage 2 the gradients too,
+    stage 3 (FSDP) the weights too.
 
     Gradients, master weights and optimizer state exist for trainable
     parameters only (frozen parts, a LoRA model's base); frozen weights are
     stored like the others, or in 4 bits with --dtype int4 (QLoRA, Dettmers et
-    al. 2023: a 4-bit frozen base, 16-bit adapters and activations)."""
-    split = s.tp * s.pp
+    al. 2023: a 4-bit frozen base, 16-bit adapters and activations). FP8
+    training (Transformer Engine, torchao) keeps 16-bit weights beside its fp8
+    GEMMs, and fp32 master weights and optimizer state."""
     if s.mode == "infer":
-        return _ceil(_weight_bytes(params, s.dtype), split), 0, 0
+        return _weight_bytes(params, s.dtype), 0, 0
     trainable = params if trainable is None else trainable
     frozen = params - trainable
     w_b, g_b, master = PRECISION[s.precision]
-    dtype = 2 if s.quantized_base else DTYPE_BYTES[s.dtype]  # QLoRA computes (and trains adapters) in bf16
+    dtype = 2 if s.quantized_base or s.dtype == "fp8" else DTYPE_BYTES[s.dtype]  # QLoRA and fp8 keep bf16 weights
     frozen_bytes = _weight_bytes(frozen, s.dtype) if s.quantized_base else frozen * (w_b or dtype)
     weights = trainable * (w_b or dtype) + frozen_bytes
-    grads = trainable * (g_b or max(dtype, 2))  # 8-bit (fp8) training still reduces 16-bit gradients
+    grads = trainable * (g_b or max(dtype, 2))
     state = OPTIMIZER_STATE[s.optimizer]
     if state is None:  # adafactor: its factored state depends on the matrices' shapes, which the caller knows
         assert adafactor_state is not None, "adafactor's state is the caller's to count"
         opt = trainable * master + adafactor_state
     else:
         opt = trainable * master + trainable * state
-    return (_ceil(weights, split * (s.dp if s.zero >= 3 else 1)),
-            _ceil(grads, split * (s.dp if s.zero >= 2 else 1)),
-            _ceil(opt, split * (s.dp if s.zero >= 1 else 1)))
+    shards = s.shards
+    return (_ceil(weights, shards if s.zero >= 3 else 1), _ceil(grads, shards if s.zero >= 2 else 1),
+            _ceil(opt, shards if s.zero >= 1 else 1))
 
 
 def _weight_bytes(params: int, dtype: str) -> int:
@@ -99,6 +116,15 @@ def _weight_bytes(params: int, dtype: str) -> int:
 
 def _ceil(a: int | float, b: int) -> int:
     return -(-int(a) // b)
+
+
+def inference_kv_dtype(dtype: str, kv_dtype: str | None = None) -> str:
+    """The KV cache's dtype when serving: --kv-dtype when given, else 16-bit (bf16) under 8- and
+    4-bit weights (GPTQ/AWQ weight-only and fp8 W8A8 keep a 16-bit cache unless told: vLLM's
+    kv_cache_dtype "auto" is the model's dtype), else the weights' own (fp32, fp16, bf16)."""
+    if kv_dtype:
+        return kv_dtype
+    return dtype if DTYPE_BYTES.get(dtype, 2) >= 2 else "bf16"
 
 
 def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
@@ -117,43 +143,89 @@ def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
     return int(total * DTYPE_BYTES[dtype])
 
 
-def activation_bytes(net: Network, p: Pass, s: Setup) -> Breakdown:
-    """Saved bytes of one micro-batch on one GPU, by stage."""
-    x = 4 if s.precision == "fp32" else int(DTYPE_BYTES[s.dtype]) or 2  # a 4-bit base computes in bf16
-    out = net.saved(p, net.activations(x, s.attention))
+# ---------------------------------------------------------------- training: what one GPU holds
+
+
+@dataclass(frozen=True)
+class StageLoad:
+    """What one pipeline stage's GPU holds: its parameters (before ZeRO) and the
+    activations it saves at its peak, by part."""
+
+    name: str  # whole | first | last
+    params: int
+    trainable: int
+    activations: Breakdown
+    head: bool  # the LM head lives here (its logits gradient peaks in backward)
+
+
+def activation_precision(s: Setup) -> int:
+    """Bytes of a stored activation: fp32 recipes 4; a 4-bit base and fp8 recipes compute in bf16."""
+    return 4 if s.precision == "fp32" else int(DTYPE_BYTES[s.dtype]) if DTYPE_BYTES[s.dtype] >= 2 else 2
+
+
+def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
+    """The GPU of each pipeline stage that can be the busiest: the only one without
+    pipelining; else the first (the embedding and the most micro-batches in flight)
+    and the last (the head, its logits and loss)."""
+    x = activation_precision(s)
+    a = net.activations(x, s.attention)
+    if a.megatron or s.profile == "megatron":
+        a = replace(a, profile="megatron", mask_bytes=1)  # Megatron's fused dropout keeps 1-byte masks
+    tokens_cp = Pass(p.batch, p.seq // s.cp, p.attention, p.context)  # context parallel: 1/cp of every sequence
+    saved = net.saved(tokens_cp, a)
+    params = net.params()
+    trainable = net.trainable_params()
+    # expert parallelism: each GPU holds 1/ep of the routed experts (Lepikhin et al. 2021)
+    local = {k: (_ceil(v, s.ep) if "/moe/experts/" in k else v) for k, v in params.items()}
+    local_train = {k: (_ceil(v, s.ep) if "/moe/experts/" in k else v) for k, v in trainable.items()}
     if not net.layers:  # a layers network: one whole micro-batch, its blocks chaining their saved tensors
-        return out
-    layers = {st.name: st for st in net.layers}
-    result: Breakdown = {}
-    for key, value in out.items():
-        stage = key.split("/", 1)[0]
-        if stage in layers:
-            value = _layer_share(key, value, s)
-        elif stage == "head" and key.rsplit("/", 1)[-1] in ("loss", "softcap"):
-            value = _ceil(value, s.tp)  # Megatron's vocab-parallel head: each TP rank holds V/tp logits
-        result[key] = value
+        return [StageLoad("whole", sum(params.values()), sum(trainable.values()), saved, True)]
+    first_params = sum(v for k, v in params.items() if k.startswith("embedding"))
+    layer_names = {st.name for st in net.layers}
+    L = sum(st.count for st in net.layers)
+    sp_split = s.tp if s.sequence_parallel else 1
+
+    def is_layer(key: str) -> bool:
+        return key.split("/", 1)[0] in layer_names
+
+    # per-layer saved bytes of one micro-batch at the plan's splits (Korthikanti et al. 2022, section 4)
+    layer_bytes = {k: _layer_share(k, v, s) for k, v in saved.items() if is_layer(k)}
     if s.recompute == "full":  # keep each layer's input; one layer is recomputed at a time in backward
-        peak_layer = max(sum(v for k, v in result.items() if k.startswith(st.name + "/")) // st.count
+        peak_layer = max(sum(v for k, v in layer_bytes.items() if k.startswith(st.name + "/")) // st.count
                          for st in net.layers)
-        result = {k: v for k, v in result.items() if k.split("/", 1)[0] not in layers}
-        result["layers/checkpointed_inputs"] = sum(st.count for st in net.layers) * x * p.tokens * (net.width or 0)
-        result["layers/recomputed_layer"] = peak_layer
-    if s.pp > 1:
-        result = _first_or_last_stage(result, set(layers), s.pp)
-    return result
+        inputs = _ceil(x * tokens_cp.tokens * (net.width or 0), sp_split)  # split by TP under SP
+        layer_bytes = {"layers/checkpointed_inputs": L * inputs, "layers/recomputed_layer": peak_layer}
+    # Megatron's vocab-parallel head: V/tp logits on each rank; sequence parallelism also splits the
+    # embedding's output, the final norm and the head's input over the tensor-parallel ranks
+    outside = {k: (_ceil(v, s.tp) if k.rsplit("/", 1)[-1] in ("loss", "softcap") else _ceil(v, sp_split))
+               for k, v in saved.items() if not is_layer(k)}
+    first_keys = [k for k in outside if k.startswith("embedding")]
+    if s.pp == 1:
+        return [StageLoad("whole", sum(local.values()), sum(local_train.values()), {**layer_bytes, **outside}, True)]
 
+    # 1F1B holds min(m, p) micro-batches of the first stage's layers; the interleaved schedule about
+    # L (1 + (p - 1) / (p v)) layers' worth (Korthikanti et al. 2022, section 4.2.3); the last stage one
+    most = -(-L // s.pp)
+    in_flight = min(s.micro_batches, s.pp)
+    first_factor = most / L * in_flight if s.vpp == 1 else in_flight / s.pp * (1 + (s.pp - 1) / (s.pp * s.vpp))
 
-def _first_or_last_stage(parts: Breakdown, layer_stages: set[str], pp: int) -> Breakdown:
-    """1F1B pipelining (Narayanan et al. 2021): the first stage holds pp
-    micro-batches of its L/pp layers (about L layers' worth) plus the
-    embedding; the last holds one micro-batch of L/pp layers plus head and loss.
-    The busier of the two sets the per-GPU peak."""
-    layer = {k: v for k, v in parts.items() if k.split("/", 1)[0] in layer_stages}
-    first = {**layer, **{k: v for k, v in parts.items() if k.startswith("embedding")}}
-    last = {**{k: _ceil(v, pp) for k, v in layer.items()},
-            **{k: v for k, v in parts.items()
-               if k.split("/", 1)[0] not in layer_stages and not k.startswith("embedding")}}
-    return first if sum(first.values()) >= sum(last.values()) else last
+    def scaled(factor: float) -> Breakdown:
+        if s.recompute == "full":
+            return {"layers/checkpointed_inputs": int(layer_bytes["layers/checkpointed_inputs"] * factor),
+                    "layers/recomputed_layer": layer_bytes["layers/recomputed_layer"]}
+        return {k: int(v * factor) for k, v in layer_bytes.items()}
+
+    layer_params = sum(v for k, v in local.items() if is_layer(k)) * most // L
+    layer_train = sum(v for k, v in local_train.items() if is_layer(k)) * most // L
+    last_params = sum(v for k, v in params.items() if not is_layer(k) and not k.startswith("embedding"))
+    head = net.head
+    if isinstance(head, LMHead) and head.tied:  # the last stage keeps its own copy of a tied table (Megatron)
+        last_params += head.vocab * head.width
+    first = StageLoad("first", layer_params + first_params, layer_train + first_params,
+                      {**scaled(first_factor), **{k: outside[k] for k in first_keys}}, False)
+    last = StageLoad("last", layer_params + last_params, layer_train + last_params,
+                     {**scaled(most / L), **{k: v for k, v in outside.items() if k not in first_keys}}, True)
+    return [first, last]
 
 
 _ATTENTION_CORE = ("softmax", "probs", "dropout", "softcap", "position_buckets")
@@ -172,13 +244,84 @@ def _layer_share(key: str, value: int, s: Setup) -> int:
     return value
 
 
+def resolve_profile(profile: str, s: Setup) -> str:
+    """auto: Megatron-LM's tensors for a plan with TP, SP, PP or CP (what such plans run), else
+    transformers' eager reference (single-device Hugging Face training)."""
+    choose(profile, PROFILES, "profile")
+    if profile != "auto":
+        return profile
+    parallel = s.tp > 1 or s.sequence_parallel or s.pp > 1 or s.cp > 1
+    return "megatron" if s.mode == "train" and parallel else "transformers"
+
+
+@dataclass(frozen=True)
+class Terms:
+    """One GPU's bytes, by kind, and the parts they are made of."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int | None
+    kv_cache: int | None
+    overhead: int | None
+    breakdown: Breakdown
+
+    @property
+    def states(self) -> int:
+        return self.weights + self.gradients + self.optimizer
+
+    @property
+    def total(self) -> int | None:
+        if self.activations is None:
+            return None
+        return self.states + self.activations + (self.kv_cache or 0) + (self.overhead or 0)
+
+
+def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT,
+                 slack: float = FRAGMENTATION) -> Terms:
+    """The bytes of the busiest GPU (a pipeline's first or last stage), without a report:
+    what `estimate_memory` reports and the plan search (analysis/estimate.py) compares."""
+    params = net.total_params
+    if not net.has_architecture:
+        weights, grads, opt = model_states(_ceil(params, s.tp * s.pp), s, _adafactor_bytes(net, params))
+        return Terms(weights, grads, opt, None, None, None, {})
+    if s.mode == "infer":
+        split = s.tp * s.pp
+        weights, _, _ = model_states(_ceil(params, split), s)
+        kv = _ceil(kv_cache_bytes(net, p.seq, p.batch, inference_kv_dtype(s.dtype, s.kv_dtype)), split)
+        # Serving keeps no autograd state: the working set of one layer (eager attention's s x s scores
+        # too), split by TP where there are layers; 8- and 4-bit weights compute in 16-bit activations.
+        working = net.working_set(p, max(2, int(DTYPE_BYTES[s.dtype])), s.attention)
+        activations = _ceil(working, s.tp) if net.layers else working
+        terms = _overheads(net, p, s, weights + activations + kv, context, slack, head=False, stage_params=0)
+        return Terms(weights, 0, 0, activations, kv, sum(terms.values()),
+                     {f"overhead/{k}": v for k, v in terms.items()})
+    best: Terms | None = None
+    for load in stage_loads(net, p, s):
+        local, train = _ceil(load.params, s.tp), _ceil(load.trainable, s.tp)
+        weights, grads, opt = model_states(local, s, _adafactor_bytes(net, train), train)
+        activations = sum(load.activations.values())
+        terms = _overheads(net, p, s, weights + grads + opt + activations, context, slack, head=load.head,
+                           stage_params=local)
+        parts = dict(load.activations) | {f"overhead/{k}": v for k, v in terms.items()}
+        candidate = Terms(weights, grads, opt, activations, 0, sum(terms.values()), parts)
+        if best is None or (candidate.total or 0) > (best.total or 0):
+            best = candidate
+    assert best is not None  # stage_loads returns at least one stage
+    return best
+
+
 def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1, dtype: str = "bf16",
                     kv_dtype: str | None = None, precision: str | None = None, optimizer: str = "adamw", zero=0, dp=1,
-                    tp=1, pp=1, sequence_parallel: bool = False, recompute: str = "none",
-                    attention: str = "eager", gpu: str | None = None, lora_rank=None,
-                    lora_targets: str | None = None, context_bytes=CUDA_CONTEXT,
-                    fragmentation=FRAGMENTATION) -> MemoryReport:
+                    tp=1, pp=1, cp=1, ep=1, vpp=1, micro_batches=None, sequence_parallel: bool = False,
+                    recompute: str = "none", attention: str = "flash", reshard: bool = True, profile: str = "auto",
+                    gpu: str | None = None, lora_rank=None, lora_targets: str | None = None,
+                    context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION) -> MemoryReport:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads.
+
+    Training at the model's pre-training context (`seq_len` default) with flash attention by
+    default; a plan's degrees (dp, tp, pp, cp, ep, vpp) split it as Megatron-LM does, and
+    `micro_batches` per step set how many a pipeline's first stage holds (default: pp).
 
     >>> estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2).memory.kv_cache
     2147483648
@@ -189,77 +332,94 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     params = net.total_params
     trainable = sum(net.trainable_params().values()) if net.has_architecture else params
     quantized = mode == "train" and dtype == "int4" and trainable < params
-    setup = check_setup(Setup(mode=mode, dtype=dtype, kv_dtype=kv_dtype, precision=precision, optimizer=optimizer,
-                              zero=_stage(zero), dp=parse_positive_int(dp, field="dp"),
-                              tp=parse_positive_int(tp, field="tp"), pp=parse_positive_int(pp, field="pp"),
-                              sequence_parallel=sequence_parallel, recompute=recompute,
-                              attention=parse_attention(attention), quantized_base=quantized))
+    ranks = {k: parse_positive_int(v, field=k) for k, v in (("dp", dp), ("tp", tp), ("pp", pp), ("cp", cp),
+                                                              ("ep", ep), ("vpp", vpp))}
+    setup = Setup(mode=mode, dtype=dtype, kv_dtype=kv_dtype, precision=precision, optimizer=optimizer,
+                  zero=_stage(zero), **ranks, sequence_parallel=sequence_parallel, recompute=recompute,
+                  attention=parse_attention(attention), reshard=reshard, quantized_base=quantized,
+                  micro_batches=ranks["pp"] if micro_batches is None else
+                  parse_positive_int(micro_batches, field="micro_batches"))
+    setup = check_setup(setup.model_copy(update={"profile": resolve_profile(profile, setup)}))
     if setup.tp > 1:
         net.check_tensor_parallel(setup.tp)
-    p = make_pass(net, seq_len, batch)
-    asked = None if seq_len is None else p.seq
+    if setup.ep > 1 and setup.shards % setup.ep:
+        raise UserError(f"expert parallel {setup.ep} must divide dp x cp = {setup.shards}", field="ep",
+                        fix="experts spread over the data-parallel ranks")
+    asked = None if seq_len is None else parse_positive_int(seq_len, field="seq_len")
+    if asked is None and mode == "train":
+        asked = net.training_seq_len
+    p = make_pass(net, asked, batch)
+    if setup.cp > 1 and p.seq % setup.cp:
+        raise UserError(f"context parallel {setup.cp} does not divide the sequence ({p.seq})", field="cp")
     weights_are = "an int4 frozen base, bf16 adapters and activations (QLoRA)" if quantized \
-        else f"{setup.dtype} weights and activations"
+        else "fp8 GEMMs, bf16 weights and activations (Transformer Engine's recipe)" \
+        if setup.dtype == "fp8" and setup.mode == "train" else f"{setup.dtype} weights and activations" \
+        if setup.mode == "train" or DTYPE_BYTES[setup.dtype] >= 2 else \
+        f"{setup.dtype} weights, 16-bit activations and a {inference_kv_dtype(setup.dtype, setup.kv_dtype)} KV " \
+        "cache (weight-only GPTQ/AWQ and fp8 W8A8 keep a 16-bit cache unless a KV dtype is given)"
     notes = [f"{setup.mode}: {weights_are}"
              + (f", {setup.precision} precision, {setup.optimizer}, ZeRO-{setup.zero}"
                 if setup.mode == "train" else ""),
-             "bytes per GPU; GiB = 2^30 bytes", *net.seq_notes(asked)]
+             "bytes per GPU; GiB = 2^30 bytes", *net.seq_notes(None if seq_len is None else p.seq)]
+    if setup.mode == "train" and seq_len is None:
+        notes.append(f"sequence: {p.seq:,} tokens, the context the model was pre-trained at (or the default)")
+    if setup.mode == "train" and net.layers:
+        notes.append("activations as " + ("Megatron-LM with Transformer Engine keeps them (Korthikanti et al. "
+                                          "2022: 16-bit tensors, 1-byte dropout masks)" if setup.profile == "megatron"
+                                          else "transformers' eager implementation keeps them (the reference)")
+                     + f", {setup.attention} attention")
     if not net.has_architecture:
         notes.append("a bare count: activations and KV cache need the architecture (null)")
     if setup.mode == "train" and trainable < params:
         notes.append(f"gradients and optimizer state for the {trainable:,} trainable of {params:,} parameters"
                      + ("; the 4-bit base keeps an fp16 scale per 128 weights" if quantized else "")
                      + "; activations as if every layer trained (errs high: frozen layers keep less)")
-    layered = bool(net.layers)
-    if net.has_architecture and not layered and setup.mode == "train" \
-            and (setup.recompute != "none" or setup.tp > 1 or setup.pp > 1):
-        notes.append("recomputation and tensor/pipeline splits of activations are not modelled for layers "
+    if net.has_architecture and not net.layers and setup.mode == "train" \
+            and (setup.recompute != "none" or setup.tp > 1 or setup.pp > 1 or setup.cp > 1):
+        notes.append("recomputation and tensor/pipeline/context splits of activations are not modelled for layers "
                      "networks: activations are one whole micro-batch's")
-        setup = setup.model_copy(update={"recompute": "none", "tp": 1, "pp": 1})
-    weights, grads, opt = model_states(params, setup, _adafactor_bytes(net, trainable), trainable)
-    states = weights + grads + opt
-    breakdown: Breakdown = {}
-    activations = kv = None
-    if net.has_architecture:
-        if setup.mode == "train":
-            breakdown = activation_bytes(net, p, setup)
-            activations = sum(breakdown.values())
-            kv = 0
-        else:
-            # Serving keeps no autograd state: the working set of one layer, split by TP where there are layers.
-            kv = _ceil(kv_cache_bytes(net, p.seq, p.batch, setup.kv_dtype or setup.dtype), setup.tp * setup.pp)
-            working = net.working_set(p, int(DTYPE_BYTES[setup.dtype]) or 2)
-            activations = _ceil(working, setup.tp) if layered else working
-    overhead = None
-    total = None
-    if activations is not None:
-        tensors = states + activations + (kv or 0)
-        terms = _overheads(net, p, setup, tensors, context_bytes, fragmentation)
-        breakdown.update({f"overhead/{k}": v for k, v in terms.items()})
-        overhead = sum(terms.values())
-        total = tensors + overhead
+        setup = setup.model_copy(update={"recompute": "none", "tp": 1, "pp": 1, "cp": 1})
+    if setup.pp > 1 and setup.mode == "train":
+        notes.append("the busiest pipeline stage: the first (the embedding and the micro-batches in flight) or the "
+                     "last (the head and its loss), whichever holds more")
+    terms = memory_terms(net, p, setup, context=_context(context_bytes), slack=_slack(fragmentation))
+    total = terms.total
     fit = None
+    fits = None
     if gpu is not None and total is not None:
         from paramcalc.catalog import load_gpu
 
         card = load_gpu(gpu)
 
         def total_at(b: int) -> int:
-            at_b = estimate_memory(net, mode=mode, seq_len=p.seq, batch=b, dtype=dtype, kv_dtype=kv_dtype,
-                                   precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
-                                   sequence_parallel=sequence_parallel, recompute=recompute, attention=attention,
-                                   context_bytes=context_bytes, fragmentation=fragmentation).memory.total_per_gpu
+            at_b = memory_terms(net, replace(p, batch=b), setup, context=_context(context_bytes),
+                                slack=_slack(fragmentation)).total
             assert at_b is not None  # the same network and settings as `total`, which is known
             return at_b
 
-        fit = Fit(gpu=card.name, gpu_bytes=card.memory_bytes, fits=total <= card.memory_bytes,
-                  headroom=card.memory_bytes - total, gpus=setup.world,
-                  max_batch=_largest_batch(total_at, card.memory_bytes))
+        fits = total <= card.memory_bytes
+        fit = Fit(gpu=card.name, gpu_bytes=card.memory_bytes, fits=fits, headroom=card.memory_bytes - total,
+                  gpus=setup.world, max_batch=_largest_batch(total_at, card.memory_bytes))
     return MemoryReport(
         model=net.name, mode=setup.mode, seq_len=p.seq, batch=p.batch, notes=notes, settings=setup,
-        memory=Memory(weights=weights, gradients=grads, optimizer=opt, activations=activations, kv_cache=kv,
-                      model_states_per_gpu=states, overhead=overhead, total_per_gpu=total),
-        breakdown=breakdown, fits=fit)
+        memory=Memory(weights=terms.weights, gradients=terms.gradients, optimizer=terms.optimizer,
+                      activations=terms.activations, kv_cache=terms.kv_cache, model_states_per_gpu=terms.states,
+                      overhead=terms.overhead, total_per_gpu=total, fits=fits),
+        breakdown=terms.breakdown, fits=fit)
+
+
+def _context(value) -> int:
+    context = int(parse_number(value, field="context_bytes"))
+    if context < 0:
+        raise UserError("the CUDA context must be >= 0 bytes", field="context_bytes")
+    return context
+
+
+def _slack(value) -> float:
+    slack = float(parse_number(value, field="fragmentation"))
+    if not 0 <= slack < 1:
+        raise UserError("fragmentation is a share of the tensors in [0, 1)", field="fragmentation")
+    return slack
 
 
 def _stage(zero) -> int:
@@ -276,28 +436,31 @@ def _adafactor_bytes(net: Network, params: int) -> int:
     return 8 * params // net.width if net.width else 4 * params
 
 
-def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slack: float) -> Breakdown:
+def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slack: float, *, head: bool,
+               stage_params: int) -> Breakdown:
     """The per-GPU peak beyond the tensors, as named terms (the first two calibratable):
     the CUDA context, allocator fragmentation, NCCL's buffers, the fp32 logits
-    gradient backward materialises, and ZeRO-3's gathered parameters: DeepSpeed's
-    estimator keeps 4 bytes per parameter of the largest layer (its 16-bit weights
-    and gradients); prefetching the next layer adds its weights again."""
-    from paramcalc.units import parse_number
-
-    context = int(parse_number(context, field="context_bytes"))
-    slack = float(parse_number(slack, field="fragmentation"))
-    if context < 0:
-        raise UserError("the CUDA context must be >= 0 bytes", field="context_bytes")
-    if not 0 <= slack < 1:
-        raise UserError("fragmentation is a share of the tensors in [0, 1)", field="fragmentation")
+    gradient backward materialises (on the head's stage), and ZeRO-3's gathered
+    parameters: DeepSpeed's estimator keeps 4 bytes per parameter of the largest layer
+    (its 16-bit weights and gradients); prefetching the next layer adds its weights
+    again. FSDP without resharding (Llama 3's and torchtitan's with pipelining) keeps the
+    stage's 16-bit weights gathered from forward to backward, and, accumulating over
+    micro-batches, their unsharded 16-bit gradients until the last one reduce-scatters."""
     out = {"cuda_context": context, "fragmentation": int(slack * tensors)}
     if s.world > 1:
         out["nccl_buffers"] = NCCL_BUFFERS
     if s.mode == "train":
-        out["logits_gradient"] = _ceil(4 * net.stages[-1].block.output_elements(p), s.tp)
-        if s.zero >= 3 and s.dp > 1:
-            largest = max(sum(stage.block.params().values()) for stage in net.stages)
-            out["zero3_gathered"] = _ceil(3 * int(DTYPE_BYTES[s.dtype]) * largest, s.tp * s.pp)
+        if head:
+            out["logits_gradient"] = _ceil(4 * net.stages[-1].block.output_elements(p), s.tp * s.cp)
+        if s.zero >= 3 and s.shards > 1:
+            x = 2 if s.dtype == "fp8" else int(DTYPE_BYTES[s.dtype])
+            if s.reshard:
+                largest = max(sum(stage.block.params().values()) for stage in net.stages)
+                out["zero3_gathered"] = _ceil(3 * x * largest, s.tp)
+            else:
+                out["unsharded_weights"] = x * stage_params
+                if s.micro_batches > 1:  # gradients accumulate unsharded until the last micro-batch syncs them
+                    out["unsharded_gradients"] = x * stage_params
     return out
 
 

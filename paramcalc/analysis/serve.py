@@ -1,75 +1,355 @@
-"""Serving estimates on a roofline (Williams et al. 2009): each phase takes the
-longer of its compute time and its memory-traffic time.
+"""Serving estimates on a roofline (Williams et al. 2009), shaped as vLLM and
+TensorRT-LLM run a replica: each phase takes the longer of its compute time and
+its memory-traffic time, then adds what cannot overlap either.
 
-- Prefill (time to first token): the prompt's forward FLOPs, causal attention
-  (flash kernels), at the GPU's dense peak x a compute efficiency.
-- Decode (time per output token): every step reads all weights and the whole
-  KV cache once, at memory bandwidth x a bandwidth efficiency; its FLOPs are
-  one token per sequence attending over the cache (usually far below peak).
-- Tensor parallelism splits weights, cache and FLOPs over `tp` GPUs; its
-  all-reduces are left out (they err low at large tp).
+- Prefill (time to first token, TTFT): the prompts' forward FLOPs (causal
+  attention, logits for the last position only) at the matmul peak x the card's
+  GEMM efficiency (score and value matmuls at its attention efficiency), or the
+  weights plus the KV cache written at HBM bandwidth x its memory efficiency,
+  whichever is longer; plus 2 tensor-parallel all-reduces per layer (Megatron-LM,
+  Shoeybi et al. 2019) and a fixed per-layer kernel cost.
+- Decode (time per output token, TPOT): one token per sequence; every step
+  reads the weights (for MoE, the experts some token in the batch routes to)
+  and the KV cache at the mean context over the output, plus the same
+  all-reduces (latency-bound) and kernel cost.
+- Static batch (every request starts together, as TensorRT-LLM's
+  gptSessionBenchmark runs): tokens/s = batch x output / (TTFT + output x TPOT).
+- KV capacity (vLLM's profile, worker `determine_num_available_blocks`):
+  utilisation x memory - weights - the activation peak of a profiling forward
+  of max_num_batched_tokens - the CUDA context (and NCCL's buffers with TP),
+  in whole blocks of 16 tokens.
 
-The efficiencies are stated defaults (0.6 of peak compute, 0.8 of peak
-bandwidth: what tuned serving engines reach on H100-class GPUs); pass your own.
+Quantisation as the engines run it: fp8 is W8A8 (fp8 weights and matmuls at the
+fp8 peak, vLLM's and TensorRT-LLM's FP8); int8 and int4 are weight-only
+(GPTQ/AWQ: 16-bit matmuls after dequantisation, an fp16 scale per group of 128
+weights). Embeddings, the LM head and norms stay 16-bit, and so do activations
+and the KV cache unless --kv-dtype says otherwise (vLLM's kv_cache_dtype "auto").
 """
 
 from __future__ import annotations
 
-from paramcalc.analysis.flops import forward_flops
-from paramcalc.analysis.memory import _weight_bytes, kv_cache_bytes
+from dataclasses import dataclass
+
+from paramcalc.analysis.memory import CUDA_CONTEXT, NCCL_BUFFERS, inference_kv_dtype, kv_cache_bytes
 from paramcalc.analysis.settings import DTYPE_BYTES, choose
 from paramcalc.blocks.base import Pass
+from paramcalc.blocks.mla import LatentAttention
+from paramcalc.blocks.moe import MoE
 from paramcalc.catalog import load_gpu
 from paramcalc.errors import UserError
-from paramcalc.network import Model, lower
+from paramcalc.inputs.gpu_file import Gpu
+from paramcalc.network import Model, Network, lower, transformer_layer
 from paramcalc.results.serve import ServePoint, ServeReport
-from paramcalc.units import parse_list, parse_positive, parse_positive_int
+from paramcalc.units import GIB, parse_list, parse_number, parse_positive, parse_positive_int
+
+# vLLM's defaults: gpu_memory_utilization 0.9 (EngineArgs), 16-token KV blocks (CacheConfig.block_size).
+MEMORY_UTILIZATION = 0.9
+BLOCK_TOKENS = 16
+# The utilisation applies to the memory cudaMemGetInfo reports, which is the card's less what the driver
+# keeps: 81,559 of 81,920 MiB on an H100 80GB, 143,771 of 144,384 MiB on an H200, 23.58 of 24 GiB on an
+# RTX 3090 (vllm-project/vllm#10517); 512 MiB, within ~0.15 GiB of each.
+DRIVER_RESERVED = 512 * 2**20
+# Weight-only quantisation (GPTQ, Frantar et al. 2023; AWQ, Lin et al. 2024): one fp16 scale per group of
+# 128 weights along the input dimension (their default group size); zero points (4 bits a group) left out.
+GROUP_SIZE = 128
+WEIGHT_ONLY = {"int8": 1, "int4": 0.5}
+# NCCL's small-message all-reduce latency inside an NVLink node: ~6 us on 2 H100s with CUDA graphs and
+# rising with the GPU count (NVIDIA/nccl#1259, nccl-tests on HGX H100); 8 us for the usual TP 2-8.
+ALLREDUCE_LATENCY = 8e-6
+# Each prefill layer costs a near-constant ~0.1-0.2 ms beyond the roofline in TensorRT-LLM's published
+# batch-1 first-token latencies (v0.5: H100 fp8 and A100 fp16, Llama 2 7B and 70B, 128 and 2048 tokens;
+# docs/serve-validation.md): the context phase runs outside CUDA graphs, with per-GEMM activation
+# quantisation, QKV preprocessing and rotary, context attention, norms and residual kernels. Calibrated
+# on those points (0.15 ms leaves every one within 26%, most erring low), so they do not validate it
+# independently.
+PREFILL_LAYER_SECONDS = 1.5e-4
+# A decode layer (captured in CUDA graphs) runs ~9 kernels besides its all-reduces (norm, QKV GEMM,
+# rotary, attention, O GEMM, fused residual-add and norm, gate-up GEMM, SiLU-and-mul, down GEMM: vLLM's
+# LlamaDecoderLayer); each costs a few microseconds however small (launch, ramp-up and tail: NVIDIA's
+# "Getting Started with CUDA Graphs", 2019, measures ~3 us a kernel). Errs low without CUDA graphs.
+KERNELS_PER_LAYER = 9
+KERNEL_SECONDS = 3e-6
+# vLLM's max_num_batched_tokens and max_num_seqs for `vllm serve` (EngineArgs.get_batch_defaults): 8192
+# and 1024 on GPUs of 70 GiB or more other than the A100, else 2048 and 256. The profiling forward runs
+# that many tokens, and the sampler that many sequences' logits.
+BATCHED_TOKENS = {"large": (8192, 1024), "other": (2048, 256)}
 
 
-def estimate_serving(model: Model, *, gpu: str, tp=1, prompt=1024, output=256, batches=(1, 8, 32, 128),
-                     dtype: str = "bf16", kv_dtype: str | None = None, compute_efficiency=0.6,
-                     bandwidth_efficiency=0.8) -> ServeReport:
+def estimate_serving(model: Model, *, gpu: str, tp=1, pp=1, prompt=1024, output=256, batches=(1, 8, 32, 128),
+                     dtype: str = "bf16", kv_dtype: str | None = None, gpu_memory_utilization=MEMORY_UTILIZATION,
+                     max_batched_tokens=None, compute_efficiency=None,
+                     bandwidth_efficiency=None) -> ServeReport:
+    """TTFT, TPOT and tokens/s of one replica (`tp` x `pp` GPUs) for each batch of concurrent
+    sequences, and the KV cache it holds. The efficiencies default to the GPU file's
+    (`efficiency:`); `compute_efficiency` and `bandwidth_efficiency` override them.
+
+    Pipeline stages split the layers (weights and KV cache) but run one batch in sequence: TTFT
+    and a static batch's TPOT do not shrink, and each adds pp - 1 hand-offs of the activations."""
     net = lower(model)
     if not net.layers:
         raise UserError("serving estimates need attention layers (a KV cache)",
                         fix="give a transformer preset, config.json or YAML spec (not a bare count or a layers "
                             "network)")
-    kv_dtype = kv_dtype or dtype
+    if not kv_cache_bytes(net, 1, 1, "bf16"):
+        raise UserError(f"{net.name} caches no keys and values (an encoder sees its whole input at once)",
+                        fix="serving estimates are for decoders: give a causal language model")
     choose(dtype, DTYPE_BYTES, "dtype")
+    kv_dtype = inference_kv_dtype(dtype, kv_dtype)
     choose(kv_dtype, DTYPE_BYTES, "kv_dtype")
     tp = parse_positive_int(tp, field="tp")
+    net.check_tensor_parallel(tp)
+    pp = parse_positive_int(pp, field="pp")
+    layers = layer_count(net)
+    if pp > layers:
+        raise UserError(f"{pp} pipeline stages for {layers} layers", field="pp", fix=f"use at most {layers}")
+    stage = -(-layers // pp) / layers  # the busiest stage's share of the layers
     try:
         prompt = net.seq_len(parse_positive_int(prompt, field="prompt"))
     except UserError as e:
         raise UserError(e.message, field="prompt", fix=e.fix) from None
     output = parse_positive_int(output, field="output")
-    eff_c = float(parse_positive(compute_efficiency, field="compute_efficiency"))
-    eff_b = float(parse_positive(bandwidth_efficiency, field="bandwidth_efficiency"))
+    utilization = float(parse_number(gpu_memory_utilization, field="gpu_memory_utilization"))
+    if not 0 < utilization <= 1:
+        raise UserError(f"the memory utilisation is a share in (0, 1], got {gpu_memory_utilization!r}",
+                        field="gpu_memory_utilization", fix="vLLM's default is 0.9")
     card = load_gpu(gpu)
-    peak = card.peak({"int4": "bf16"}.get(dtype, dtype))  # int4 weight-only quantisation computes in bf16
-    params = net.total_params
-    weights = -(-_weight_bytes(params, dtype) // tp)
+    rates = _rates(card, dtype, tp, pp, compute_efficiency, bandwidth_efficiency)
+    large = card.memory_bytes >= 70 * GIB and "a100" not in card.name
+    tokens_default, seqs = BATCHED_TOKENS["large" if large else "other"]
+    profile_tokens = tokens_default if max_batched_tokens is None else \
+        parse_positive_int(max_batched_tokens, field="max_batched_tokens")
+
+    replica = -(-serving_weight_bytes(net, dtype) // tp)  # what one batch reads, stage after stage
+    weights = -(-replica // pp)  # per GPU: split evenly (errs low by the embedding or head of an end stage)
+    kv_split = kv_shards(net, tp)
+    per_token = -(-int(kv_cache_bytes(net, 1, 1, kv_dtype) * stage) // kv_split)
+    working = profile_working_set(net, profile_tokens, min(seqs, profile_tokens), tp)
+    overhead = CUDA_CONTEXT + (NCCL_BUFFERS if tp * pp > 1 else 0)
+    cap = int(utilization * (card.memory_bytes - DRIVER_RESERVED))
+    free = cap - weights - working - overhead
+    kv_tokens = max(0, free // per_token) // BLOCK_TOKENS * BLOCK_TOKENS
     context = prompt + output
-    per_sequence = kv_cache_bytes(net, context, 1, kv_dtype)
-    free = card.memory_bytes - weights
-    max_batch = max(0, free * tp // per_sequence) if free > 0 else 0
+    blocks = -(-context // BLOCK_TOKENS) * BLOCK_TOKENS  # vLLM gives a sequence whole blocks
+    per_sequence = -(-int(kv_cache_bytes(net, context, 1, kv_dtype) * stage) // kv_split)
+    per_sequence_blocks = -(-int(kv_cache_bytes(net, blocks, 1, kv_dtype) * stage) // kv_split)
+    max_batch = kv_tokens * per_token // per_sequence_blocks
+
     points = []
-    for b in parse_list(batches, parse_positive_int, field="batch") if isinstance(batches, str) else batches:
+    listed = parse_list(batches, parse_positive_int, field="batch") if isinstance(batches, str) else batches
+    for b in listed:
         b = parse_positive_int(b, field="batch")
-        cache = -(-kv_cache_bytes(net, context, b, kv_dtype) // tp)
-        prefill = forward_flops(net, Pass(b, prompt, "causal")) / tp
-        ttft = prefill / (peak * eff_c)
-        step_flops = forward_flops(net, Pass(b, 1, "causal", context=context)) / tp
-        t_compute = step_flops / (peak * eff_c)
-        t_memory = (weights + cache) / (card.memory_bandwidth * eff_b)
-        tpot = max(t_compute, t_memory)
-        points.append(ServePoint(batch=b, fits=weights + cache <= card.memory_bytes, memory_per_gpu=weights + cache,
-                                 ttft_seconds=ttft, tpot_seconds=tpot,
-                                 decode_bound="memory" if t_memory >= t_compute else "compute",
-                                 tokens_per_second=b / tpot, request_seconds=ttft + output * tpot))
-    notes = [f"roofline: prefill at {eff_c:.0%} of the dense {dtype} peak, decode at {eff_b:.0%} of "
-             f"{card.memory_bandwidth / 1e12:.2f} TB/s; tensor-parallel all-reduces left out",
-             f"KV cache per sequence of {context:,} tokens: {per_sequence:,} bytes ({kv_dtype})"]
-    return ServeReport(model=net.name, gpu=card.name, tp=tp, prompt_tokens=prompt, output_tokens=output,
+        ttft, ttft_bound, ttft_comm = _prefill(net, rates, b, prompt, replica, kv_dtype, kv_split)
+        tpot, tpot_bound, tpot_comm = _decode(net, rates, b, prompt, output, replica, kv_dtype, kv_split)
+        cache = -(-int(kv_cache_bytes(net, context, b, kv_dtype) * stage) // kv_split)
+        request = ttft + output * tpot
+        points.append(ServePoint(batch=b, fits=b <= max_batch, memory_per_gpu=weights + working + overhead + cache,
+                                 ttft_seconds=ttft, tpot_seconds=tpot, prefill_bound=ttft_bound,
+                                 decode_bound=tpot_bound, ttft_allreduce_seconds=ttft_comm,
+                                 tpot_allreduce_seconds=tpot_comm, tokens_per_second=b * output / request,
+                                 request_seconds=request))
+    notes = [f"{_quantization(dtype)}; KV cache {kv_dtype}",
+             f"prefill at {rates.gemm:.0%} of the dense {rates.mm_dtype} peak (attention {rates.attention:.0%} of "
+             f"bf16), decode reads at {rates.memory:.0%} of {card.memory_bandwidth / 1e12:.2f} TB/s; the slower of "
+             "compute and memory, plus what cannot overlap",
+             f"TPOT at the mean context over the output ({prompt + (output + 1) // 2:,} tokens); tokens/s for a "
+             "static batch: batch x output / (TTFT + output x TPOT)",
+             f"tensor parallel {tp}: 2 ring all-reduces per layer of batch x tokens x hidden x 2 bytes, "
+             f"{ALLREDUCE_LATENCY * 1e6:.0f} us + 2(t-1)/t x bytes / ({rates.link / 1e9:,.0f} GB/s x "
+             f"{rates.link_efficiency:.0%})" if tp > 1 else "one GPU: no all-reduces",
+             f"fixed costs per layer: {PREFILL_LAYER_SECONDS * 1e3:.2f} ms in the prefill (calibrated on "
+             f"TensorRT-LLM's first-token latencies), {KERNELS_PER_LAYER} kernels x {KERNEL_SECONDS * 1e6:.0f} us "
+             "in each decode step",
+             f"KV capacity as vLLM sizes it: {utilization:.0%} of {card.memory_bytes / GIB:.1f} GiB (less the "
+             f"driver's {DRIVER_RESERVED / GIB:.1f} GiB) less weights, a profiling forward of {profile_tokens:,} "
+             f"tokens ({working / GIB:.2f} GiB) and {overhead / GIB:.1f} GiB of CUDA context"
+             f"{' and NCCL buffers' if tp * pp > 1 else ''}, in blocks of {BLOCK_TOKENS} tokens",
+             f"KV cache per sequence of {context:,} tokens: {per_sequence:,} bytes per GPU"]
+    if kv_split == 1 and tp > 1:
+        notes.append("latent attention (MLA): every tensor-parallel GPU keeps the whole latent cache, as vLLM does")
+    if pp > 1:
+        notes.append(f"pipeline {pp}: each GPU holds {stage:.0%} of the layers' KV cache and 1/{pp} of the weights; "
+                     f"a batch crosses the stages in turn ({pp - 1} hand-offs), so TTFT and a static batch's TPOT do "
+                     "not shrink")
+    return ServeReport(model=net.name, gpu=card.name, tp=tp, pp=pp, prompt_tokens=prompt, output_tokens=output,
                        dtype=dtype, kv_dtype=kv_dtype, weights_per_gpu=weights, kv_cache_per_sequence=per_sequence,
-                       max_batch=int(max_batch), points=points, notes=notes)
+                       kv_cache_tokens=kv_tokens, kv_cache_bytes_per_token=per_token,
+                       gpu_memory_utilization=utilization, working_set_per_gpu=working, overhead_per_gpu=overhead,
+                       max_batched_tokens=profile_tokens, max_batch=int(max_batch), points=points, notes=notes)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What one GPU of the replica sustains: FLOP/s, bytes/s, and the TP link."""
+
+    mm_dtype: str
+    mm_peak: float
+    gemm: float  # share of mm_peak the GEMMs reach
+    attention_peak: float
+    attention: float  # share of the bf16 peak flash attention reaches
+    bandwidth: float
+    memory: float
+    tp: int
+    link: float
+    link_efficiency: float
+    pp: int = 1
+    stage_link: float = 0.0  # between pipeline stages
+
+    @property
+    def matmul(self) -> float:
+        return self.mm_peak * self.gemm
+
+    @property
+    def attend(self) -> float:
+        return self.attention_peak * self.attention
+
+    @property
+    def stream(self) -> float:
+        return self.bandwidth * self.memory
+
+
+def _rates(card: Gpu, dtype: str, tp: int, pp: int, compute_efficiency, bandwidth_efficiency) -> Rates:
+    # fp8: W8A8 GEMMs at the fp8 peak; weight-only int8/int4 dequantise to 16-bit matmuls; else the dtype's peak
+    mm_dtype = "bf16" if dtype in WEIGHT_ONLY else dtype
+    eff = card.efficiency
+    gemm = eff.gemm_fp8 if dtype == "fp8" else eff.gemm_bf16
+    memory = eff.memory
+    if compute_efficiency is not None:
+        gemm = float(parse_positive(compute_efficiency, field="compute_efficiency"))
+    if bandwidth_efficiency is not None:
+        memory = float(parse_positive(bandwidth_efficiency, field="bandwidth_efficiency"))
+    # a replica inside one node talks over the scale-up link (NVLink); past it, over the network
+    link = card.interconnect if tp <= card.gpus_per_node else card.network
+    stage_link = card.interconnect if tp * pp <= card.gpus_per_node else card.network
+    return Rates(mm_dtype=mm_dtype, mm_peak=card.peak(mm_dtype), gemm=gemm, attention_peak=card.peak("bf16")
+                 if "bf16" in card.peak_flops_dense else card.peak(mm_dtype), attention=eff.attention,
+                 bandwidth=card.memory_bandwidth, memory=memory, tp=tp,
+                 link=link.bandwidth if link else card.memory_bandwidth, link_efficiency=eff.link, pp=pp,
+                 stage_link=stage_link.bandwidth if stage_link else card.memory_bandwidth)
+
+
+def allreduce_seconds(nbytes: int, r: Rates) -> float:
+    """A ring all-reduce (Patarasuk & Yuan 2009): each GPU sends and receives 2(t-1)/t x the
+    message over its link at the link efficiency (NCCL's bus bandwidth), after a fixed latency."""
+    if r.tp == 1:
+        return 0.0
+    return ALLREDUCE_LATENCY + 2 * (r.tp - 1) / r.tp * nbytes / (r.link * r.link_efficiency)
+
+
+def handoff_seconds(nbytes: int, r: Rates) -> float:
+    """pp - 1 sends of a batch's activations between consecutive stages (Narayanan et al. 2021), each
+    the NCCL latency plus the bytes over the link (each TP rank sends its 1/tp share in parallel)."""
+    if r.pp == 1:
+        return 0.0
+    return (r.pp - 1) * (ALLREDUCE_LATENCY + nbytes / r.tp / (r.stage_link * r.link_efficiency))
+
+
+def layer_count(net: Network) -> int:
+    return sum(stage.count for stage in net.layers)
+
+
+def _communication(net: Network, r: Rates, tokens: int) -> float:
+    """2 all-reduces per layer (after attention's output and the MLP's down projection, Megatron-LM)
+    of tokens x hidden 16-bit activations, and the pipeline's hand-offs of the same tensor."""
+    activations = 2 * tokens * (net.width or 0)
+    return 2 * layer_count(net) * allreduce_seconds(activations, r) + handoff_seconds(activations, r)
+
+
+def _kernels(net: Network) -> float:
+    return layer_count(net) * KERNELS_PER_LAYER * KERNEL_SECONDS
+
+
+def _compute_seconds(net: Network, p: Pass, r: Rates, head_rows: int) -> float:
+    """Per GPU: GEMMs at the matmul rate, score and value matmuls at the attention rate; the LM head
+    for `head_rows` positions only (engines compute the logits of each sequence's last position)."""
+    parts = net.flops(p)
+    attention = sum(v for k, v in parts.items() if k.rsplit("/", 1)[-1] in ("scores", "values"))
+    head = sum(v for k, v in parts.items() if k.startswith("head"))
+    gemm = sum(parts.values()) - attention - head + head * head_rows // p.tokens
+    return (gemm / r.matmul + attention / r.attend) / r.tp
+
+
+def _prefill(net: Network, r: Rates, b: int, prompt: int, weights: int, kv_dtype: str,
+             kv_split: int) -> tuple[float, str, float]:
+    """TTFT of b prompts prefilled together: the slower of the causal forward's FLOPs and reading
+    the weights once plus writing the prompts' KV cache; then the all-reduces and kernel costs."""
+    compute = _compute_seconds(net, Pass(b, prompt, "causal"), r, head_rows=b)
+    memory = (weights + kv_cache_bytes(net, prompt, b, kv_dtype) // kv_split) / r.stream
+    comm = _communication(net, r, b * prompt)
+    fixed = layer_count(net) * PREFILL_LAYER_SECONDS
+    return max(compute, memory) + comm + fixed, "compute" if compute >= memory else "memory", comm
+
+
+def _decode(net: Network, r: Rates, b: int, prompt: int, output: int, weights: int, kv_dtype: str,
+            kv_split: int) -> tuple[float, str, float]:
+    """TPOT: one token for each of b sequences at the mean context over the output (prompt plus
+    half the output: the KV read grows linearly, so output x TPOT is the sum over every step)."""
+    context = prompt + (output + 1) // 2
+    compute = _compute_seconds(net, Pass(b, 1, "causal", context=context), r, head_rows=b)
+    read = weights - unread_expert_bytes(net, weights, b)
+    memory = (read + kv_cache_bytes(net, context, b, kv_dtype) // kv_split) / r.stream
+    comm = _communication(net, r, b)
+    return max(compute, memory) + comm + _kernels(net), "compute" if compute >= memory else "memory", comm
+
+
+def unread_expert_bytes(net: Network, weights: int, batch: int) -> int:
+    """Bytes of routed experts no token of a decode step uses: with uniform routing of k of E
+    experts, an expert is untouched by b tokens with probability (1 - k/E)^b (errs high on what is
+    read: real routing is skewed, so fewer distinct experts are hit)."""
+    params = net.params()
+    total = sum(params.values())
+    unread = 0.0
+    for stage in net.layers:
+        mlp = transformer_layer(stage).mlp
+        if isinstance(mlp, MoE):
+            experts = sum(v for k, v in params.items() if k.startswith(stage.name + "/") and "/experts/" in k)
+            unread += experts * (1 - mlp.top_k / mlp.experts) ** batch
+    return int(weights * unread / total) if total else 0
+
+
+def _quantized(key: str, layer_names: set[str]) -> bool:
+    """A linear weight inside a transformer layer: what GPTQ, AWQ and FP8 checkpoints quantise
+    (norms, biases, MoE routers, embeddings and the LM head stay 16-bit)."""
+    return (key.split("/", 1)[0] in layer_names and key.endswith("/weight") and "norm" not in key
+            and "/router/" not in key)
+
+
+def serving_weight_bytes(net: Network, dtype: str) -> int:
+    """Weights as an engine holds them: every parameter at the dtype's width for 16- and 32-bit;
+    fp8 (W8A8): one byte per layer linear weight (per-tensor scales, a few floats, left out);
+    int8/int4 weight-only: their bits plus an fp16 scale per group of GROUP_SIZE weights. What is
+    not a layer linear stays 16-bit."""
+    params = net.params()
+    total = sum(params.values())
+    if DTYPE_BYTES[dtype] >= 2:
+        return int(total * DTYPE_BYTES[dtype])
+    names = {stage.name for stage in net.layers}
+    quantized = sum(v for k, v in params.items() if _quantized(k, names))
+    rest = 2 * (total - quantized)
+    if dtype in WEIGHT_ONLY:
+        return -(-int(quantized * 8 * WEIGHT_ONLY[dtype]) // 8) + 2 * -(-quantized // GROUP_SIZE) + rest
+    return quantized * int(DTYPE_BYTES[dtype]) + rest
+
+
+def kv_shards(net: Network, tp: int) -> int:
+    """Tensor parallelism splits the KV heads over the GPUs; latent attention (MLA) caches one latent
+    shared by every head, which vLLM keeps whole on each GPU."""
+    latent = any(isinstance(transformer_layer(stage).attention, LatentAttention) for stage in net.layers)
+    return 1 if latent else tp
+
+
+def profile_working_set(net: Network, tokens: int, sequences: int, tp: int) -> int:
+    """The activation peak of vLLM's profiling forward (worker `profile_run`): one layer's working set
+    over `tokens` 16-bit tokens (network.working_set: split by TP) and the sampler's fp32 logits for
+    `sequences` rows of the full vocabulary (gathered on each GPU)."""
+    working = -(-net.working_set(Pass(1, tokens, "causal"), 2) // tp)
+    vocab = getattr(net.head, "vocab", 0)
+    return working + 4 * sequences * vocab
+
+
+def _quantization(dtype: str) -> str:
+    if dtype == "fp8":
+        return "fp8 W8A8: fp8 layer weights and matmuls at the fp8 peak; embeddings, head and activations 16-bit"
+    if dtype in WEIGHT_ONLY:
+        return (f"{dtype} weight-only (GPTQ/AWQ): an fp16 scale per {GROUP_SIZE} weights, 16-bit matmuls after "
+                "dequantisation; embeddings, head and activations 16-bit")
+    return f"{dtype} weights and activations"

@@ -92,6 +92,8 @@ class Attention(Block):
         x, b, s, k = a.x, p.batch, p.seq, p.keys
         n, g, d = self.heads, self.kv_heads, self.head_dim
         T = p.tokens
+        if a.megatron:
+            return self._saved_megatron(p, a)
         out = {"input": x * T * self.hidden}
         if self.q_norm:  # rows: one per head and token, or one per token for a whole-projection norm
             out["q_norm"] = self.q_norm.saved_rows(T * n * d // self.q_norm.dim, a)
@@ -120,6 +122,31 @@ class Attention(Block):
                 out["probs"] = x * pairs  # the model-dtype copy the value matmul reads (none in fp32)
             if a.attention_dropout:
                 out["dropout"] = a.mask_bytes * pairs + (0 if a.softmax_fp32 else x * pairs)
+        out["o_proj_input"] = x * T * n * d
+        return out
+
+    def _saved_megatron(self, p: Pass, a: Activations) -> Breakdown:
+        """Megatron-LM's attention (Korthikanti et al. 2022, section 4.1: 11 sbh + 5 as^2 b for
+        GPT-3): the QKV GEMM's input, q, k and v (its unfused core expands K/V to every
+        query head; flash keeps them as they are, with the logsumexp), the softmax
+        output (16-bit), the attention dropout's 1-byte mask and output, the output
+        projection's input."""
+        x, b, s, k, T = a.x, p.batch, p.seq, p.keys, p.tokens
+        n, g, d = self.heads, self.kv_heads, self.head_dim
+        out = {"input": x * T * self.hidden}
+        if self.q_norm:
+            out["q_norm"] = x * T * n * d
+        if self.k_norm:
+            out["k_norm"] = x * b * k * g * d
+        if a.eager:
+            pairs = b * n * s * k
+            out["qkv"] = x * (T * n * d + 2 * b * k * n * d)
+            out["softmax"] = x * pairs
+            if a.attention_dropout:
+                out["dropout"] = pairs + x * pairs  # the mask and the dropped probabilities
+        else:
+            out["qkv"] = x * (T * n * d + 2 * b * k * g * d)
+            out["logsumexp"] = 4 * b * n * s
         out["o_proj_input"] = x * T * n * d
         return out
 

@@ -167,6 +167,11 @@ class Activations:
     `saved_tensors_hooks` sees, each storage once, weights excluded. Blocks count
     their own input when their first op saves it, so a tensor shared by two
     consumers (q/k/v reading one normed input) is counted once.
+
+    `profile` names the implementation: "transformers" (that reference) or
+    "megatron", what Megatron-LM with Transformer Engine keeps (Korthikanti et
+    al. 2022, section 4.1: 16-bit activations, 1-byte dropout masks, fused norms
+    that keep their input, no fp32 softmax copy), which large multi-GPU plans run.
     """
 
     dtype_bytes: int = 2  # activations (bf16)
@@ -180,6 +185,11 @@ class Activations:
     mask_bytes: int = 2
     softmax_fp32: bool = True  # eager softmax upcasts scores (Llama, OPT, BLOOM) or not (GPT-2, BERT, T5, Falcon)
     scores_fp32: bool = False  # eager q k^T reads fp32 copies of q and k (GPT-J, GPT-Neo)
+    profile: str = "transformers"  # transformers | megatron
+
+    @property
+    def megatron(self) -> bool:
+        return self.profile == "megatron"
 
     @property
     def x(self) -> int:

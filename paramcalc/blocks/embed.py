@@ -172,7 +172,9 @@ class LMHead(Block):
         # Causal-LM labels are shifted into a new int64 tensor; at batch 1 it stays a view of the
         # padded (1, s + 1) storage, which is what autograd keeps.
         labels = (8 * T if p.batch > 1 else 8 * (p.seq + 1)) if self.loss_fp32 else 0
-        out["loss"] = (4 if self.loss_fp32 else x) * T * V + labels + 4
+        if a.megatron:  # the vocab-parallel cross-entropy keeps fp32 logits (Korthikanti et al. 2022: 4sbv)
+            labels = 8 * T
+        out["loss"] = (4 if self.loss_fp32 or a.megatron else x) * T * V + labels + 4
         return out
 
     def backward_steps(self, p: Pass, a: Activations) -> list[Step]:

@@ -70,6 +70,17 @@ class MoE(Block):
         fp32 routing weights and the down output they scale; plus shared experts."""
         x, T, h, E, k = a.x, p.tokens, self.hidden, self.experts, self.top_k
         f, S = self.expert.ffn, T * k
+        if a.megatron:
+            # Megatron-Core's MoE layer (token dispatcher + grouped GEMM): fp32 router probabilities and
+            # top-k indices, the permuted token copies, each expert's fc1 output and fc2 input, the
+            # routing weights; the shared expert as a dense MLP on the same input
+            out = {"input": x * T * h, "routing": 4 * T * E + 8 * S + 4 * S,
+                   "experts": x * S * h + x * S * f * (3 if self.expert.gated else 2)}
+            if self.shared:
+                shared = self.shared.saved(p, a)
+                shared.pop("input")
+                out["shared_expert"] = sum(shared.values())
+            return out
         out = {"input": x * T * h, "routing": 4 * T * E + 8 * S + 4 * T + 4 * S}
         if self.score_correction_bias and x != 4:  # DeepSeek-V3 routes in fp32: copies of input and weight
             out["routing"] += 4 * T * h + 4 * h * E

@@ -70,11 +70,15 @@ def emit(report, as_json: bool, render) -> None:
 
 @app.command()
 def count(target: TargetArg, lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None,
+          revision: Optional[str] = typer.Option(None, metavar="REV", help=(
+              "a Hugging Face model id's branch, tag or commit [default: main]")),
           json: JsonOpt = False) -> None:
-    """Exact parameter count with a breakdown by component (trainable and frozen apart)."""
+    """Exact parameter count with a breakdown by component (trainable and frozen apart); a safetensors
+    checkpoint is counted from its headers."""
     from paramcalc.analysis.count import count_params
 
-    emit(count_params(target, lora_rank=lora_rank, lora_targets=lora_targets), json, _render("count"))
+    emit(count_params(target, lora_rank=lora_rank, lora_targets=lora_targets, revision=revision), json,
+         _render("count"))
 
 
 @app.command()
@@ -91,7 +95,8 @@ def flops(target: TargetArg, seq_len: SeqLenOpt = None, batch: BatchOpt = "1", a
 def memory(target: TargetArg,
            mode: str = typer.Option("train", metavar="train|infer", help="training step or inference"),
            seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
-           kv_dtype: Optional[str] = typer.Option(None, metavar="DTYPE", help="KV cache dtype [default: --dtype]"),
+           kv_dtype: Optional[str] = typer.Option(None, metavar="DTYPE", help=(
+               "KV cache dtype [default: --dtype for 16- and 32-bit weights; bf16 under fp8, int8 and int4 weights]")),
            precision: Optional[str] = typer.Option(None, metavar="RECIPE", help=(
                "mixed (ZeRO: 16-bit weights and grads, fp32 master and Adam: 16 B/param) | fp32 | amp | megatron "
                "[default: fp32 for --dtype fp32, else mixed]")),
@@ -101,9 +106,20 @@ def memory(target: TargetArg,
            dp: str = typer.Option("1", metavar="N", help="data-parallel GPUs"),
            tp: str = typer.Option("1", metavar="N", help="tensor-parallel GPUs"),
            pp: str = typer.Option("1", metavar="N", help="pipeline stages"),
+           cp: str = typer.Option("1", metavar="N", help="context-parallel GPUs (each holds 1/cp of a sequence)"),
+           ep: str = typer.Option("1", metavar="N", help="expert-parallel GPUs, within dp x cp (MoE)"),
+           vpp: str = typer.Option("1", metavar="N", help="virtual stages per pipeline rank (interleaved 1F1B)"),
+           micro_batches: Optional[str] = typer.Option(
+               None, metavar="N", help="micro-batches per optimizer step (gradient accumulation) [default: --pp]"),
            sequence_parallel: bool = typer.Option(False, "--sp", help="sequence parallelism with TP "
                                                                       "(Korthikanti et al. 2022)"),
-           recompute: RecomputeOpt = "none", attention: AttentionOpt = "eager",
+           recompute: RecomputeOpt = "none", attention: AttentionOpt = "flash",
+           reshard: bool = typer.Option(True, "--reshard/--no-reshard",
+                                        help="ZeRO-3/FSDP frees gathered weights after forward (--no-reshard: "
+                                             "keeps them to backward, as Llama 3 did for its pipeline stages)"),
+           profile: str = typer.Option("auto", metavar="auto|transformers|megatron", help=(
+               "whose saved tensors: transformers' eager reference, or Megatron-LM with Transformer Engine "
+               "[default: megatron with --tp/--pp/--cp/--sp, else transformers]")),
            gpu: Optional[str] = typer.Option(None, metavar="GPU", help="say whether it fits on this GPU"),
            context_bytes: str = typer.Option("0.5", "--context-gib", metavar="GIB",
                                              help="calibrate: CUDA context and library workspaces per GPU, GiB"),
@@ -115,8 +131,9 @@ def memory(target: TargetArg,
     from paramcalc.analysis.memory import estimate_memory
 
     emit(estimate_memory(target, mode=mode, seq_len=seq_len, batch=batch, dtype=dtype, kv_dtype=kv_dtype,
-                         precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp,
-                         sequence_parallel=sequence_parallel, recompute=recompute, attention=attention, gpu=gpu,
+                         precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp, cp=cp, ep=ep,
+                         vpp=vpp, micro_batches=micro_batches, sequence_parallel=sequence_parallel,
+                         recompute=recompute, attention=attention, reshard=reshard, profile=profile, gpu=gpu,
                          context_bytes=_gib(context_bytes), fragmentation=fragmentation,
                          lora_rank=lora_rank, lora_targets=lora_targets),
          json, _render("memory"))
@@ -124,24 +141,47 @@ def memory(target: TargetArg,
 
 @app.command()
 def estimate(target: TargetArg, gpu: GpuOpt = "h100-sxm",
+             gpus: Optional[str] = typer.Option(None, "--gpus", metavar="N", help=(
+                 "plan for exactly N GPUs [default: the smallest power of two that fits and finishes within "
+                 "--days]")),
              tokens: Optional[str] = typer.Option(None, "--tokens", "-t", metavar="T",
                                                   help="training tokens [default: 20 x params]"),
-             gpus: Optional[str] = typer.Option(None, "--gpus", metavar="N",
-                                                help="GPUs for wall-clock [default: the plan's]"),
-             mfu: str = typer.Option("0.4", "--mfu", metavar="M|auto",
-                                     help="model FLOPs utilisation, or `auto`: estimated from the plan's "
-                                          "communication"),
-             seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
+             seq_len: SeqLenOpt = None,
+             global_batch: Optional[str] = typer.Option(None, "--global-batch", metavar="SEQS", help=(
+                 "sequences per optimizer step [default: about 4M tokens]")),
+             micro_batch: Optional[str] = typer.Option(None, "--micro-batch", metavar="SEQS",
+                                                       help="sequences per micro-batch [default: searched]"),
+             tp: Optional[str] = typer.Option(None, "--tp", metavar="N", help="tensor-parallel GPUs (pins the plan)"),
+             pp: Optional[str] = typer.Option(None, "--pp", metavar="N", help="pipeline stages (pins the plan)"),
+             vpp: Optional[str] = typer.Option(None, "--vpp", metavar="N",
+                                               help="virtual stages per pipeline rank [default: searched]"),
+             cp: Optional[str] = typer.Option(None, "--cp", metavar="N", help="context-parallel GPUs (pins the plan)"),
+             ep: Optional[str] = typer.Option(None, "--ep", metavar="N",
+                                              help="expert-parallel GPUs within dp x cp (pins the plan)"),
+             sp: Optional[bool] = typer.Option(None, "--sp/--no-sp", help="sequence parallelism [default: with TP]"),
+             zero: Optional[str] = typer.Option(None, "--zero", metavar="0-3",
+                                                help="ZeRO stage over dp x cp [default: searched]"),
+             recompute: Optional[str] = typer.Option(None, "--recompute", metavar="none|selective|full",
+                                                     help="activation recomputation [default: searched]"),
+             attention: AttentionOpt = "flash",
+             dtype: str = typer.Option("bf16", "--dtype", metavar="bf16|fp8", help=(
+                 "bf16 mixed precision, or fp8 GEMMs as Transformer Engine and torchao train")),
+             mfu: str = typer.Option("auto", "--mfu", metavar="auto|M",
+                                     help="auto: the step time predicted from the plan; a number fixes MFU"),
+             days: str = typer.Option("90", "--days", metavar="D",
+                                      help="without --gpus: the longest run the cluster is sized for"),
              usd_per_hour: Optional[str] = typer.Option(None, "--usd-per-hour", metavar="USD",
                                                         help="price per GPU-hour"),
              comm_file: Optional[str] = typer.Option(None, "--comm", metavar="FILE",
                                                      help="a `bench-collectives` file: measured link speed"),
              json: JsonOpt = False) -> None:
-    """Params, FLOPs, a training plan that fits, GPU-hours and dollars in one report."""
+    """Params, FLOPs, a training plan for a cluster, its step time, memory, GPU-hours and dollars."""
     from paramcalc.analysis.estimate import estimate as run
 
-    emit(run(target, gpu=gpu, tokens=tokens, gpus=gpus, mfu=mfu, seq_len=seq_len, batch=batch, dtype=dtype,
-             usd_per_hour=usd_per_hour, comm_file=comm_file), json, _render("estimate"))
+    emit(run(target, gpu=gpu, gpus=gpus, tokens=tokens, seq_len=seq_len, global_batch=global_batch,
+             micro_batch=micro_batch, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, sp=sp, zero=zero, recompute=recompute,
+             attention=attention, dtype=dtype, mfu=mfu, days=days, usd_per_hour=usd_per_hour, comm_file=comm_file),
+         json, _render("estimate"))
 
 
 @app.command()
@@ -266,18 +306,29 @@ def checkpoint(target: TargetArg, dtype: DtypeOpt = "bf16",
 @app.command()
 def serve(target: TargetArg, gpu: GpuOpt = "h100-sxm",
           tp: str = typer.Option("1", metavar="N", help="tensor-parallel GPUs per replica"),
+          pp: str = typer.Option("1", metavar="N", help="pipeline stages per replica (split the layers)"),
           prompt: str = typer.Option("1024", metavar="TOKENS", help="prompt tokens"),
           output: str = typer.Option("256", metavar="TOKENS", help="output tokens"),
           batch: str = typer.Option("1,8,32,128", "--batch", "-b", metavar="B[,B...]",
                                     help="concurrent sequences, comma-separated"),
-          dtype: DtypeOpt = "bf16",
-          kv_dtype: Optional[str] = typer.Option(None, metavar="DTYPE", help="KV cache dtype [default: --dtype]"),
+          dtype: str = typer.Option("bf16", "--dtype", metavar="DTYPE", help=(
+              "weights: fp32, fp16, bf16, fp8 (W8A8 at the fp8 peak), int8 or int4 (weight-only GPTQ/AWQ, "
+              "16-bit matmuls)")),
+          kv_dtype: Optional[str] = typer.Option(
+              None, metavar="DTYPE", help="KV cache dtype [default: 16-bit: bf16 under fp8/int8/int4 weights]"),
+          gpu_memory_utilization: str = typer.Option(
+              "0.9", "--gpu-memory-utilization", metavar="SHARE",
+              help="share of each GPU's memory the engine may use (vLLM's default)"),
+          max_batched_tokens: Optional[str] = typer.Option(
+              None, "--max-batched-tokens", metavar="TOKENS",
+              help="tokens of vLLM's profiling forward [default: 8192 on 70 GiB+ GPUs but the A100, else 2048]"),
           json: JsonOpt = False) -> None:
-    """Inference on a roofline: time to first token, time per output token, tokens/s."""
+    """Inference on a roofline: time to first token, time per output token, tokens/s, KV capacity."""
     from paramcalc.analysis.serve import estimate_serving
 
-    emit(estimate_serving(target, gpu=gpu, tp=tp, prompt=prompt, output=output, batches=batch, dtype=dtype,
-                          kv_dtype=kv_dtype), json, _render("serve"))
+    emit(estimate_serving(target, gpu=gpu, tp=tp, pp=pp, prompt=prompt, output=output, batches=batch, dtype=dtype,
+                          kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization,
+                          max_batched_tokens=max_batched_tokens), json, _render("serve"))
 
 
 @app.command()
@@ -362,7 +413,7 @@ def sweep(target: TargetArg,
           values: str = typer.Option("512,1024,2048,4096,8192", metavar="LIST",
                                      help="comma-separated values of --over"),
           mode: str = typer.Option("train", metavar="train|infer", help="memory: training step or inference"),
-          attention: AttentionOpt = "eager", recompute: RecomputeOpt = "none",
+          attention: AttentionOpt = "flash", recompute: RecomputeOpt = "none",
           seq_len: SeqLenOpt = None, batch: BatchOpt = "1", gpu: GpuOpt = "h100-sxm",
           tokens: Optional[str] = typer.Option(None, "--tokens", metavar="T",
                                                help="time: training tokens [default: 20 x params]"),

@@ -13,12 +13,13 @@ from typing import Annotated, Optional
 import typer
 
 TargetArg = Annotated[str, typer.Argument(
-    metavar="TARGET", help="a preset (llama-3.1-8b), a config.json or snapshot folder, a paramcalc .yaml spec, "
-                           "or a count (7.5B)")]
+    metavar="TARGET", help="a preset (llama-3.1-8b), a config.json or snapshot folder, a safetensors checkpoint, "
+                           "a paramcalc .yaml spec, a Hugging Face model id (org/name), or a count (7.5B)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")]
 SeqLenOpt = Annotated[Optional[str], typer.Option(
     "--seq-len", "-s", metavar="TOKENS",
-    help="tokens per sequence [default: 2048; the learned-position limit when smaller; fixed for ViTs and CNNs]")]
+    help="tokens per sequence [default: the pre-training context for training memory and plans, else 2048; "
+         "the learned-position limit when smaller; fixed for ViTs and CNNs]")]
 BatchOpt = Annotated[str, typer.Option("--batch", "-b", metavar="N",
                                        help="sequences per step (micro-batch per GPU for memory)")]
 AttentionOpt = Annotated[str, typer.Option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from rich import box
@@ -19,6 +20,40 @@ class _Console(Console):
         self.quiet = True
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+
+
+    def print(self, *objects, **kwargs) -> None:
+        """Tables keep their numbers whole; one that cannot fit the terminal even so runs
+        past its edge (a wider line) instead of being cropped."""
+        if len(objects) == 1 and isinstance(objects[0], Table):
+            _keep_numbers_whole(objects[0])
+            table = objects[0]
+            widths = table._calculate_column_widths(self, self.options)  # what rich will lay out
+            edges = (len(widths) + 1 if table.show_edge else len(widths) - 1) if table.box else 0
+            pad = table.padding[1] + table.padding[3] if len(table.padding) == 4 else 2
+            need = sum(max(w, (c.min_width or 0) + pad) for w, c in zip(widths, table.columns)) + edges
+            if need > self.width:
+                saved, self._width = self._width, need  # rich's print(width=) only narrows
+                try:
+                    super().print(*objects, **kwargs)
+                finally:
+                    self._width = saved
+                return
+        super().print(*objects, **kwargs)
+
+
+_NUMBER = re.compile(r"^[~$+-]?[\d,]+(\.\d+)?( ?[A-Za-z%/-]{0,8})?$")
+
+
+def _keep_numbers_whole(table: Table) -> None:
+    """Numbers are never cut: a column holding them keeps the width of its longest
+    number, so rich narrows the label columns instead, which wrap."""
+    for column in table.columns:
+        numbers = [len(str(c)) for c in column._cells if _NUMBER.match(str(c))]
+        if numbers:
+            column.min_width = max(numbers)
+        if column.overflow == "ellipsis":
+            column.overflow = "fold"  # a label too long for a narrow terminal wraps, it is never cut
 
 
 console = _Console()
@@ -63,7 +98,27 @@ def count(report) -> None:
             f"[red]differs by {p.total - p.expected:,}[/red]"
         summary.add_row("published", f"{p.expected:,}", verdict)
     console.print(summary)
+    if report.checkpoint is not None:
+        _checkpoint(report.checkpoint)
     _notes(report.notes)
+
+
+def _checkpoint(c) -> None:
+    table = Table(title=f"checkpoint: {len(c.files)} file(s), {c.tensors:,} tensors"
+                        + (f", {c.shared:,} sharing storage" if c.shared else ""), title_justify="left")
+    for col in ("dtype", "elements", "bytes", "share"):
+        table.add_column(col, justify="left" if col == "dtype" else "right")
+    for d in c.by_dtype:
+        table.add_row(d.dtype, f"{d.params:,}", units.human_bytes(d.bytes), units.percent(d.params, c.total))
+    table.add_row("[bold]total[/bold]", f"[bold]{c.total:,}[/bold]", units.human_bytes(c.bytes), "")
+    console.print(table)
+    if c.analytic_total is not None:
+        diff = Table(show_header=False, box=None)
+        diff.add_row("config.json count", f"{c.analytic_total:,}", units.human_count(c.analytic_total))
+        diff.add_row("checkpoint - config", f"{c.difference:+,}", "")
+        for part in c.explained:
+            diff.add_row(f"  {part.reason}", f"{part.params:+,}", "")
+        console.print(diff)
 
 
 def flops(report) -> None:
@@ -134,27 +189,44 @@ def _bar(parts: list[tuple[str, int]], total: int, width: int = 60) -> None:
 
 
 def estimate(report) -> None:
-    p, f, c = report.params, report.flops, report.cost
+    p, f, c, plan, step = report.params, report.flops, report.cost, report.plan, report.step
     table = Table(title=f"{report.model}: estimate", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_column("", justify="left")
     table.add_row("parameters", _exact(p.total), units.human_count(p.total))
     table.add_row("active per token", _exact(p.active), units.human_count(p.active))
-    table.add_row(f"train step FLOPs (batch 1 x {report.seq_len})", _exact(f.train_step),
+    table.add_row(f"train FLOPs per sequence of {report.seq_len:,}", _exact(f.train_step),
                   units.human_flops(f.train_step))
-    plan = report.plan
-    if plan.gpus:
-        table.add_row("plan", f"{plan.gpus:,} x {plan.gpu}",
-                      f"dp {plan.dp}, tp {plan.tp}, pp {plan.pp}, ZeRO-{plan.zero}, recompute {plan.recompute}")
+    table.add_row("plan", f"{plan.gpus:,} x {plan.gpu}",
+                  f"TP {plan.tp}, PP {plan.pp}" + (f" (v {plan.vpp})" if plan.vpp > 1 else "")
+                  + f", CP {plan.cp}" + (f", EP {plan.ep}" if plan.ep > 1 else "") + f", DP {plan.dp}"
+                  + (", SP" if plan.sp else "") + f", ZeRO-{plan.zero}, recompute {plan.recompute}")
+    table.add_row("batch", f"{plan.global_batch:,} seqs",
+                  f"micro-batch {plan.micro_batch} x {plan.micro_batches} per pipeline")
     if report.memory:
         total = report.memory.total_per_gpu
-        table.add_row("memory per GPU", _exact(total), units.human_bytes(total))
+        fits = "" if report.memory.fits is None else ("fits" if report.memory.fits else "[red]does not fit[/red]")
+        table.add_row("memory per GPU", _exact(total), f"{units.human_bytes(total)} {fits}")
+    table.add_row("step", f"{step.seconds:,.3f} s", f"{step.tokens_per_second:,.0f} tokens/s")
+    table.add_row("MFU", f"{step.mfu:.3f}", f"{step.tflops_per_gpu:,.0f} TFLOP/s per GPU ({step.mfu_source})")
+    if step.communication_seconds is not None and step.compute_seconds is not None:
+        table.add_row("step parts", f"{step.compute_seconds:,.3f} s",
+                      f"compute; exposed communication {step.communication_seconds:,.3f} s, bubble "
+                      f"{step.bubble_seconds or 0:,.3f} s, optimizer {step.optimizer_seconds or 0:,.3f} s")
     table.add_row("training FLOPs", _exact(c.training_flops), units.human_flops(c.training_flops))
     table.add_row("GPU-hours", f"{c.gpu_hours:,.0f}", units.human_hours(c.gpu_hours))
     table.add_row("wall-clock", f"{c.wall_clock_hours:,.1f} h", f"{c.wall_clock_hours / 24:,.1f} days")
     table.add_row("cost", units.human_usd(c.usd), f"${c.usd_per_gpu_hour:,.2f}/GPU-h" if c.usd_per_gpu_hour else "")
     console.print(table)
+    if report.communication and report.communication.collectives:
+        comm = Table(title="communication per step, per GPU", title_justify="left")
+        for col in ("collective", "bytes", "seconds", "hidden"):
+            comm.add_column(col, justify="left" if col == "collective" else "right")
+        for x in report.communication.collectives:
+            comm.add_row(x.name, units.human_bytes(x.bytes_per_gpu), f"{x.seconds:,.3f}",
+                         "can" if x.overlappable else "no")
+        console.print(comm)
     console.print(f"[bold]{report.verdict}[/bold]")
     _notes(report.notes)
 
@@ -172,18 +244,23 @@ def gpus(report) -> None:
 
 
 def serve(report) -> None:
-    table = Table(title=f"{report.model} on {report.tp} x {report.gpu}: prompt {report.prompt_tokens:,}, "
+    gpus = f"{report.tp} x {report.gpu}" if report.pp == 1 else f"{report.tp * report.pp} x {report.gpu} " \
+        f"(TP {report.tp}, PP {report.pp})"
+    table = Table(title=f"{report.model} on {gpus}: prompt {report.prompt_tokens:,}, "
                         f"output {report.output_tokens:,} tokens ({report.dtype} weights, {report.kv_dtype} cache)",
                   title_justify="left")
     for col in ("batch", "memory/GPU", "fits", "TTFT", "TPOT", "bound", "tokens/s", "request"):
         table.add_column(col, justify="right")
     for p in report.points:
         table.add_row(str(p.batch), units.human_bytes(p.memory_per_gpu), "yes" if p.fits else "[red]no[/red]",
-                      units.human_seconds(p.ttft_seconds), units.human_seconds(p.tpot_seconds), p.decode_bound,
-                      f"{p.tokens_per_second:,.0f}", f"{p.request_seconds:,.2f} s")
+                      units.human_seconds(p.ttft_seconds), units.human_seconds(p.tpot_seconds),
+                      f"{p.prefill_bound}/{p.decode_bound}", f"{p.tokens_per_second:,.0f}",
+                      f"{p.request_seconds:,.2f} s")
     console.print(table)
-    console.print(f"weights {units.human_bytes(report.weights_per_gpu)} per GPU; up to {report.max_batch:,} "
-                  f"concurrent sequences of {report.prompt_tokens + report.output_tokens:,} tokens fit")
+    console.print(f"weights {units.human_bytes(report.weights_per_gpu)} per GPU; KV cache for "
+                  f"{report.kv_cache_tokens:,} tokens at {report.gpu_memory_utilization:.0%} of memory: up to "
+                  f"{report.max_batch:,} concurrent sequences of {report.prompt_tokens + report.output_tokens:,} "
+                  "tokens; bound: what limits the prefill / a decode step")
     _notes(report.notes)
 
 

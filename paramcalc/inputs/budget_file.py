@@ -36,7 +36,8 @@ class MemorySettings(BaseModel):
 
     model_config = STRICT
     mode: str = Field("train", description="train | infer")
-    seq_len: Count | None = Field(None, description="tokens per sequence [default: train.seq_len, else 2048]")
+    seq_len: Count | None = Field(None, description="tokens per sequence [default: train.seq_len, else the "
+                                                    "model's pre-training context]")
     batch: Count = Field(1, description="micro-batch per GPU")
     dtype: str = Field("bf16", description="weights and activations")
     kv_dtype: str | None = Field(None, description="KV cache dtype (infer) [default: dtype]")
@@ -48,7 +49,7 @@ class MemorySettings(BaseModel):
     pp: Count = Field(1, description="pipeline stages")
     sequence_parallel: bool = Field(False, description="sequence parallelism with TP")
     recompute: str = Field("none", description="none | selective | full")
-    attention: str = Field("eager", description="eager | flash")
+    attention: str = Field("flash", description="eager | flash")
 
 
 @dataclass(frozen=True)

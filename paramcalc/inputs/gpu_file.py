@@ -12,7 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from paramcalc.errors import UserError
-from paramcalc.inputs.fields import STRICT, Bytes, Positive, Text
+from paramcalc.inputs.fields import STRICT, Bytes, Count, Positive, Share, Text
 
 DTYPES = ("fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4")
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]
@@ -26,6 +26,20 @@ class Link(BaseModel):
     bandwidth: Positive = Field(description="bytes/s per GPU and direction (450G for NVLink 4)")
 
 
+class Efficiency(BaseModel):
+    """Shares of the datasheet figures that training and serving kernels sustain on this card:
+    the step-time and serving models' rates (analysis/step.py, analysis/serve.py). Catalog
+    entries cite where each comes from; `paramcalc bench --calibration-out` measures them."""
+
+    model_config = STRICT
+    gemm_bf16: Share = Field(0.6, description="large bf16 GEMMs, of the dense bf16 peak")
+    gemm_fp8: Share = Field(0.45, description="fp8 GEMMs, of the dense fp8 peak")
+    attention: Share = Field(0.4, description="flash attention forward and backward, of the dense bf16 peak")
+    memory: Share = Field(0.8, description="memory-bound kernels, of the HBM bandwidth")
+    link: Share = Field(0.8, description="NCCL collectives' bus bandwidth, of a link's per-direction bandwidth")
+    source: Text = Field("generic defaults (no measurement for this card)", description="where the shares come from")
+
+
 class Gpu(BaseModel):
     """One accelerator."""
 
@@ -37,6 +51,9 @@ class Gpu(BaseModel):
     memory_bytes: Bytes = Field(description="memory per GPU (80GiB, or bytes)")
     memory_bandwidth: Positive = Field(description="HBM bandwidth, bytes/s (3.35T)")
     interconnect: Link | None = Field(None, description="the scale-up link inside a node (NVLink, Infinity Fabric)")
+    network: Link | None = Field(None, description="the scale-out link between nodes, per GPU (InfiniBand, RoCE)")
+    gpus_per_node: Count = Field(8, description="GPUs that share the scale-up link (an HGX node: 8; NVL72: 72)")
+    efficiency: Efficiency = Field(Efficiency(), description="kernel efficiencies on this card")
     tdp_watts: Positive | None = Field(None, description="board power, for energy estimates")
     peak_flops_dense: dict[Dtype, Positive] = Field(description="dense peak FLOP/s per dtype (no 2:4 sparsity)")
     aliases: tuple[Text, ...] = Field((), description="other names that find this file")

@@ -145,6 +145,9 @@ class TransformerSpec(_Spec):
     embedding_norm: bool = Field(False, description="a norm right after the embeddings (BLOOM, BERT)")
     position_embedding: Literal["rope", "alibi", "learned", "relative", "none"] = Field(
         "rope", description="rope/alibi/relative carry no table; learned adds max_positions x h")
+    training_seq_len: Count | None = Field(
+        None, description="the context the model was pre-trained at (Llama 3.1: 8192); memory and estimate plan for "
+                          "it by default [default: the default sequence length]")
     max_position_embeddings: Count | None = Field(None, description="positions of the learned table")
     position_offset: Natural = Field(0, description="extra position rows (OPT reserves 2)")
     type_vocab_size: Natural = Field(0, description="token-type rows (BERT's segment embeddings)")

@@ -24,7 +24,7 @@ from paramcalc.network.network import (
 )
 
 if TYPE_CHECKING:
-    from paramcalc.inputs.target import Spec
+    from paramcalc.inputs.target import Source, Spec
 
 Model = Union[str, Path, "Spec", Network]
 
@@ -39,7 +39,11 @@ def lower(model: Model, *, base: Path | None = None) -> Network:
         return model
     from paramcalc.inputs.target import Source, read_target
 
-    source = read_target(model, base=base) if isinstance(model, (str, Path)) else Source(model)
+    return lower_source(read_target(model, base=base) if isinstance(model, (str, Path)) else Source(model))
+
+
+def lower_source(source: Source) -> Network:
+    """The network of a resolved TARGET; a YAML spec's errors placed at its key and line."""
     try:
         return lower_spec(source.spec)
     except UserError as error:
@@ -69,10 +73,18 @@ def lower_spec(spec: Spec) -> Network:
             except UserError as error:
                 raise error.under("lora") from None
         return freeze(net, spec.freeze)
+    from paramcalc.inputs.hf.meta_fallback import MeasuredSpec
+
+    if isinstance(spec, MeasuredSpec):  # a transformers model counted on the meta device
+        from paramcalc.network.measured import MeasuredCount
+
+        return MeasuredCount(spec.name, count=spec.params, embedding=spec.embedding, buffer_count=spec.buffers,
+                             model_class=spec.model_class, config_text=spec.config_text, source=spec.source,
+                             note=spec.note)
     from paramcalc.network.layers import lower_layers
 
     return freeze(lower_layers(spec), spec.freeze)
 
 
-__all__ = ["BareCount", "LayersNetwork", "Model", "Network", "Stage", "TransformerNetwork", "lower", "lower_spec",
-           "transformer_layer", "unwrap"]
+__all__ = ["BareCount", "LayersNetwork", "Model", "Network", "Stage", "TransformerNetwork", "lower", "lower_source",
+           "lower_spec", "transformer_layer", "unwrap"]

@@ -133,6 +133,11 @@ class Network:
         return None
 
     @property
+    def training_seq_len(self) -> int:
+        """The context a training plan defaults to: what the model was pre-trained at, where known."""
+        return self.default_seq_len
+
+    @property
     def max_seq_len(self) -> int | None:
         """The longest sequence the architecture takes (a learned position table's rows)."""
         return None
@@ -156,8 +161,9 @@ class Network:
         """How a training forward of this network saves tensors: `attention` is eager or flash."""
         return Activations(dtype_bytes=dtype_bytes, mask_bytes=dtype_bytes, attention=attention)
 
-    def working_set(self, p: Pass, dtype_bytes: int) -> int:
-        """Bytes an inference forward holds beyond weights and cache (no autograd state)."""
+    def working_set(self, p: Pass, dtype_bytes: int, attention: str = "flash") -> int:
+        """Bytes an inference forward holds beyond weights and cache (no autograd state);
+        `attention` eager or flash, as the kernel computes the scores."""
         return 0
 
     def check_tensor_parallel(self, tp: int) -> None:
@@ -192,6 +198,7 @@ class TransformerNetwork(Network):
     default_seq: int = 2048
     fixed_seq: int | None = None
     fixed_seq_note: str = ""
+    training_seq: int | None = None  # the pre-training context a preset or config states
     profile: Activations = field(default_factory=Activations)  # the reference implementation's saving
 
     @property
@@ -209,6 +216,10 @@ class TransformerNetwork(Network):
     @property
     def fixed_seq_len(self) -> int | None:
         return self.fixed_seq
+
+    @property
+    def training_seq_len(self) -> int:
+        return self.fixed_seq or self.training_seq or self.default_seq
 
     @property
     def max_seq_len(self) -> int | None:
@@ -236,10 +247,22 @@ class TransformerNetwork(Network):
                 out["stack_dropout"] = drops * a.mask_bytes * p.tokens * self.hidden
         return out
 
-    def working_set(self, p: Pass, dtype_bytes: int) -> int:
-        """One layer's widest intermediates: the gated MLP's gate, up and product, or
-        q, k, v and the output (errs high: kernels free some before the next exists)."""
-        return dtype_bytes * p.tokens * max(3 * self.ffn, 4 * self.hidden)
+    def working_set(self, p: Pass, dtype_bytes: int, attention: str = "flash") -> int:
+        """One layer's widest moment beside the residual stream and the sublayer's normed
+        input (2 x hidden a token): the gated MLP's gate-up output and product (3 x ffn), or
+        q, k, v and the attention output (4 x hidden). vLLM's profiling forward of Llama 3.1 8B
+        peaks at about (3 x ffn + 2 x hidden) x 2 bytes a token (vllm-project/vllm#10517: 2.07
+        and 2.99 GiB over the weights at 20,000 and 29,000 tokens, its fp32 sampler logits
+        included). Eager attention also holds the batch x heads x seq x keys scores in the
+        model dtype beside their fp32 softmax (transformers' eager_attention_forward); flash
+        kernels keep no seq x keys tensor (Dao et al. 2022)."""
+        x, h, T = dtype_bytes, self.hidden, p.tokens
+        widest = x * T * max(3 * self.ffn, 4 * h)
+        if attention == "eager":
+            pairs = p.batch * self.heads * p.seq * p.keys
+            scores = (x + 4 if self.profile.softmax_fp32 else 2 * x) * pairs
+            widest = max(widest, x * T * 4 * h + scores)
+        return x * T * 2 * h + widest
 
     def check_tensor_parallel(self, tp: int) -> None:
         """Megatron splits attention by heads: tp must divide the query and the K/V heads."""
@@ -282,7 +305,7 @@ class LayersNetwork(Network):
         assert len(parts) == len(self.stages), "network/layers.py lowers every layer to shaped blocks"
         return chain_saved(parts, p, a, first_input=True)
 
-    def working_set(self, p: Pass, dtype_bytes: int) -> int:
+    def working_set(self, p: Pass, dtype_bytes: int, attention: str = "flash") -> int:
         """The widest layer's input and output live at once (a residual block also
         keeps its input for the shortcut); errs low by a residual branch's intermediates."""
         from paramcalc.blocks.shaped import Shaped

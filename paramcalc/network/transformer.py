@@ -47,7 +47,7 @@ def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
         kind=spec.architecture, hidden=spec.hidden_size, heads=n, kv_heads=spec.kv_heads,
         score_dim=spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim if spec.mla else spec.attention_head_dim,
         ffn=spec.intermediate_size, rotary_dim=rotary, positions=learned, default_seq=default, fixed_seq=fixed,
-        fixed_seq_note=note, profile=profile)
+        fixed_seq_note=note, profile=profile, training_seq=spec.training_seq_len)
 
 
 def score_head(net: TransformerNetwork) -> TransformerNetwork:

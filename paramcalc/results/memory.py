@@ -18,14 +18,26 @@ class Setup(Result):
     dp: int = 1
     tp: int = 1
     pp: int = 1
+    cp: int = Field(1, description="context-parallel ranks: each holds 1/cp of every sequence")
+    ep: int = Field(1, description="expert-parallel ranks (inside dp x cp): each holds 1/ep of the routed experts")
+    vpp: int = Field(1, description="virtual pipeline stages per GPU (interleaved 1F1B)")
+    micro_batches: int = Field(1, description="micro-batches per step on each pipeline (in flight: up to pp)")
     sequence_parallel: bool = False
     recompute: str = Field("none", description="none | selective | full")
-    attention: str = Field("eager", description="eager | flash")
+    attention: str = Field("flash", description="eager | flash")
+    reshard: bool = Field(True, description="ZeRO-3 / FSDP frees the gathered weights after forward")
+    profile: str = Field("transformers", description="whose saved tensors: transformers (eager reference) | "
+                                                     "megatron (Megatron-LM + Transformer Engine)")
     quantized_base: bool = Field(False, description="QLoRA: the frozen base stored in int4, adapters trained in bf16")
 
     @property
     def world(self) -> int:
-        return self.dp * self.tp * self.pp
+        return self.dp * self.tp * self.pp * self.cp
+
+    @property
+    def shards(self) -> int:
+        """The ranks ZeRO shards over: data and context parallel together (Megatron, torchtitan)."""
+        return self.dp * self.cp
 
 
 class Fit(Result):
@@ -48,6 +60,7 @@ class Memory(Result):
     model_states_per_gpu: int
     overhead: int | None
     total_per_gpu: int | None
+    fits: bool | None = Field(None, description="with a GPU: whether total_per_gpu fits its memory")
 
 
 class MemoryReport(Report):

@@ -55,6 +55,10 @@ def commands() -> list[list[str]]:
         ["sweep", "llama-3.1-8b", "--figure", "time", "--over", "gpus", "--values", "8,64"],
         ["estimate", "llama-3.1-8b", "--mfu", "0.4"],
         ["estimate", "gpt2", "--mfu", "0.4", "--tokens", "10B"],
+        ["estimate", "llama-3.1-70b", "--gpus", "256", "--tp", "8", "--global-batch", "512", "--micro-batch", "16",
+         "--zero", "3", "--recompute", "full", "--tokens", "1T"],
+        ["estimate", "llama-3.1-405b", "--gpus", "16384", "--tokens", "15T", "--dtype", "fp8"],
+        ["estimate", "mixtral-8x7b", "--gpus", "64", "--seq-len", "4096"],
         ["serve", "llama-3.1-8b", "--batch", "1,8"],
         ["serve", "llama-3.1-70b", "--tp", "4", "--dtype", "fp8", "--batch", "1,16"],
     ]

@@ -88,6 +88,10 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
     if fields["head"] in ("classifier", "token-classifier", "qa"):
         labels = cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 2
         fields["num_labels"] = labels
+    scaling = cfg.get("rope_scaling") or cfg.get("rope_parameters")
+    if isinstance(scaling, dict) and isinstance(scaling.get("original_max_position_embeddings"), int):
+        # Llama 3.1's long-context RoPE scaling names the context it was pre-trained at
+        fields["training_seq_len"] = scaling["original_max_position_embeddings"]
     fields = {k: v for k, v in fields.items() if v is not None}
     return validate(TransformerSpec, {"name": name, "family": model_type, "source": where, **fields}, where=where)
 

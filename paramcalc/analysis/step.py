@@ -1,0 +1,347 @@
+"""Time of one training step of a parallel plan, from the work each GPU does and
+the rates its kernels and links sustain; the MFU that time implies.
+
+One micro-batch on one pipeline stage (Narayanan et al. 2021, "Efficient
+Large-Scale Language Model Training on GPU Clusters", section 2):
+- matmuls (the layers' linears, the head) at the card's dense peak x its GEMM
+  efficiency (`efficiency.gemm_bf16`, or `gemm_fp8` for FP8 training, whose
+  LM head stays bf16 as Transformer Engine and torchao leave it); the
+  efficiency falls for thin shapes as d / (d + 128) of the smallest GEMM
+  dimension (tokens per GPU, or hidden / tp): a fit to cuBLAS on H100 (errs
+  either way by a few percent); a routed expert's GEMM has the tokens routed
+  to it, tokens x top-k / experts per GPU, times ep when expert parallelism
+  gathers them from ep ranks (why MoE training runs EP);
+- the attention core (QK^T and PV) at the bf16 peak x `efficiency.attention`:
+  flash kernels compute the causal half, and their backward reruns the
+  scores: 5 matmuls against the forward's 2, so 2.5 x the forward (Dao 2023,
+  FlashAttention-2, section 3.1.2); eager attention computes every pair;
+- elementwise kernels (norms, activations, residuals, rotary, dropout) moving
+  about the bytes a layer keeps for backward, once in forward and twice in
+  backward, at HBM bandwidth x `efficiency.memory`: a proxy (errs high for
+  fused kernels, low for unfused ones);
+- recomputation reruns the forward (full) or the attention core (selective)
+  in backward (Korthikanti et al. 2022, section 5): hardware FLOPs, never model
+  FLOPs;
+- tensor parallelism: 4 all-reduces of the micro-batch's b x s x h activations
+  per layer (2 forward, 2 backward; all-gather + reduce-scatter with sequence
+  parallelism, the same bytes), 2 more under full recomputation, on the
+  critical path (Shoeybi et al. 2019; Korthikanti et al. 2022, section 4.2.2);
+- context parallelism: a ring passes each rank's K and V chunk cp - 1 times
+  in forward, twice as much in backward, overlapped with the attention core
+  (Liu et al. 2023, Ring Attention; Megatron-Core's context parallelism);
+- expert parallelism: a dispatch and a combine all-to-all of the top-k routed
+  tokens per MoE layer in forward, two more in backward (Lepikhin et al.
+  2021, GShard), on the critical path;
+- pipeline: an activation send forward and a gradient send back per virtual
+  stage.
+
+A step runs m micro-batches through the pipeline: 1F1B takes (m + (p - 1) / v)
+micro-batch times of the busiest stage (the interleaved schedule's bubble,
+Narayanan et al. 2021, section 2.2). Data parallelism and ZeRO/FSDP
+(Rajbhandari et al. 2020) shard over dp x cp: gradients reduce-scattered in
+fp32 (Megatron's distributed optimizer and torchtitan's FSDP reduce in fp32 by
+default; errs slow for bf16 reduction) and 16-bit weights all-gathered, hidden
+behind the micro-batch they overlap (FSDP's prefetch; Megatron's
+--overlap-grad-reduce and --overlap-param-gather). Then the optimizer step
+reads and writes its fp32 state at HBM bandwidth.
+
+Links: ranks are laid out as Megatron-LM orders them (tp fastest, then cp,
+then dp, pipeline stages outermost). A group that fits in one node
+(`gpus_per_node`) uses the scale-up link (NVLink), else the scale-out network
+per GPU (InfiniBand), each at `efficiency.link` of its bandwidth per
+direction, plus a fixed latency per collective. Ring collectives move
+2 (n - 1) / n (all-reduce) or (n - 1) / n (all-gather, reduce-scatter,
+all-to-all) of the buffer per rank (Patarasuk & Yuan 2009).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from paramcalc.analysis.memory import _layer_share, activation_precision
+from paramcalc.analysis.settings import DTYPE_BYTES
+from paramcalc.blocks.base import Pass
+from paramcalc.blocks.moe import MoE
+from paramcalc.inputs.gpu_file import Gpu
+from paramcalc.network import Network, transformer_layer
+from paramcalc.results.memory import Setup
+
+# Fixed time of one collective: NCCL's small-message all-reduce latency is ~10 us across the
+# 8 NVLink-connected GPUs of an H100 node and ~20-30 us across InfiniBand nodes (nccl-tests
+# all_reduce_perf at 8 B). It only matters for many small collectives (thin TP, PP sends).
+LATENCY_SCALE_UP = 10e-6
+LATENCY_SCALE_OUT = 25e-6
+
+# The GEMM-shape knee: cuBLAS sustains d / (d + GEMM_KNEE) of its large-shape rate when the
+# smallest GEMM dimension is d (a fit to H100 bf16 GEMM sweeps: 4096 x 4096 x 1024 runs ~0.8-0.9 of
+# 8192^3's rate). Errs either way by a few percent.
+GEMM_KNEE = 128
+
+# FlashAttention's backward reruns QK^T and computes dV, dP, dQ, dK: 5 matmuls against the
+# forward's 2 (Dao 2023, FlashAttention-2, section 3.1.2).
+FLASH_BACKWARD = 2.5
+
+# FP8 recipes quantize each GEMM input (and output gradient): 2 bytes read and 1 written per
+# element of a 16-bit tensor, about the tensors a layer keeps: 1.5 x the elementwise traffic
+# proxy (Transformer Engine's per-tensor casts; fused into norms where it can, so errs slow).
+FP8_CAST = 1.5
+
+# Bytes per parameter the optimizer step moves: Adam reads and writes its fp32 master weight,
+# momentum and variance (24), reads the fp32 gradient (4) and writes the 16-bit weight (2).
+OPTIMIZER_BYTES = 30
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one optimizer step is spread over GPUs (Megatron-LM's vocabulary)."""
+
+    tp: int = 1
+    pp: int = 1
+    cp: int = 1
+    ep: int = 1
+    dp: int = 1
+    vpp: int = 1
+    micro_batch: int = 1  # sequences per micro-batch per data-parallel rank
+    global_batch: int = 1  # sequences per optimizer step
+    zero: int = 1
+    recompute: str = "none"
+    sp: bool = False
+    attention: str = "flash"
+    dtype: str = "bf16"  # bf16 | fp8 (Transformer Engine's recipe)
+    reshard: bool = True
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp * self.cp * self.dp
+
+    @property
+    def micro_batches(self) -> int:
+        """Micro-batches per step on each pipeline (gradient accumulation)."""
+        return self.global_batch // (self.dp * self.micro_batch)
+
+    def setup(self) -> Setup:
+        """The memory model's view of this plan."""
+        return Setup(mode="train", dtype=self.dtype, zero=self.zero, dp=self.dp, tp=self.tp, pp=self.pp, cp=self.cp,
+                     ep=self.ep, vpp=self.vpp, micro_batches=self.micro_batches, sequence_parallel=self.sp,
+                     recompute=self.recompute, attention=self.attention, reshard=self.reshard, profile="megatron")
+
+
+@dataclass(frozen=True)
+class Work:
+    """The FLOPs and bytes of one sequence through the network, split the way the rates
+    differ; computed once per network and sequence length, then scaled per plan."""
+
+    seq: int
+    layers: int
+    width: int
+    kv_width: int  # K plus V features per token (all heads)
+    gemm: float  # the layers' linear FLOPs, forward, per sequence (the routed experts' included)
+    expert_gemm: float  # the routed experts' share of `gemm`
+    experts: int  # routed experts per MoE layer
+    core_causal: float  # QK^T and PV, the unmasked pairs (what flash computes)
+    core_dense: float  # every pair (eager; the MFU convention)
+    head: float  # the LM head's forward FLOPs
+    model: float  # model FLOPs of one sequence's training step: 3 x the dense forward (PaLM, appendix B)
+    moe_layers: int
+    top_k: int
+    dense_params: int  # parameters outside the routed experts
+    expert_params: int  # the routed experts'
+    layer_params: int  # all layers' (dense and experts)
+    traffic: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # memo of _layer_traffic
+
+    @classmethod
+    def of(cls, net: Network, seq: int) -> Work:
+        causal, dense = net.flops(Pass(1, seq, "causal")), net.flops(Pass(1, seq, "dense"))
+        names = {s.name for s in net.layers}
+
+        def core(parts: dict[str, int]) -> float:
+            return float(sum(v for k, v in parts.items() if k.rsplit("/", 1)[-1] in ("scores", "values")))
+
+        in_layers = {k: v for k, v in causal.items() if k.split("/", 1)[0] in names}
+        moe = [(s.count, m) for s in net.layers if isinstance(m := transformer_layer(s).mlp, MoE)]
+        params = net.params()
+        expert = sum(v for k, v in params.items() if "/moe/experts/" in k)
+        heads = getattr(net, "heads", 0) or 1
+        kv_heads = getattr(net, "kv_heads", 0) or heads
+        width = net.width or 0
+        return cls(seq=seq, layers=sum(s.count for s in net.layers), width=width,
+                   kv_width=2 * width * kv_heads // heads,
+                   gemm=float(sum(in_layers.values())) - core(in_layers),
+                   expert_gemm=float(sum(v for k, v in in_layers.items() if k.endswith("/moe/experts"))),
+                   experts=moe[0][1].experts if moe else 0, core_causal=core(causal),
+                   core_dense=core(dense),
+                   head=float(sum(v for k, v in causal.items() if k.split("/", 1)[0] not in names)),
+                   model=3.0 * sum(dense.values()), moe_layers=sum(n for n, _ in moe),
+                   top_k=moe[0][1].top_k if moe else 0, dense_params=sum(params.values()) - expert,
+                   expert_params=expert,
+                   layer_params=sum(v for k, v in params.items() if k.split("/", 1)[0] in names))
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One optimizer step of a plan, in seconds, by where the time goes."""
+
+    seconds: float
+    compute: float  # the busiest stage's kernels over all micro-batches
+    bubble: float  # the pipeline's fill and drain
+    exposed_comm: float  # communication on the critical path or not hidden behind compute
+    optimizer: float
+    model_flops: float  # of the whole step, all GPUs
+    hardware_flops: float  # model FLOPs + recomputation, all GPUs
+    collectives: tuple[tuple[str, int, float, bool], ...]  # (name, bytes per GPU per step, seconds, hidden)
+
+
+def link(card: Gpu, span: int) -> tuple[float, float]:
+    """(bytes/s, latency) of a collective whose ranks span `span` consecutive GPUs."""
+    e = card.efficiency.link
+    inside = span <= card.gpus_per_node
+    chosen = card.interconnect if inside or card.network is None else card.network
+    bandwidth = chosen.bandwidth if chosen is not None else card.memory_bandwidth
+    return float(bandwidth) * e, LATENCY_SCALE_UP if inside else LATENCY_SCALE_OUT
+
+
+def ring(kind: str, n: int, size: float) -> float:
+    """Bytes one rank sends in a ring collective of `size` bytes over n ranks."""
+    if n <= 1:
+        return 0.0
+    return (2 if kind == "all-reduce" else 1) * (n - 1) * size / n
+
+
+def _moved(card: Gpu, span: int, kind: str, n: int, size: float, times: float = 1.0) -> tuple[float, float]:
+    """(bytes, seconds) of `times` ring collectives of `size` bytes over n ranks."""
+    if n <= 1 or size <= 0:
+        return 0.0, 0.0
+    bw, latency = link(card, span)
+    sent = ring(kind, n, size)
+    return sent * times, times * (sent / bw + latency)
+
+
+def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
+    """Seconds of one optimizer step of `plan` on `card`s."""
+    eff = card.efficiency
+    fp8 = plan.dtype == "fp8"
+    bf16_peak = card.peak("bf16")
+    gemm_rate = (card.peak("fp8") * eff.gemm_fp8) if fp8 else bf16_peak * eff.gemm_bf16
+    head_rate = bf16_peak * eff.gemm_bf16
+    mb, seq, L = plan.micro_batch, work.seq, max(work.layers, 1)
+    tokens = mb * seq / plan.cp  # tokens of one micro-batch on one GPU
+    thin = min(tokens, work.width / plan.tp) if work.width else tokens
+    shape = thin / (thin + GEMM_KNEE)
+    split = plan.tp * plan.cp
+
+    # one layer, one micro-batch, on one GPU: matmuls, attention core, elementwise traffic
+    gemm = (work.gemm - work.expert_gemm) / L * mb / split / (gemm_rate * shape)
+    if work.expert_gemm:  # each GPU's experts see the tokens routed to them from its ep ranks
+        routed = tokens * work.top_k * plan.ep / work.experts
+        thin_e = min(routed, work.width / plan.tp)
+        gemm += work.expert_gemm / L * mb / split / (gemm_rate * thin_e / (thin_e + GEMM_KNEE))
+    core_flops = work.core_causal if plan.attention == "flash" else work.core_dense
+    core = core_flops / L * mb / split / (bf16_peak * eff.attention)
+    core_bwd = FLASH_BACKWARD if plan.attention == "flash" else 2.0
+    key = (mb, seq // plan.cp, plan.tp, plan.sp, plan.recompute, plan.attention, plan.dtype)
+    if key not in work.traffic:
+        work.traffic[key] = _layer_traffic(net, Pass(mb, seq // plan.cp), plan.setup())
+    moved = work.traffic[key] / L
+    if fp8:  # casts: every 16-bit GEMM input (about the saved tensors) read and written again as fp8
+        moved *= 1 + FP8_CAST
+    elementwise = moved / (card.memory_bandwidth * eff.memory)
+    forward = gemm + core + elementwise
+    layer = forward + 2 * gemm + core_bwd * core + 2 * elementwise
+    if plan.recompute == "full":
+        layer += forward
+    elif plan.recompute == "selective":
+        layer += core
+
+    collectives: list[tuple[str, int, float, bool]] = []
+    x = 2  # 16-bit activations on the wire (FP8 recipes communicate bf16 too)
+    per_layer_comm = 0.0
+    if plan.tp > 1:
+        n = 6 if plan.recompute == "full" else 4
+        b, t = _moved(card, plan.tp, "all-reduce", plan.tp, tokens * work.width * x, n)
+        collectives.append((f"tensor-parallel all-reduces ({n} per layer)", int(b * L * plan.micro_batches / plan.pp),
+                            t * L * plan.micro_batches / plan.pp, False))
+        per_layer_comm += t
+    if plan.cp > 1:
+        chunk = tokens * work.kv_width / plan.tp * x  # this rank's K and V
+        bw, latency = link(card, plan.tp * plan.cp)
+        sent = 3 * (plan.cp - 1) * chunk  # forward once, backward twice (K, V and their gradients)
+        t = sent / bw + 3 * (plan.cp - 1) * latency
+        exposed = max(0.0, t - (1 + core_bwd) * core)  # the ring overlaps the attention core
+        collectives.append(("context-parallel K/V ring", int(sent * L * plan.micro_batches / plan.pp),
+                            t * L * plan.micro_batches / plan.pp, exposed == 0.0))
+        per_layer_comm += exposed
+    moe_share = work.moe_layers / L
+    if plan.ep > 1 and work.moe_layers:
+        routed = tokens / (plan.tp if plan.sp else 1) * work.top_k * work.width * x
+        b, t = _moved(card, plan.tp * plan.cp * plan.ep, "all-to-all", plan.ep, routed, 4)
+        collectives.append(("expert-parallel all-to-all (4 per MoE layer)",
+                            int(b * work.moe_layers * plan.micro_batches / plan.pp),
+                            t * work.moe_layers * plan.micro_batches / plan.pp, False))
+        per_layer_comm += t * moe_share
+    head = 3 * work.head * mb / split / (head_rate * shape)
+    # a stage holds whole layers; the head's work may take a layer's place (Megatron's uneven split)
+    share = 1.0 if plan.pp == 1 else max(math.ceil(L / plan.pp) / L, (L * layer + head) / plan.pp / (L * layer + head))
+    kernels = share * (L * layer + head)
+    talk = share * L * per_layer_comm
+    if plan.pp > 1:
+        boundary = tokens * work.width * x / (plan.tp if plan.sp else 1)
+        bw, latency = link(card, plan.tp * plan.cp * plan.dp + 1)
+        t = 2 * plan.vpp * (boundary / bw + latency)  # activation forward, its gradient back
+        collectives.append(("pipeline sends (activations and gradients)",
+                            int(2 * plan.vpp * boundary * plan.micro_batches), t * plan.micro_batches, False))
+        talk += t
+    m = plan.micro_batches
+    stage = kernels + talk
+    bubble = (plan.pp - 1) / plan.vpp * stage
+
+    # data parallel / ZeRO over dp x cp, per GPU's share of the model
+    shards = plan.dp * plan.cp
+    local = (work.dense_params / plan.tp + work.expert_params / (plan.tp * plan.ep)) / plan.pp
+    span = plan.tp * plan.cp * plan.dp
+    exposed = 0.0
+    if shards > 1:
+        grads, weights = 4 * local, 2 * local
+        if plan.zero >= 3:
+            gathers = 2 if plan.reshard else 1 / m  # without resharding: gathered once per step
+            b1, t1 = _moved(card, span, "all-gather", shards, weights, gathers)
+            b2, t2 = _moved(card, span, "reduce-scatter", shards, grads)
+            per_micro = t1 + t2
+            exposed += m * max(0.0, per_micro - stage) + per_micro / max(math.ceil(L / plan.pp), 1)
+            collectives.append(("FSDP weight all-gathers and gradient reduce-scatter", int((b1 + b2) * m),
+                                per_micro * m, True))
+        else:
+            if plan.zero == 0:
+                b, t = _moved(card, span, "all-reduce", shards, grads)
+                exposed += max(0.0, t - 2 / 3 * stage)  # behind the last micro-batch's backward
+                collectives.append(("gradient all-reduce", int(b), t, True))
+            else:
+                b1, t1 = _moved(card, span, "reduce-scatter", shards, grads)
+                b2, t2 = _moved(card, span, "all-gather", shards, weights)
+                exposed += max(0.0, t1 - 2 / 3 * stage) + max(0.0, t2 - stage / 3)
+                collectives.append(("gradient reduce-scatter and weight all-gather", int(b1 + b2), t1 + t2, True))
+    held = local / (shards if plan.zero >= 1 else 1)
+    optimizer = OPTIMIZER_BYTES * held / (card.memory_bandwidth * eff.memory)
+    seconds = m * stage + bubble + exposed + optimizer
+    model = work.model * plan.global_batch
+    recomputed = {"none": 0.0, "selective": work.core_dense, "full": work.model / 3}[plan.recompute]
+    return StepTime(seconds=seconds, compute=m * kernels, bubble=bubble, exposed_comm=m * talk + exposed,
+                    optimizer=optimizer, model_flops=model,
+                    hardware_flops=model + recomputed * plan.global_batch, collectives=tuple(collectives))
+
+
+def _layer_traffic(net: Network, p: Pass, s: Setup) -> float:
+    """Bytes the layers keep for backward at the plan's splits, all layers of one micro-batch:
+    the elementwise kernels' traffic proxy (module docstring)."""
+    names = {st.name for st in net.layers}
+    a = net.activations(activation_precision(s), s.attention)
+    saved = net.saved(p, a)
+    return float(sum(_layer_share(k, v, s) for k, v in saved.items() if k.split("/", 1)[0] in names))
+
+
+def mfu(t: StepTime, plan: Plan, card: Gpu, dtype: str | None = None) -> float:
+    """Model FLOPs of the step / (GPUs x the dense peak of the training dtype x seconds)."""
+    return t.model_flops / (plan.gpus * card.peak(dtype or plan.dtype) * t.seconds)
+
+
+__all__ = ["Plan", "StepTime", "Work", "step_time", "mfu", "link", "ring", "DTYPE_BYTES"]
