@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# One prepared GPU session: the GPU tests, then the recorded layer benchmark.
+# One prepared GPU session: the GPU tests, the kernel-efficiency sweep, then the
+# recorded layer benchmark.
 #
 #     bash benchmarks/gpu_session.sh OUTDIR [extra gpu_layers.py arguments]
 #
 # Runs from a source checkout on a machine that has torch with CUDA but maybe
 # not paramcalc's other dependencies: wheels found in .whl/ (pydantic and its
 # needs, say) are installed into a scratch folder first, offline. It writes
-# OUTDIR/gpu-tests.log, OUTDIR/gpu-layers.md and OUTDIR/gpu-layers.json. Every
+# OUTDIR/gpu-tests.log, OUTDIR/gpu-kernels.json, OUTDIR/gpu-layers.md and
+# OUTDIR/gpu-layers.json. Every
 # step runs even when an earlier one fails; the exit code is the first failure.
 #
 # Filling .whl/ (on any machine with pip, for the device's Python version; the
@@ -52,6 +54,10 @@ if python3 -c "import pytest" 2>/dev/null; then
 else
     echo "pytest not installed: GPU tests skipped" | tee "$out/gpu-tests.log"
 fi
+
+# The efficiencies the step-time and serving models use (GEMM bf16/fp8, flash attention, HBM).
+python3 benchmarks/gpu_kernels.py "$out/gpu-kernels.json" 2>&1 | tee "$out/gpu-kernels.log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || failed
 
 python3 benchmarks/gpu_layers.py "$out/gpu-layers.md" "$@" 2>&1 | tee "$out/gpu-layers.log"
 [ "${PIPESTATUS[0]}" -eq 0 ] || failed

@@ -24,6 +24,8 @@ DGXC = "NVIDIA dgxc-benchmarking llama3.1 README (v25.04), NeMo on DGX H100"
 TITAN = "torchtitan benchmarks/llama3_h100_202412_torchtitan.md (H100 96GB at 500 W)"
 TITAN_ASYNC = "torchtitan benchmarks/asyncTP_llama3_h100_2025-06_torchtitan.md (H100 96GB at 500 W)"
 KORTHIKANTI = "Korthikanti et al. 2022, table 5 (A100 80GB; MFU)"
+# torchtitan's H100s: 96 GB HBM2e at 500 W (a GPU file of their own, benchmarks/gpus/)
+TITAN_GPU = str(Path(__file__).resolve().parent / "gpus" / "h100-96gb-500w.yaml")
 
 # (label, source, target, flags, measured TFLOP/s per GPU, measured step seconds, measured GiB)
 RUNS = [
@@ -42,6 +44,9 @@ RUNS = [
     ("Llama 3.1 70B bf16, 64 GPUs, TP4 PP4 CP2 v5", DGXC, "llama-3.1-70b",
      dict(gpus=64, tp=4, pp=4, cp=2, vpp=5, global_batch=128, micro_batch=1, seq_len=8192, recompute="none"),
      0.5432 * 989.4, 14.66, None),
+    ("Llama 3.1 8B fp8, 8 GPUs, CP2 (memory: the README's example log)", DGXC, "llama-3.1-8b",
+     dict(gpus=8, tp=1, pp=1, cp=2, global_batch=128, micro_batch=1, seq_len=8192, recompute="none", dtype="fp8"),
+     None, None, 70_833_405_952 / 2**30),
     ("Llama 3.1 70B fp8, 64 GPUs, TP4 PP8 v5", DGXC, "llama-3.1-70b",
      dict(gpus=64, tp=4, pp=8, cp=1, vpp=5, global_batch=128, micro_batch=1, seq_len=8192, recompute="none",
           dtype="fp8"), 0.4038 * 1978.9, 9.86, None),
@@ -52,14 +57,31 @@ RUNS = [
      dict(gpus=512, tp=8, pp=8, cp=2, vpp=8, global_batch=256, micro_batch=1, seq_len=8192, dtype="fp8"),
      0.4435 * 1978.9, 12.37, None),
     ("Llama 3.1 70B bf16, 256 GPUs, FSDP32 TP8, full AC", TITAN_ASYNC, "llama-3.1-70b",
-     dict(gpus=256, tp=8, global_batch=512, micro_batch=16, zero=3, recompute="full", seq_len=8192),
+     dict(gpu=TITAN_GPU, gpus=256, tp=8, global_batch=512, micro_batch=16, zero=3, recompute="full", seq_len=8192),
      None, 512 * 8192 / (597.3 * 256), None),
     ("Llama 3.1 70B fp8, 256 GPUs, FSDP32 TP8, full AC", TITAN, "llama-3.1-70b",
-     dict(gpus=256, tp=8, global_batch=512, micro_batch=16, zero=3, recompute="full", seq_len=8192, dtype="fp8"),
+     dict(gpu=TITAN_GPU, gpus=256, tp=8, global_batch=512, micro_batch=16, zero=3, recompute="full", seq_len=8192,
+          dtype="fp8"),
      None, 512 * 8192 / (829 * 256), 71.9),
     ("Llama 3.1 405B fp8, 512 GPUs, FSDP8 TP8 PP8, full AC", TITAN, "llama-3.1-405b",
-     dict(gpus=512, tp=8, pp=8, global_batch=256, micro_batch=1, zero=3, recompute="full", seq_len=8192,
+     dict(gpu=TITAN_GPU, gpus=512, tp=8, pp=8, global_batch=256, micro_batch=1, zero=3, recompute="full", seq_len=8192,
           dtype="fp8"), None, 256 * 8192 / (128 * 512), 72.7),
+    ("Llama 3.1 8B, 8 GPUs, FSDP, op-level SAC, compile", TITAN, "llama-3.1-8b",
+     dict(gpu=TITAN_GPU, gpus=8, global_batch=16, micro_batch=2, zero=3, recompute="selective", seq_len=8192),
+     None, 2 * 8192 / 6667, 77.0),
+    ("Llama 3.1 8B fp8, 8 GPUs, FSDP8, 32K context, full AC", TITAN, "llama-3.1-8b",
+     dict(gpu=TITAN_GPU, gpus=8, cp=1, global_batch=8, micro_batch=1, zero=3, recompute="full", seq_len=32768,
+          dtype="fp8"),
+     None, 32768 / 3890, 83.9),
+    ("Llama 3.1 8B fp8, 8 GPUs, FSDP2 CP4, 131K context, full AC", TITAN, "llama-3.1-8b",
+     dict(gpu=TITAN_GPU, gpus=8, cp=4, global_batch=2, micro_batch=1, zero=3, recompute="full", seq_len=131072,
+          dtype="fp8"),
+     None, 2 * 131072 / (1071 * 8), 84.0),
+    # 180K H800 GPU-hours per trillion tokens (section 1) at 15,360 x 4,096-token batches
+    ("DeepSeek-V3 fp8, 2,048 H800, PP16 EP64, ZeRO-1", "DeepSeek-AI 2024, DeepSeek-V3 technical report, sections 1 "
+     "and 3.2", "deepseek-v3", dict(gpu="h800", gpus=2048, tp=1, pp=16, cp=1, ep=64, zero=1, global_batch=15360,
+                                    seq_len=4096, dtype="fp8"),
+     None, 180_000 * 3600 / (10**12 / (15360 * 4096)) / 2048, None),
     ("GPT-3 175B, 64 A100, TP8 PP8, selective + SP", KORTHIKANTI, "tests/data/specs/gpt3-175b.yaml",
      dict(gpus=64, gpu="a100-80gb", tp=8, pp=8, vpp=3, global_batch=64, micro_batch=1, seq_len=2048,
           recompute="selective", sp=True, attention="eager"), 0.514 * 312, 13.75, None),
@@ -85,11 +107,16 @@ def _err(pred, meas):
     return "" if meas is None or pred is None else f"{100 * (pred - meas) / meas:+.0f}%"
 
 
+def _within(pred, meas, share) -> bool | None:
+    return None if meas is None or pred is None else abs(pred - meas) <= share * meas
+
+
 def main(markdown: bool = False) -> None:
     head = ("run", "TFLOP/s measured", "predicted", "err", "step s measured", "predicted", "err",
             "GiB measured", "predicted", "err", "source")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
+    hits: list[tuple[bool | None, bool | None]] = []
     for r in rows():
         cells = (r["label"], f"{r['measured_tflops']:.0f}" if r["measured_tflops"] else "",
                  f"{r['predicted_tflops']:.0f}", _err(r["predicted_tflops"], r["measured_tflops"]),
@@ -99,6 +126,14 @@ def main(markdown: bool = False) -> None:
                  f"{r['predicted_gib']:.1f}" + ("" if r["fits"] else " (no fit)"),
                  _err(r["predicted_gib"], r["measured_gib"]), r["source"])
         print("| " + " | ".join(cells) + " |")
+        speed = _within(r["predicted_seconds"], r["measured_seconds"], 0.20)
+        speed = _within(r["predicted_tflops"], r["measured_tflops"], 0.20) if speed is None else speed
+        memory = _within(r["predicted_gib"], r["measured_gib"], 0.15)
+        hits.append((speed, memory))
+    speeds = [h[0] for h in hits if h[0] is not None]
+    memories = [h[1] for h in hits if h[1] is not None]
+    print(f"\nspeed (step time or TFLOP/s) within 20%: {sum(speeds)} of {len(speeds)} runs; "
+          f"memory within 15%: {sum(memories)} of {len(memories)} runs")
 
 
 if __name__ == "__main__":

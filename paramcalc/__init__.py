@@ -9,8 +9,10 @@
 Every function takes a model: a TARGET (a preset name, a config.json path, a
 YAML spec path, a bare count such as "7.5B"), a spec from `load_spec`, or a
 Network from `lower` (lower once, analyse many times), and returns a typed
-pydantic result (`.model_dump()` for plain data). Nothing here prints and
-nothing imports torch. Names load lazily, so `import paramcalc` is cheap.
+pydantic result (`.model_dump()` for plain data). `profile(module, inputs)`
+turns a live torch.nn.Module into such a network, measured by torch. Nothing
+else imports torch, and nothing prints. Names load lazily, so `import paramcalc`
+is cheap.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ _API = {
     "check": ("paramcalc.analysis.check", "check_budgets"),
     "plan": ("paramcalc.analysis.plan", "plan_pipeline"),
     "lower": ("paramcalc.network", "lower"),
+    "profile": ("paramcalc.torchref.profile", "profile"),
     "load_spec": ("paramcalc.inputs.target", "load_spec"),
     "presets": ("paramcalc.catalog", "preset_names"),
     "gpus": ("paramcalc.catalog", "gpu_names"),

@@ -16,7 +16,9 @@ line shows it as that flag, a file and the library as the name.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 _SETTING = re.compile(r"\{([a-z_][a-z0-9_]*)\}")
 
@@ -50,3 +52,44 @@ class UserError(Exception):
         """The same error with its field nested under `prefix` (`lora` + `rank` -> `lora.rank`)."""
         field = f"{prefix}.{self.field}" if self.field else prefix
         return UserError(self.message, field=field, where=self.where, fix=self.fix)
+
+
+class InputWarning(UserWarning):
+    """A caveat about the input that changes no result (a config.json that leaves sizes to defaults)."""
+
+
+_collected: ContextVar[list[str] | None] = ContextVar("paramcalc_warnings", default=None)
+
+
+def warn(message: str) -> None:
+    """Say a caveat about the input once. Under `collect_warnings` (the command line) it is kept
+    for the caller, who prints it on stderr and adds it to the report's notes; elsewhere it is a
+    Python warning (InputWarning) for a library caller."""
+    collected = _collected.get()
+    if collected is None:
+        import warnings
+
+        warnings.warn(message, InputWarning, stacklevel=3)
+    elif message not in collected:
+        collected.append(message)
+
+
+@contextmanager
+def collect_warnings() -> Iterator[list[str]]:
+    """Keep the caveats `warn` is given in this block, in order, each once."""
+    kept: list[str] = []
+    token = _collected.set(kept)
+    try:
+        yield kept
+    finally:
+        _collected.reset(token)
+
+
+def take_warnings() -> list[str]:
+    """The caveats kept so far (under `collect_warnings`), handed over once: the list is emptied."""
+    collected = _collected.get()
+    if not collected:
+        return []
+    taken = list(collected)
+    collected.clear()
+    return taken

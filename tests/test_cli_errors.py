@@ -4,7 +4,6 @@ never a traceback (docs/contract.md, exit codes)."""
 from __future__ import annotations
 
 import pytest
-
 from cli import assert_user_error, run
 
 
@@ -60,11 +59,15 @@ def test_unknown_model_type_lists_the_supported_ones(tmp_path):
     assert_user_error(run("count", path), "llama9", "supported:", "qwen3_moe", "deepseek_v3")
 
 
-def test_a_multimodal_wrapper_points_at_its_text_config(tmp_path):
+def test_a_multimodal_wrapper_without_transformers_points_at_its_text_config(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # with it, the meta fallback counts every tower
     path = tmp_path / "config.json"
     path.write_text('{"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], '
                     '"text_config": {"model_type": "gemma3_text"}, "vision_config": {}}')
     assert_user_error(run("count", path), "config.json: model_type:", "'gemma3_text' language model",
+                      "pip install 'paramcalc[torch]' transformers",
                       "save the 'text_config' object as its own config.json")
 
 

@@ -207,3 +207,18 @@ def test_overheads_are_named_terms_and_calibratable():
     assert terms["nccl_buffers"] > 0 and terms["logits_gradient"] == 4 * 2048 * 128256
     lean = estimate_memory("llama-3.1-70b", zero=3, dp=16, seq_len=2048, context_bytes=0, fragmentation=0)
     assert m.memory.total_per_gpu - lean.memory.total_per_gpu == terms["cuda_context"] + terms["fragmentation"]
+
+
+@pytest.mark.parametrize("flags,named", [(["--vpp", "2"], "--vpp"), (["--cp", "3"], "--cp"),
+                                         (["--cp", "2", "--attention", "eager"], "--attention"),
+                                         (["--profile", "deepspeed"], "--profile")])
+def test_plan_flags_of_memory_refuse_what_cannot_split(flags, named):
+    r = run("memory", "llama-3.1-8b", "--seq-len", "4096", *flags)
+    assert r.code == 2 and named in r.err and "Traceback" not in r.err
+
+
+def test_memory_defaults_to_the_pre_training_context_and_flash():
+    doc = run("memory", "llama-3.1-8b", "--json").json
+    assert doc["seq_len"] == 8192 and doc["settings"]["attention"] == "flash"
+    assert doc["settings"]["profile"] == "transformers"  # one GPU: transformers' (SDPA) tensors
+    assert run("memory", "llama-3.1-8b", "--tp", "2", "--json").json["settings"]["profile"] == "megatron"

@@ -124,10 +124,13 @@ def test_vit_counts_its_patch_projection_and_class_token_head():
     assert embedding.flop_counter_backward == embedding.analytic_forward  # images need no gradient
 
 
-def test_a_cnn_has_its_parameters_checked_and_its_flops_left_to_the_block_tests():
+def test_a_cnn_has_its_parameters_and_flops_checked_against_flop_counter_and_fvcore():
     report = run_verify(_preset("resnet-50"))
     assert report.params.exact and report.params.counted == 25_557_032
-    assert all(c.exact is None for c in report.components) and report.totals.exact is None
+    assert report.passed and report.totals.exact and report.totals.counted_forward == 8_178_368_512
+    for c in report.components:
+        assert c.fvcore_forward == c.analytic_forward == c.flop_counter_forward
+    assert report.components[0].flop_counter_backward == report.components[0].analytic_forward  # reads images
 
 
 def test_verify_steps_real_torch_optimizers_and_matches_the_state_bytes():

@@ -20,12 +20,18 @@ every rank writes 1/N of the weights too. Without ZeRO the replicas are
 identical and rank 0 writes everything. Sizes are tensor bytes: the pickle or
 safetensors headers (kilobytes to a few megabytes) are left out, so they err
 low by well under 0.1% for models of a billion parameters and more.
+
+LoRA (`lora_rank`): PEFT's `save_pretrained` writes the adapters only
+(adapter_model.safetensors: lora_A and lora_B of every adapted linear, and any
+modules_to_save), and a resumable checkpoint adds the optimizer state and
+master copy of those trainable parameters only; the frozen base is not saved
+(it is the published model, loaded again on resume). So both are megabytes.
 """
 
 from __future__ import annotations
 
 from paramcalc.analysis.memory import _adafactor_bytes, check_setup, model_states
-from paramcalc.analysis.settings import DTYPE_BYTES, OPTIMIZER_STATE, PRECISION
+from paramcalc.analysis.settings import DTYPE_BYTES, OPTIMIZER_STATE, PRECISION, with_lora_flags
 from paramcalc.errors import UserError
 from paramcalc.network import Model, lower
 from paramcalc.results.checkpoint import CheckpointReport, CheckpointSizes
@@ -38,7 +44,8 @@ def _ceil(a: int, b: int) -> int:
 
 
 def checkpoint_sizes(model: Model, *, dtype: str = "bf16", precision: str | None = None, optimizer: str = "adamw",
-                     zero=0, dp=1, keep=1, train_dtype: str | None = None) -> CheckpointReport:
+                     zero=0, dp=1, keep=1, train_dtype: str | None = None, lora_rank=None,
+                     lora_targets: str | None = None) -> CheckpointReport:
     """Disk bytes of TARGET's checkpoints: weights only in `dtype`; resumable as
     trained in `train_dtype` (default `dtype`) with `precision` (default: fp32
     for fp32 weights, else ZeRO's mixed recipe, as `memory` does).
@@ -47,7 +54,7 @@ def checkpoint_sizes(model: Model, *, dtype: str = "bf16", precision: str | None
     >>> c.weights, c.resumable  # 2 and 14 bytes per parameter
     (16060522496, 112423657472)
     """
-    net = lower(model)
+    net = with_lora_flags(lower(model), lora_rank, lora_targets)
     stage = parse_number(zero, field="zero")
     if stage not in (0, 1, 2, 3):
         raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {zero!r}", field="zero")
@@ -61,7 +68,9 @@ def checkpoint_sizes(model: Model, *, dtype: str = "bf16", precision: str | None
                               dp=parse_positive_int(dp, field="dp")))
     check_setup(Setup(mode="infer", dtype=dtype))
     k = parse_positive_int(keep, field="keep")
-    params = net.total_params
+    total = net.total_params
+    # LoRA: only the trainable parameters (adapters, modules_to_save) are saved (module docstring)
+    params = sum(net.trainable_params().values()) if getattr(net, "adapters", None) is not None else total
     if not net.has_architecture and OPTIMIZER_STATE[setup.optimizer] is None:
         raise UserError("adafactor's factored state depends on the matrix shapes, which a bare count lacks",
                         field="optimizer", fix="give a preset, config.json or spec, or another optimizer")
@@ -96,6 +105,10 @@ def checkpoint_sizes(model: Model, *, dtype: str = "bf16", precision: str | None
              f"weights only: {dtype}" + (" with an fp16 scale per 128 weights" if dtype == "int4" else "")
              + (f"; trained in {setup.dtype}" if setup.dtype != dtype else ""),
              "GiB = 2^30 bytes; tensor bytes only, file headers left out (errs low, <0.1%)"]
+    adapters = getattr(net, "adapters", None)
+    if adapters is not None:
+        notes.insert(0, f"LoRA rank {adapters.rank}: adapter-only checkpoints (PEFT's save_pretrained) of the "
+                        f"{params:,} trainable of {total:,} parameters; the frozen base is not saved")
     if n > 1:
         layout = {0: "no ZeRO: replicas are identical, rank 0 writes everything",
                   1: "ZeRO-1: each rank writes 1/dp of master + optimizer state; rank 0 also the weights",

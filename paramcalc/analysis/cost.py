@@ -40,8 +40,8 @@ def training_flops(net: Network, p: Pass, tokens: int, recompute: str = "none") 
     if measured is not None and measured.flops.train_step is not None:
         step = measured.flops.train_step
         return step * tokens // p.tokens, None, [
-            f"model FLOPs: forward measured by FlopCounterMode at seq {p.seq} plus backward = 2 x forward, "
-            "x tokens / (batch x seq); recomputation unknown"]
+            f"model FLOPs: forward measured by FlopCounterMode at seq {p.seq} plus backward (2 x forward; "
+            "measured for a profiled module), x tokens / (batch x seq); recomputation unknown"]
     if not net.has_architecture:
         # Kaplan et al. 2020, eq. 2.1: C = 6 N D (2N forward + 4N backward per token; errs low, no attention)
         return 6 * net.total_params * tokens, None, ["a bare count: training FLOPs = 6 x N x tokens "

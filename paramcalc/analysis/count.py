@@ -86,10 +86,16 @@ def _count(net: Network) -> CountReport:
         notes = [net.note, "embedding: the nn.Embedding tables the model holds"]
         if net.buffer_count:
             notes.append(f"buffers (not parameters): {net.buffer_count:,}")
+        trainable = _sum(net.trainable_params())
+        if net.parts:
+            notes.append("breakdown: the model's top-level modules (a parameter shared by two counted in the first)")
         return CountReport(model=net.name, notes=notes,
                            params=Params(total=net.count, embedding=net.embedding,
                                          non_embedding=net.count - net.embedding, active=None,
-                                         buffers=net.buffer_count))
+                                         trainable=trainable, frozen=net.count - trainable,
+                                         buffers=net.buffer_count),
+                           breakdown=[Row(stage=part.name, component=part.kind, each=part.params, count=1,
+                                          total=part.params) for part in net.parts])
     if not net.has_architecture:
         return CountReport(model=net.name, params=Params(total=net.total_params, embedding=None, non_embedding=None,
                                                          active=None),

@@ -72,7 +72,7 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
     f = count_flops(net, seq_len=seq, batch=1).flops
 
     if not net.has_architecture:  # a bare count: no layout to search, cost at a stated MFU
-        return _bare(net, params, f, card, gpu, gpus, n_tokens, seq, dtype, fixed, usd_per_hour)
+        return _bare(net, params, f, card, gpu, gpus, n_tokens, seq, dtype, fixed, usd_per_hour, max_days)
 
     if gpus is None:
         n, outcome = _cluster(net, card, seq, knobs, dtype, attention, n_tokens, fixed, max_days)
@@ -127,6 +127,10 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
               f"({peak / 1e12:,.0f} TFLOP/s); GPU-hours = steps x step time x GPUs",
               "memory: the busiest GPU (first or last pipeline stage), Megatron-LM's saved tensors, "
               f"{plan.attention} attention, overheads included"]
+    if not net.layers:
+        notes.append("a layers network (CNN, RNN): its step time is not validated against published runs and errs "
+                     "fast (convolutions at the large-GEMM rate; ResNet-50 trains at ~15-25% MFU in practice): give "
+                     "a measured --mfu for planning")
     if dtype == "fp8":
         notes.append("fp8: Transformer Engine's recipe: the layers' GEMMs at the fp8 peak x its efficiency, the "
                      "LM head and attention in bf16, bf16 weights and activations, fp32 master and Adam state")
@@ -164,9 +168,13 @@ def _cluster(net, card: Gpu, seq: int, knobs: Knobs, dtype: str, attention: str,
 
 
 def _bare(net, params, f, card: Gpu, gpu: str, gpus, tokens: int, seq: int, dtype: str, fixed: float | None,
-          usd_per_hour) -> EstimateReport:
+          usd_per_hour, days: float) -> EstimateReport:
     mfu = fixed if fixed is not None else 0.4
-    n = parse_positive_int(gpus, field="gpus") if gpus is not None else 1
+    if gpus is not None:
+        n = parse_positive_int(gpus, field="gpus")
+    else:  # the smallest power of two finishing within the days (6N FLOPs per token at this MFU)
+        seconds = 6 * net.total_params * tokens / (card.peak(dtype) * mfu)
+        n = 2 ** max(0, math.ceil(math.log2(max(seconds / (days * 86400), 1))))
     c = estimate_cost(net, tokens=tokens, gpu=gpu, gpus=n, mfu=mfu, seq_len=seq, dtype=dtype,
                       usd_per_hour=usd_per_hour)
     flops_per_seq = 6 * net.total_params * seq

@@ -88,7 +88,7 @@ def count_flops(model: Model, *, seq_len=None, batch=1, attention: str = "eager"
     p = make_pass(net, seq_len, batch, attention)
     kernel = parse_attention(attention)
     if isinstance(net, MeasuredCount):
-        return _measured_report(net, p, kernel, recompute)
+        return _measured_report(net, p, kernel, recompute, seq_len)
     if not net.has_architecture:
         return FlopsReport(model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=kernel,
                            flops=Flops(forward=None, backward=None, train_step=None, recompute=None, hardware_step=None,
@@ -111,33 +111,67 @@ def count_flops(model: Model, *, seq_len=None, batch=1, attention: str = "eager"
              "(a first layer reading pixels or features needs no input gradient)"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *net.seq_notes(asked),
              *_rules_of_thumb(net, p, active, fwd + bwd, palm)]
+    # Prefill and decode are a generating model's: an encoder (BERT, ViT) reads its input in one pass.
+    generates = net.kind in ("decoder", "encoder-decoder")
+    if not generates:
+        notes.append(f"an {'image ' if net.kind == 'vit' else ''}encoder: no prefill or decode (nothing is "
+                     "generated token by token)")
     return FlopsReport(
         model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=kernel, notes=notes,
         flops=Flops(forward=fwd, backward=bwd, train_step=fwd + bwd, recompute=extra, hardware_step=fwd + bwd + extra,
                     forward_per_token=fwd // p.tokens, train_per_token=(fwd + bwd) // p.tokens,
-                    prefill=forward_flops(net, Pass(p.batch, p.seq, "causal")),
-                    decode_per_token=forward_flops(net, Pass(1, 1, "causal", context=p.seq + 1)),
+                    prefill=forward_flops(net, Pass(p.batch, p.seq, "causal")) if generates else None,
+                    decode_per_token=forward_flops(net, Pass(1, 1, "causal", context=p.seq + 1)) if generates
+                    else None,
                     non_matmul_forward=non_matmul_flops(net, p), six_n=6 * active * p.tokens, palm=palm),
         breakdown=rows(net, lambda b: b.flops(p)))
 
 
 def _layers_report(net: Network, p: Pass, fwd: int, bwd: int, kernel: str, asked: int | None) -> FlopsReport:
-    """A layers network: convolutions, recurrent gate matmuls and linears; no attention."""
+    """A layers network: convolutions, recurrent gate matmuls and linears; no attention
+    (reported as attention "none": the attention setting does not apply)."""
     active = sum(net.params().values())
+    six_n = 6 * active * p.tokens
     notes = ["FLOPs: 2 per multiply-add; convolutions as FlopCounterMode counts them (2 x output elements x "
-             "in_channels/groups x kernel volume), recurrent gate matmuls per time step",
+             "in_channels/groups x kernel volume), recurrent gate matmuls per time step; no attention",
              "backward = 2 x forward: an input-gradient and a weight-gradient matmul per forward matmul "
              "(a first layer reading pixels or features needs no input gradient)"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *net.seq_notes(asked)]
-    if net.fixed_seq_len == 1:
-        notes.append("6N counts each weight once per sample; a conv reuses its weights at every position, so 6N "
-                     "errs low")
+    off = f"{(six_n / (fwd + bwd) - 1) * 100:+.1f}% vs exact" if fwd + bwd else "no exact count to compare"
+    if any(holds(s.block, "conv") for s in net.stages):
+        notes.append(f"6N (a transformer's rule of thumb) does not apply: it counts each weight once per "
+                     f"{'sample' if net.fixed_seq_len == 1 else 'position'}, but a convolution reuses its weights "
+                     f"at every output position (6 x {active:,} params x {p.tokens:,} = {six_n:,}, {off})")
+    else:
+        tables = net.embedding_params()
+        notes.append(f"6N (a transformer's rule of thumb): 6 x {active:,} params x {p.tokens:,} = {six_n:,}, {off}"
+                     + (f"; it counts the {tables:,} embedding-table parameters, which do no matmul" if tables
+                        else ""))
     return FlopsReport(
-        model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=kernel, notes=notes,
+        model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention="none", notes=notes,
         flops=Flops(forward=fwd, backward=bwd, train_step=fwd + bwd, recompute=0, hardware_step=fwd + bwd,
                     forward_per_token=fwd // p.tokens, train_per_token=(fwd + bwd) // p.tokens,
                     non_matmul_forward=None, six_n=6 * active * p.tokens, palm=None),
         breakdown=rows(net, lambda b: b.flops(p)))
+
+
+def holds(block, kind: str) -> bool:
+    """Whether a layers network's block is or holds a block of `kind` ("conv", "recurrent"),
+    inside residual and sequential blocks too."""
+    import dataclasses
+
+    if getattr(block, "kind", None) == kind:
+        return True
+    if not dataclasses.is_dataclass(block):
+        return False
+    for field in dataclasses.fields(block):
+        value = getattr(block, field.name)
+        items = value if isinstance(value, tuple) else (value,)
+        for item in items:
+            inner = item[1] if isinstance(item, tuple) and len(item) == 2 else item
+            if dataclasses.is_dataclass(inner) and not isinstance(inner, type) and holds(inner, kind):
+                return True
+    return False
 
 
 def _rules_of_thumb(net: Network, p: Pass, active: int, exact: int, palm: int) -> list[str]:
@@ -155,10 +189,10 @@ def _rules_of_thumb(net: Network, p: Pass, active: int, exact: int, palm: int) -
             "counts the embedding tables"]
 
 
-def _measured_report(net: MeasuredCount, p: Pass, kernel: str, recompute: str) -> FlopsReport:
-    """A transformers model counted on the meta device: its forward measured by FlopCounterMode."""
+def _measured_report(net: MeasuredCount, p: Pass, kernel: str, recompute: str, asked=None) -> FlopsReport:
+    """A transformers model counted on the meta device, or a profiled torch module: measured by FlopCounterMode."""
     fwd, how = net.forward_flops(p.batch, p.seq)
-    notes = [net.note, how]
+    notes = [net.note, how, *net.seq_notes(None if asked is None else p.seq)]
     six_n = 6 * net.total_params * p.tokens
     if fwd is None:
         notes.append("only the 6N rule of thumb is known")
@@ -166,9 +200,10 @@ def _measured_report(net: MeasuredCount, p: Pass, kernel: str, recompute: str) -
                            notes=notes, flops=Flops(forward=None, backward=None, train_step=None, recompute=None,
                                                     hardware_step=None, forward_per_token=None, train_per_token=None,
                                                     non_matmul_forward=None, six_n=six_n, palm=None))
-    notes.append(f"attention as transformers computes it on {net.model_class} (its default kernel, "
+    notes.append(f"attention as {net.model_class}'s code computes it (its default kernel, "
                  "FlopCounterMode counts full s x s scores); the attention setting does not change a measured count")
-    bwd = 2 * fwd  # an input-gradient and a weight-gradient matmul per forward matmul (module docstring)
+    bwd, bwd_how = net.backward_flops(p.batch, p.seq, fwd)  # 2 x forward, or measured (network/profiled.py)
+    notes.append(bwd_how)
     extra = 0 if choose(recompute, RECOMPUTE, "recompute") == "none" else None
     if extra is None:
         notes.append("recomputation unknown: the measured forward has no layers paramcalc can rerun")

@@ -36,6 +36,7 @@ from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.errors import UserError
 from paramcalc.network import Model, Network, lower, transformer_layer
+from paramcalc.network.measured import MeasuredCount
 from paramcalc.results.memory import Fit, Memory, MemoryReport, Setup
 from paramcalc.units import GIB, parse_number, parse_positive_int
 
@@ -75,25 +76,38 @@ def check_setup(s: Setup) -> Setup:
 
 
 def model_states(params: int, s: Setup, adafactor_state: int | None = None,
-                 trainable: int | None = None) -> tuple[int, int, int]:
+                 trainable: int | None = None, nf4: tuple[int, int] | None = None) -> tuple[int, int, int]:
     """(weights, gradients, optimizer) bytes per GPU of `params` parameters that live on
     this GPU before ZeRO (the caller splits by tensor, pipeline and expert parallelism);
     ZeRO stage 1 shards the optimizer state over dp x cp, stage 2 the gradients too,
     stage 3 (FSDP) the weights too.
 
     Gradients, master weights and optimizer state exist for trainable
-    parameters only (frozen parts, a LoRA model's base); frozen weights are
-    stored like the others, or in 4 bits with --dtype int4 (QLoRA, Dettmers et
-    al. 2023: a 4-bit frozen base, 16-bit adapters and activations). FP8
-    training (Transformer Engine, torchao) keeps 16-bit weights beside its fp8
-    GEMMs, and fp32 master weights and optimizer state."""
+    parameters only (frozen parts, a LoRA model's base). FP8 training
+    (Transformer Engine, torchao) keeps 16-bit weights beside its fp8 GEMMs, and
+    fp32 master weights and optimizer state.
+
+    QLoRA (`s.quantized_base`; Dettmers et al. 2023, section 3, as its qlora.py
+    and bitsandbytes run it): `nf4` = (parameters, bytes) of the frozen layer
+    linears held in NF4 blocks (`nf4_bytes`); every other frozen parameter
+    (embeddings, lm_head, norms, biases: PEFT and bitsandbytes leave them
+    unquantized) stays 16-bit. The adapters train in bf16 with no fp32 master
+    copy (qlora.py casts its LoRA layers to bf16), bf16 gradients, and the
+    optimizer's 32-bit state (paged_adamw_32bit: 8 bytes a parameter). Without
+    `nf4`, every frozen parameter counts as NF4 (errs low by the 16-bit parts)."""
     if s.mode == "infer":
         return _weight_bytes(params, s.dtype), 0, 0
     trainable = params if trainable is None else trainable
     frozen = params - trainable
     w_b, g_b, master = PRECISION[s.precision]
     dtype = 2 if s.quantized_base or s.dtype == "fp8" else DTYPE_BYTES[s.dtype]  # QLoRA and fp8 keep bf16 weights
-    frozen_bytes = _weight_bytes(frozen, s.dtype) if s.quantized_base else frozen * (w_b or dtype)
+    if s.quantized_base:
+        quantized, quantized_bytes = nf4 if nf4 is not None else (frozen, nf4_bytes(frozen))
+        quantized = min(quantized, frozen)
+        frozen_bytes = quantized_bytes + 2 * (frozen - quantized)
+        w_b, g_b, master = 2, 2, 0  # bf16 adapters and gradients, no master copy (qlora.py)
+    else:
+        frozen_bytes = int(frozen * (w_b or dtype))
     weights = trainable * (w_b or dtype) + frozen_bytes
     grads = trainable * (g_b or max(dtype, 2))
     state = OPTIMIZER_STATE[s.optimizer]
@@ -105,6 +119,40 @@ def model_states(params: int, s: Setup, adafactor_state: int | None = None,
     shards = s.shards
     return (_ceil(weights, shards if s.zero >= 3 else 1), _ceil(grads, shards if s.zero >= 2 else 1),
             _ceil(opt, shards if s.zero >= 1 else 1))
+
+
+# bitsandbytes' NF4 layout (Linear4bit, quant_type="nf4", compress_statistics=True: QLoRA's
+# double quantization; Dettmers et al. 2023, section 3): 4-bit codes, two to a byte; one absmax per
+# block of NF4_BLOCK weights, itself quantized to 8 bits in blocks of DQ_BLOCK absmaxes, each such
+# block with an fp32 absmax; plus one fp32 offset per tensor (the absmaxes' mean, subtracted before
+# quantizing them). Per parameter: 0.5 + 1/64 + 4/(64 x 256) bytes = 4.127 bits: the paper's
+# "0.127 bits per parameter" of constants (against 32/64 = 0.5 bits for fp32 absmaxes). The shared
+# 256-entry code tables are not per tensor and are left out (kilobytes: errs low by that).
+NF4_BLOCK = 64
+DQ_BLOCK = 256
+
+
+def nf4_bytes(n: int) -> int:
+    """Bytes of one n-element weight tensor in bitsandbytes' double-quantized NF4 (see NF4_BLOCK)."""
+    if n <= 0:
+        return 0
+    blocks = _ceil(n, NF4_BLOCK)
+    return _ceil(n, 2) + blocks + 4 * _ceil(blocks, DQ_BLOCK) + 4
+
+
+def nf4_base(net: Network) -> tuple[int, int]:
+    """(parameters, bytes) of the frozen linear weights in the transformer layers, each tensor in
+    NF4 (bitsandbytes replaces every nn.Linear but the lm_head: transformers' `llm_int8_skip_modules`
+    default; embeddings, norms, biases and MoE routers stay 16-bit)."""
+    params, nbytes = 0, 0
+    for stage in net.layers:
+        for key, n in stage.block.params().items():
+            full = f"{stage.name}/{key}"
+            if (full.endswith("/weight") and "norm" not in full and "/router/" not in full and "lora_" not in full
+                    and net.is_frozen(full)):
+                params += stage.count * n
+                nbytes += stage.count * nf4_bytes(n)
+    return params, nbytes
 
 
 def _weight_bytes(params: int, dtype: str) -> int:
@@ -283,8 +331,20 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
     what `estimate_memory` reports and the plan search (analysis/estimate.py) compares."""
     params = net.total_params
     if not net.has_architecture:
-        weights, grads, opt = model_states(_ceil(params, s.tp * s.pp), s, _adafactor_bytes(net, params))
-        return Terms(weights, grads, opt, None, None, None, {})
+        split = s.tp * s.pp
+        trainable = sum(net.trainable_params().values())
+        weights, grads, opt = model_states(_ceil(params, split), s, _adafactor_bytes(net, trainable),
+                                           _ceil(trainable, split))
+        # a module torch profiled (network/profiled.py): what autograd saved, one whole micro-batch
+        saved = net.saved_bytes(p.batch, p.seq, activation_precision(s)) \
+            if isinstance(net, MeasuredCount) and s.mode == "train" else None
+        if saved is None:
+            return Terms(weights, grads, opt, None, None, None, {})
+        terms = {"cuda_context": context, "fragmentation": int(slack * (weights + grads + opt + saved))}
+        if s.world > 1:
+            terms["nccl_buffers"] = NCCL_BUFFERS
+        return Terms(weights, grads, opt, saved, 0, sum(terms.values()),
+                     {"activations/measured": saved} | {f"overhead/{k}": v for k, v in terms.items()})
     if s.mode == "infer":
         split = s.tp * s.pp
         weights, _, _ = model_states(_ceil(params, split), s)
@@ -297,9 +357,15 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
         return Terms(weights, 0, 0, activations, kv, sum(terms.values()),
                      {f"overhead/{k}": v for k, v in terms.items()})
     best: Terms | None = None
+    base = nf4_base(net) if s.quantized_base else None
+    frozen_all = params - sum(net.trainable_params().values())
     for load in stage_loads(net, p, s):
         local, train = _ceil(load.params, s.tp), _ceil(load.trainable, s.tp)
-        weights, grads, opt = model_states(local, s, _adafactor_bytes(net, train), train)
+        nf4 = None
+        if base is not None:  # this GPU's share of the NF4 base: exact without TP/PP, else pro rata (errs either way)
+            share = (local - train) / frozen_all if frozen_all else 0.0
+            nf4 = (int(base[0] * share), int(base[1] * share))
+        weights, grads, opt = model_states(local, s, _adafactor_bytes(net, train), train, nf4)
         activations = sum(load.activations.values())
         terms = _overheads(net, p, s, weights + grads + opt + activations, context, slack, head=load.head,
                            stage_params=local)
@@ -330,7 +396,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     if precision is None:  # fp32 weights train in fp32; 16- and 8-bit ones in ZeRO's mixed recipe
         precision = "fp32" if dtype in ("fp32", "tf32") else "mixed"
     params = net.total_params
-    trainable = sum(net.trainable_params().values()) if net.has_architecture else params
+    trainable = sum(net.trainable_params().values())
     quantized = mode == "train" and dtype == "int4" and trainable < params
     ranks = {k: parse_positive_int(v, field=k) for k, v in (("dp", dp), ("tp", tp), ("pp", pp), ("cp", cp),
                                                               ("ep", ep), ("vpp", vpp))}
@@ -368,12 +434,24 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                                           "2022: 16-bit tensors, 1-byte dropout masks)" if setup.profile == "megatron"
                                           else "transformers' eager implementation keeps them (the reference)")
                      + f", {setup.attention} attention")
-    if not net.has_architecture:
+    measured = isinstance(net, MeasuredCount) and setup.mode == "train" \
+        and net.saved_bytes(p.batch, p.seq, activation_precision(setup)) is not None
+    if measured:
+        notes.append("activations: the bytes torch saw saved for backward (saved_tensors_hooks, each storage once, "
+                     "parameters excluded) in one forward with the loss, floating tensors in the parameters' dtype "
+                     "at this dtype; recomputation and tensor/pipeline splits of them are not modelled")
+    elif not net.has_architecture:
         notes.append("a bare count: activations and KV cache need the architecture (null)")
     if setup.mode == "train" and trainable < params:
         notes.append(f"gradients and optimizer state for the {trainable:,} trainable of {params:,} parameters"
-                     + ("; the 4-bit base keeps an fp16 scale per 128 weights" if quantized else "")
-                     + "; activations as if every layer trained (errs high: frozen layers keep less)")
+                     + ("; QLoRA: the layers' frozen linears in NF4 (blocks of 64, double-quantized "
+                        "scales: 4.127 bits a weight), embeddings, lm_head and norms in bf16 (as bitsandbytes "
+                        "and PEFT leave them), bf16 adapters and gradients without an fp32 master copy, "
+                        f"{setup.optimizer} state in 32 bits (QLoRA's paged_adamw_32bit: paging moves it to CPU "
+                        "memory under pressure, so a peak over the GPU's memory may still run, slower)"
+                        if quantized else "")
+                     + ("" if measured else "; activations as if every layer trained (errs high: frozen layers "
+                                            "keep less)"))
     if net.has_architecture and not net.layers and setup.mode == "train" \
             and (setup.recompute != "none" or setup.tp > 1 or setup.pp > 1 or setup.cp > 1):
         notes.append("recomputation and tensor/pipeline/context splits of activations are not modelled for layers "

@@ -6,11 +6,17 @@ stage becomes a training plan:
 
 - batches: gradient accumulation = global_batch / (micro_batch x dp), exactly;
   optimizer steps = tokens // (global_batch x seq_len x sequences per sample);
-- FLOPs: model FLOPs (2 per multiply-add; backward = 2 x forward; dense
-  attention for every training or scoring pass, the PaLM/Megatron MFU
-  convention; generation counts the causal pairs its kernels compute);
-- time: FLOPs / (GPUs x dense peak x MFU), as `paramcalc cost` (docs/contract.md):
-  per step, in GPU-hours, wall-clock and dollars;
+- FLOPs: model FLOPs (2 per multiply-add; backward = 2 x forward, or for
+  LoRA the input gradients of the frozen weights plus the adapters' two
+  gradients, analysis/flops.py backward_flops; dense attention for every
+  training or scoring pass, the PaLM/Megatron MFU convention; generation
+  counts the causal pairs its kernels compute);
+- time: FLOPs / (GPUs x dense peak x MFU), as `paramcalc cost` (docs/contract.md),
+  with the stage's or the pipeline's `mfu`; where neither sets one, the step
+  time of analysis/step.py (GEMM shapes, the attention core, elementwise
+  traffic, communication, the optimizer step) at the stage's micro-batch and
+  length, and the MFU it implies; ppo's generation from the decode roofline of
+  analysis/serve.py (analysis/rollout below) unless `generation_mfu` is given;
 - memory: analysis.memory.estimate_memory with the stage's parallel settings for
   every trained model, plus the weights (stage dtype) of every frozen one, against the GPU;
 - where it breaks: a batch that does not divide, a micro-batch that does not
@@ -20,21 +26,21 @@ Stage work, per optimizer step (F = one forward, 3F = forward + backward):
 - pretrain, sft: 3F(model) over global_batch sequences;
 - reward: 3F(scalar-head model) over chosen + rejected (2 per pair);
 - dpo: 3F(policy) + F(reference), both over chosen + rejected (Rafailov et al. 2023);
-- ppo, per iteration (Ouyang et al. 2022): generation (prefill + decode) at the
-  generation MFU, then forwards of policy (old log-probs), reference, reward
+- ppo, per iteration (Ouyang et al. 2022): generation (prefill + decode) timed
+  by the decode roofline, then forwards of policy (old log-probs), reference, reward
   model and critic (values) over prompt + response, then ppo_epochs x 3F of
   policy and critic.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import cached_property
 from pathlib import Path
 
-from paramcalc.analysis.flops import forward_flops
-from paramcalc.analysis.memory import estimate_memory
+from paramcalc.analysis.flops import backward_flops, forward_flops
+from paramcalc.analysis.memory import CUDA_CONTEXT, estimate_memory, kv_cache_bytes
 from paramcalc.analysis.search import cost_search
 from paramcalc.analysis.settings import DTYPE_BYTES
 from paramcalc.blocks.base import Pass
@@ -45,6 +51,7 @@ from paramcalc.inputs.gpu_file import Gpu
 from paramcalc.inputs.pipeline_file import (
     STAGE_KEYS,
     Dpo,
+    Lora,
     Parallel,
     Pipeline,
     Ppo,
@@ -68,6 +75,7 @@ class _Model:
 
     target: str
     net: Network
+    shared: bool = False  # a LoRA policy's base with its adapters disabled: no weights of its own
 
     @property
     def name(self) -> str:
@@ -76,6 +84,19 @@ class _Model:
     @cached_property
     def params(self) -> int:
         return self.net.total_params
+
+    @property
+    def lora(self) -> bool:
+        """LoRA adapters on a frozen base (PEFT): a reference can share the base, with adapters disabled."""
+        return getattr(self.net, "adapters", None) is not None
+
+    def train(self, p: Pass) -> int:
+        """Forward + backward. Backward = 2 x forward when every weight trains (an input- and a
+        weight-gradient matmul per forward matmul); frozen weights (LoRA's base) skip their weight
+        gradient (analysis/flops.py backward_flops), so a LoRA step is about 2 x forward + the adapters'."""
+        if not self.net.has_architecture or not self.net.freeze:
+            return 3 * self.forward(p)
+        return self.forward(p) + backward_flops(self.net, p)
 
     def forward(self, p: Pass) -> int:
         """Matmul FLOPs of one forward; a bare count: 2N per token (Kaplan et al. 2020; no attention, errs low)."""
@@ -132,6 +153,7 @@ class _Setting:
     mfu: float
     dtype: str
     price: float | None
+    explicit_mfu: bool = True  # the stage or the pipeline sets `mfu`; else step.py times training passes
 
 
 @dataclass
@@ -165,9 +187,17 @@ class _Planner:
         """Where a setting comes from: the stage's key, else the pipeline's."""
         return ("stages", i, key) if key in stage.model_fields_set else (key,)
 
-    def model(self, target: str, loc: tuple) -> _Model:
+    def model(self, target: str, loc: tuple, lora: Lora | None = None, lora_loc: tuple = ()) -> _Model:
         with placed(self.path, loc):
-            return _Model(target, lower(target, base=self.path.parent))
+            net = lower(target, base=self.path.parent)
+        if lora is not None:
+            from paramcalc.network.adapters import with_lora
+
+            keys = {"rank": ("rank",), "target_modules": ("targets",), "modules_to_save": ("modules_to_save",)}
+            with placed(self.path, lora_loc, keys):
+                net = with_lora(net, lora.rank, alpha=float(lora.alpha), targets=tuple(lora.targets),
+                                modules_to_save=tuple(lora.modules_to_save))
+        return _Model(target, net)
 
     def settings(self, stage, i: int) -> _Setting:
         gpu = stage.gpu or self.pipe.gpu
@@ -177,9 +207,12 @@ class _Planner:
             card = load_gpu(gpu)
         dtype = stage.dtype or self.pipe.dtype
         with placed(self.path, self._origin(stage, i, "dtype")):
-            peak = card.peak(dtype)
+            # QLoRA dequantizes its 4-bit base to bf16 for every matmul: it runs at the bf16 peak
+            peak = card.peak("bf16" if dtype == "int4" and stage.lora is not None else dtype)
         rate = stage.usd_per_hour or self.pipe.usd_per_hour or price(card.name)
-        return _Setting(card, peak, float(stage.mfu or self.pipe.mfu), dtype, None if rate is None else float(rate))
+        explicit = "mfu" in stage.model_fields_set or "mfu" in self.pipe.model_fields_set
+        return _Setting(card, peak, float(stage.mfu or self.pipe.mfu), dtype, None if rate is None else float(rate),
+                        explicit)
 
     # ------------------------------------------------ one stage
 
@@ -190,7 +223,7 @@ class _Planner:
         if target is None:
             raise UserError("no model for this stage", where=locate(self.path, here), field=dotted(here),
                             fix="set `model:` on the stage or at the top of the file")
-        model = self.model(target, here + ("model",) if st.model else ("model",))
+        model = self.model(target, here + ("model",) if st.model else ("model",), st.lora, here + ("lora",))
         breaks: list[Break] = []
         w = (self._ppo if st.kind == "ppo" else self._trained)(st, here, s, model, breaks)
         par = st.parallel
@@ -208,8 +241,10 @@ class _Planner:
         lr = _schedule(st.lr, steps, here, breaks)
         mem = _memory(w.memory, s, st.micro_batch, max(st.micro_batch, w.global_batch // par.dp), here, breaks)
         notes = w.notes + [f"{gpus:,} x {s.gpu.name} (dp {par.dp}, tp {par.tp}, pp {par.pp}, ZeRO-{par.zero}, "
-                           f"recompute {par.recompute}, {par.attention} attention), dense {s.dtype} peak, "
-                           f"MFU {s.mfu:.2f}"]
+                           f"recompute {par.recompute}, {par.attention} attention), dense "
+                           f"{'bf16' if s.dtype == 'int4' and st.lora else s.dtype} peak, "
+                           + (f"MFU {s.mfu:.2f}" if s.explicit_mfu else
+                              "training passes timed by the step-time model (analysis/step.py)")]
         if s.price is None:
             notes.append(f"no price known for {s.gpu.name}; set usd_per_hour")
         return StageResult(
@@ -249,25 +284,31 @@ class _Planner:
         seqs = Pass(B * per, S)  # one step's sequences: every sample, chosen and rejected for pairs
         if st.kind == "reward":
             rm = base.scalar()
+            mfu = self._mfu(st, s, rm, S, per, B, notes)
             models, trained, frozen = {"reward_model": rm.name}, [("reward_model", rm)], []
-            passes = [("reward_model/train", 3 * rm.forward(seqs), s.mfu)]
+            passes = [("reward_model/train", rm.train(seqs), mfu)]
             objective = "reward model: chosen and rejected through a scalar head (Bradley-Terry loss)"
             notes.append("reward model: the LM's head swapped for one score per token (h x 1)"
                          + ("; a bare count keeps the LM head's FLOPs, so it errs high" if rm.net is None else ""))
             self.reward_target = (base.target, here + ("model",) if st.model else ("model",))
         elif st.kind == "dpo":
-            ref = self.model(st.reference, here + ("reference",)) if st.reference else base
+            ref = self.model(st.reference, here + ("reference",)) if st.reference else \
+                self._reference(base, st, here)
+            mfu = self._mfu(st, s, base, S, per, B, notes)
             models = {"policy": base.name, "reference": ref.name}
-            trained, frozen = [("policy", base)], [("reference", ref)]
-            passes = [("policy/train", 3 * base.forward(seqs), s.mfu), ("reference/forward", ref.forward(seqs), s.mfu)]
+            trained, frozen = [("policy", base)], _frozen_roles(base, [("reference", ref)], notes)
+            passes = [("policy/train", base.train(seqs), mfu), ("reference/forward", ref.forward(seqs), mfu)]
             objective = "DPO: policy forward + backward and frozen reference forward on chosen and rejected"
-            notes.append("DPO per pair: 3 x policy forward x 2 sequences + reference forward x 2 (reference "
+            notes.append("DPO per pair: policy forward + backward x 2 sequences + reference forward x 2 (reference "
                          "log-probs recomputed every epoch; precomputing them errs this high)")
         else:
+            mfu = self._mfu(st, s, base, S, per, B, notes)
             models, trained, frozen = {"model": base.name}, [("model", base)], []
-            passes = [("model/train", 3 * base.forward(seqs), s.mfu)]
+            passes = [("model/train", base.train(seqs), mfu)]
             objective = _objective(base, st.kind)
-        notes.append("FLOPs per step: forward + backward = 3 x forward, dense attention (the MFU convention)")
+        notes.append("FLOPs per step: forward + backward = 3 x forward, dense attention (the MFU convention)"
+                     if not base.lora else "FLOPs per step: LoRA: forward + backward without the frozen weights' "
+                     "gradients (about 2 x forward + the adapters'), dense attention")
         return _Work(objective, models, passes, _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here),
                      units=steps, steps_per_unit=1, global_batch=B, per=per, seq_len=S,
                      tokens=steps * tokens_per_step, notes=notes)
@@ -279,11 +320,17 @@ class _Planner:
             raise UserError(f"ppo generates text: {policy.name} is an {policy.net.kind} model",
                             where=locate(self.path, loc), field=dotted(loc),
                             fix="give a decoder (causal LM) as the policy")
-        ref = self.model(st.reference, here + ("reference",)) if st.reference else policy
+        ref = self.model(st.reference, here + ("reference",)) if st.reference else self._reference(policy, st, here)
         rm_target, rm_loc = ((st.reward_model, here + ("reward_model",)) if st.reward_model
                              else self.reward_target or (None, ()))
         reward = (self.model(rm_target, rm_loc) if rm_target else policy).scalar()
-        critic = (self.model(st.critic, here + ("critic",)) if st.critic else reward).scalar()
+        if st.lora is not None:  # LoRA trains the critic's adapters too (DeepSpeed-Chat's --critic_lora_dim)
+            policy_loc = here + ("model",) if st.model else ("model",)
+            target, loc = ((st.critic, here + ("critic",)) if st.critic else (rm_target, rm_loc) if rm_target
+                           else (policy.target, policy_loc))
+            critic = self.model(target, loc, st.lora, here + ("lora",)).scalar()
+        else:
+            critic = (self.model(st.critic, here + ("critic",)) if st.critic else reward).scalar()
         B, P, R = st.rollout_batch, st.prompt_tokens, st.response_tokens
         S = P + R
         if st.iterations is not None:
@@ -304,28 +351,65 @@ class _Planner:
         # then R - 1 decode steps, token t attending over the P + t cached positions (the last token is not fed back)
         prefill = policy.forward(Pass(B, P, "causal")) - policy.head_per_token() * B * (P - 1)
         decode = policy.forward(Pass(B, R - 1, "causal", context=S - 1)) if R > 1 else 0
-        gen = st.generation_mfu
-        passes = [("generation/prefill", prefill, gen), ("generation/decode", decode, gen)]
+        notes: list[str] = []
+        frozen = _frozen_roles(policy, [("reference", ref), ("reward_model", reward)], notes)
+        memory = _Memory([("policy", policy), ("critic", critic)], frozen, S, 1, st.parallel, s.dtype, self.path,
+                         here)
+        mini_seqs = min(mini, B)
+        mfu = self._mfu(st, s, policy, S, 1, mini_seqs, notes)
+        gpus = st.parallel.dp * st.parallel.tp * st.parallel.pp
+        timed = None if st.generation_mfu is not None else _rollout(self.path, here, st, s, policy, memory, breaks)
+        if timed is None:
+            gen = float(st.generation_mfu if st.generation_mfu is not None else 0.1)
+            rates = (gen, gen)
+            how = f"at MFU {gen:.2f} (`generation_mfu`)" if st.generation_mfu is not None else \
+                f"at MFU {gen:.2f} (no architecture for the decode roofline)"
+        else:
+            (prefill_s, decode_s), how = timed
+            # the seconds as the MFU they imply, so that time = FLOPs / (GPUs x peak x MFU) holds for every pass
+            rates = (prefill / (gpus * s.peak * prefill_s) if prefill and prefill_s else 1.0,
+                     decode / (gpus * s.peak * decode_s) if decode and decode_s else 1.0)
+        passes = [("generation/prefill", prefill, rates[0]), ("generation/decode", decode, rates[1])]
         if st.recompute_logprobs:
-            passes.append(("policy/logprobs", policy.forward(full), s.mfu))
-        passes += [("reference/forward", ref.forward(full), s.mfu),
-                   ("reward_model/forward", reward.forward(full), s.mfu),
-                   ("critic/values", critic.forward(full), s.mfu),
-                   ("policy/train", st.ppo_epochs * 3 * policy.forward(full), s.mfu),
-                   ("critic/train", st.ppo_epochs * 3 * critic.forward(full), s.mfu)]
+            passes.append(("policy/logprobs", policy.forward(full), mfu))
+        passes += [("reference/forward", ref.forward(full), mfu),
+                   ("reward_model/forward", reward.forward(full), mfu),
+                   ("critic/values", critic.forward(full), mfu),
+                   ("policy/train", st.ppo_epochs * policy.train(full), mfu),
+                   ("critic/train", st.ppo_epochs * critic.train(full), mfu)]
         models = {"policy": policy.name, "reference": ref.name, "reward_model": reward.name, "critic": critic.name}
-        notes = [f"per iteration: generate {B:,} x {R:,} tokens after {P:,}-token prompts at MFU {gen:.2f}; "
+        notes = [f"per iteration: generate {B:,} x {R:,} tokens after {P:,}-token prompts {how}; "
                  "forwards of " + ("policy (log-probs), " if st.recompute_logprobs else "")
                  + f"reference, reward model and critic over {S:,} tokens; {st.ppo_epochs} x (forward + backward) "
                  "of policy and critic",
                  "memory: policy and critic with optimizer state (updated in turn), reference and reward model "
-                 "frozen (weights only); generation's KV cache takes what is left and is not counted"]
-        memory = _Memory([("policy", policy), ("critic", critic)], [("reference", ref), ("reward_model", reward)],
-                         S, 1, st.parallel, s.dtype, self.path, here)
+                 "frozen (weights only); generation's KV cache takes what is left (it sets the decode batch)",
+                 *notes]
         return _Work("PPO-RLHF: generate, score with reward model and critic, update policy and critic", models,
                      passes, memory, units=iterations, steps_per_unit=st.ppo_epochs * -(-B // mini),
                      global_batch=mini, per=1, seq_len=S, tokens=iterations * B * S, notes=notes,
                      iterations=iterations, generated=iterations * B * R)
+
+    def _reference(self, policy: _Model, st, here: tuple) -> _Model:
+        """The default reference: the policy; a LoRA policy's base with the adapters disabled."""
+        if not policy.lora:
+            return policy
+        return replace(self.model(policy.target, here + ("model",) if st.model else ("model",)), shared=True)
+
+    def _mfu(self, st, s: _Setting, model: _Model, seq: int, per: int, batch: int, notes: list[str]) -> float:
+        """The MFU of the stage's training and scoring passes: the stage's or pipeline's `mfu`, else
+        the one analysis/step.py's time of an optimizer step implies."""
+        if s.explicit_mfu:
+            return s.mfu
+        implied = _step_mfu(model, st.parallel, st.micro_batch * per, batch * per, seq, s)
+        if implied is None:
+            notes.append(f"MFU {s.mfu:.2f} (the default): the step-time model needs a transformer, a bf16, fp16 or "
+                         "fp8 dtype and a batch that divides into micro-batches")
+            return s.mfu
+        notes.append(f"training passes at MFU {implied:.3f}: the step time of analysis/step.py at micro-batch "
+                     f"{st.micro_batch * per} x {seq:,} tokens (GEMM shapes, attention, elementwise traffic, "
+                     "communication, the optimizer step), also used for the scoring forwards")
+        return implied
 
     # ------------------------------------------------ the search
 
@@ -343,6 +427,127 @@ class _Planner:
         with placed(self.path, ("search",)):
             return cost_search(search, stage=stage.name, stage_tokens=stage.tokens, stage_flops=stage.flops,
                                stage_gpu_hours=stage.gpu_hours, usd_per_gpu_hour=stage.usd_per_gpu_hour)
+
+
+def _frozen_roles(policy: _Model, roles: list[tuple[str, _Model]], notes: list[str]) -> list[tuple[str, _Model]]:
+    """Frozen models that hold their own weights. A reference that is the LoRA policy itself
+    shares its base: PEFT computes its log-probs with the adapters disabled
+    (`disable_adapter()`, as TRL's DPO and PPO trainers do with a PEFT model), so no second copy."""
+    kept = [(role, m) for role, m in roles if not m.shared]
+    if len(kept) < len(roles):
+        notes.append("reference: the LoRA policy's base with its adapters disabled (PEFT, as TRL runs it): "
+                     "no second copy in memory; its forward FLOPs still count")
+    return kept
+
+
+def _step_mfu(model: _Model, par: Parallel, micro: int, batch: int, seq: int, s: _Setting) -> float | None:
+    """The MFU analysis/step.py's time of one optimizer step implies (model FLOPs / (GPUs x the
+    dtype's dense peak x seconds)), at the stage's real micro-batch and length; None where it
+    does not apply. LoRA: frozen weights compute no weight gradient, so the GEMMs are 2 x forward
+    instead of 3 (flops.backward_flops), and only the adapters' gradients are reduced and stepped
+    (errs fast by the adapters' own small GEMMs and, under ZeRO-3, the frozen weights' gathers)."""
+    from paramcalc.analysis.step import Plan, Work, step_time
+
+    net = model.net
+    if not isinstance(net, TransformerNetwork) or s.dtype not in ("bf16", "fp16", "fp8", "int4") \
+            or batch % (micro * par.dp) or micro > batch:
+        return None
+    work = Work.of(net, seq)
+    if model.lora:
+        trainable = sum(net.trainable_params().values())
+        work = replace(work, gemm=work.gemm * 2 / 3, expert_gemm=work.expert_gemm * 2 / 3, head=work.head * 2 / 3,
+                       dense_params=trainable, expert_params=0)
+    plan = Plan(tp=par.tp, pp=par.pp, dp=par.dp, micro_batch=micro, global_batch=batch, zero=par.zero,
+                recompute=par.recompute, sp=par.sequence_parallel, attention=par.attention,
+                dtype="fp8" if s.dtype == "fp8" else "bf16")
+    seconds = step_time(net, work, plan, s.gpu).seconds
+    if s.dtype == "int4" and model.lora:
+        # QLoRA: bitsandbytes' matmul_4bit dequantizes each NF4 weight to bf16 before the GEMM, in forward
+        # and again for the input gradient: ~0.5 read + 2 written + 2 read back = 4.5 bytes a weight,
+        # twice per micro-batch, at HBM bandwidth x the memory efficiency (errs slow: caches help)
+        from paramcalc.analysis.memory import nf4_base
+
+        weights = nf4_base(net)[0] / (par.tp * par.pp)
+        seconds += 2 * 4.5 * weights * plan.micro_batches / (s.gpu.memory_bandwidth * s.gpu.efficiency.memory)
+    return model.train(Pass(batch, seq)) / (plan.gpus * s.peak * seconds)
+
+
+# Transformers' generate runs eager PyTorch: each decode step launches every layer's kernels from
+# Python, about 1 ms a layer on an A100 whatever the batch (PyTorch's "Accelerating Generative AI
+# with PyTorch II: GPT, Fast", 2023: Llama-7B eager decodes 25.5 tokens/s, 39 ms a token for 32
+# layers, where reading its weights takes ~8 ms). A step takes the longer of that and the roofline
+# (the CPU launches overlap the GPU's work). Errs slow on faster CPUs and later transformers
+# releases (static caches and torch.compile close the gap).
+HF_LAYER_SECONDS = 1e-3
+
+
+def _rollout(path: Path, here: tuple, st: Ppo, s: _Setting, policy: _Model, memory: _Memory,
+             breaks: list[Break]) -> tuple[tuple[float, float], str] | None:
+    """(prefill, decode) seconds of one iteration's generation on the stage's GPUs, from the decode
+    roofline of analysis/serve.py: replicas of `generation.tp` GPUs each generate their share of
+    the rollout in rounds of the batch whose KV cache fits beside what stays resident (every
+    model's states and frozen weights; the engine's own weight copy with vLLM, or the gathered
+    weights under ZeRO-3, DeepSpeed-Chat's hybrid engine). Each round: TTFT, then R - 1 decode
+    steps at the mean context (serve.py's TPOT). None without attention layers."""
+    from paramcalc.analysis.memory import inference_kv_dtype
+    from paramcalc.analysis.serve import (
+        decode_time,
+        kv_shards,
+        prefill_time,
+        profile_working_set,
+        serving_rates,
+        serving_weight_bytes,
+    )
+
+    net, g, par = policy.net, st.generation, st.parallel
+    if not net.layers:
+        return None
+    gpus = par.dp * par.tp * par.pp
+    tp = g.tp or par.tp
+    loc = here + ("generation", "tp")
+    if gpus % tp:
+        raise UserError(f"generation tp {tp} does not divide the stage's {gpus} GPUs", where=locate(path, loc),
+                        field=dotted(loc), fix="give a divisor of dp x tp x pp")
+    with placed(path, loc):
+        net.check_tensor_parallel(tp)
+    replicas = gpus // tp
+    B, P, R = st.rollout_batch, st.prompt_tokens, st.response_tokens
+    kv_dtype = inference_kv_dtype(s.dtype)
+    rates = serving_rates(s.gpu, s.dtype, tp, 1, None, None)
+    replica = -(-serving_weight_bytes(net, s.dtype) // tp)
+    kv_split = kv_shards(net, tp)
+    per_sequence = -(-kv_cache_bytes(net, P + R, 1, kv_dtype) // kv_split)
+    _, parts = memory.peak(st.micro_batch)
+    resident = sum(v or 0 for k, v in parts.items() if k.endswith(("/model_states", "/weights"))) + CUDA_CONTEXT
+    copy = g.engine == "vllm" or (par.zero >= 3 and par.dp > 1)
+    if copy:
+        resident += replica
+    share = float(g.gpu_memory_utilization) if g.engine == "vllm" else 1.0
+    # vLLM's profiling forward of 2,048 tokens and 256 sequences' logits (serve.py's non-large default)
+    working = profile_working_set(net, 2048, 256, tp)
+    free = int(share * s.gpu.memory_bytes) - resident - working
+    largest = max(free, 0) // per_sequence
+    per_replica = -(-B // replicas)
+    if largest < 1:
+        gloc = here + ("generation",)
+        breaks.append(Break(field=dotted(gloc), message=f"generation has no room for one sequence's KV cache "
+                            f"({human_bytes(per_sequence)}) beside {human_bytes(resident)} of resident weights and "
+                            "states", fix="raise generation.tp, parallel.zero or tp, or use LoRA"))
+        largest = 1
+    rounds = -(-per_replica // largest)
+    b = -(-per_replica // rounds)
+    ttft = prefill_time(net, rates, b, P, replica, kv_dtype, kv_split)[0]
+    tpot = decode_time(net, rates, b, P, R, replica, kv_dtype, kv_split)[0] if R > 1 else 0.0
+    layers = sum(x.count for x in net.layers)
+    if g.engine == "hf":
+        ttft += layers * HF_LAYER_SECONDS
+        tpot = max(tpot, layers * HF_LAYER_SECONDS) if R > 1 else 0.0
+    how = (f"by the decode roofline ({'vLLM-style engine' if g.engine == 'vllm' else 'HF generate, eager: at least '}"
+           + (f"{HF_LAYER_SECONDS * 1e3:.0f} ms a layer a step" if g.engine == "hf" else "")
+           + f"): {replicas} replica(s) of {tp} GPU(s), {per_replica:,} prompts each in {rounds} round(s) of "
+           f"{b:,} (KV room for {largest:,}{' beside its own weight copy' if copy else ''}); TTFT "
+           f"{ttft * 1e3:,.0f} ms, TPOT {tpot * 1e3:,.1f} ms")
+    return (rounds * ttft, rounds * (R - 1) * tpot), how
 
 
 def _objective(model: _Model, kind: str) -> str:

@@ -226,8 +226,10 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     head_rate = bf16_peak * eff.gemm_bf16
     mb, seq, L = plan.micro_batch, work.seq, max(work.layers, 1)
     tokens = mb * seq / plan.cp  # tokens of one micro-batch on one GPU
-    thin = min(tokens, work.width / plan.tp) if work.width else tokens
-    shape = thin / (thin + GEMM_KNEE)
+    # a layers network (CNN, RNN) has no one width: its convolutions are implicit GEMMs over
+    # batch x pixels, left at the large-shape rate (errs fast for small images and batches)
+    thin = min(tokens, work.width / plan.tp) if work.width else float("inf")
+    shape = 1.0 if thin == float("inf") else thin / (thin + GEMM_KNEE)
     split = plan.tp * plan.cp
 
     # one layer, one micro-batch, on one GPU: matmuls, attention core, elementwise traffic

@@ -16,6 +16,7 @@ from itertools import takewhile
 from typing import Optional
 
 import typer
+from typer.core import TyperArgument, TyperOption
 from typer.main import get_command_name
 from typer.models import CommandInfo
 
@@ -32,6 +33,17 @@ from paramcalc.cli.options import (
     TargetArg,
 )
 from paramcalc.errors import UserError
+
+_type_shown = TyperOption.display_type_rich
+
+
+def _no_type_for_flags(self: TyperOption, ctx) -> str | None:
+    """Help shows no `<bool>` beside a flag that takes no value (--json, --sp)."""
+    return None if self.is_flag else _type_shown(self, ctx)
+
+
+TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign]
+TyperArgument.display_type_rich = lambda self, ctx: None  # type: ignore[method-assign]  # TARGET says what it is
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]},
@@ -59,6 +71,9 @@ def emit(report, as_json: bool, render) -> None:
     """One JSON document on stdout, or the rich rendering. A reader that closes
     the pipe early (`| head -1`) changes nothing: the command's exit code stands."""
     try:
+        caveats = _say_warnings()  # on stderr; the JSON carries them in its notes too
+        if caveats and as_json and isinstance(getattr(report, "notes", None), list):
+            report = report.model_copy(update={"notes": [*caveats, *report.notes]})
         if as_json:
             sys.stdout.write(report.json_text())
         else:
@@ -295,12 +310,14 @@ def checkpoint(target: TargetArg, dtype: DtypeOpt = "bf16",
                                         help="ZeRO stage (3 = FSDP full sharding): what each rank writes"),
                dp: str = typer.Option("1", metavar="N", help="data-parallel ranks"),
                keep: str = typer.Option("1", metavar="K", help="checkpoints kept on disk"),
+               lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None,
                json: JsonOpt = False) -> None:
-    """Checkpoint bytes on disk: weights only, resumable, per-rank shard, K kept."""
+    """Checkpoint bytes on disk: weights only, resumable, per-rank shard, K kept (LoRA: adapters only)."""
     from paramcalc.analysis.checkpoint import checkpoint_sizes
 
     emit(checkpoint_sizes(target, dtype=dtype, precision=precision, optimizer=optimizer, zero=zero, dp=dp, keep=keep,
-                          train_dtype=train_dtype), json, _render("checkpoint"))
+                          train_dtype=train_dtype, lora_rank=lora_rank, lora_targets=lora_targets), json,
+         _render("checkpoint"))
 
 
 @app.command()
@@ -321,14 +338,29 @@ def serve(target: TargetArg, gpu: GpuOpt = "h100-sxm",
               help="share of each GPU's memory the engine may use (vLLM's default)"),
           max_batched_tokens: Optional[str] = typer.Option(
               None, "--max-batched-tokens", metavar="TOKENS",
-              help="tokens of vLLM's profiling forward [default: 8192 on 70 GiB+ GPUs but the A100, else 2048]"),
+              help="tokens of vLLM's profiling forward and of one scheduler step (chunked prefill's budget) "
+                   "[default: 8192 on 70 GiB+ GPUs but the A100, else 2048]"),
+          concurrency: Optional[str] = typer.Option(
+              None, "--concurrency", metavar="C[,C...]",
+              help="continuous batching: requests in flight (a closed loop of clients), comma-separated"),
+          rate: Optional[str] = typer.Option(
+              None, "--rate", metavar="R[,R...]",
+              help="continuous batching: requests per second arriving (Poisson, open loop), comma-separated"),
+          draft: Optional[str] = typer.Option(
+              None, "--draft", metavar="MODEL", help="speculative decoding with this draft model (a TARGET)"),
+          accept: str = typer.Option("0.7", "--accept", metavar="A",
+                                     help="probability the target accepts each draft token (with --draft)"),
+          lookahead: str = typer.Option("4", "--lookahead", metavar="K",
+                                        help="draft tokens proposed per verify step (with --draft)"),
           json: JsonOpt = False) -> None:
-    """Inference on a roofline: time to first token, time per output token, tokens/s, KV capacity."""
+    """Inference on a roofline: time to first token, time per output token, tokens/s, KV capacity;
+    continuous batching (--concurrency, --rate) and speculative decoding (--draft)."""
     from paramcalc.analysis.serve import estimate_serving
 
     emit(estimate_serving(target, gpu=gpu, tp=tp, pp=pp, prompt=prompt, output=output, batches=batch, dtype=dtype,
                           kv_dtype=kv_dtype, gpu_memory_utilization=gpu_memory_utilization,
-                          max_batched_tokens=max_batched_tokens), json, _render("serve"))
+                          max_batched_tokens=max_batched_tokens, concurrency=concurrency, rate=rate, draft=draft,
+                          accept=accept, lookahead=lookahead), json, _render("serve"))
 
 
 @app.command()
@@ -376,7 +408,7 @@ def verify(target: TargetArg,
                                        help="tokens per sequence (small: counting runs on meta)"),
            batch: BatchOpt = "1", json: JsonOpt = False) -> None:
     """Check the analytic counts against real modules: parameters, FlopCounterMode and fvcore, per component."""
-    _need_torch()
+    _need_torch("fvcore.nn")
     from paramcalc.torchref.verify import run_verify
 
     emit(run_verify(target, layers=layers, seq_len=seq_len, batch=batch), json, _render("verify"))
@@ -444,13 +476,21 @@ def _gib(text: str) -> int:
     return int(value * GIB)
 
 
-def _need_torch() -> None:
-    """bench, verify and bench-collectives run real modules: say which extra brings torch."""
-    from importlib.util import find_spec
+def _need_torch(*modules: str) -> None:
+    """bench, verify and bench-collectives run real modules: when torch (or another module of
+    the `torch` extra, fvcore for verify) cannot be imported, say which extra brings it."""
+    import importlib
+    import warnings
 
-    if find_spec("torch") is None:
-        raise UserError("this command runs real PyTorch modules, and torch is not installed",
-                        fix="pip install 'paramcalc[torch]'")
+    for name in ("torch", *modules):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # fvcore's import warns about torch.jit's deprecation
+                importlib.import_module(name)
+        except ImportError as e:  # not installed, or installed but broken (a missing dependency of its own)
+            missing = (getattr(e, "name", None) or name).split(".")[0]
+            raise UserError(f"this command runs real PyTorch modules, and {missing} cannot be imported",
+                            fix="pip install 'paramcalc[torch]'") from None
 
 
 def _render(name: str):
@@ -504,11 +544,32 @@ def run(args: list[str]) -> int:
     0 done, 1 a budget exceeded (check), 2 bad input or usage, 3 a bug."""
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]  # --debug works before or after the command
+    from paramcalc.errors import collect_warnings
+
+    with collect_warnings():
+        try:
+            return _run(args, debug)
+        finally:
+            _say_warnings()  # what no report carried (the command failed before it had one)
+
+
+def _say_warnings() -> list[str]:
+    """The input's caveats (paramcalc.errors.warn) so far, each on stderr once; returned for the notes."""
+    from paramcalc.errors import take_warnings
+
+    caveats = take_warnings()
+    for caveat in caveats:
+        print(f"paramcalc: warning: {caveat}", file=sys.stderr)
+    return caveats
+
+
+def _run(args: list[str], debug: bool) -> int:
     try:
         _only_invoked(args)(args=args, prog_name="paramcalc")
     except SystemExit as e:  # click ends every run so: 0, 1 (check), 2 (its own usage errors)
         return e.code if isinstance(e.code, int) else 0
     except UserError as e:
+        _say_warnings()  # before the error, which they may explain
         print(f"paramcalc: error: {e.render(lambda setting: flag_for(setting, args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,7 +14,10 @@ import typer
 
 TargetArg = Annotated[str, typer.Argument(
     metavar="TARGET", help="a preset (llama-3.1-8b), a config.json or snapshot folder, a safetensors checkpoint, "
-                           "a paramcalc .yaml spec, a Hugging Face model id (org/name), or a count (7.5B)")]
+                           "a paramcalc .yaml spec, a Hugging Face model id (org/name), a count (7.5B), or "
+                           "package.module:factory, your own PyTorch module: this IMPORTS AND RUNS YOUR CODE "
+                           "(the current directory first), calling factory() under torch.device('meta'), and "
+                           "example_inputs() from the same module if it defines one")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print exactly one JSON document on stdout")]
 SeqLenOpt = Annotated[Optional[str], typer.Option(
     "--seq-len", "-s", metavar="TOKENS",

@@ -122,19 +122,30 @@ def _checkpoint(c) -> None:
 
 
 def flops(report) -> None:
+    """The rows that mean something for the model's kind: a layers network (CNN, RNN, MLP;
+    attention "none") has no attention, recomputation, prefill or decode, and its 6N is a
+    note; an encoder has no prefill or decode; a CNN counts per sample, not per token."""
     f = report.flops
+    layers = report.attention == "none"
+    per_sample = layers and report.seq_len == 1
+    shape = f"batch {report.batch}" + ("" if per_sample else f" x seq {report.seq_len}") \
+        + ("" if layers else f", {report.attention} attention")
     if report.breakdown:
-        console.print(_breakdown(f"{report.model}: forward matmul FLOPs, batch {report.batch} x seq {report.seq_len}, "
-                                 f"{report.attention} attention", report.breakdown, f.forward, units.human_flops))
+        console.print(_breakdown(f"{report.model}: forward matmul FLOPs, {shape}", report.breakdown, f.forward,
+                                 units.human_flops))
     summary = Table(show_header=False, box=None)
-    for label, value in (("forward", f.forward), ("backward", f.backward), ("train step (model FLOPs)", f.train_step),
-                         ("recompute", f.recompute), ("hardware FLOPs (HFU)", f.hardware_step),
-                         ("forward per token", f.forward_per_token), ("train per token", f.train_per_token),
-                         ("non-matmul forward (estimate)", f.non_matmul_forward),
-                         ("inference prefill (causal)", f.prefill),
-                         (f"decode, per token at context {report.seq_len + 1:,}", f.decode_per_token)):
+    per = "sample" if per_sample else "token"
+    rows: list[tuple[str, int | None]] = [("forward", f.forward), ("backward", f.backward),
+                                          ("train step (model FLOPs)", f.train_step)]
+    if not layers:
+        rows += [("recompute", f.recompute), ("hardware FLOPs (HFU)", f.hardware_step)]
+    rows += [(f"forward per {per}", f.forward_per_token), (f"train per {per}", f.train_per_token)]
+    rows += [(label, value) for label, value in (
+        ("non-matmul forward (estimate)", f.non_matmul_forward), ("inference prefill (causal)", f.prefill),
+        (f"decode, per token at context {report.seq_len + 1:,}", f.decode_per_token)) if value is not None]
+    for label, value in rows:
         summary.add_row(label, _exact(value), units.human_flops(value))
-    if f.train_step:
+    if f.train_step and not layers:
         for label, value in (("rule of thumb 6N", f.six_n), ("PaLM 6N + 12LHQT", f.palm)):
             if value is not None:
                 off = (value / f.train_step - 1) * 100
@@ -176,14 +187,25 @@ def memory(report) -> None:
     _notes(report.notes)
 
 
+def _colour_off() -> bool:
+    """No colour reaches the reader: not a terminal (`| cat`), NO_COLOR, or a terminal without colours."""
+    return (not console.is_terminal or console.no_color or console.color_system is None
+            or os.environ.get("NO_COLOR", "") != "")
+
+
+_GLYPHS = ("█", "▓", "▒", "░", "▚", "#")  # one per part where colour cannot tell them apart
+
+
 def _bar(parts: list[tuple[str, int]], total: int, width: int = 60) -> None:
-    """A one-line stacked bar of where the bytes go."""
+    """A one-line stacked bar of where the bytes go: a colour per part, or without
+    colour a glyph per part; the legend shows each part as the bar draws it."""
     colours = ("cyan", "magenta", "yellow", "green", "blue", "red")
+    glyphs = _GLYPHS if _colour_off() else ("█",) * len(colours)
     line, legend = "", []
-    for (label, value), colour in zip(parts, colours):
+    for (label, value), colour, glyph in zip(parts, colours, glyphs):
         cells = round(width * value / total) if total else 0
-        line += f"[{colour}]{'█' * cells}[/{colour}]"
-        legend.append(f"[{colour}]█[/{colour}] {label}")
+        line += f"[{colour}]{glyph * cells}[/{colour}]"
+        legend.append(f"[{colour}]{glyph}[/{colour}] {label}")
     console.print(line)
     console.print("  ".join(legend))
 
@@ -261,7 +283,39 @@ def serve(report) -> None:
                   f"{report.kv_cache_tokens:,} tokens at {report.gpu_memory_utilization:.0%} of memory: up to "
                   f"{report.max_batch:,} concurrent sequences of {report.prompt_tokens + report.output_tokens:,} "
                   "tokens; bound: what limits the prefill / a decode step")
+    if report.speculative:
+        _serve_speculative(report.speculative)
+    if report.continuous:
+        _serve_continuous(report.continuous)
     _notes(report.notes)
+
+
+def _serve_speculative(s) -> None:
+    table = Table(title=f"speculative decoding: draft {s.draft}, {s.lookahead} tokens a step accepted at {s.accept:g} "
+                        f"({s.expected_tokens_per_step:.2f} tokens per verify step)", title_justify="left")
+    for col in ("batch", "draft", "verify", "step", "TPOT", "speed-up", "bound", "tokens/s"):
+        table.add_column(col, justify="right")
+    for p in s.points:
+        table.add_row(str(p.batch), units.human_seconds(p.draft_seconds), units.human_seconds(p.verify_seconds),
+                      units.human_seconds(p.step_seconds), units.human_seconds(p.tpot_seconds), f"{p.speedup:.2f}x",
+                      p.bound, f"{p.tokens_per_second:,.0f}")
+    console.print(table)
+
+
+def _serve_continuous(c) -> None:
+    table = Table(title=f"continuous batching: chunked prefill of {c.max_batched_tokens:,} tokens a step, at most "
+                        f"{c.max_running:,} sequences running; sustains {c.max_requests_per_second:,.2f} req/s "
+                        f"({c.max_tokens_per_second:,.0f} tokens/s)", title_justify="left")
+    for col in ("in flight", "rate", "running", "step", "TTFT", "TPOT", "req/s", "tokens/s", "limit"):
+        table.add_column(col, justify="right")
+    for p in c.points:
+        rate = "-" if p.offered_rate is None else f"{p.offered_rate:g}/s"
+        ttft = "[red]∞[/red]" if p.ttft_seconds is None else units.human_seconds(p.ttft_seconds)
+        limit = "[red]saturated[/red]" if p.saturated else (p.limited_by or "")
+        table.add_row(f"{p.concurrency:,.1f}", rate, f"{p.running:,.1f}", units.human_seconds(p.step_seconds), ttft,
+                      units.human_seconds(p.tpot_seconds), f"{p.requests_per_second:,.2f}",
+                      f"{p.tokens_per_second:,.0f}", limit)
+    console.print(table)
 
 
 def presets(report) -> None:

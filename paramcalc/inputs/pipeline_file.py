@@ -53,6 +53,16 @@ class Schedule(Input):
         return self
 
 
+class Lora(Input):
+    """LoRA adapters on the stage's trained models (Hu et al. 2021, as PEFT adds them); with
+    `dtype: int4`, QLoRA (Dettmers et al. 2023): an NF4 frozen base, bf16 adapters."""
+
+    rank: Count = Field(description="adapter rank r")
+    alpha: Positive = Field(16, description="LoRA alpha (scales the update; no effect on cost)")
+    targets: list[Text] = Field(["q_proj", "v_proj"], description="linears adapted (PEFT's target_modules)")
+    modules_to_save: list[Text] = Field([], description="parts trained in full beside the adapters")
+
+
 class _Stage(Input):
     name: Text | None = Field(None, description="shown in reports [default: the kind]")
     model: Text | None = Field(None, description="any TARGET; paths relative to this file [default: the pipeline's]")
@@ -63,6 +73,7 @@ class _Stage(Input):
     micro_batch: Count = Field(1, description="samples per GPU per forward (pairs for reward and dpo)")
     parallel: Parallel = Field(default_factory=Parallel, description="dp, tp, pp, ZeRO, recomputation, kernels")
     lr: Schedule = Field(default_factory=Schedule, description="learning-rate phases")
+    lora: Lora | None = Field(None, description="train LoRA adapters instead of the whole model")
 
 
 class _Data(_Stage):
@@ -109,6 +120,16 @@ class Dpo(_Data):
     reference: Text | None = Field(None, description="the frozen reference TARGET [default: the policy]")
 
 
+class Generation(Input):
+    """How a ppo stage generates its rollouts: the decode roofline (analysis/serve.py) of an engine
+    on the stage's own GPUs (colocated)."""
+
+    engine: Literal["vllm", "hf"] = Field("vllm", description="vllm: a vLLM/SGLang-style engine (CUDA graphs, "
+                                                              "paged KV cache); hf: transformers' generate (eager)")
+    tp: Count | None = Field(None, description="GPUs per generation replica [default: the stage's tp]")
+    gpu_memory_utilization: Share = Field(0.9, description="vllm: the share of GPU memory the engine may use")
+
+
 class Ppo(_Stage):
     """PPO-RLHF: generate, score, update actor and critic (Ouyang et al. 2022)."""
 
@@ -127,8 +148,9 @@ class Ppo(_Stage):
     ppo_epochs: Count = Field(1, description="passes of actor and critic updates over each rollout")
     global_batch: Count | None = Field(None, description="sequences per optimizer step (the PPO mini-batch) "
                                                          "[default: rollout_batch]")
-    generation_mfu: Share = Field(0.1, description="share of the dense peak that generation reaches "
-                                                   "(decode is memory-bound)")
+    generation: Generation = Field(default_factory=Generation, description="the generation engine")
+    generation_mfu: Share | None = Field(None, description="instead: a fixed share of the dense peak that "
+                                                           "generation reaches (overrides `generation`)")
     recompute_logprobs: bool = Field(True, description="a policy forward recomputes the rollout's log-probs "
                                                        "(false: taken from generation)")
 
@@ -218,4 +240,5 @@ def read_pipeline(path: Path) -> Pipeline:
 STAGE_KEYS = {"seq_len": ("seq_len",), "dtype": ("dtype",), "precision": ("parallel", "precision"),
               "optimizer": ("parallel", "optimizer"), "tp": ("parallel", "tp"), "pp": ("parallel", "pp"),
               "dp": ("parallel", "dp"), "zero": ("parallel", "zero"), "recompute": ("parallel", "recompute"),
-              "attention": ("parallel", "attention")}
+              "attention": ("parallel", "attention"), "lora_rank": ("lora", "rank"),
+              "lora_targets": ("lora", "targets")}

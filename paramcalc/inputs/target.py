@@ -2,8 +2,10 @@
 folder holding one), a safetensors checkpoint (a `.safetensors` file, a
 `*.safetensors.index.json`, or a folder of shards without a config.json), a YAML
 spec, a preset name, a Hugging Face Hub model id (`org/name`, inputs/hub.py) or a
-bare parameter count, in that order. Each becomes a spec; paramcalc.network.lower
-turns any spec into the network every analysis reads.
+bare parameter count, in that order; before them all, `package.module:factory`
+(not an existing file) builds the user's own PyTorch module (inputs/factory.py).
+Each becomes a spec; paramcalc.network.lower turns any spec into the network
+every analysis reads.
 
 A config.json whose model_type has no analytic importer is counted by
 transformers on the meta device (inputs/hf/meta_fallback.py).
@@ -21,10 +23,11 @@ from paramcalc.inputs.spec import CountSpec, TransformerSpec
 
 if TYPE_CHECKING:  # a layers spec is imported where one is read
     from paramcalc.inputs.checkpoint import Checkpoint
+    from paramcalc.inputs.factory import FactorySpec
     from paramcalc.inputs.hf.meta_fallback import MeasuredSpec
     from paramcalc.inputs.layers_spec import LayersSpec
 
-Spec = Union[TransformerSpec, "LayersSpec", CountSpec, "MeasuredSpec"]
+Spec = Union[TransformerSpec, "LayersSpec", CountSpec, "MeasuredSpec", "FactorySpec"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ def read_target(target: str | Path, *, base: Path | None = None, revision: str |
     path = Path(text)
     if base is not None and not path.is_absolute():
         path = base / path
+    if ":" in text and not path.exists():
+        from paramcalc.inputs.factory import is_factory, read_factory
+
+        if is_factory(text):  # package.module:factory, the user's own PyTorch module
+            return Source(read_factory(text))
     if revision is not None:
         from paramcalc.inputs.hub import is_repo_id
 
@@ -108,9 +116,8 @@ def read_config(path: Path, name: str | None = None) -> Spec:
         folder = path.parent.resolve().name
         name = folder if path.stem == "config" and folder else path.stem
     cfg = load_mapping(path)
-    model_type, text = cfg.get("model_type"), cfg.get("text_config")
-    wraps = isinstance(text, dict) and str(text.get("model_type")) in FAMILIES  # from_config explains these
-    if isinstance(model_type, str) and model_type not in FAMILIES and not wraps:
+    model_type = cfg.get("model_type")
+    if isinstance(model_type, str) and model_type not in FAMILIES:  # multimodal wrappers too (llava, qwen2_vl)
         from paramcalc.inputs.hf.meta_fallback import measure
 
         return measure(cfg, str(path), name, sorted(FAMILIES))

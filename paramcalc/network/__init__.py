@@ -80,7 +80,11 @@ def lower_spec(spec: Spec) -> Network:
 
         return MeasuredCount(spec.name, count=spec.params, embedding=spec.embedding, buffer_count=spec.buffers,
                              model_class=spec.model_class, config_text=spec.config_text, source=spec.source,
-                             note=spec.note)
+                             note=spec.note, parts=spec.parts)
+    from paramcalc.inputs.factory import FactorySpec
+
+    if isinstance(spec, FactorySpec):  # the user's own module, built and profiled by torch
+        return spec.network
     from paramcalc.network.layers import lower_layers
 
     return freeze(lower_layers(spec), spec.freeze)

@@ -24,6 +24,58 @@ class ServePoint(Result):
     request_seconds: float = Field(description="TTFT + output tokens x TPOT")
 
 
+class ContinuousPoint(Result):
+    concurrency: float = Field(description="requests in flight (running and queued), given or by Little's law; "
+                                           "when saturated, the running batch (the queue grows without bound)")
+    offered_rate: float | None = Field(None, description="requests per second offered (--rate); null for --concurrency")
+    saturated: bool = Field(False, description="the offered rate exceeds the most the replica sustains: the queue and "
+                                              "the latency grow without bound")
+    running: float = Field(description="sequences the engine holds (at most what the KV cache and max_num_seqs allow)")
+    limited_by: str | None = Field(None, description="kv_cache, max_num_seqs or token_budget when that caps it")
+    decode_batch: float = Field(description="sequences decoding in a step (the rest wait for or run their prefill)")
+    prefill_tokens_per_step: float = Field(description="prompt tokens prefilled per step, chunks interleaved with "
+                                                       "the decodes")
+    step_seconds: float = Field(description="mean time of one engine step (every decode plus its prefill chunk)")
+    requests_per_second: float
+    tokens_per_second: float = Field(description="output tokens per second per replica")
+    ttft_seconds: float | None = Field(description="queueing plus the chunked prefill; null when saturated")
+    tpot_seconds: float = Field(description="time per output token after the first: the mean step over a "
+                                            "request's decode, prefill chunks interleaved")
+    request_seconds: float | None = Field(description="TTFT + (output - 1) x TPOT; null when saturated")
+
+
+class ContinuousReport(Result):
+    max_batched_tokens: int = Field(description="tokens one step may run (vLLM's max_num_batched_tokens)")
+    max_num_seqs: int = Field(description="sequences one step may run (vLLM's max_num_seqs)")
+    max_running: int = Field(description="sequences the replica runs at once: the KV capacity's and max_num_seqs' "
+                                         "lesser")
+    max_requests_per_second: float = Field(description="the most requests per second the replica sustains")
+    max_tokens_per_second: float = Field(description="output tokens per second at that rate")
+    points: list[ContinuousPoint]
+
+
+class SpeculativePoint(Result):
+    batch: int
+    draft_seconds: float = Field(description="the draft's lookahead decode steps of one verify step")
+    verify_seconds: float = Field(description="one target forward over lookahead + 1 tokens a sequence")
+    step_seconds: float = Field(description="draft_seconds + verify_seconds")
+    tpot_seconds: float = Field(description="step_seconds / expected tokens per step")
+    speedup: float = Field(description="plain decoding's TPOT over this TPOT")
+    bound: str = Field(description="memory or compute: what limits the verify step")
+    tokens_per_second: float = Field(
+        description="batch x output / (TTFT with the draft's prefill + output x TPOT)")
+
+
+class SpeculativeReport(Result):
+    draft: str
+    accept: float = Field(description="probability the target accepts each draft token (Leviathan et al.'s alpha)")
+    lookahead: int = Field(description="draft tokens proposed per verify step (gamma)")
+    expected_tokens_per_step: float = Field(description="(1 - accept^(lookahead + 1)) / (1 - accept)")
+    draft_weights_per_gpu: int
+    draft_kv_bytes_per_token: int = Field(description="the draft's KV bytes per GPU of one token")
+    points: list[SpeculativePoint]
+
+
 class ServeReport(Report):
     command: str = "serve"
     gpu: str
@@ -46,3 +98,6 @@ class ServeReport(Report):
     max_batched_tokens: int = Field(description="tokens of the profiling forward (vLLM's max_num_batched_tokens)")
     max_batch: int = Field(description="concurrent sequences of prompt + output tokens the KV capacity holds")
     points: list[ServePoint]
+    continuous: ContinuousReport | None = Field(
+        None, description="in-flight batching with chunked prefill at --concurrency or --rate")
+    speculative: SpeculativeReport | None = Field(None, description="speculative decoding with --draft")

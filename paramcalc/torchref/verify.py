@@ -15,6 +15,12 @@ where the spec ties them.
   compute attention with explicit matmuls, so it sees every one. Its norm
   handlers (elementwise work) are switched off: the analytic figures are
   matmul FLOPs. Backward is FlopCounterMode's alone (fvcore traces forwards).
+- Layers networks (CNNs, MLPs): each block runs on (batch, *input shape) samples
+  (time steps too in a sequential network); the first block reads data, so its
+  backward is its weight gradient alone, as `paramcalc flops` counts it. torch.jit
+  cannot trace a meta convolution, so fvcore traces these blocks on the CPU, their
+  tensors allocated uninitialised (a trace reads shapes). Recurrent layers are not
+  counted: autograd skips the initial state's gradient, which 2 x forward includes.
 - MoE: meta tensors have no values to route on, so tokens are routed to fixed
   experts (token t, slot j -> expert (t k + j) mod E); each token still runs k
   distinct experts, and the FLOPs do not depend on which.
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import types
 import warnings
+from math import prod
 
 from paramcalc.errors import UserError
 from paramcalc.results.verify import Component, OptimizerCheck, ParamsCheck, StageParams, VerifyReport, VerifyTotals
@@ -55,7 +62,9 @@ def run_verify(model, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
 
     params = _params(net, built)
     hidden = net.width
-    components = [_component(stage, built[stage.name], p, hidden) for stage in net.stages]
+    sequential = bool(getattr(net, "sequential", False))
+    components = [_component(stage, built[stage.name], p, hidden, sequential=sequential, first=i == 0)
+                  for i, stage in enumerate(net.stages)]
     forwards = [(c.flop_counter_forward, c) for c in components if c.flop_counter_forward is not None]
     counted_all = len(forwards) == len(components)
     counted = sum(f * c.count // c.instantiated for f, c in forwards) if counted_all else None
@@ -76,9 +85,14 @@ def run_verify(model, *, layers=1, seq_len=128, batch=1) -> VerifyReport:
     optimizer = _optimizer_states(built, net)
     notes.append("optimizer state: one step of torch.optim on one layer's meta parameters (fp32), against "
                  "paramcalc's bytes per parameter")
+    if any(_kind(s.block) == "shaped" for s in net.stages):
+        notes.append("layers network: each block runs on (batch, *input shape) samples, or (batch, seq, ...) "
+                     "time steps; the first block reads data, so its backward is the weight gradient alone; "
+                     "fvcore traces it on the CPU (uninitialised tensors: a trace reads shapes)")
     if not counted_all:
-        notes.append("FLOPs not counted for blocks without a transformer input (CNN and RNN layers: "
-                     "tests/test_blocks.py proves those block by block); parameters are checked for every stage")
+        notes.append("FLOPs not counted for recurrent layers (their backward skips the initial state's "
+                     "gradient, which paramcalc's 2 x forward counts: tests/test_blocks_shaped.py proves their "
+                     "forward block by block); parameters are checked for every stage")
     if any(_is_moe(s.block) for s in net.stages):
         notes.append("MoE: fixed routing on meta tensors (token t, slot j -> expert (t k + j) mod E); "
                      "each token runs k distinct experts, so FLOPs match any routing")
@@ -204,13 +218,30 @@ def _fixed_routing(self, flat):
     return self.router(flat).softmax(-1)[:, : s.top_k], pair % s.experts
 
 
-def _inputs(block, p, hidden: int | None):
-    """Meta inputs for one component, or None where no transformer input fits it."""
+def _inputs(block, p, hidden: int | None, *, sequential: bool = False, first: bool = False):
+    """Meta inputs for one component, or None where none is known for it. A layers
+    network's block (CNN, RNN, MLP) takes (batch, *in_shape) samples, or (batch, seq,
+    *in_shape) time steps in a sequential network; its embedding token ids; its loss
+    the logits as rows with their targets. The network's first block reads data: no
+    gradient flows into it."""
     import torch
 
     meta = torch.device("meta")
     kind, block = _kind(block), _unwrap(block)
-    if kind == "shaped" or hidden is None:
+    if kind == "shaped":
+        from paramcalc.analysis.flops import holds
+
+        if holds(block, "recurrent"):
+            return None  # its backward skips the initial state's gradient (see the notes)
+        lead = (p.batch, p.seq) if sequential else (p.batch,)
+        if block.kind == "embedding":
+            return (torch.zeros(*lead, dtype=torch.long, device=meta),)
+        if block.kind == "loss":  # nn.CrossEntropyLoss: (rows, classes) logits, (rows,) int64 targets
+            rows = p.tokens * prod(block.in_shape[:-1])
+            return (torch.zeros(rows, block.in_shape[-1], device=meta, requires_grad=True),
+                    torch.zeros(rows, dtype=torch.long, device=meta))
+        return (torch.zeros(*lead, *block.in_shape, device=meta, requires_grad=not first),)
+    if hidden is None:
         return None
     if kind == "embedding" and hasattr(block, "image"):  # ViT patches: images
         return (torch.zeros(p.batch, block.channels, *block.image, device=meta),)
@@ -239,16 +270,21 @@ def _chain(modules):
     return Chain()
 
 
-def _component(stage, modules, p, hidden: int | None) -> Component:
+def _component(stage, modules, p, hidden: int | None, *, sequential: bool = False,
+               first: bool = False) -> Component:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     analytic = sum(stage.block.flops(p).values()) * len(modules)
-    # Images need no gradient: a ViT's patch projection computes its weight gradient only (1 x forward).
+    kind = _kind(stage.block)
+    # Images need no gradient: a ViT's patch projection computes its weight gradient only (1 x forward),
+    # and so does the first conv or linear of a layers network, which reads the data.
     backward = analytic if hasattr(_unwrap(stage.block), "image") else 2 * analytic
-    fields = dict(stage=stage.name, kind=_kind(stage.block), instantiated=len(modules), count=stage.count,
+    if kind == "shaped" and first:
+        backward -= _unwrap(stage.block).data_input_flops(p) * len(modules)
+    fields = dict(stage=stage.name, kind=kind, instantiated=len(modules), count=stage.count,
                   analytic_forward=analytic, analytic_backward=backward)
-    inputs = _inputs(stage.block, p, hidden)
+    inputs = _inputs(stage.block, p, hidden, sequential=sequential, first=first)
     if inputs is None:
         return Component(**fields, flop_counter_forward=None, fvcore_forward=None, flop_counter_backward=None,
                          exact=None)
@@ -260,7 +296,7 @@ def _component(stage, modules, p, hidden: int | None) -> Component:
         with FlopCounterMode(display=False) as bwd:
             out.backward(torch.ones_like(out))
         bwd_flops = bwd.get_total_flops()
-    fv = _fvcore(chain, inputs)
+    fv = _fvcore(*_on_cpu(chain, inputs)) if kind == "shaped" else _fvcore(chain, inputs)
     exact = fwd.get_total_flops() == analytic and fv in (None, analytic) and bwd_flops == backward
     return Component(**fields, flop_counter_forward=fwd.get_total_flops(), fvcore_forward=fv,
                      flop_counter_backward=bwd_flops, exact=exact)
@@ -285,6 +321,29 @@ def _grouped_mm_macs(inputs, outputs) -> int:
     return rows * d_in * get_shape(inputs[1])[1]
 
 
+# A layers network's component is traced for fvcore on the CPU (torch.jit cannot trace a meta
+# convolution): its weights and inputs allocated, uninitialised, up to this many bytes.
+_CPU_TRACE_BYTES = 2 << 30
+
+
+def _on_cpu(module, inputs):
+    """The module and inputs as CPU tensors (uninitialised: a trace reads shapes, not values),
+    or (None, inputs) where they would take more than _CPU_TRACE_BYTES."""
+    import copy
+
+    import torch
+
+    tensors = [*module.parameters(), *module.buffers(), *inputs]
+    if sum(t.numel() * t.element_size() for t in tensors) > _CPU_TRACE_BYTES:
+        return None, inputs
+    cpu = copy.deepcopy(module).to_empty(device="cpu")
+    return cpu, tuple(torch.zeros(x.shape, dtype=x.dtype) for x in inputs)
+
+
+# fvcore has no handler for the fused recurrent ops: it would count their matmuls as 0.
+_FVCORE_BLIND = ("aten::lstm", "aten::gru", "aten::rnn_tanh", "aten::rnn_relu")
+
+
 def _fvcore(module, inputs) -> int | None:
     """fvcore's forward count in FLOPs: its MACs x 2 (one multiply-add = 2 FLOPs)."""
     import logging
@@ -296,11 +355,16 @@ def _fvcore(module, inputs) -> int | None:
             from fvcore.nn import FlopCountAnalysis
         except ImportError:
             return None
+        if module is None:  # too large to trace on the CPU
+            return None
         try:
             # a zero-count handler: fvcore 0.1.5 keeps using a built-in handle set to None
             analysis = FlopCountAnalysis(module, inputs).set_op_handle(
                 **{op: _zero for op in _FVCORE_OFF}, **{"prim::PythonOp.GroupedMM": _grouped_mm_macs})
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-            return 2 * int(analysis.total())
+            total = 2 * int(analysis.total())
+            if any(op in _FVCORE_BLIND for op in analysis.unsupported_ops()):
+                return None
+            return total
         except Exception:  # a tracer failure leaves the FlopCounterMode figure standing alone
             return None

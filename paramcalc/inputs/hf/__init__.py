@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paramcalc.errors import UserError
+from paramcalc.errors import UserError, warn
 from paramcalc.inputs.files import load_mapping, validate
 from paramcalc.inputs.hf import encoders, gemma, gpt, llama, moe, qwen, seq2seq
 from paramcalc.inputs.hf.fields import Config, Converter, Fields
@@ -67,7 +67,8 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
     archs = cfg.get("architectures") or []
     arch = archs[0] if isinstance(archs, list) and archs and isinstance(archs[0], str) else "ForCausalLM"
     try:
-        fields = convert(Fields(cfg, dict(defaults)))
+        read = Fields(cfg, dict(defaults))
+        fields = convert(read)
         if model_type == "electra" and arch.endswith("ForPreTraining"):
             fields["head"] = "discriminator"  # ELECTRA's pre-training class is its replaced-token detector
         else:
@@ -93,7 +94,26 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
         # Llama 3.1's long-context RoPE scaling names the context it was pre-trained at
         fields["training_seq_len"] = scaling["original_max_position_embeddings"]
     fields = {k: v for k, v in fields.items() if v is not None}
-    return validate(TransformerSpec, {"name": name, "family": model_type, "source": where, **fields}, where=where)
+    spec = validate(TransformerSpec, {"name": name, "family": model_type, "source": where, **fields}, where=where)
+    defaulted = read.defaulted_sizes()
+    if defaulted:  # transformers' behaviour, kept: the count stands, and says what it assumed
+        sizes = ", ".join(f"{k}={v}" for k, v in defaulted.items())
+        warn(f"{where}: defaulted {sizes} (transformers' {config_class(model_type)} defaults)")
+    return spec
+
+
+# transformers' config class per model_type where it is not the model_type in title case
+# (`qwen2_moe` -> Qwen2MoeConfig); tests/test_cli_polish.py holds these to transformers' own table
+_CONFIG_CLASSES = {
+    "smollm3": "SmolLM3Config", "stablelm": "StableLmConfig", "granitemoe": "GraniteMoeConfig", "gpt2": "GPT2Config",
+    "gpt_bigcode": "GPTBigCodeConfig", "gpt_neox": "GPTNeoXConfig", "gpt_neo": "GPTNeoConfig", "gptj": "GPTJConfig",
+    "opt": "OPTConfig", "xlm-roberta": "XLMRobertaConfig", "distilbert": "DistilBertConfig", "vit": "ViTConfig",
+    "mt5": "MT5Config", "mbart": "MBartConfig"}
+
+
+def config_class(model_type: str) -> str:
+    """transformers' configuration class for a model_type (`llama` -> LlamaConfig)."""
+    return _CONFIG_CLASSES.get(model_type) or model_type.title().replace("_", "").replace("-", "") + "Config"
 
 
 def from_config_file(path: Path) -> TransformerSpec:

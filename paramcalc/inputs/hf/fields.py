@@ -17,10 +17,12 @@ NULLABLE = {"num_key_value_heads", "head_dim", "q_lora_rank", "sliding_window", 
 
 
 class Fields:
-    """Reads one config with its family's defaults; a bad type is the user's error."""
+    """Reads one config with its family's defaults; a bad type is the user's error.
+    `defaulted` records each field read from the defaults, with the value it took."""
 
     def __init__(self, cfg: Config, defaults: Config):
         self.cfg, self.defaults = cfg, defaults
+        self.defaulted: dict[str, Any] = {}
 
     def __call__(self, *names: str) -> Any:
         """The first of `names` the config sets, else the family default of the
@@ -30,7 +32,23 @@ class Fields:
         for name in names:
             if name in self.cfg and (self.cfg[name] is not None or name in NULLABLE):
                 return self.cfg[name]
-        return self.defaults.get(names[0])
+        value = self.defaults.get(names[0])
+        if value is not None:
+            self.defaulted.setdefault(names[0], value)
+        return value
+
+    def defaulted_sizes(self) -> dict[str, int]:
+        """The sizes (whole numbers: widths, depths, head and expert counts, vocabulary, positions)
+        the config left to its family's defaults. Not listed: flags, activations, epsilons, and
+        the attention layout read whether or not it is switched on (LAYOUT)."""
+        return {k: v for k, v in self.defaulted.items()
+                if isinstance(v, int) and not isinstance(v, bool) and k not in LAYOUT}
+
+
+# Whole-number fields that size no tensor and that converters read before knowing whether
+# they apply (Qwen's windows when use_sliding_window is off): never reported as defaulted sizes.
+LAYOUT = {"sliding_window", "max_window_layers", "sliding_window_pattern", "window_size", "pad_token_id",
+          "no_rope_layer_interval"}
 
 
 Converter = Callable[[Fields], dict]  # one per model_type: config fields -> TransformerSpec fields

@@ -38,6 +38,7 @@ class MeasuredSpec:
     config_text: str  # the config.json mapping as JSON (hashable), rebuilt to measure FLOPs
     source: str
     note: str  # why this path was taken and how the count was made
+    parts: tuple = ()  # network/profiled.py's Parts: the base model's children (a vision tower, a projector)
 
 
 def measure(cfg: dict, where: str, name: str | None, supported: list[str]) -> MeasuredSpec:
@@ -47,6 +48,14 @@ def measure(cfg: dict, where: str, name: str | None, supported: list[str]) -> Me
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
+        text = cfg.get("text_config")
+        if isinstance(text, dict) and str(text.get("model_type")) in supported:
+            raise UserError(f"model_type {model_type!r} wraps a {text['model_type']!r} language model with other "
+                            "towers (vision, audio); counting the whole model needs transformers and torch, which "
+                            "are not installed", where=where, field="model_type",
+                            fix=f"install them ({INSTALL}) to count it on the meta device; or, to count the "
+                                "language model alone, save the 'text_config' object as its own config.json "
+                                "(paramcalc reads its model_type)") from None
         raise UserError(f"model_type {model_type!r} has no analytic importer, and counting it exactly needs "
                         "transformers and torch, which are not installed", where=where, field="model_type",
                         fix=f"install them ({INSTALL}) to count it on the meta device; analytic importers: "
@@ -66,8 +75,16 @@ def measure(cfg: dict, where: str, name: str | None, supported: list[str]) -> Me
     note = (f"model_type {model_type!r} has no analytic importer in paramcalc: counted exactly by building "
             f"transformers {version}'s {cls} on the meta device (sum of parameters.numel(), tied ones once); "
             "FLOPs measured by FlopCounterMode over a meta-device forward, memory without activations")
+    towers = [k for k in cfg if k.endswith("_config") and k != "text_config" and isinstance(cfg[k], dict)]
+    if towers:  # a multimodal model: every tower is in the count, shown apart in the breakdown
+        note += (f"; multimodal: the count holds every tower ({', '.join(towers)}, text_config) and the projector, "
+                 "each shown in the breakdown")
+    from paramcalc.torchref.profile import parts_of
+
+    parts = parts_of(model, getattr(model, "base_model_prefix", None) or None)
     return MeasuredSpec(name=name or model_type, params=sum(params.values()), embedding=embedding, buffers=buffers,
-                        model_type=model_type, model_class=cls, config_text=text, source=where, note=note)
+                        model_type=model_type, model_class=cls, config_text=text, source=where, note=note,
+                        parts=parts)
 
 
 @lru_cache(maxsize=4)
@@ -127,6 +144,10 @@ def measure_forward_flops(spec_text: str, where: str, batch: int, seq: int) -> t
     except Exception as error:
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         return None, f"FLOPs unknown: {cls}'s forward over input_ids did not run on the meta device ({first[:160]})"
+    towers = [k for k, v in json.loads(spec_text).items() if k.endswith("_config") and k != "text_config"
+              and isinstance(v, dict)]
+    text_only = (f"; input_ids alone run the language model: the {', '.join(towers)} tower's FLOPs on images or "
+                 "audio are not in it") if towers else ""
     return counter.get_total_flops(), (f"forward FLOPs measured by torch FlopCounterMode over {cls} on the meta "
                                        f"device, batch {batch} x seq {seq} input_ids (2 per multiply-add; "
-                                       "elementwise work not counted); backward = 2 x forward")
+                                       f"elementwise work not counted); backward = 2 x forward{text_only}")

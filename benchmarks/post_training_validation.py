@@ -1,0 +1,118 @@
+"""Post-training predictions against published measurements (issue #20): prints the
+table of docs/post-training-validation.md.
+
+    .venv/bin/python benchmarks/post_training_validation.py
+
+Each row: source, setup, the published figure, paramcalc's prediction and the error
+(prediction / measured - 1; for a fit verdict, whether the verdict agrees).
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from paramcalc.analysis.checkpoint import checkpoint_sizes  # noqa: E402
+from paramcalc.analysis.count import count_params  # noqa: E402
+from paramcalc.analysis.memory import estimate_memory, nf4_bytes  # noqa: E402
+from paramcalc.analysis.plan import plan_pipeline  # noqa: E402
+from paramcalc.units import GIB  # noqa: E402
+
+ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+# LLaMA 33B and 65B (Touvron et al. 2023, table 2; huggyllama/llama-30b and -65b config.json)
+SPECS = {
+    "llama-33b": dict(vocab_size=32000, hidden_size=6656, intermediate_size=17920, num_hidden_layers=60,
+                      num_attention_heads=52, max_position_embeddings=2048),
+    "llama-65b": dict(vocab_size=32000, hidden_size=8192, intermediate_size=22016, num_hidden_layers=80,
+                      num_attention_heads=64, max_position_embeddings=2048),
+    # GPT-3 175B's shapes (Brown et al. 2020, table 2.1: 96 layers, d_model 12288, 96 heads); the adapters on
+    # its h x h Wq and Wv depend on nothing else, so the rest of the layer is left as a llama-style one
+    "gpt3-175b": dict(vocab_size=50257, hidden_size=12288, intermediate_size=49152, num_hidden_layers=96,
+                      num_attention_heads=96, max_position_embeddings=2048),
+}
+
+
+def spec(folder: Path, name: str) -> str:
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, **SPECS[name]}))
+    return str(path)
+
+
+def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
+    out = []
+    # 1-2. QLoRA (Dettmers et al. 2023, abstract, sections 1 and 4): 65B on one 48 GB GPU, 33B on a 24 GB one;
+    # r = 64 on every linear, paged AdamW, gradient checkpointing; batch 1 x 512 tokens (figure 6's setting)
+    qlora = dict(seq_len=512, dtype="int4", lora_rank=64, lora_targets=ALL, recompute="full")
+    for name, gpu, gb in (("llama-33b", "rtx-4090", 24), ("llama-65b", "l40s", 48)):
+        r = estimate_memory(spec(folder, name), gpu=gpu, **qlora)
+        assert r.fits is not None and r.memory.total_per_gpu is not None
+        out.append(("QLoRA paper, abstract and section 4", f"{name} QLoRA r=64 all linears, 1 x 512, "
+                    f"checkpointing, {gb} GB", "fits", f"{'fits' if r.fits.fits else 'does not fit'} "
+                    f"({r.memory.total_per_gpu / GIB:.1f} GiB of {r.fits.gpu_bytes / GIB:.0f})",
+                    "right" if r.fits.fits else "WRONG"))
+    # 3. QLoRA section 3, Double Quantization: 0.127 bits a parameter of quantization constants
+    n = 4096 * 4096
+    bits = 8 * nf4_bytes(n) / n - 4
+    out.append(("QLoRA paper, section 3 (Double Quantization)", "NF4 constants, blocks of 64 and 256",
+                "0.127 bits/param", f"{bits:.4f} bits/param", f"{(bits / 0.127 - 1) * 100:+.1f}%"))
+    # 4. PEFT's print_trainable_parameters for Llama-2-7b, r = 8 on q_proj and v_proj
+    p = count_params("llama-2-7b", lora_rank=8, lora_targets="q_proj,v_proj").params
+    out.append(("PEFT docs (print_trainable_parameters)", "Llama-2-7b, r=8, q_proj v_proj", "4,194,304 trainable",
+                f"{p.trainable:,}", f"{(p.trainable / 4_194_304 - 1) * 100:+.1f}%"))
+    # 5. LoRA paper (Hu et al. 2021, section 4.2): GPT-3 175B, r = 4 on q and v, a 35 MB checkpoint
+    c = checkpoint_sizes(spec(folder, "gpt3-175b"), dtype="fp16", lora_rank=4, lora_targets="q_proj,v_proj")
+    mb = c.checkpoint.weights / 1e6
+    out.append(("LoRA paper, section 4.2", "GPT-3 175B adapters r=4 on Wq, Wv, fp16", "35 MB",
+                f"{mb:.1f} MB", f"{(mb / 35 - 1) * 100:+.1f}%"))
+    # 6. Stanford Alpaca README: LLaMA-7B, 52K examples, 3 epochs, 8 x A100 80GB, FSDP full_shard, ~3 hours
+    alpaca = {"model": "llama-2-7b", "gpu": "a100-80gb", "stages": [
+        {"name": "alpaca", "kind": "sft", "samples": 52_000, "epochs": 3, "seq_len": 512, "global_batch": 128,
+         "micro_batch": 4, "parallel": {"dp": 8, "zero": 3}}]}
+    path = folder / "alpaca.yaml"
+    path.write_text(yaml.safe_dump(alpaca))
+    s = plan_pipeline(path).stages[0]
+    out.append(("Stanford Alpaca README", "7B full SFT, 52K x 3 epochs, 512 tokens padded, 8 x A100-80GB",
+                "~3 h", f"{s.wall_clock_hours:.2f} h", f"{(s.wall_clock_hours / 3 - 1) * 100:+.0f}%"))
+    # 7. OpenRLHF README and paper (Hu et al. 2024): ~80% of PPO time is sample generation
+    ppo = {"model": "llama-2-7b", "gpu": "a100-80gb", "stages": [
+        {"name": "ppo", "kind": "ppo", "prompts": 1024, "rollout_batch": 1024, "prompt_tokens": 1024,
+         "response_tokens": 1024, "micro_batch": 1, "parallel": {"dp": 8, "zero": 3}}]}
+    path = folder / "ppo.yaml"
+    path.write_text(yaml.safe_dump(ppo))
+    s = plan_pipeline(path).stages[0]
+    total = s.gpu_hours * 3600 / s.gpus
+    share = _generation_share(s)
+    out.append(("OpenRLHF README / paper", "7B PPO, 1024 prompts, 1024 + 1024 tokens, 8 x A100-80GB, vLLM",
+                "~80% of time generating", f"{share * 100:.0f}% ({total:,.0f} s/iteration)",
+                f"{(share / 0.8 - 1) * 100:+.0f}%"))
+    return out
+
+
+def _generation_share(s) -> float:
+    """Generation's share of a ppo stage's time, from its per-pass rates (notes give the MFU of the rest)."""
+    import re
+
+    mfu = next(float(m.group(1)) for n in s.notes if (m := re.search(r"training passes at MFU ([0-9.]+)", n)))
+    peak = 312e12
+    other = sum(v for k, v in s.flops_breakdown.items() if not k.startswith("generation/")) / s.iterations
+    other_seconds = other / (s.gpus * peak * mfu)
+    total = s.gpu_hours * 3600 / s.gpus / s.iterations
+    return 1 - other_seconds / total
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        table = rows(Path(tmp))
+    print("| # | source | setup | measured | paramcalc | error |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for i, row in enumerate(table, 1):
+        print(f"| {i} | " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""Post-training as practitioners run it (issue #20): QLoRA's real layout, LoRA's
+backward FLOPs, a shared reference base, adapter-only checkpoints, PPO generation
+from the decode roofline and fine-tuning step time from the step-time model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from cli import assert_user_error, run
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from paramcalc.analysis.checkpoint import checkpoint_sizes
+from paramcalc.analysis.flops import backward_flops, forward_flops
+from paramcalc.analysis.memory import estimate_memory, nf4_base, nf4_bytes
+from paramcalc.analysis.plan import plan_pipeline
+from paramcalc.analysis.serve import estimate_serving
+from paramcalc.analysis.settings import with_lora_flags
+from paramcalc.blocks.base import Pass
+from paramcalc.network import lower
+
+ALL_LINEARS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+A100_BF16 = 312e12
+# LLaMA 33B and 65B (Touvron et al. 2023, table 2; huggyllama/llama-30b and -65b config.json)
+LLAMA_33B = dict(name="llama-33b", vocab_size=32000, hidden_size=6656, intermediate_size=17920,
+                 num_hidden_layers=60, num_attention_heads=52, max_position_embeddings=2048)
+LLAMA_65B = dict(name="llama-65b", vocab_size=32000, hidden_size=8192, intermediate_size=22016,
+                 num_hidden_layers=80, num_attention_heads=64, max_position_embeddings=2048)
+
+
+def spec(tmp_path: Path, cfg: dict) -> Path:
+    path = tmp_path / f"{cfg['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def pipeline(tmp_path: Path, *stages: dict, **top) -> object:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-2-7b", "gpu": "a100-80gb", **top, "stages": list(stages)}))
+    return plan_pipeline(path)
+
+
+# ---------------------------------------------------------------- QLoRA's layout
+
+
+def test_an_nf4_tensor_is_half_a_byte_a_weight_plus_double_quantized_block_scales():
+    """bitsandbytes' NF4 with compress_statistics: 4-bit codes; a uint8 absmax per 64 weights;
+    an fp32 absmax per 256 of those; one fp32 offset per tensor."""
+    n = 4096 * 11008
+    assert nf4_bytes(n) == n // 2 + n // 64 + 4 * (n // 64 // 256) + 4
+    assert nf4_bytes(100) == 50 + 2 + 4 + 4  # partial blocks round up
+    # QLoRA section 3, "Double Quantization": constants cost 8/64 + 32/(64 x 256) = 0.127 bits a parameter
+    assert (8 * nf4_bytes(n) / n - 4) == pytest.approx(8 / 64 + 32 / (64 * 256), abs=1e-4)
+    assert 8 / 64 + 32 / (64 * 256) == pytest.approx(0.127, abs=5e-4)
+
+
+def test_qlora_quantizes_the_layer_linears_and_keeps_embeddings_head_and_norms_in_bf16():
+    net = with_lora_flags(lower("llama-2-7b"), 8, None)
+    quantized, nbytes = nf4_base(net)
+    h, f, L, V = 4096, 11008, 32, 32000
+    assert quantized == L * (4 * h * h + 3 * h * f)
+    assert nbytes == L * (4 * nf4_bytes(h * h) + 3 * nf4_bytes(h * f))
+    m = estimate_memory("llama-2-7b", seq_len=256, dtype="int4", lora_rank=8).memory
+    trainable = 4_194_304
+    sixteen_bit = 2 * V * h + L * 2 * h + h  # embedding, lm_head, norms
+    assert m.weights == nbytes + 2 * sixteen_bit + 2 * trainable
+    assert m.gradients == 2 * trainable  # bf16 adapter gradients
+    assert m.optimizer == 8 * trainable  # paged_adamw_32bit: no fp32 master copy of bf16 adapters
+
+
+def test_qlora_fits_33b_on_24_gb_and_65b_on_48_gb_as_the_paper_says(tmp_path):
+    """Dettmers et al. 2023, abstract and section 4: 65B on a single 48 GB GPU, 33B on a 24 GB consumer GPU
+    (r = 64 on every linear, gradient checkpointing; sequence 512 at batch 1, figure 6's setting)."""
+    settings = dict(seq_len=512, dtype="int4", lora_rank=64, lora_targets=ALL_LINEARS, recompute="full")
+    assert estimate_memory(spec(tmp_path, LLAMA_33B), gpu="rtx-4090", **settings).fits.fits
+    assert estimate_memory(spec(tmp_path, LLAMA_65B), gpu="l40s", **settings).fits.fits
+    assert not estimate_memory(spec(tmp_path, LLAMA_65B), gpu="rtx-4090", **settings).fits.fits
+    # bf16 LoRA of the same 33B does not fit in 24 GB: the 4-bit base is what makes it fit
+    bf16 = dict(settings, dtype="bf16")
+    assert not estimate_memory(spec(tmp_path, LLAMA_33B), gpu="rtx-4090", **bf16).fits.fits
+
+
+# ---------------------------------------------------------------- LoRA's backward FLOPs
+
+
+class PeftLinear(nn.Module):
+    """PEFT's lora.Linear: a frozen base nn.Linear plus trainable A (r x in) and B (out x r)."""
+
+    def __init__(self, d_in: int, d_out: int, r: int):
+        super().__init__()
+        self.base_layer = nn.Linear(d_in, d_out, bias=False).requires_grad_(False)
+        self.lora_A = nn.Linear(d_in, r, bias=False)
+        self.lora_B = nn.Linear(r, d_out, bias=False)
+
+    def forward(self, x):
+        return self.base_layer(x) + self.lora_B(self.lora_A(x)) * 2.0
+
+
+def test_lora_backward_skips_the_frozen_weight_gradients_as_flop_counter_mode_counts():
+    T, d, f, r = 14, 48, 40, 4
+    net_module = nn.Sequential(PeftLinear(d, f, r), PeftLinear(f, d, r))
+    x = torch.randn(2, 7, d, requires_grad=True)  # inside a network: the input carries a gradient
+    with FlopCounterMode(display=False) as fwd:
+        out = net_module(x)
+    with FlopCounterMode(display=False) as bwd:
+        out.sum().backward()
+    base = 2 * T * (d * f + f * d)
+    adapters = 2 * T * (r * d + f * r) + 2 * T * (r * f + d * r)
+    assert fwd.get_total_flops() == base + adapters
+    # frozen base: input gradient only (1 x); adapters: input and weight gradients (2 x)
+    assert bwd.get_total_flops() == base + 2 * adapters
+    assert fwd.get_total_flops() + bwd.get_total_flops() < 3 * fwd.get_total_flops()
+
+
+def test_a_lora_sft_stage_counts_forward_plus_backward_without_frozen_weight_gradients(tmp_path):
+    stage = {"name": "sft", "kind": "sft", "samples": 256, "seq_len": 512, "global_batch": 128, "micro_batch": 4,
+             "parallel": {"dp": 8}, "mfu": 0.4}
+    full = pipeline(tmp_path, stage).stages[0]
+    lora = pipeline(tmp_path, dict(stage, lora={"rank": 16, "targets": ["q_proj", "v_proj"]})).stages[0]
+    net = with_lora_flags(lower("llama-2-7b"), 16, "q_proj,v_proj")
+    p = Pass(128, 512)
+    assert lora.flops_breakdown["model/train"] == 2 * (forward_flops(net, p) + backward_flops(net, p))
+    assert full.flops_breakdown["model/train"] == 2 * 3 * forward_flops(lower("llama-2-7b"), p)
+    assert lora.flops / full.flops == pytest.approx(2 / 3, abs=0.01)  # 2 x forward, not 3 x
+    assert lora.time_per_step_seconds == pytest.approx(2 / 3 * full.time_per_step_seconds, rel=0.02)
+
+
+# ---------------------------------------------------------------- shared reference, adapter checkpoints
+
+
+def test_a_lora_dpo_reference_shares_the_policys_base_and_holds_no_second_copy(tmp_path):
+    stage = {"name": "dpo", "kind": "dpo", "samples": 128, "seq_len": 1024, "global_batch": 64, "micro_batch": 1,
+             "parallel": {"dp": 8}, "mfu": 0.4}
+    full = pipeline(tmp_path, stage).stages[0]
+    lora = pipeline(tmp_path, dict(stage, lora={"rank": 16})).stages[0]
+    assert full.memory.breakdown["reference/weights"] == 2 * 6_738_415_616
+    assert "reference/weights" not in lora.memory.breakdown
+    assert lora.flops_breakdown["reference/forward"] == full.flops_breakdown["reference/forward"]  # still run
+    assert any("adapters disabled" in n for n in lora.notes)
+
+
+def test_a_lora_checkpoint_holds_the_adapters_only():
+    c = checkpoint_sizes("llama-2-7b", lora_rank=8).checkpoint
+    assert c.weights == 2 * 4_194_304  # PEFT's adapter_model.safetensors in bf16: 8 MiB
+    assert c.resumable == 14 * 4_194_304  # + fp32 master and Adam state of the adapters
+    r = run("checkpoint", "llama-2-7b", "--lora-rank", "8", "--json")
+    assert r.code == 0 and r.json["checkpoint"]["resumable"] == 58_720_256
+
+
+# ---------------------------------------------------------------- PPO generation from the decode roofline
+
+PPO = {"name": "ppo", "kind": "ppo", "iterations": 1, "rollout_batch": 8, "prompt_tokens": 256,
+       "response_tokens": 256, "micro_batch": 1, "parallel": {"dp": 8}, "mfu": 0.4}
+
+
+def test_ppo_decode_time_is_the_serving_roofline_tpot_at_the_batch_each_replica_runs(tmp_path):
+    """8 prompts on 8 one-GPU replicas: each decodes one sequence; R - 1 steps of serve's TPOT."""
+    s = pipeline(tmp_path, PPO).stages[0]
+    tpot = estimate_serving("llama-2-7b", gpu="a100-80gb", prompt=256, output=256, batches=(1,)).points[0]
+    decode = s.flops_breakdown["generation/decode"]
+    # the plan's time for the pass: FLOPs / (GPUs x peak x implied MFU) == 255 x TPOT
+    seconds = s.gpu_hours * 3600 / 8 - _other_seconds(s)
+    assert decode > 0
+    assert seconds == pytest.approx(255 * tpot.tpot_seconds + tpot.ttft_seconds, rel=1e-6)
+
+
+def _other_seconds(s) -> float:
+    """Seconds of the scoring and training passes, at MFU 0.4 on 8 A100s."""
+    other = sum(v for k, v in s.flops_breakdown.items() if not k.startswith("generation/"))
+    return other / (8 * A100_BF16 * 0.4)
+
+
+def test_hf_generate_is_slower_than_a_vllm_style_engine_and_generation_mfu_still_overrides(tmp_path):
+    vllm = pipeline(tmp_path, PPO).stages[0]
+    hf = pipeline(tmp_path, dict(PPO, generation={"engine": "hf"})).stages[0]
+    fixed = pipeline(tmp_path, dict(PPO, generation_mfu=0.1)).stages[0]
+    assert hf.wall_clock_hours > vllm.wall_clock_hours
+    gen = sum(v for k, v in fixed.flops_breakdown.items() if k.startswith("generation/"))
+    assert fixed.gpu_hours * 3600 == pytest.approx(_other_seconds(fixed) * 8 + gen / (A100_BF16 * 0.1), rel=1e-9)
+    # eager generate: at least 1 ms a layer a step (32 layers)
+    assert (hf.gpu_hours * 3600 / 8 - _other_seconds(hf)) >= 255 * 32e-3
+
+
+def test_bad_generation_and_lora_settings_exit_2_naming_the_key(tmp_path):
+    for stage, key in ((dict(PPO, generation={"tp": 3}), "stages[0].generation.tp"),
+                       (dict(PPO, generation={"engine": "trt"}), "stages[0].generation.engine"),
+                       (dict(PPO, lora={"rank": 0}), "stages[0].lora.rank"),
+                       (dict(PPO, lora={"rank": 8, "targets": ["qkv"]}), "stages[0].lora.targets")):
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump({"model": "llama-2-7b", "gpu": "a100-80gb", "stages": [stage]}))
+        assert_user_error(run("plan", path), key)
+
+
+# ---------------------------------------------------------------- fine-tuning step time
+
+
+def test_without_an_mfu_a_stage_is_timed_by_the_step_time_model_and_lora_steps_faster(tmp_path):
+    stage = {"name": "sft", "kind": "sft", "samples": 52_000, "epochs": 3, "seq_len": 512, "global_batch": 128,
+             "micro_batch": 4, "parallel": {"dp": 8, "zero": 3}}
+    full = pipeline(tmp_path, stage).stages[0]
+    lora = pipeline(tmp_path, dict(stage, lora={"rank": 16})).stages[0]
+    mfu_full = full.flops_breakdown["model/train"] / full.steps / (8 * A100_BF16 * full.time_per_step_seconds)
+    assert 0.3 < mfu_full < 0.8  # a real GEMM-shape model, not the flat 0.4 default
+    assert mfu_full != pytest.approx(0.4, abs=1e-3)
+    assert lora.time_per_step_seconds < full.time_per_step_seconds
