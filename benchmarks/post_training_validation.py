@@ -90,6 +90,51 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     out.append(("OpenRLHF README / paper", "7B PPO, 1024 prompts, 1024 + 1024 tokens, 8 x A100-80GB, vLLM",
                 "~80% of time generating", f"{share * 100:.0f}% ({total:,.0f} s/iteration)",
                 f"{(share / 0.8 - 1) * 100:+.0f}%"))
+    # 8-12. LitGPT's resource tables (tutorials/resource-tables.md, 10/20/2023): finetune/lora.py on one
+    # A100-SXM4-40GB, --precision bf16-true (bf16 weights, adapters and AdamW state: the pure-bf16 recipe),
+    # r = 8 on query and value, Alpaca padded to its longest sample (1,304 Llama-2 tokens), no checkpointing;
+    # "Max GPU RAM" is torch.cuda.max_memory_allocated / 1e9
+    litgpt = dict(seq_len=1304, lora_rank=8, gpu="a100-40gb")
+    for name, extra, measured in (("llama-2-7b", dict(precision="bf16"), 21.30),
+                                  ("llama-2-7b", dict(precision="bf16", batch=2), 29.07),
+                                  ("llama-2-13b", dict(precision="bf16"), 38.12),
+                                  ("llama-2-7b", dict(dtype="int4"), 13.84)):
+        r = estimate_memory(name, **litgpt, **extra)
+        assert r.memory.total_per_gpu is not None
+        gb = r.memory.total_per_gpu / 1e9
+        what = "QLoRA nf4-dq" if extra.get("dtype") == "int4" else "LoRA"
+        out.append(("LitGPT resource tables (LoRA on 1 GPU)", f"{name} {what} r=8 q,v, micro-batch "
+                    f"{extra.get('batch', 1)}, 1304 tokens, bf16-true, A100-40GB", f"{measured:.2f} GB",
+                    f"{gb:.2f} GB", f"{(gb / measured - 1) * 100:+.1f}%"))
+    r = estimate_memory("llama-2-7b", **litgpt, precision="bf16", batch=4)
+    assert r.fits is not None
+    out.append(("LitGPT resource tables (LoRA on 1 GPU)", "llama-2-7b LoRA r=8 q,v, micro-batch 4, 1304 tokens, "
+                "A100-40GB", "OOM", "does not fit" if not r.fits.fits else "fits",
+                "right" if not r.fits.fits else "WRONG"))
+    # 13. HF PEFT README: bigscience/bloomz-7b1 (7,069,016,064 parameters) full fine-tuning on one A100-80GB: OOM
+    r = estimate_memory("7069016064")
+    gb = r.memory.model_states_per_gpu / 1e9
+    out.append(("HF PEFT README (memory table)", "bloomz-7b1 full fine-tuning, mixed AdamW, A100-80GB", "OOM",
+                f"does not fit (model states alone {gb:.0f} GB)" if gb > 80 * 2**30 / 1e9 else "fits",
+                "right" if gb > 80 * 2**30 / 1e9 else "WRONG"))
+    # 14-15. OpenRLHF paper (Hu et al. 2024, table "PPO ... 1024 prompts, 1 epoch", A800-80GB): average seconds
+    # of one PPO iteration, prompt 1024 + response 1024; 7B on 16 GPUs, 13B on 32. The split between the
+    # trainers and the vLLM engines is assumed here (half and half, vLLM tp 1 for 7B and 2 for 13B);
+    # the A800 is the A100-80GB with a slower NVLink
+    for name, gpus, tp, measured in (("llama-2-7b", 16, 1, 471.11), ("llama-2-13b", 32, 2, 608.93)):
+        ppo = {"model": name, "gpu": "a100-80gb", "stages": [
+            {"name": "ppo", "kind": "ppo", "iterations": 1, "rollout_batch": 1024, "prompt_tokens": 1024,
+             "response_tokens": 1024, "micro_batch": 1, "parallel": {"dp": gpus // 2, "zero": 3},
+             "generation": {"gpus": gpus // 2, "tp": tp}}]}
+        path = folder / f"openrlhf-{name}.yaml"
+        path.write_text(yaml.safe_dump(ppo))
+        st = plan_pipeline(path).stages[0]
+        assert st.rollout is not None
+        sec = st.rollout.iteration_seconds
+        out.append(("OpenRLHF paper (PPO time per 1024 prompts)", f"{name} PPO, {gpus} x A800: {gpus // 2} train "
+                    f"(ZeRO-3) + {gpus // 2} vLLM (tp {tp}), 1024 + 1024 tokens", f"{measured:.0f} s",
+                    f"{sec:.0f} s (generation {st.rollout.generation_share:.0%})",
+                    f"{(sec / measured - 1) * 100:+.0f}%"))
     return out
 
 

@@ -187,3 +187,24 @@ def test_estimate_cli_table_and_a_bare_count():
     bare = run("estimate", "7B", "--tokens", "1T", "--json").json
     assert bare["memory"] is None and bare["step"]["mfu"] == 0.4 and bare["step"]["mfu_source"] == "assumed"
     assert math.isclose(bare["cost"]["gpu_hours"], 6 * 7e9 * 1e12 / (989.4e12 * 0.4) / 3600, rel_tol=1e-9)
+
+
+def test_measured_kernel_efficiencies_replace_the_catalogs(tmp_path):
+    """A benchmarks/gpu_kernels.py file: its efficiencies drive the step time; keys it lacks keep the catalog's."""
+    import json
+
+    flags = ["llama-3.1-8b", "--gpus", "8", "--tp", "1", "--global-batch", "8", "--micro-batch", "1",
+             "--recompute", "none", "--seq-len", "2048", "--zero", "1", "--json"]
+    slow = tmp_path / "kernels.json"
+    slow.write_text(json.dumps({"kind": "paramcalc.kernels", "efficiency": {"gemm_bf16": 0.35, "source": "test"}}))
+    base = run("estimate", *flags).json["step"]
+    measured = run("estimate", *flags, "--kernels", str(slow)).json
+    assert measured["step"]["compute_seconds"] > 1.6 * base["compute_seconds"]  # GEMMs are most of the kernels
+    assert any("measured: test" in n for n in measured["notes"])
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"kind": "paramcalc.kernels", "efficiency": {"gemm_bf16": 1.5}}))
+    r = run("estimate", *flags, "--kernels", str(bad))
+    assert r.code == 2 and "gemm_bf16" in r.err and "Traceback" not in r.err
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({"kind": "other"}))
+    assert run("estimate", *flags, "--kernels", str(wrong)).code == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hf_reference import hf_flops, hf_params
+from test_ssm import CASES as SSM_CASES
 from paramcalc.blocks.base import Pass
 from paramcalc.inputs.hf import FAMILIES, from_config
 from paramcalc.network import lower as build
@@ -27,6 +28,12 @@ BART_SMALL = dict(vocab_size=101, d_model=64, encoder_layers=2, decoder_layers=2
                   encoder_attention_heads=4, decoder_attention_heads=4, max_position_embeddings=32)
 ELECTRA_SMALL = dict(SMALL, embedding_size=32, max_position_embeddings=34)
 DISTIL_SMALL = dict(vocab_size=101, dim=64, hidden_dim=96, n_layers=2, n_heads=4, max_position_embeddings=34)
+ALBERT_SMALL = dict(SMALL, embedding_size=32, max_position_embeddings=34)
+# DeBERTa-v3's shape (no absolute positions, 2 x 8 shared relative rows); pad_token_id null keeps
+# transformers' padding check (an .item()) off the meta device the saved-bytes reference runs on
+DEBERTA_SMALL = dict(SMALL, max_position_embeddings=34, relative_attention=True, position_buckets=8,
+                     pos_att_type="p2c|c2p", share_att_key=True, norm_rel_ebd="layer_norm",
+                     position_biased_input=False, pad_token_id=None)
 NEO_SMALL = dict(vocab_size=101, hidden_size=64, num_layers=2, num_heads=4, attention_types=[[["global", "local"], 1]],
                  window_size=4, max_position_embeddings=32)
 
@@ -212,6 +219,24 @@ CASES = [
     ("olmo2", "Olmo2ForCausalLM", dict(mlp_bias=True)),
     # an encoder family's causal-LM class keeps its MLM head
     ("bert", "BertLMHeadModel", dict(SMALL, max_position_embeddings=32, is_decoder=True)),
+    # ALBERT: factorised embeddings, layers shared across groups (counted once, run every step)
+    ("albert", "AlbertForMaskedLM", dict(ALBERT_SMALL)),
+    ("albert", "AlbertForMaskedLM", dict(ALBERT_SMALL, num_hidden_layers=4, num_hidden_groups=2, inner_group_num=2,
+                                         hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1)),
+    ("albert", "AlbertModel", dict(ALBERT_SMALL, num_hidden_layers=3, inner_group_num=2)),
+    ("albert", "AlbertForSequenceClassification", dict(ALBERT_SMALL, num_hidden_layers=4, num_hidden_groups=2,
+                                                       num_labels=3)),
+    # DeBERTa-v2/v3: disentangled attention, shared or own position projections, v2's conv layer
+    ("deberta-v2", "DebertaV2ForMaskedLM", dict(DEBERTA_SMALL)),
+    ("deberta-v2", "DebertaV2ForMaskedLM", dict(DEBERTA_SMALL, legacy=False, hidden_dropout_prob=0.0,
+                                                attention_probs_dropout_prob=0.0)),
+    ("deberta-v2", "DebertaV2ForMaskedLM", dict(DEBERTA_SMALL, pos_att_type=["c2p"], share_att_key=False,
+                                                norm_rel_ebd="none", position_buckets=-1, max_relative_positions=6,
+                                                conv_kernel_size=3, position_biased_input=True, type_vocab_size=2)),
+    ("deberta-v2", "DebertaV2ForMaskedLM", dict(DEBERTA_SMALL, share_att_key=False, relative_attention=False)),
+    ("deberta-v2", "DebertaV2Model", dict(DEBERTA_SMALL, share_att_key=False)),
+    ("deberta-v2", "DebertaV2ForSequenceClassification", dict(DEBERTA_SMALL, num_labels=3)),
+    ("deberta-v2", "DebertaV2ForTokenClassification", dict(DEBERTA_SMALL, num_labels=5)),
 ]
 
 
@@ -227,8 +252,9 @@ def _id(case) -> str:
 
 def test_every_supported_model_type_has_a_parity_case():
     # llama4_text has its own test below (transformers computes every expert on every token);
-    # vit reads pixels, not token ids: tests/test_vit.py
-    assert {c[0] for c in CASES} | {"llama4_text", "vit"} == set(FAMILIES)
+    # vit reads pixels, not token ids: tests/test_vit.py; state-space models: tests/test_ssm.py
+    # (FlopCounterMode over-counts their depthwise conv's weight gradient)
+    assert {c[0] for c in CASES} | {"llama4_text", "vit"} | {c[0] for c in SSM_CASES} == set(FAMILIES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)

@@ -37,8 +37,9 @@ _ORDER = {name: i for i, name in enumerate(("embedding", "conv", "recurrent", "a
                                             "experts", "linear", "lora", "norms", "head"))}
 
 
-def rows(net: Network, figure) -> list[Row]:
-    """Group a per-block figure by stage and component, once and times the stage's count."""
+def rows(net: Network, figure, *, weights: bool = False) -> list[Row]:
+    """Group a per-block figure by stage and component, once and times the stage's count
+    (`weights`: its copies of the weights, which ALBERT's shared layers hold once)."""
     out: list[Row] = []
     for stage in net.stages:
         grouped: dict[str, int] = {}
@@ -46,7 +47,8 @@ def rows(net: Network, figure) -> list[Row]:
         for key, value in figure(stage.block).items():
             name = "lora" if "/lora_A" in key or "/lora_B" in key else own(key) if own else component(stage.name, key)
             grouped[name] = grouped.get(name, 0) + value
-        out += [Row(stage=stage.name, component=name, each=v, count=stage.count, total=v * stage.count)
+        count = stage.copies if weights else stage.count
+        out += [Row(stage=stage.name, component=name, each=v, count=count, total=v * count)
                 for name, v in sorted(grouped.items(), key=lambda kv: _ORDER.get(kv[0], 99)) if v]
     return out
 
@@ -120,7 +122,7 @@ def _count(net: Network) -> CountReport:
                        params=Params(total=total, embedding=embedding, non_embedding=total - embedding, active=active,
                                      expected=None if net.adapters else net.expected_params, trainable=trainable,
                                      frozen=total - trainable, buffers=buffers),
-                       breakdown=rows(net, lambda b: b.params()))
+                       breakdown=rows(net, lambda b: b.params(), weights=True))
 
 
 def _checkpoint(ckpt: Checkpoint, analytic: int | None, config: dict) -> CheckpointCount:

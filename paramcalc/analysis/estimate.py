@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 
-from paramcalc.analysis.comm import measured_link_bandwidth
+from paramcalc.analysis.comm import measured_efficiency, measured_link_bandwidth
 from paramcalc.analysis.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost, parse_mfu
 from paramcalc.analysis.count import count_params
 from paramcalc.analysis.flops import count_flops
@@ -39,11 +39,12 @@ TRAIN_DTYPES = ("bf16", "fp16", "fp8")
 def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq_len=None, global_batch=None,
              micro_batch=None, tp=None, pp=None, vpp=None, cp=None, ep=None, sp: bool | None = None, zero=None,
              recompute: str | None = None, attention: str = "flash", dtype: str = "bf16", mfu="auto",
-             days=DEFAULT_DAYS, usd_per_hour=None, comm_file=None) -> EstimateReport:
+             days=DEFAULT_DAYS, usd_per_hour=None, comm_file=None, kernels_file=None) -> EstimateReport:
     """Everything at once: params, FLOPs, a plan, its step time and memory, GPU-hours and dollars.
 
     Tokens default to Chinchilla's 20 per parameter (Hoffmann et al. 2022). `comm_file` is a
-    `paramcalc bench-collectives` file whose measured bus bandwidth replaces the scale-up link's.
+    `paramcalc bench-collectives` file whose measured bus bandwidth replaces the scale-up link's;
+    `kernels_file` a `benchmarks/gpu_kernels.py` file whose efficiencies replace the catalog's.
 
     >>> r = estimate("llama-3.1-8b", gpus=8, tokens="1T")
     >>> (r.plan.dp, r.plan.tp, r.memory.fits)
@@ -60,6 +61,9 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
                    zero=zero, recompute=recompute, sp=sp)
     card = load_gpu(gpu)
     notes: list[str] = []
+    if kernels_file is not None:
+        card = measured_efficiency(kernels_file, card)
+        notes.append(f"kernel efficiencies measured: {card.efficiency.source} ({kernels_file})")
     if comm_file is not None:
         link = measured_link_bandwidth(comm_file)
         card = card.model_copy(update={"interconnect": Link(name="measured", bandwidth=link),

@@ -15,6 +15,7 @@ from paramcalc.analysis.count import rows
 from paramcalc.analysis.settings import RECOMPUTE, choose, make_pass, parse_attention
 from paramcalc.blocks.base import Pass
 from paramcalc.blocks.moe import MoE
+from paramcalc.blocks.ssm import Mamba, Mamba2
 from paramcalc.network import Model, Network, TransformerNetwork, lower, transformer_layer
 from paramcalc.network.measured import MeasuredCount
 from paramcalc.results.flops import Flops, FlopsReport
@@ -66,10 +67,14 @@ def non_matmul_flops(net: TransformerNetwork, p: Pass) -> int:
         layer = transformer_layer(stage)
         pairs = p.attended_pairs(getattr(layer.attention, "window", None))
         per = 5 * T * h * len(layer.norm_names) + 2 * T * h  # norms + two residual adds
-        per += 5 * p.batch * net.heads * pairs  # scale, mask, softmax
-        # MoE: the shape of a routed expert, top_k of them per token
-        mlp, k = (layer.mlp.expert, layer.mlp.top_k) if isinstance(layer.mlp, MoE) else (layer.mlp, 1)
-        per += k * T * mlp.ffn * (6 if mlp.gated else 5)  # activation (+ gate product)
+        if isinstance(layer.attention, (Mamba, Mamba2)):  # the scan's recurrence (blocks/ssm.py), not a matmul
+            per += layer.attention.scan_elementwise_flops(p)
+        else:
+            per += 5 * p.batch * net.heads * pairs  # scale, mask, softmax
+        if layer.mlp is not None:
+            # MoE: the shape of a routed expert, top_k of them per token
+            mlp, k = (layer.mlp.expert, layer.mlp.top_k) if isinstance(layer.mlp, MoE) else (layer.mlp, 1)
+            per += k * T * mlp.ffn * (6 if mlp.gated else 5)  # activation (+ gate product)
         total += per * stage.count
     return total
 

@@ -22,9 +22,11 @@ from dataclasses import dataclass, replace
 
 from paramcalc.analysis.settings import (
     DTYPE_BYTES,
+    OFFLOAD,
     OPTIMIZER_STATE,
     PRECISION,
     RECOMPUTE,
+    STATE_IN_BF16,
     choose,
     make_pass,
     parse_attention,
@@ -34,6 +36,7 @@ from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Breakdown, Pass
 from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.mla import LatentAttention
+from paramcalc.blocks.ssm import Mamba, Mamba2
 from paramcalc.errors import UserError
 from paramcalc.network import Model, Network, lower, transformer_layer
 from paramcalc.network.measured import MeasuredCount
@@ -57,8 +60,21 @@ def check_setup(s: Setup) -> Setup:
                                   ("precision", s.precision, PRECISION), ("optimizer", s.optimizer, OPTIMIZER_STATE),
                                   ("recompute", s.recompute, RECOMPUTE),
                                   ("attention", s.attention, ("eager", "flash")),
-                                  ("profile", s.profile, PROFILES)):
+                                  ("profile", s.profile, PROFILES), ("offload", s.offload, OFFLOAD)):
         choose(value, choices, field)
+    if s.mode == "train" and s.precision == "bf16" and s.dtype != "bf16" and not s.quantized_base:
+        raise UserError(f"the pure-bf16 recipe keeps bf16 weights, not {s.dtype}", field="precision",
+                        fix="use {dtype} bf16, or {precision} mixed")
+    if s.mode == "train" and s.offload in ("params", "both") and s.zero < 3:
+        raise UserError(f"offloading parameters needs ZeRO-3 / FSDP (they are fetched per layer), got ZeRO-{s.zero}",
+                        field="offload", fix="give {zero} 3, or offload the optimizer only")
+    if s.mode == "train" and s.offload_activations and s.recompute != "full":
+        raise UserError("activation offload moves the checkpointed layer inputs to the CPU: it needs full "
+                        "recomputation", field="offload_activations", fix="give {recompute} full")
+    if s.mode == "train" and s.optimizer_in_backward and s.micro_batches > 1:
+        raise UserError("the optimizer step in backward frees each gradient at once: it cannot accumulate "
+                        f"{s.micro_batches} micro-batches (torchtune refuses it too)", field="optimizer_in_backward",
+                        fix="use one micro-batch per step, or drop the option")
     if s.zero not in (0, 1, 2, 3):
         raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {s.zero}", field="zero")
     if s.mode == "train" and s.precision in ("mixed", "megatron") and DTYPE_BYTES[s.dtype] > 2:
@@ -110,7 +126,7 @@ def model_states(params: int, s: Setup, adafactor_state: int | None = None,
         frozen_bytes = int(frozen * (w_b or dtype))
     weights = trainable * (w_b or dtype) + frozen_bytes
     grads = trainable * (g_b or max(dtype, 2))
-    state = OPTIMIZER_STATE[s.optimizer]
+    state = (STATE_IN_BF16 if s.precision == "bf16" else OPTIMIZER_STATE)[s.optimizer]
     if state is None:  # adafactor: its factored state depends on the matrices' shapes, which the caller knows
         assert adafactor_state is not None, "adafactor's state is the caller's to count"
         opt = trainable * master + adafactor_state
@@ -150,8 +166,8 @@ def nf4_base(net: Network) -> tuple[int, int]:
             full = f"{stage.name}/{key}"
             if (full.endswith("/weight") and "norm" not in full and "/router/" not in full and "lora_" not in full
                     and net.is_frozen(full)):
-                params += stage.count * n
-                nbytes += stage.count * nf4_bytes(n)
+                params += stage.copies * n
+                nbytes += stage.copies * nf4_bytes(n)
     return params, nbytes
 
 
@@ -176,12 +192,16 @@ def inference_kv_dtype(dtype: str, kv_dtype: str | None = None) -> str:
 
 
 def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
-    """Exact cache size: K and V per layer per token; MLA keeps one latent."""
+    """Exact cache size: K and V per layer per token; MLA keeps one latent; a Mamba layer its
+    recurrent state (conv and SSM state, blocks/ssm.py) per sequence, in the cache dtype."""
     total = 0
     for stage in net.layers:
         att = transformer_layer(stage).attention
         if isinstance(att, Attention) and not att.causal:
             continue  # encoder self-attention (BERT, ViT) sees the whole input at once: nothing is cached
+        if isinstance(att, (Mamba, Mamba2)):  # no K/V: a constant conv + SSM state per sequence, whatever its length
+            total += stage.count * att.state_elements() * batch
+            continue
         if isinstance(att, LatentAttention):
             per_token = att.kv_lora_rank + att.qk_rope_head_dim
         else:
@@ -313,6 +333,9 @@ class Terms:
     kv_cache: int | None
     overhead: int | None
     breakdown: Breakdown
+    cpu: int = 0  # bytes offloaded to CPU memory
+    pcie_step: int = 0  # PCIe bytes per optimizer step (optimizer offload)
+    pcie_micro: int = 0  # PCIe bytes per micro-batch (parameter and activation offload)
 
     @property
     def states(self) -> int:
@@ -366,11 +389,35 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
             share = (local - train) / frozen_all if frozen_all else 0.0
             nf4 = (int(base[0] * share), int(base[1] * share))
         weights, grads, opt = model_states(local, s, _adafactor_bytes(net, train), train, nf4)
-        activations = sum(load.activations.values())
+        kept: Breakdown = dict(load.activations)
+        cpu, pcie_step, pcie_micro = {}, 0, 0
+        if s.chunked_loss and load.head:
+            kept = _chunked_loss(net, p, s, kept)
+        if s.offload_activations:
+            kept, cpu["activations"] = _offload_activations(net, kept)
+            pcie_micro += 2 * cpu["activations"]  # out in forward, back in for the backward's recomputation
+        if s.optimizer_in_backward:
+            grads = _largest_gradient(net, s, train)
+        if s.offload in ("optimizer", "both"):
+            # ZeRO-Offload (Ren et al. 2021, section 4.1): fp32 master, optimizer state and the gradients
+            # live on the CPU, where the step runs; per step 2 bytes a parameter of gradients go out and
+            # the updated 16-bit weights come back (its minimal 4 x params of PCIe traffic)
+            cpu["optimizer"], cpu["gradients"] = opt, grads
+            shard = _ceil(train, s.shards if s.zero >= 1 else 1)
+            pcie_step += 2 * shard + 2 * shard
+            opt, grads = 0, 0
+        if s.offload in ("params", "both"):
+            # DeepSpeed's offload_param / FSDP's CPUOffload: the 16-bit weight shards live on the CPU and
+            # are copied in before each gather, in forward and again in backward (per micro-batch)
+            cpu["weights"] = weights
+            pcie_micro += 2 * weights
+            weights = 0
+        activations = sum(kept.values())
         terms = _overheads(net, p, s, weights + grads + opt + activations, context, slack, head=load.head,
                            stage_params=local)
-        parts = dict(load.activations) | {f"overhead/{k}": v for k, v in terms.items()}
-        candidate = Terms(weights, grads, opt, activations, 0, sum(terms.values()), parts)
+        parts = kept | {f"overhead/{k}": v for k, v in terms.items()} | {f"cpu/{k}": v for k, v in cpu.items()}
+        candidate = Terms(weights, grads, opt, activations, 0, sum(terms.values()), parts, sum(cpu.values()),
+                          pcie_step, pcie_micro)
         if best is None or (candidate.total or 0) > (best.total or 0):
             best = candidate
     assert best is not None  # stage_loads returns at least one stage
@@ -382,7 +429,9 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                     tp=1, pp=1, cp=1, ep=1, vpp=1, micro_batches=None, sequence_parallel: bool = False,
                     recompute: str = "none", attention: str = "flash", reshard: bool = True, profile: str = "auto",
                     gpu: str | None = None, lora_rank=None, lora_targets: str | None = None,
-                    context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION) -> MemoryReport:
+                    context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION, offload: str = "none",
+                    offload_activations: bool = False, chunked_loss: bool = False,
+                    optimizer_in_backward: bool = False) -> MemoryReport:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads.
 
     Training at the model's pre-training context (`seq_len` default) with flash attention by
@@ -404,7 +453,9 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                   zero=_stage(zero), **ranks, sequence_parallel=sequence_parallel, recompute=recompute,
                   attention=parse_attention(attention), reshard=reshard, quantized_base=quantized,
                   micro_batches=ranks["pp"] if micro_batches is None else
-                  parse_positive_int(micro_batches, field="micro_batches"))
+                  parse_positive_int(micro_batches, field="micro_batches"), offload=offload,
+                  offload_activations=offload_activations, chunked_loss=chunked_loss,
+                  optimizer_in_backward=optimizer_in_backward)
     setup = check_setup(setup.model_copy(update={"profile": resolve_profile(profile, setup)}))
     if setup.tp > 1:
         net.check_tensor_parallel(setup.tp)
@@ -434,6 +485,12 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                                           "2022: 16-bit tensors, 1-byte dropout masks)" if setup.profile == "megatron"
                                           else "transformers' eager implementation keeps them (the reference)")
                      + f", {setup.attention} attention")
+    if getattr(net, "recurrent_state", False):
+        notes.append("state-space (Mamba) layers cache no keys or values: the KV cache term is their recurrent "
+                     "state, conv (d_inner x (conv_kernel - 1)) and SSM (d_inner x state_size) per layer and "
+                     "sequence, whatever its length" if setup.mode == "infer" else
+                     "Mamba layers' activations: transformers' torch path (the sequential selective scan, fp32 "
+                     "d_inner x state_size tensors per token), under any profile; fused CUDA kernels keep far less")
     measured = isinstance(net, MeasuredCount) and setup.mode == "train" \
         and net.saved_bytes(p.batch, p.seq, activation_precision(setup)) is not None
     if measured:
@@ -460,6 +517,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     if setup.pp > 1 and setup.mode == "train":
         notes.append("the busiest pipeline stage: the first (the embedding and the micro-batches in flight) or the "
                      "last (the head and its loss), whichever holds more")
+    notes += _saver_notes(setup)
     terms = memory_terms(net, p, setup, context=_context(context_bytes), slack=_slack(fragmentation))
     total = terms.total
     fit = None
@@ -482,8 +540,42 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
         model=net.name, mode=setup.mode, seq_len=p.seq, batch=p.batch, notes=notes, settings=setup,
         memory=Memory(weights=terms.weights, gradients=terms.gradients, optimizer=terms.optimizer,
                       activations=terms.activations, kv_cache=terms.kv_cache, model_states_per_gpu=terms.states,
-                      overhead=terms.overhead, total_per_gpu=total, fits=fits),
+                      overhead=terms.overhead, total_per_gpu=total, fits=fits, cpu_bytes=terms.cpu,
+                      pcie_bytes_per_step=terms.pcie_step, pcie_bytes_per_micro_batch=terms.pcie_micro),
         breakdown=terms.breakdown, fits=fit)
+
+
+def _saver_notes(s: Setup) -> list[str]:
+    """What each memory saver does to the bytes, and which implementation it mirrors."""
+    if s.mode != "train":
+        return []
+    notes = []
+    if s.precision == "bf16":
+        notes.append("pure bf16 (torchtune's dtype bf16, LitGPT's bf16-true): bf16 weights and gradients, no fp32 "
+                     "master copy, optimizer state in bf16 (Adam: 2 + 2 + 4 bytes a parameter)")
+    if "8bit" in s.optimizer or s.optimizer.startswith("paged"):
+        notes.append(f"{s.optimizer}: bitsandbytes' " + ("8-bit states (2 bytes a parameter, block scales left "
+                                                         "out)" if "8bit" in s.optimizer else "32-bit states")
+                     + ("; paged: unified memory that moves to the CPU under pressure, counted on the GPU"
+                        if s.optimizer.startswith("paged") else ""))
+    if s.chunked_loss:
+        notes.append("chunked loss: Liger Kernel's fused linear cross-entropy (Hsu et al. 2024): one chunk of "
+                     "logits and the head input's gradient instead of fp32 logits over the whole vocabulary")
+    if s.optimizer_in_backward:
+        notes.append("optimizer step in backward (torchtune's optimizer_in_bwd): each gradient is applied and "
+                     "freed at once; the largest trainable tensor's gradient is held")
+    if s.offload != "none":
+        notes.append({"optimizer": "offload optimizer (DeepSpeed ZeRO-Offload, Ren et al. 2021): master, "
+                                   "optimizer state and gradients in CPU memory, the step on the CPU",
+                      "params": "offload params (DeepSpeed's offload_param under ZeRO-3): the 16-bit weight "
+                                "shards in CPU memory, copied in per layer in forward and backward",
+                      "both": "offload both (FSDP's CPUOffload(offload_params=True), DeepSpeed's offload_param "
+                              "+ offload_optimizer): weights, gradients and optimizer state in CPU memory"}[s.offload]
+                     + "; cpu_bytes reports them, and PCIe traffic per step and micro-batch is given")
+    if s.offload_activations:
+        notes.append("activation offload (torchtune's OffloadActivations, Megatron-LM's --cpu-offloading): the "
+                     "checkpointed layer inputs in pinned CPU memory, two layers' worth on the GPU")
+    return notes
 
 
 def _context(value) -> int:
@@ -514,6 +606,54 @@ def _adafactor_bytes(net: Network, params: int) -> int:
     return 8 * params // net.width if net.width else 4 * params
 
 
+def _chunked_loss(net: Network, p: Pass, s: Setup, saved: Breakdown) -> Breakdown:
+    """Liger Kernel's fused linear cross-entropy (Hsu et al. 2024, "Liger Kernel: Efficient Triton
+    Kernels for LLM Training", section 3; liger_kernel/ops/fused_linear_cross_entropy.py; torchtune's
+    chunked CE does the same in 8 chunks): the logits never exist whole. The head's input is split into
+    chunks of next_power_of_2(ceil(T / ceil(V / h))) tokens (so a chunk's logits are about the size of
+    the hidden states); each chunk's logits are computed in the activation dtype, turned into their
+    gradient in place, and multiplied back at once into the input's gradient (T x h, allocated up
+    front) and the head's weight gradient (counted with the gradients). Kept: one chunk of logits, the
+    input gradient and an fp32 loss per token, instead of the fp32 log-probabilities over V per token
+    and their gradient. Mirrors liger_kernel's LigerFusedLinearCrossEntropyLoss (TRL's and Axolotl's
+    `use_liger_kernel`)."""
+    head = net.head
+    if not isinstance(head, LMHead):
+        raise UserError(f"{net.name} has no language-model head to fuse with its loss", field="chunked_loss",
+                        fix="drop the option: the fused loss replaces an LM head's logits")
+    name = net.stages[-1].name
+    x = activation_precision(s)
+    T = _ceil(p.batch * p.seq, s.cp)
+    chunk = 1 << max(0, (_ceil(T, _ceil(head.vocab, head.hidden)) - 1).bit_length())
+    chunk = min(chunk, T)
+    kept = {k: v for k, v in saved.items() if not (k.startswith(name + "/") and k.rsplit("/", 1)[-1]
+                                                   in ("loss", "softcap"))}
+    return kept | {f"{name}/fused_loss_chunk": _ceil(x * chunk * head.vocab, s.tp),
+                   f"{name}/fused_loss_input_grad": x * T * head.hidden + 4 * T}
+
+
+def _offload_activations(net: Network, saved: Breakdown) -> tuple[Breakdown, int]:
+    """torchtune's OffloadActivations (with activation checkpointing; Megatron-LM's
+    --cpu-offloading does the same): each layer's checkpointed input goes to pinned CPU memory in
+    forward and comes back, one layer ahead, in backward. The GPU keeps two layers' inputs (the one
+    in use and the one in flight); the rest is CPU memory. (saved on the GPU, bytes on the CPU)."""
+    key = "layers/checkpointed_inputs"
+    total = saved.get(key, 0)
+    layers = sum(st.count for st in net.layers) or 1
+    kept = min(total, 2 * _ceil(total, layers))
+    return saved | {key: kept}, total - kept
+
+
+def _largest_gradient(net: Network, s: Setup, trainable: int) -> int:
+    """torchtune's optimizer_in_bwd (register_post_accumulate_grad_hook): each parameter steps as soon
+    as its gradient is complete, and the gradient is freed; the peak holds about one tensor's
+    gradient, the largest trainable one (errs low when several finish together)."""
+    counts = {st.name: st.count for st in net.layers}
+    largest = max((v // counts.get(k.split("/", 1)[0], 1) for k, v in net.trainable_params().items()), default=0)
+    g_b = 2 if s.quantized_base else PRECISION[s.precision][1] or max(int(DTYPE_BYTES[s.dtype]), 2)
+    return _ceil(min(largest, trainable) * g_b, s.tp)
+
+
 def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slack: float, *, head: bool,
                stage_params: int) -> Breakdown:
     """The per-GPU peak beyond the tensors, as named terms (the first two calibratable):
@@ -528,7 +668,7 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
     if s.world > 1:
         out["nccl_buffers"] = NCCL_BUFFERS
     if s.mode == "train":
-        if head:
+        if head and not s.chunked_loss:  # a fused loss keeps only a chunk (in the activations)
             out["logits_gradient"] = _ceil(4 * net.stages[-1].block.output_elements(p), s.tp * s.cp)
         if s.zero >= 3 and s.shards > 1:
             x = 2 if s.dtype == "fp8" else int(DTYPE_BYTES[s.dtype])

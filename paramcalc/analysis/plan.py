@@ -51,20 +51,38 @@ from paramcalc.inputs.gpu_file import Gpu
 from paramcalc.inputs.pipeline_file import (
     STAGE_KEYS,
     Dpo,
+    Grpo,
     Lora,
     Parallel,
     Pipeline,
     Ppo,
     Pretrain,
     Reward,
+    Rloo,
     Schedule,
     Sft,
     read_pipeline,
 )
 from paramcalc.network import Network, TransformerNetwork, lower
 from paramcalc.network.transformer import score_head
-from paramcalc.results.plan import Break, LrSplit, PlanReport, SearchResult, StageMemory, StageResult, Totals
+from paramcalc.results.plan import (
+    Break,
+    LrSplit,
+    PlanReport,
+    Rollout,
+    SearchResult,
+    StageMemory,
+    StageResult,
+    Totals,
+)
 from paramcalc.units import human_bytes
+
+RL_KINDS = ("ppo", "grpo", "rloo")
+
+# Host-device copies of offloaded state: PCIe Gen5 x16 moves 64 GB/s per direction on paper and
+# about 55 GB/s in practice (pinned memory, large copies; NVIDIA's nvbandwidth on H100 hosts measures
+# 53-57 GB/s). Per GPU: each GPU of an HGX node has its own x16 link to a CPU or switch.
+PCIE_BYTES_PER_SECOND = 55e9
 
 # ---------------------------------------------------------------- models in roles
 
@@ -174,6 +192,21 @@ class _Work:
     notes: list[str]
     iterations: int | None = None
     generated: int | None = None
+    tokens_per_step: int | None = None  # real tokens per step, when the data's mean length is given
+    mean_seq_len: int | None = None
+    rollout: _Phases | None = None  # RL stages: how an iteration's time splits
+
+
+@dataclass
+class _Phases:
+    """An RL iteration on the GPUs: generation (on the stage's GPUs or its own), the rest, the weight sync."""
+
+    generation_seconds: float | None  # separate GPUs: wall-clock of generation; colocated: None (from the passes)
+    generation_gpus: int  # 0: colocated
+    overlap: bool
+    sync_seconds: float
+    samples_per_prompt: int
+    sequences: int
 
 
 class _Planner:
@@ -225,7 +258,7 @@ class _Planner:
                             fix="set `model:` on the stage or at the top of the file")
         model = self.model(target, here + ("model",) if st.model else ("model",), st.lora, here + ("lora",))
         breaks: list[Break] = []
-        w = (self._ppo if st.kind == "ppo" else self._trained)(st, here, s, model, breaks)
+        w = (self._rl if st.kind in RL_KINDS else self._trained)(st, here, s, model, breaks)
         par = st.parallel
         gpus = par.dp * par.tp * par.pp
         flops = {key: w.units * f for key, f, _ in w.passes}
@@ -237,9 +270,31 @@ class _Planner:
             breaks.append(_accumulation_break(here, st.micro_batch, par.dp, w.global_batch))
         else:
             accum = w.global_batch // (st.micro_batch * par.dp)
+        if par.optimizer_in_backward and (accum or 1) > 1:
+            loc = here + ("parallel", "optimizer_in_backward")
+            breaks.append(Break(field=dotted(loc), message=f"the optimizer step in backward frees each gradient at "
+                                f"once, so it cannot accumulate {accum} micro-batches per step",
+                                fix=f"set micro_batch to global_batch / dp = {w.global_batch // par.dp}, or drop "
+                                    "the option"))
         steps = w.units * w.steps_per_unit
         lr = _schedule(st.lr, steps, here, breaks)
         mem = _memory(w.memory, s, st.micro_batch, max(st.micro_batch, w.global_batch // par.dp), here, breaks)
+        # offload's PCIe traffic (ZeRO-Offload, parameter and activation offload), not overlapped with compute
+        # (errs slow: DeepSpeed and torchtune overlap part of it on side streams)
+        pcie_step, pcie_micro = w.memory.pcie(st.micro_batch)
+        pcie_seconds = (pcie_step + (accum or 1) * pcie_micro) / PCIE_BYTES_PER_SECOND * w.steps_per_unit
+        if pcie_seconds:
+            gpu_hours += gpus * w.units * pcie_seconds / 3600
+            unit_seconds += pcie_seconds
+            w.notes.append(f"offload: {human_bytes(pcie_step + (accum or 1) * pcie_micro)} over PCIe per GPU and "
+                           f"optimizer step at {PCIE_BYTES_PER_SECOND / 1e9:.0f} GB/s (PCIe Gen5 x16, effective), "
+                           f"{pcie_seconds / w.steps_per_unit:.2f} s a step, not overlapped (errs slow)")
+        rollout, all_gpus = None, gpus
+        if w.rollout is not None:
+            rollout, unit_seconds = _phases(w, s, gpus, unit_seconds)
+            if w.rollout.generation_gpus:  # both pools are held for the whole iteration
+                all_gpus = gpus + w.rollout.generation_gpus
+                gpu_hours = all_gpus * w.units * unit_seconds / 3600
         notes = w.notes + [f"{gpus:,} x {s.gpu.name} (dp {par.dp}, tp {par.tp}, pp {par.pp}, ZeRO-{par.zero}, "
                            f"recompute {par.recompute}, {par.attention} attention), dense "
                            f"{'bf16' if s.dtype == 'int4' and st.lora else s.dtype} peak, "
@@ -251,18 +306,26 @@ class _Planner:
             name=st.name or st.kind, kind=st.kind, objective=w.objective, models=w.models, gpu=s.gpu.name, gpus=gpus,
             dp=par.dp, tp=par.tp, pp=par.pp, seq_len=w.seq_len, sequences_per_sample=w.per,
             global_batch=w.global_batch, micro_batch=st.micro_batch, grad_accum=accum,
-            tokens_per_step=w.global_batch * w.per * w.seq_len, steps=steps, iterations=w.iterations,
-            tokens=w.tokens, generated_tokens=w.generated, time_per_step_seconds=unit_seconds / w.steps_per_unit,
+            tokens_per_step=w.tokens_per_step or w.global_batch * w.per * w.seq_len, steps=steps,
+            iterations=w.iterations, tokens=w.tokens, generated_tokens=w.generated, mean_seq_len=w.mean_seq_len,
+            rollout=rollout, generation_gpus=(w.rollout.generation_gpus or None) if w.rollout else None,
+            time_per_step_seconds=unit_seconds / w.steps_per_unit,
             lr=lr, flops=sum(flops.values()), flops_breakdown=flops, memory=mem, gpu_hours=gpu_hours,
-            wall_clock_hours=gpu_hours / gpus, usd=None if s.price is None else gpu_hours * s.price,
+            wall_clock_hours=gpu_hours / all_gpus, usd=None if s.price is None else gpu_hours * s.price,
             usd_per_gpu_hour=s.price, breaks=breaks, notes=notes)
 
     def _trained(self, st: Pretrain | Sft | Reward | Dpo, here: tuple, s: _Setting, base: _Model,
                  breaks: list[Break]) -> _Work:
         """pretrain, sft, reward, dpo: the unit of work is one optimizer step."""
         per = 2 if st.kind in ("reward", "dpo") else 1
-        S, B = st.seq_len, st.global_batch
-        tokens_per_step = B * per * S
+        B = st.global_batch
+        # the data as it is: with a mean length below seq_len, a step trains B x mean real tokens; packed,
+        # the compute runs at the mean length (documents packed into rows, attention within each, as flash's
+        # varlen kernels run it: errs low by cross-document attention where it is not masked); padded to the
+        # longest (seq_len), it runs at seq_len, the padding costing compute but training nothing
+        mean = st.mean_seq_len or st.seq_len
+        S = mean if st.packing else st.seq_len
+        tokens_per_step = B * per * mean
         # exactly one of tokens, dataset_tokens and samples is given (the file's validator, _Data._one_size)
         if st.tokens is not None:
             key, budget = "tokens", st.tokens
@@ -271,7 +334,7 @@ class _Planner:
                 key, size = "dataset_tokens", st.dataset_tokens
             else:
                 assert st.samples is not None
-                key, size = "samples", st.samples * per * S
+                key, size = "samples", st.samples * per * mean
             # epochs may be fractional (2.5): exact, then floored to whole tokens
             budget = int(size * Fraction(str(st.epochs or 1)))
         steps = budget // tokens_per_step
@@ -309,42 +372,65 @@ class _Planner:
         notes.append("FLOPs per step: forward + backward = 3 x forward, dense attention (the MFU convention)"
                      if not base.lora else "FLOPs per step: LoRA: forward + backward without the frozen weights' "
                      "gradients (about 2 x forward + the adapters'), dense attention")
+        if st.mean_seq_len is not None:
+            notes.append(f"data: sequences of {mean:,} tokens on average, up to {st.seq_len:,}; "
+                         + (f"packed, so compute runs at the mean ({mean:,} tokens a sequence)" if st.packing else
+                            f"padded to {st.seq_len:,}, so compute runs at the padded length while a step trains "
+                            f"{tokens_per_step:,} real tokens ({mean / st.seq_len:.0%} of the computed positions)"))
         return _Work(objective, models, passes, _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here),
-                     units=steps, steps_per_unit=1, global_batch=B, per=per, seq_len=S,
-                     tokens=steps * tokens_per_step, notes=notes)
+                     units=steps, steps_per_unit=1, global_batch=B, per=per, seq_len=st.seq_len,
+                     tokens=steps * tokens_per_step, notes=notes, tokens_per_step=tokens_per_step,
+                     mean_seq_len=st.mean_seq_len)
 
-    def _ppo(self, st: Ppo, here: tuple, s: _Setting, policy: _Model, breaks: list[Break]) -> _Work:
-        """ppo: the unit of work is one iteration (rollout, scoring, ppo_epochs of updates)."""
+    def _rl(self, st: Ppo | Grpo | Rloo, here: tuple, s: _Setting, policy: _Model, breaks: list[Break]) -> _Work:
+        """ppo, grpo, rloo: the unit of work is one iteration (rollout, scoring, ppo_epochs of updates).
+
+        ppo (Ouyang et al. 2022): one response per prompt, a reward model, a critic trained beside the policy.
+        grpo (Shao et al. 2024, DeepSeekMath, section 4.1) and rloo (Ahmadian et al. 2024, "Back to Basics:
+        Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs", section 3): G
+        responses per prompt whose rewards baseline each other, so no critic; rewards from a rule or
+        verifier (no model) or a reward model's forward; a reference forward for the KL term unless
+        kl_coef is 0."""
         if isinstance(policy.net, TransformerNetwork) and policy.net.kind != "decoder":
             loc = here + ("model",) if st.model else ("model",)
-            raise UserError(f"ppo generates text: {policy.name} is an {policy.net.kind} model",
+            raise UserError(f"{st.kind} generates text: {policy.name} is an {policy.net.kind} model",
                             where=locate(self.path, loc), field=dotted(loc),
                             fix="give a decoder (causal LM) as the policy")
-        ref = self.model(st.reference, here + ("reference",)) if st.reference else self._reference(policy, st, here)
+        grouped = isinstance(st, (Grpo, Rloo))
+        G = st.group_size if isinstance(st, (Grpo, Rloo)) else 1
+        uses_ref = not isinstance(st, (Grpo, Rloo)) or st.kl_coef > 0
+        uses_rm = not isinstance(st, (Grpo, Rloo)) or st.reward == "model"
+        ref = (self.model(st.reference, here + ("reference",)) if st.reference
+               else self._reference(policy, st, here)) if uses_ref else None
         rm_target, rm_loc = ((st.reward_model, here + ("reward_model",)) if st.reward_model
                              else self.reward_target or (None, ()))
-        reward = (self.model(rm_target, rm_loc) if rm_target else policy).scalar()
-        if st.lora is not None:  # LoRA trains the critic's adapters too (DeepSpeed-Chat's --critic_lora_dim)
-            policy_loc = here + ("model",) if st.model else ("model",)
-            target, loc = ((st.critic, here + ("critic",)) if st.critic else (rm_target, rm_loc) if rm_target
-                           else (policy.target, policy_loc))
-            critic = self.model(target, loc, st.lora, here + ("lora",)).scalar()
-        else:
-            critic = (self.model(st.critic, here + ("critic",)) if st.critic else reward).scalar()
-        B, P, R = st.rollout_batch, st.prompt_tokens, st.response_tokens
+        reward = (self.model(rm_target, rm_loc) if rm_target else policy).scalar() if uses_rm else None
+        critic = None
+        if isinstance(st, Ppo):
+            if st.lora is not None:  # LoRA trains the critic's adapters too (DeepSpeed-Chat's --critic_lora_dim)
+                policy_loc = here + ("model",) if st.model else ("model",)
+                target, loc = ((st.critic, here + ("critic",)) if st.critic else (rm_target, rm_loc) if rm_target
+                               else (policy.target, policy_loc))
+                critic = self.model(target, loc, st.lora, here + ("lora",)).scalar()
+            else:
+                assert reward is not None  # ppo always scores with a reward model
+                critic = (self.model(st.critic, here + ("critic",)) if st.critic else reward).scalar()
+        prompts, P, R = st.rollout_batch, st.prompt_tokens, st.response_tokens
+        B = prompts * G  # sequences generated, scored and trained per iteration
         S = P + R
         if st.iterations is not None:
             iterations = st.iterations
         else:
             assert st.prompts is not None  # exactly one of iterations and prompts (the file's validator)
-            iterations = int(st.prompts * Fraction(str(st.epochs or 1))) // B
+            iterations = int(st.prompts * Fraction(str(st.epochs or 1))) // prompts
             if iterations == 0:
                 breaks.append(Break(field=dotted(here + ("prompts",)), message=f"{st.prompts:,} prompts do not "
-                                    f"fill one rollout of {B:,}", fix="lower rollout_batch or add prompts"))
+                                    f"fill one rollout of {prompts:,}", fix="lower rollout_batch or add prompts"))
         mini = st.global_batch or B
         if B % mini:
+            what = f"rollout_batch {prompts} x group_size {G} = {B}" if grouped else f"rollout_batch {B}"
             breaks.append(Break(field=dotted(here + ("global_batch",)),
-                                message=f"rollout_batch {B} is not a multiple of the mini-batch global_batch {mini}",
+                                message=f"{what} is not a multiple of the mini-batch global_batch {mini}",
                                 fix=f"use a divisor of {B}, such as {_nearest_divisor(B, mini)}"))
         full = Pass(B, S)  # the rollout's sequences, prompt + response, scored or trained densely
         # generation (causal, as flash/paged kernels run): prefill keeps logits of the last prompt token only;
@@ -352,43 +438,92 @@ class _Planner:
         prefill = policy.forward(Pass(B, P, "causal")) - policy.head_per_token() * B * (P - 1)
         decode = policy.forward(Pass(B, R - 1, "causal", context=S - 1)) if R > 1 else 0
         notes: list[str] = []
-        frozen = _frozen_roles(policy, [("reference", ref), ("reward_model", reward)], notes)
-        memory = _Memory([("policy", policy), ("critic", critic)], frozen, S, 1, st.parallel, s.dtype, self.path,
-                         here)
+        frozen_roles = ([("reference", ref)] if ref is not None else []) \
+            + ([("reward_model", reward)] if reward is not None else [])
+        frozen = _frozen_roles(policy, frozen_roles, notes)
+        trained = [("policy", policy)] + ([("critic", critic)] if critic is not None else [])
+        memory = _Memory(trained, frozen, S, 1, st.parallel, s.dtype, self.path, here)
         mini_seqs = min(mini, B)
         mfu = self._mfu(st, s, policy, S, 1, mini_seqs, notes)
         gpus = st.parallel.dp * st.parallel.tp * st.parallel.pp
-        timed = None if st.generation_mfu is not None else _rollout(self.path, here, st, s, policy, memory, breaks)
+        g = st.generation
+        separate = g.gpus is not None and st.generation_mfu is None
+        timed = None if st.generation_mfu is not None else _rollout(self.path, here, st, s, policy, memory, breaks, B)
+        gen_seconds: float | None = None
         if timed is None:
             gen = float(st.generation_mfu if st.generation_mfu is not None else 0.1)
             rates = (gen, gen)
             how = f"at MFU {gen:.2f} (`generation_mfu`)" if st.generation_mfu is not None else \
                 f"at MFU {gen:.2f} (no architecture for the decode roofline)"
+            if g.gpus is not None:  # a fixed MFU on the engine's own GPUs
+                gen_seconds = (prefill + decode) / (g.gpus * s.peak * gen)
+                separate = True
         else:
             (prefill_s, decode_s), how = timed
+            if separate:
+                gen_seconds = prefill_s + decode_s
             # the seconds as the MFU they imply, so that time = FLOPs / (GPUs x peak x MFU) holds for every pass
-            rates = (prefill / (gpus * s.peak * prefill_s) if prefill and prefill_s else 1.0,
-                     decode / (gpus * s.peak * decode_s) if decode and decode_s else 1.0)
+            on = g.gpus if separate and g.gpus else gpus
+            rates = (prefill / (on * s.peak * prefill_s) if prefill and prefill_s else 1.0,
+                     decode / (on * s.peak * decode_s) if decode and decode_s else 1.0)
         passes = [("generation/prefill", prefill, rates[0]), ("generation/decode", decode, rates[1])]
         if st.recompute_logprobs:
             passes.append(("policy/logprobs", policy.forward(full), mfu))
-        passes += [("reference/forward", ref.forward(full), mfu),
-                   ("reward_model/forward", reward.forward(full), mfu),
-                   ("critic/values", critic.forward(full), mfu),
-                   ("policy/train", st.ppo_epochs * policy.train(full), mfu),
-                   ("critic/train", st.ppo_epochs * critic.train(full), mfu)]
-        models = {"policy": policy.name, "reference": ref.name, "reward_model": reward.name, "critic": critic.name}
-        notes = [f"per iteration: generate {B:,} x {R:,} tokens after {P:,}-token prompts {how}; "
-                 "forwards of " + ("policy (log-probs), " if st.recompute_logprobs else "")
-                 + f"reference, reward model and critic over {S:,} tokens; {st.ppo_epochs} x (forward + backward) "
-                 "of policy and critic",
-                 "memory: policy and critic with optimizer state (updated in turn), reference and reward model "
-                 "frozen (weights only); generation's KV cache takes what is left (it sets the decode batch)",
-                 *notes]
-        return _Work("PPO-RLHF: generate, score with reward model and critic, update policy and critic", models,
-                     passes, memory, units=iterations, steps_per_unit=st.ppo_epochs * -(-B // mini),
+        if ref is not None:
+            passes.append(("reference/forward", ref.forward(full), mfu))
+        if reward is not None:
+            passes.append(("reward_model/forward", reward.forward(full), mfu))
+        if critic is not None:
+            passes.append(("critic/values", critic.forward(full), mfu))
+        passes.append(("policy/train", st.ppo_epochs * policy.train(full), mfu))
+        if critic is not None:
+            passes.append(("critic/train", st.ppo_epochs * critic.train(full), mfu))
+        models = {"policy": policy.name}
+        if ref is not None:
+            models["reference"] = ref.name
+        if reward is not None:
+            models["reward_model"] = reward.name
+        if critic is not None:
+            models["critic"] = critic.name
+        sync = 0.0
+        if separate:
+            assert g.gpus is not None  # separate placement names the engine's GPUs
+            sync, link = _weight_sync(policy, s.gpu, gpus + g.gpus, self.path, here)
+            how += (f"; on {g.gpus} GPU(s) of its own, the policy's 16-bit weights broadcast to them every "
+                    f"iteration over {link} ({sync:.2f} s)"
+                    + ("; asynchronous: the next rollout generates while this one trains" if g.overlap else ""))
+        scored = ", ".join(x for x in ("policy (log-probs)" if st.recompute_logprobs else "",
+                                       "reference" if ref is not None else "",
+                                       "reward model" if reward is not None else "",
+                                       "critic" if critic is not None else "") if x)
+        head = (f"per iteration: generate {B:,} x {R:,} tokens after {P:,}-token prompts"
+                + (f" ({prompts:,} prompts x {G} samples)" if grouped else "") + f" {how}; "
+                + (f"forwards of {scored} over {S:,} tokens; " if scored else "")
+                + f"{st.ppo_epochs} x (forward + backward) of the policy" + (" and critic" if critic else ""))
+        notes = [head, *notes]
+        if isinstance(st, Ppo):
+            notes.append("memory: policy and critic with optimizer state (updated in turn), reference and reward "
+                         "model frozen (weights only); generation's KV cache takes what is left (it sets the "
+                         "decode batch)")
+        else:
+            assert isinstance(st, (Grpo, Rloo))
+            notes.append(("GRPO (Shao et al. 2024, DeepSeekMath): group-normalised rewards as advantages"
+                          if st.kind == "grpo" else "RLOO (Ahmadian et al. 2024): each sample baselined by the mean "
+                          "reward of the other k - 1") + "; no critic; "
+                         + ("rewards by rule or verifier (no model, no FLOPs counted)" if reward is None else
+                            "rewards from a reward model's forward") + "; "
+                         + ("no reference (kl_coef 0)" if ref is None else f"a reference forward for the KL term "
+                                                                           f"(kl_coef {st.kl_coef:g})")
+                         + "; prefill counted per sample (vLLM's prefix caching shares a prompt's G prefills: "
+                           "errs high by the prompt's share)")
+        objective = ("PPO-RLHF: generate, score with reward model and critic, update policy and critic"
+                     if st.kind == "ppo" else f"{st.kind.upper()}: generate {G} samples per prompt, score them, "
+                     "update the policy against the group baseline (no critic)")
+        return _Work(objective, models, passes, memory, units=iterations, steps_per_unit=st.ppo_epochs * -(-B // mini),
                      global_batch=mini, per=1, seq_len=S, tokens=iterations * B * S, notes=notes,
-                     iterations=iterations, generated=iterations * B * R)
+                     iterations=iterations, generated=iterations * B * R,
+                     rollout=_Phases(gen_seconds, g.gpus if separate and g.gpus else 0, g.overlap and separate, sync,
+                                     G, B))
 
     def _reference(self, policy: _Model, st, here: tuple) -> _Model:
         """The default reference: the policy; a LoRA policy's base with the adapters disabled."""
@@ -481,14 +616,16 @@ def _step_mfu(model: _Model, par: Parallel, micro: int, batch: int, seq: int, s:
 HF_LAYER_SECONDS = 1e-3
 
 
-def _rollout(path: Path, here: tuple, st: Ppo, s: _Setting, policy: _Model, memory: _Memory,
-             breaks: list[Break]) -> tuple[tuple[float, float], str] | None:
+def _rollout(path: Path, here: tuple, st: Ppo | Grpo | Rloo, s: _Setting, policy: _Model, memory: _Memory,
+             breaks: list[Break], B: int) -> tuple[tuple[float, float], str] | None:
     """(prefill, decode) seconds of one iteration's generation on the stage's GPUs, from the decode
     roofline of analysis/serve.py: replicas of `generation.tp` GPUs each generate their share of
     the rollout in rounds of the batch whose KV cache fits beside what stays resident (every
     model's states and frozen weights; the engine's own weight copy with vLLM, or the gathered
     weights under ZeRO-3, DeepSpeed-Chat's hybrid engine). Each round: TTFT, then R - 1 decode
-    steps at the mean context (serve.py's TPOT). None without attention layers."""
+    steps at the mean context (serve.py's TPOT). With `generation.gpus`, the replicas run on GPUs of
+    their own (OpenRLHF's and verl's vLLM engines), where only the engine's weights sit beside the KV
+    cache. B: the sequences generated (prompts x samples per prompt). None without attention layers."""
     from paramcalc.analysis.memory import inference_kv_dtype
     from paramcalc.analysis.serve import (
         decode_time,
@@ -502,24 +639,30 @@ def _rollout(path: Path, here: tuple, st: Ppo, s: _Setting, policy: _Model, memo
     net, g, par = policy.net, st.generation, st.parallel
     if not net.layers:
         return None
-    gpus = par.dp * par.tp * par.pp
+    separate = g.gpus is not None
+    gpus = g.gpus if g.gpus is not None else par.dp * par.tp * par.pp
     tp = g.tp or par.tp
     loc = here + ("generation", "tp")
     if gpus % tp:
-        raise UserError(f"generation tp {tp} does not divide the stage's {gpus} GPUs", where=locate(path, loc),
-                        field=dotted(loc), fix="give a divisor of dp x tp x pp")
+        where = "generation's" if separate else "the stage's"
+        raise UserError(f"generation tp {tp} does not divide {where} {gpus} GPUs", where=locate(path, loc),
+                        field=dotted(loc), fix="give a divisor of " + ("generation.gpus" if separate
+                                                                      else "dp x tp x pp"))
     with placed(path, loc):
         net.check_tensor_parallel(tp)
     replicas = gpus // tp
-    B, P, R = st.rollout_batch, st.prompt_tokens, st.response_tokens
+    P, R = st.prompt_tokens, st.response_tokens
     kv_dtype = inference_kv_dtype(s.dtype)
     rates = serving_rates(s.gpu, s.dtype, tp, 1, None, None)
     replica = -(-serving_weight_bytes(net, s.dtype) // tp)
     kv_split = kv_shards(net, tp)
     per_sequence = -(-kv_cache_bytes(net, P + R, 1, kv_dtype) // kv_split)
-    _, parts = memory.peak(st.micro_batch)
-    resident = sum(v or 0 for k, v in parts.items() if k.endswith(("/model_states", "/weights"))) + CUDA_CONTEXT
-    copy = g.engine == "vllm" or (par.zero >= 3 and par.dp > 1)
+    if separate:  # the engine's GPUs hold its weights only
+        resident = CUDA_CONTEXT
+    else:
+        _, parts = memory.peak(st.micro_batch)
+        resident = sum(v or 0 for k, v in parts.items() if k.endswith(("/model_states", "/weights"))) + CUDA_CONTEXT
+    copy = separate or g.engine == "vllm" or (par.zero >= 3 and par.dp > 1)
     if copy:
         resident += replica
     share = float(g.gpu_memory_utilization) if g.engine == "vllm" else 1.0
@@ -542,12 +685,55 @@ def _rollout(path: Path, here: tuple, st: Ppo, s: _Setting, policy: _Model, memo
     if g.engine == "hf":
         ttft += layers * HF_LAYER_SECONDS
         tpot = max(tpot, layers * HF_LAYER_SECONDS) if R > 1 else 0.0
-    how = (f"by the decode roofline ({'vLLM-style engine' if g.engine == 'vllm' else 'HF generate, eager: at least '}"
+    engine = "vLLM-style engine" if g.engine == "vllm" else "HF generate, eager: at least "
+    how = (("on separate GPUs " if separate else "") + f"by the decode roofline ({engine}"
            + (f"{HF_LAYER_SECONDS * 1e3:.0f} ms a layer a step" if g.engine == "hf" else "")
            + f"): {replicas} replica(s) of {tp} GPU(s), {per_replica:,} prompts each in {rounds} round(s) of "
            f"{b:,} (KV room for {largest:,}{' beside its own weight copy' if copy else ''}); TTFT "
            f"{ttft * 1e3:,.0f} ms, TPOT {tpot * 1e3:,.1f} ms")
     return (rounds * ttft, rounds * (R - 1) * tpot), how
+
+
+def _weight_sync(policy: _Model, gpu: Gpu, gpus: int, path: Path, here: tuple) -> tuple[float, str]:
+    """Seconds to send the policy's 16-bit weights to a generation engine on GPUs of its own, every
+    iteration: OpenRLHF (`_broadcast_to_vllm`) and verl broadcast each tensor from the trainer's rank 0
+    over NCCL; a pipelined broadcast moves the bytes once at the link's bus bandwidth, whatever the
+    receivers (Chan et al. 2007's pipelined broadcast bound). Inside a node (training and generation
+    GPUs together within gpus_per_node) over the scale-up link, else the network, each at the card's
+    `efficiency.link` of its per-direction bandwidth. A LoRA policy is sent merged, as its full 16-bit
+    weights (TRL and OpenRLHF merge before the sync): errs slow for engines that load adapters."""
+    nbytes = 2 * policy.params
+    link = gpu.interconnect if gpus <= gpu.gpus_per_node and gpu.interconnect else gpu.network or gpu.interconnect
+    if link is None:
+        loc = here + ("generation", "gpus")
+        raise UserError(f"{gpu.name} has no interconnect or network link in its catalog entry to sync weights over",
+                        where=locate(path, loc), field=dotted(loc),
+                        fix="add `interconnect:` or `network:` to the GPU file, or generate colocated")
+    return nbytes / (float(link.bandwidth) * gpu.efficiency.link), link.name
+
+
+def _phases(w: _Work, s: _Setting, gpus: int, unit_seconds: float) -> tuple[Rollout, float]:
+    """An RL iteration's time by phase, and the iteration's seconds. Colocated (today's default, as
+    DeepSpeed-Chat's hybrid engine and TRL run it): generation, then scoring and training, one after
+    another on the same GPUs. On GPUs of its own (OpenRLHF, verl): synchronous, generation + training +
+    weight sync; asynchronous (one step off-policy: OpenRLHF's --async_train, verl's one-step-off
+    recipe), the slower of generation and training, plus the weight sync, which both wait for."""
+    phases = w.rollout
+    assert phases is not None  # only RL stages have phases
+    gen_keys = ("generation/prefill", "generation/decode")
+    colocated_gen = sum(f / (gpus * s.peak * mfu) for k, f, mfu in w.passes if k in gen_keys)
+    training = unit_seconds - colocated_gen
+    if phases.generation_seconds is None:
+        generation, iteration = colocated_gen, unit_seconds
+    else:
+        generation = phases.generation_seconds
+        iteration = (max(generation, training) if phases.overlap else generation + training) + phases.sync_seconds
+    rollout = Rollout(placement="separate" if phases.generation_gpus else "colocated",
+                      generation_gpus=phases.generation_gpus or gpus, samples_per_prompt=phases.samples_per_prompt,
+                      sequences=phases.sequences, generation_seconds=generation, training_seconds=training,
+                      weight_sync_seconds=phases.sync_seconds, overlapped=phases.overlap,
+                      iteration_seconds=iteration, generation_share=generation / iteration if iteration else 0.0)
+    return rollout, iteration
 
 
 def _objective(model: _Model, kind: str) -> str:
@@ -577,18 +763,27 @@ class _Memory:
     path: Path
     here: tuple
 
+    def _memory(self, model: _Model, micro: int):
+        """One trained model's memory at `micro` samples per micro-batch, with the stage's settings."""
+        p = self.par
+        with placed(self.path, self.here, STAGE_KEYS):
+            return estimate_memory(model.net, mode="train", seq_len=self.seq_len, batch=micro * self.per,
+                                   dtype=self.dtype, precision=p.precision, optimizer=p.optimizer, zero=p.zero,
+                                   dp=p.dp, tp=p.tp, pp=p.pp, sequence_parallel=p.sequence_parallel,
+                                   recompute=p.recompute, attention=p.attention, offload=p.offload,
+                                   offload_activations=p.offload_activations, chunked_loss=p.chunked_loss,
+                                   optimizer_in_backward=p.optimizer_in_backward).memory
+
     def peak(self, micro: int) -> tuple[int | None, dict[str, int | None]]:
         p, reports = self.par, []
         out: dict[str, int | None] = {}
         for role, model in self.trained:
-            with placed(self.path, self.here, STAGE_KEYS):
-                m = estimate_memory(model.net, mode="train", seq_len=self.seq_len, batch=micro * self.per,
-                                    dtype=self.dtype, precision=p.precision, optimizer=p.optimizer, zero=p.zero,
-                                    dp=p.dp, tp=p.tp, pp=p.pp, sequence_parallel=p.sequence_parallel,
-                                    recompute=p.recompute, attention=p.attention).memory
+            m = self._memory(model, micro)
             reports.append(m)
             out |= {f"{role}/model_states": m.model_states_per_gpu, f"{role}/activations": m.activations,
                     f"{role}/overhead": m.overhead}
+            if m.cpu_bytes:
+                out[f"{role}/cpu_offloaded"] = m.cpu_bytes
         shards = p.tp * p.pp * (p.dp if p.zero >= 3 else 1)
         frozen = {f"{role}/weights": -(-int(model.params * DTYPE_BYTES[self.dtype]) // shards)
                   for role, model in self.frozen}
@@ -598,6 +793,18 @@ class _Memory:
             return None, out
         busiest = max(total - states for total, states in totals)
         return sum(m.model_states_per_gpu for m in reports) + busiest + sum(frozen.values()), out
+
+    def pcie(self, micro: int) -> tuple[int, int]:
+        """PCIe bytes per GPU of every trained model's offload: (per optimizer step, per micro-batch)."""
+        p = self.par
+        if p.offload == "none" and not p.offload_activations:
+            return 0, 0
+        step = per_micro = 0
+        for _, model in self.trained:
+            m = self._memory(model, micro)
+            step += m.pcie_bytes_per_step
+            per_micro += m.pcie_bytes_per_micro_batch
+        return step, per_micro
 
 
 def _memory(memory: _Memory, s: _Setting, micro: int, cap: int, here: tuple, breaks: list[Break]) -> StageMemory:

@@ -110,6 +110,10 @@ def estimate_serving(model: Model, *, gpu: str, tp=1, pp=1, prompt=1024, output=
         raise UserError("serving estimates need attention layers (a KV cache)",
                         fix="give a transformer preset, config.json or YAML spec (not a bare count or a layers "
                             "network)")
+    if getattr(net, "recurrent_state", False):
+        raise UserError(f"{net.name} keeps a constant state-space (Mamba) state per sequence, not a paged KV cache: "
+                        "serving estimates model the latter", field="model",
+                        fix="use `paramcalc memory --mode infer` (its cache term is the recurrent state)")
     if not kv_cache_bytes(net, 1, 1, "bf16"):
         raise UserError(f"{net.name} caches no keys and values (an encoder sees its whole input at once)",
                         fix="serving estimates are for decoders: give a causal language model")

@@ -19,6 +19,10 @@ DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, 
 OPTIMIZER_STATE = {
     "adamw": 8, "adam": 8,  # fp32 momentum + variance (Kingma & Ba 2015)
     "adam-8bit": 2,  # 8-bit momentum + variance (Dettmers et al. 2022), block-wise scales left out (<1%)
+    "adamw-8bit": 2,  # bitsandbytes' AdamW8bit: the same two 8-bit states
+    # bitsandbytes' paged optimizers (PagedAdamW, PagedAdamW8bit; QLoRA's paged_adamw_32bit): the same
+    # state, in CUDA unified memory that pages to CPU under pressure; counted on the GPU (errs high)
+    "paged-adamw": 8, "paged-adamw-8bit": 2,
     "sgd": 0,  # plain SGD keeps nothing
     "sgd-momentum": 4,  # one fp32 momentum buffer
     "lion": 4,  # one fp32 momentum buffer (Chen et al. 2023)
@@ -31,7 +35,22 @@ PRECISION = {
     "fp32": (4, 4, 0),  # everything fp32
     "amp": (4, 4, 0),  # PyTorch AMP: fp32 weights and gradients, 16-bit activations
     "megatron": (None, 4, 4),  # Megatron-LM: 16-bit weights, fp32 main gradients, fp32 master
+    # pure bf16 (torchtune's full fine-tunes at dtype bf16, LitGPT's bf16-true): bf16 weights and
+    # gradients, no fp32 master, and the optimizer's state in the parameters' dtype (torch.optim
+    # allocates it like the parameter): Adam 2 + 2 + 4 = 8 bytes a parameter (torchtune's
+    # full_finetune recipes with `dtype: bf16`; Kalamkar et al. 2019, "A Study of BFLOAT16 for Deep
+    # Learning Training", on training in bf16). Errs neither way in bytes; it may cost accuracy.
+    "bf16": (2, 2, 0),
 }
+
+# Optimizer state under the pure-bf16 recipe: fp32 moments become bf16 ones (half); 8-bit states stay.
+STATE_IN_BF16 = {name: (None if b is None else b if "8bit" in name else b // 2) for name, b in OPTIMIZER_STATE.items()}
+
+# CPU offload of training state (`--offload`): none | optimizer (ZeRO-Offload, Ren et al. 2021: fp32
+# master, optimizer state and gradients on the CPU, the step there) | params (DeepSpeed's offload_param
+# under ZeRO-3: the 16-bit weight shards on the CPU, fetched per layer) | both (the two, as FSDP's
+# CPUOffload(offload_params=True) runs: weights, gradients and optimizer state on the CPU).
+OFFLOAD = ("none", "optimizer", "params", "both")
 
 RECOMPUTE = ("none", "selective", "full")
 

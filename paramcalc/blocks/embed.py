@@ -9,6 +9,7 @@ from functools import cache
 
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, Step, merge
 from paramcalc.blocks.linear import Embedding, Linear
+from paramcalc.blocks.mlp import MLP, activation
 from paramcalc.blocks.norm import Norm
 
 
@@ -125,6 +126,7 @@ class LMHead(Block):
     project_to: int | None = None  # OPT: project_out hidden -> word_embed_proj_dim first
     loss_fp32: bool = True  # causal-LM losses upcast logits to fp32 (transformers' ForCausalLMLoss)
     softcap: bool = False  # Gemma 2: tanh soft-capping of the final logits
+    transform_act: str = "gelu"  # the transform's activation: hidden_act (ALBERT's gelu_new)
     kind = "head"
 
     @property
@@ -164,9 +166,10 @@ class LMHead(Block):
         if self.project_to:
             out["project_out"] = x * T * self.project_to
         if self.transform_norm:
-            # GELU input, the norm, the decoder's input (the dense input is `input`)
-            w = self.width
-            out["transform"] = x * T * w + self.transform_norm.saved_rows(T, a) + x * T * w
+            # what the activation keeps (MLP.act_saved_elements: GELU its input, gelu_new four
+            # tensors), the norm, the decoder's input (the dense input is `input`)
+            w, act = self.width, MLP(self.hidden, self.width, act=self.transform_act).act_saved_elements()
+            out["transform"] = x * T * w * act + self.transform_norm.saved_rows(T, a) + x * T * w
         if self.softcap:
             out["softcap"] = x * T * V
         # Causal-LM labels are shifted into a new int64 tensor; at batch 1 it stays a view of the
@@ -349,6 +352,7 @@ def _head_class():
             self.spec = spec
             for name, part in spec.parts().items():
                 self.add_module(name, part.module())
+            self.act = activation(spec.transform_act)
 
         def tie(self, table: nn.Embedding) -> None:
             self.decoder.weight = table.weight
@@ -357,7 +361,7 @@ def _head_class():
             if self.spec.project_to:
                 x = self.project_out(x)
             if self.spec.transform_norm:
-                x = self.transform_norm(nn.functional.gelu(self.transform(x)))
+                x = self.transform_norm(self.act(self.transform(x)))
             return self.decoder(x)
 
     return LMHeadModule

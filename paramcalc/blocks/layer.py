@@ -8,6 +8,9 @@ Layouts (the parameter count differs only in how many norms there are):
 - `parallel`: x + attn(norm1(x)) + mlp(norm2(x)) (GPT-NeoX, Falcon-40B's two norms)
 - `parallel-shared`: x + attn(norm(x)) + mlp(norm(x)), one norm (GPT-J, Falcon-7B)
 - `reordered`: x + norm(attn(x)), then x + norm(mlp(x)) (OLMo 2; OLMo et al. 2024, sec. 3.2)
+
+A state-space layer (Mamba's MambaBlock) has a mixer in attention's place and no
+feed-forward block (`mlp` None): x + mixer(norm(x)), one norm, layout `pre`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.mlp import MLP
 from paramcalc.blocks.moe import MoE
 from paramcalc.blocks.norm import Norm
+from paramcalc.blocks.ssm import Mamba, Mamba2
 
 LAYOUTS = ("pre", "post", "sandwich", "parallel", "parallel-shared", "reordered")
 
@@ -51,8 +55,8 @@ _ORDER = {
 
 @dataclass(frozen=True)
 class TransformerLayer(Block):
-    attention: Attention | LatentAttention
-    mlp: MLP | MoE
+    attention: Attention | LatentAttention | Mamba | Mamba2  # the token mixer (a Mamba mixer: blocks/ssm.py)
+    mlp: MLP | MoE | None  # None: a mixer-only layer (Mamba)
     norm: Norm
     layout: str = "pre"
     cross_attention: Attention | None = None
@@ -60,14 +64,15 @@ class TransformerLayer(Block):
 
     @property
     def norm_names(self) -> tuple[str, ...]:
-        names = _NORMS[self.layout]
+        names = _NORMS[self.layout] if self.mlp is not None else _NORMS[self.layout][:1]
         return names + ("cross_attention_layernorm",) if self.cross_attention else names
 
     def parts(self) -> dict[str, Block]:
-        out: dict[str, Block] = {"attention": self.attention}
+        out: dict[str, Block] = {self.attention.kind: self.attention}  # attention, or a Mamba mixer
         if self.cross_attention:
             out["cross_attention"] = self.cross_attention
-        out[self.mlp.kind] = self.mlp
+        if self.mlp is not None:
+            out[self.mlp.kind] = self.mlp
         out.update((f"norm/{name}", self.norm) for name in self.norm_names)
         return out
 
@@ -89,7 +94,7 @@ class TransformerLayer(Block):
         out = merge(*((name, part.saved(p, a)) for name, part in self.parts().items()))
         if self.layout == "parallel" and self.norm.kind_ == "layernorm":
             out["norm/post_attention_layernorm"] = 8 * T  # the residual input is ln_attn's, saved already
-        if self.layout == "parallel-shared":
+        if self.layout == "parallel-shared" and self.mlp is not None:
             out[f"{self.mlp.kind}/input"] = 0  # the MLP reads the attention's normed input
         if a.hidden_dropout:
             # one noise tensor per sublayer output that is dropped (Phi and GPT-J drop
@@ -104,7 +109,8 @@ class TransformerLayer(Block):
         which is less than its own count where parts share a tensor (the parallel
         layouts); the layer's own extras (dropout noise) are freed at the end."""
         parts = self.parts()
-        order = [self.mlp.kind if name == "mlp" else name for name in _ORDER[self.layout]]
+        kinds = {"mlp": self.mlp.kind if self.mlp is not None else "mlp", "attention": self.attention.kind}
+        order = [kinds.get(name, name) for name in _ORDER[self.layout]]
         forward = [name for name in order if name in parts] + [name for name in parts if name not in order]
         saved = self.saved(p, a)
         steps: list[Step] = []
@@ -139,7 +145,11 @@ def _module_class():
             self.norm = nn.ModuleDict({name: spec.norm.module(a) for name in spec.norm_names})
 
         def mlp_forward(self, x):
+            assert self.spec.mlp is not None, "a mixer-only layer returns before its feed-forward"
             return getattr(self, self.spec.mlp.kind)(x)
+
+        def mixer_forward(self, x):  # attention, or a Mamba mixer (registered as mixer)
+            return getattr(self, self.spec.attention.kind)(x)
 
         def forward(self, x, memory=None):
             n, layout = self.norm, self.spec.layout
@@ -159,7 +169,9 @@ def _module_class():
             if layout == "sandwich":
                 x = x + n["post_attention_layernorm"](self.attention(n["input_layernorm"](x)))
                 return x + n["post_feedforward_layernorm"](self.mlp_forward(n["pre_feedforward_layernorm"](x)))
-            x = x + self.attention(n["input_layernorm"](x))
+            x = x + self.mixer_forward(n["input_layernorm"](x))
+            if self.spec.mlp is None:
+                return x
             if memory is not None:
                 x = x + self.cross_attention(n["cross_attention_layernorm"](x), memory)
             return x + self.mlp_forward(n["post_attention_layernorm"](x))

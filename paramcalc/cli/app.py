@@ -114,9 +114,11 @@ def memory(target: TargetArg,
                "KV cache dtype [default: --dtype for 16- and 32-bit weights; bf16 under fp8, int8 and int4 weights]")),
            precision: Optional[str] = typer.Option(None, metavar="RECIPE", help=(
                "mixed (ZeRO: 16-bit weights and grads, fp32 master and Adam: 16 B/param) | fp32 | amp | megatron "
+               "| bf16 (pure bf16: no master, bf16 Adam state: 8 B/param) "
                "[default: fp32 for --dtype fp32, else mixed]")),
            optimizer: str = typer.Option("adamw", metavar="NAME",
-                                         help="adamw | adam | adam-8bit | sgd | sgd-momentum | lion | adafactor"),
+                                         help="adamw | adam | adam-8bit | adamw-8bit | paged-adamw | paged-adamw-8bit "
+                                              "| sgd | sgd-momentum | lion | adafactor"),
            zero: str = typer.Option("0", metavar="0-3", help="ZeRO stage (3 = FSDP full sharding)"),
            dp: str = typer.Option("1", metavar="N", help="data-parallel GPUs"),
            tp: str = typer.Option("1", metavar="N", help="tensor-parallel GPUs"),
@@ -141,6 +143,15 @@ def memory(target: TargetArg,
            fragmentation: str = typer.Option("0.05", "--fragmentation", metavar="SHARE",
                                              help="calibrate: allocator slack as a share of the tensors"),
            lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None,
+           offload: str = typer.Option("none", "--offload", metavar="none|optimizer|params|both", help=(
+               "training state in CPU memory: optimizer (ZeRO-Offload), params (offload_param, ZeRO-3), both "
+               "(FSDP CPU offload); reported as cpu_bytes")),
+           offload_activations: bool = typer.Option(False, "--offload-activations", help=(
+               "checkpointed layer inputs in CPU memory (torchtune; needs --recompute full)")),
+           chunked_loss: bool = typer.Option(False, "--chunked-loss", help=(
+               "fused linear cross-entropy: no full fp32 logits (Liger Kernel)")),
+           optimizer_in_backward: bool = typer.Option(False, "--optimizer-in-backward", help=(
+               "step and free each gradient in backward: no full gradient buffer (torchtune)")),
            json: JsonOpt = False) -> None:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads."""
     from paramcalc.analysis.memory import estimate_memory
@@ -150,7 +161,9 @@ def memory(target: TargetArg,
                          vpp=vpp, micro_batches=micro_batches, sequence_parallel=sequence_parallel,
                          recompute=recompute, attention=attention, reshard=reshard, profile=profile, gpu=gpu,
                          context_bytes=_gib(context_bytes), fragmentation=fragmentation,
-                         lora_rank=lora_rank, lora_targets=lora_targets),
+                         lora_rank=lora_rank, lora_targets=lora_targets, offload=offload,
+                         offload_activations=offload_activations, chunked_loss=chunked_loss,
+                         optimizer_in_backward=optimizer_in_backward),
          json, _render("memory"))
 
 
@@ -189,13 +202,16 @@ def estimate(target: TargetArg, gpu: GpuOpt = "h100-sxm",
                                                         help="price per GPU-hour"),
              comm_file: Optional[str] = typer.Option(None, "--comm", metavar="FILE",
                                                      help="a `bench-collectives` file: measured link speed"),
+             kernels_file: Optional[str] = typer.Option(None, "--kernels", metavar="FILE", help=(
+                 "a benchmarks/gpu_kernels.py file: measured kernel efficiencies")),
              json: JsonOpt = False) -> None:
     """Params, FLOPs, a training plan for a cluster, its step time, memory, GPU-hours and dollars."""
     from paramcalc.analysis.estimate import estimate as run
 
     emit(run(target, gpu=gpu, gpus=gpus, tokens=tokens, seq_len=seq_len, global_batch=global_batch,
              micro_batch=micro_batch, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, sp=sp, zero=zero, recompute=recompute,
-             attention=attention, dtype=dtype, mfu=mfu, days=days, usd_per_hour=usd_per_hour, comm_file=comm_file),
+             attention=attention, dtype=dtype, mfu=mfu, days=days, usd_per_hour=usd_per_hour, comm_file=comm_file,
+             kernels_file=kernels_file),
          json, _render("estimate"))
 
 

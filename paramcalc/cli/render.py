@@ -175,8 +175,13 @@ def memory(report) -> None:
     table.add_row("[bold]model states[/bold]", f"{m.model_states_per_gpu:,}", units.human_bytes(m.model_states_per_gpu),
                   units.percent(m.model_states_per_gpu, total))
     table.add_row("[bold]total per GPU[/bold]", _exact(m.total_per_gpu), units.human_bytes(m.total_per_gpu), "")
+    if m.cpu_bytes:
+        table.add_row("CPU memory (offloaded)", f"{m.cpu_bytes:,}", units.human_bytes(m.cpu_bytes), "")
     console.print(table)
     _bar([(label, v) for label, v in rows if v], total)
+    if m.pcie_bytes_per_step or m.pcie_bytes_per_micro_batch:
+        console.print(f"PCIe per GPU: {units.human_bytes(m.pcie_bytes_per_step)} per optimizer step, "
+                      f"{units.human_bytes(m.pcie_bytes_per_micro_batch)} per micro-batch")
     if report.fits:
         f = report.fits
         verdict = "[green]fits[/green]" if f.fits else "[red]does not fit[/red]"

@@ -5,17 +5,18 @@ typed models, every problem placed at its key and line by the one loader."""
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from paramcalc.errors import UserError
 from paramcalc.inputs.fields import STRICT, Count, Natural, Positive, Share, Text
 from paramcalc.inputs.files import load_mapping, locate, validate
 
-KINDS = ("pretrain", "sft", "reward", "ppo", "dpo")
+KINDS = ("pretrain", "sft", "reward", "ppo", "dpo", "grpo", "rloo")
 # The choices of analysis/settings.py's tables (tests/test_plan.py holds them equal).
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
-Precision = Literal["mixed", "fp32", "amp", "megatron"]
-Optimizer = Literal["adamw", "adam", "adam-8bit", "sgd", "sgd-momentum", "lion", "adafactor"]
+Precision = Literal["mixed", "fp32", "amp", "megatron", "bf16"]
+Optimizer = Literal["adamw", "adam", "adam-8bit", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd",
+                    "sgd-momentum", "lion", "adafactor"]
 
 
 class Input(BaseModel):
@@ -37,6 +38,13 @@ class Parallel(Input):
     precision: Precision = Field("mixed", description="mixed (16 B/param with Adam) | fp32 | amp "
                                                                      "| megatron")
     optimizer: Optimizer = Field("adamw", description="optimizer whose state is held")
+    offload: Literal["none", "optimizer", "params", "both"] = Field(
+        "none", description="training state in CPU memory: optimizer (ZeRO-Offload), params (offload_param, "
+                            "ZeRO-3), both (FSDP CPU offload); PCIe time is added to the step")
+    offload_activations: bool = Field(False, description="checkpointed layer inputs in CPU memory (torchtune; "
+                                                         "needs recompute: full)")
+    chunked_loss: bool = Field(False, description="fused linear cross-entropy, no full logits (Liger Kernel)")
+    optimizer_in_backward: bool = Field(False, description="step and free each gradient in backward (torchtune)")
 
 
 class Schedule(Input):
@@ -83,6 +91,10 @@ class _Data(_Stage):
     dataset_tokens: Count | None = Field(None, description="instead: tokens in the dataset, x epochs")
     samples: Count | None = Field(None, description="instead: sequences (pairs) in the dataset, x epochs")
     epochs: Positive | None = Field(None, description="passes over dataset_tokens or samples [default: 1]")
+    mean_seq_len: Count | None = Field(None, description="the mean tokens of a sample's sequence (the data as it "
+                                                         "is) [default: seq_len]")
+    packing: bool = Field(True, description="true: sequences packed (compute at the mean length); false: padded "
+                                            "to seq_len (compute at seq_len, tokens counted at the mean)")
 
     @model_validator(mode="after")
     def _one_size(self):
@@ -92,6 +104,8 @@ class _Data(_Stage):
                              + (f"; got {', '.join(given)}" if given else ""))
         if self.tokens is not None and self.epochs is not None:
             raise ValueError("tokens is the budget over all epochs; use dataset_tokens or samples with epochs")
+        if self.mean_seq_len is not None and self.mean_seq_len > self.seq_len:
+            raise ValueError(f"mean_seq_len {self.mean_seq_len} exceeds seq_len {self.seq_len}, the longest")
         return self
 
 
@@ -121,33 +135,35 @@ class Dpo(_Data):
 
 
 class Generation(Input):
-    """How a ppo stage generates its rollouts: the decode roofline (analysis/serve.py) of an engine
-    on the stage's own GPUs (colocated)."""
+    """How an RL stage (ppo, grpo, rloo) generates its rollouts: the decode roofline
+    (analysis/serve.py) of an engine on the stage's own GPUs (colocated), or on `gpus` of its own
+    (OpenRLHF's and verl's vLLM engines), with the policy's weights synced to it every iteration."""
+
+    model_config = ConfigDict(**STRICT, populate_by_name=True)
 
     engine: Literal["vllm", "hf"] = Field("vllm", description="vllm: a vLLM/SGLang-style engine (CUDA graphs, "
                                                               "paged KV cache); hf: transformers' generate (eager)")
     tp: Count | None = Field(None, description="GPUs per generation replica [default: the stage's tp]")
     gpu_memory_utilization: Share = Field(0.9, description="vllm: the share of GPU memory the engine may use")
+    gpus: Count | None = Field(None, description="GPUs of its own for generation (beside the stage's dp x tp x pp) "
+                                                 "[default: none, colocated]")
+    overlap: bool = Field(False, alias="async", description="with gpus: generate the next rollout while training "
+                                                             "on this one (one step off-policy)")
 
 
-class Ppo(_Stage):
-    """PPO-RLHF: generate, score, update actor and critic (Ouyang et al. 2022)."""
+class _Rl(_Stage):
+    """What every RL stage shares: rollouts generated by the policy, then updates on them."""
 
-    kind: Literal["ppo"] = Field(description="ppo")
     reference: Text | None = Field(None, description="frozen reference TARGET [default: the policy]")
-    reward_model: Text | None = Field(None, description="frozen reward TARGET, given a scalar head "
-                                                        "[default: the last reward stage's model, else the policy]")
-    critic: Text | None = Field(None, description="trained value TARGET, given a scalar head "
-                                                  "[default: the reward model]")
     iterations: Count | None = Field(None, description="rollout-and-update iterations")
     prompts: Count | None = Field(None, description="instead: prompts in the dataset, x epochs / rollout_batch")
     epochs: Positive | None = Field(None, description="passes over `prompts` [default: 1]")
     rollout_batch: Count = Field(description="prompts generated per iteration")
     prompt_tokens: Count = Field(description="tokens per prompt")
     response_tokens: Count = Field(description="tokens generated per prompt (the maximum: early stops err high)")
-    ppo_epochs: Count = Field(1, description="passes of actor and critic updates over each rollout")
-    global_batch: Count | None = Field(None, description="sequences per optimizer step (the PPO mini-batch) "
-                                                         "[default: rollout_batch]")
+    ppo_epochs: Count = Field(1, description="passes of updates over each rollout (GRPO's mu)")
+    global_batch: Count | None = Field(None, description="sequences per optimizer step (the mini-batch) "
+                                                         "[default: every sequence of the rollout]")
     generation: Generation = Field(default_factory=Generation, description="the generation engine")
     generation_mfu: Share | None = Field(None, description="instead: a fixed share of the dense peak that "
                                                            "generation reaches (overrides `generation`)")
@@ -161,6 +177,52 @@ class Ppo(_Stage):
         if self.iterations is not None and self.epochs is not None:
             raise ValueError("epochs counts passes over prompts; with iterations, leave it out")
         return self
+
+
+class Ppo(_Rl):
+    """PPO-RLHF: generate, score, update actor and critic (Ouyang et al. 2022)."""
+
+    kind: Literal["ppo"] = Field(description="ppo")
+    reward_model: Text | None = Field(None, description="frozen reward TARGET, given a scalar head "
+                                                        "[default: the last reward stage's model, else the policy]")
+    critic: Text | None = Field(None, description="trained value TARGET, given a scalar head "
+                                                  "[default: the reward model]")
+
+
+class _Grouped(_Rl):
+    """Critic-free RL over groups of samples per prompt: the group's rewards are the baseline."""
+
+    reward: Literal["rule", "model"] = Field("rule", description="rule: a verifier or rule scores responses "
+                                                                 "(no model); model: a reward model forward")
+    reward_model: Text | None = Field(None, description="reward: model: the frozen reward TARGET, given a "
+                                                        "scalar head [default: the last reward stage's model, "
+                                                        "else the policy]")
+    kl_coef: float = Field(0.04, ge=0, description="weight of the KL penalty against the reference; 0: no reference "
+                                                   "model is held or run")
+
+    @model_validator(mode="after")
+    def _reward_model_needs_model_rewards(self):
+        if self.reward_model is not None and self.reward == "rule":
+            raise ValueError("reward_model is given but reward is rule; set reward: model, or drop reward_model")
+        return self
+
+
+class Grpo(_Grouped):
+    """GRPO (Shao et al. 2024, DeepSeekMath, section 4.1): G samples per prompt, the group-normalised
+    rewards as advantages, no critic."""
+
+    kind: Literal["grpo"] = Field(description="grpo")
+    group_size: Count = Field(8, description="samples generated per prompt (G)")
+
+
+class Rloo(_Grouped):
+    """RLOO (Ahmadian et al. 2024, "Back to Basics"): k samples per prompt, each baselined by the mean
+    reward of the other k - 1, no critic."""
+
+    kind: Literal["rloo"] = Field(description="rloo")
+    group_size: Count = Field(4, description="samples generated per prompt (k)")
+    kl_coef: float = Field(0.05, ge=0, description="weight of the KL penalty against the reference; 0: no reference "
+                                                   "model is held or run")
 
 
 class Search(Input):
@@ -203,8 +265,8 @@ class Search(Input):
         return self
 
 
-Stage = Annotated[Union[Pretrain, Sft, Reward, Ppo, Dpo], Field(discriminator="kind")]
-STAGES = {"pretrain": Pretrain, "sft": Sft, "reward": Reward, "ppo": Ppo, "dpo": Dpo}
+Stage = Annotated[Union[Pretrain, Sft, Reward, Ppo, Dpo, Grpo, Rloo], Field(discriminator="kind")]
+STAGES = {"pretrain": Pretrain, "sft": Sft, "reward": Reward, "ppo": Ppo, "dpo": Dpo, "grpo": Grpo, "rloo": Rloo}
 
 
 class Pipeline(Input):
@@ -241,4 +303,7 @@ STAGE_KEYS = {"seq_len": ("seq_len",), "dtype": ("dtype",), "precision": ("paral
               "optimizer": ("parallel", "optimizer"), "tp": ("parallel", "tp"), "pp": ("parallel", "pp"),
               "dp": ("parallel", "dp"), "zero": ("parallel", "zero"), "recompute": ("parallel", "recompute"),
               "attention": ("parallel", "attention"), "lora_rank": ("lora", "rank"),
-              "lora_targets": ("lora", "targets")}
+              "lora_targets": ("lora", "targets"), "offload": ("parallel", "offload"),
+              "offload_activations": ("parallel", "offload_activations"),
+              "chunked_loss": ("parallel", "chunked_loss"),
+              "optimizer_in_backward": ("parallel", "optimizer_in_backward")}

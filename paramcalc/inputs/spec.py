@@ -84,6 +84,50 @@ class MLASpec(_Spec):
     v_head_dim: Count = Field(description="per-head value dims")
 
 
+class DisentangledSpec(_Spec):
+    """DeBERTa-v2/v3's disentangled attention (He et al. 2021, section 3.1 and 3.3;
+    transformers' modeling_deberta_v2): content-to-position and position-to-content
+    scores against a shared table of relative-position embeddings."""
+
+    attention_span: Natural = Field(description="k: position_buckets, else max_relative_positions (the relative "
+                                                "table has 2k rows); 0: relative_attention off, no table")
+    pos_att_type: tuple[Literal["c2p", "p2c"], ...] = Field(
+        ("c2p", "p2c"), description="the position terms added to the content scores")
+    share_att_key: bool = Field(True, description="the table is projected by the content q/k projections; false: "
+                                                  "pos_key_proj (c2p) and pos_query_proj (p2c) of its own")
+    norm_rel_ebd: bool = Field(True, description="a LayerNorm on the relative table (norm_rel_ebd: layer_norm)")
+    conv_kernel_size: Natural = Field(0, description="a Conv1d (+ LayerNorm) beside the first layer; 0: none")
+    conv_groups: Count = Field(1, description="groups of that Conv1d")
+
+
+class SSMSpec(_Spec):
+    """A selective state-space mixer in place of attention: Mamba (Gu & Dao 2023) or
+    Mamba-2 (Dao & Gu 2024), as transformers' modeling_mamba / modeling_mamba2 build it."""
+
+    version: Literal[1, 2] = Field(1, description="1: Mamba's selective scan; 2: Mamba-2's SSD with heads and groups")
+    intermediate_size: Count = Field(description="d_inner, the mixer's width (expand x hidden_size)")
+    state_size: Count = Field(description="N: state dimensions per channel (Mamba) or per head (Mamba-2)")
+    conv_kernel: Count = Field(4, description="taps of the depthwise causal conv1d")
+    time_step_rank: Count | None = Field(None, description="Mamba: dt's low rank (dt_rank; 'auto': ceil(h / 16))")
+    num_heads: Count | None = Field(None, description="Mamba-2: SSM heads (d_inner = num_heads x head_dim)")
+    n_groups: Count = Field(1, description="Mamba-2: groups sharing B and C (like K/V groups)")
+    chunk_size: Count = Field(256, description="Mamba-2: the SSD scan's chunk length")
+    use_bias: bool = Field(False, description="in_proj and out_proj have biases")
+    use_conv_bias: bool = Field(True, description="the conv1d has a bias")
+    bcdt_norm: bool = Field(False, description="Falcon-Mamba: weightless RMS norms on dt, B and C (no parameters)")
+
+    @model_validator(mode="after")
+    def _shapes_divide(self):
+        if self.version == 1 and self.time_step_rank is None:
+            raise ValueError("Mamba needs time_step_rank (dt_rank)")
+        if self.version == 2:
+            if self.num_heads is None or self.intermediate_size % self.num_heads:
+                raise ValueError(f"Mamba-2 needs num_heads dividing intermediate_size ({self.intermediate_size})")
+            if self.num_heads % self.n_groups or self.intermediate_size % self.n_groups:
+                raise ValueError(f"n_groups ({self.n_groups}) does not divide num_heads ({self.num_heads})")
+        return self
+
+
 class LoRASpec(_Spec):
     """Low-rank adapters on named linears (Hu et al. 2021); the base model is frozen."""
 
@@ -189,8 +233,15 @@ class TransformerSpec(_Spec):
     fused_qkv: bool = Field(False, description="q, k, v are views of one fused projection with no rotary copy "
                             "(GPT-2's c_attn, BLOOM's query_key_value): same count, more saved at batch 1")
     rotary_pct: Number = Field(1.0, le=1, description="share of head_dim that is rotated (GPT-NeoX rotary_pct)")
+    num_hidden_groups: Count | None = Field(None, description=(
+        "ALBERT: groups of inner_group_num layers that hold weights; the num_hidden_layers runs share them "
+        "(Lan et al. 2020, section 3.1); null: every layer its own weights"))
+    inner_group_num: Count = Field(1, description="ALBERT: layers in each group, all run at every step")
+    disentangled: DisentangledSpec | None = Field(None, description="DeBERTa-v2/v3's disentangled attention")
     moe: MoESpec | None = Field(None, description="mixture of experts")
     mla: MLASpec | None = Field(None, description="multi-head latent attention")
+    ssm: SSMSpec | None = Field(None, description=(
+        "a state-space mixer (Mamba) in every layer in place of attention, with no feed-forward block"))
     freeze: tuple[str, ...] = Field((), description=(
         "glob patterns on breakdown keys whose parameters are frozen: 'embedding' (a key prefix), 'layers/*/mlp/*'"))
     lora: LoRASpec | None = Field(None, description="LoRA adapters; everything else is frozen")

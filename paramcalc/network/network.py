@@ -39,9 +39,20 @@ from paramcalc.errors import UserError
 
 @dataclass(frozen=True)
 class Stage:
+    """A block run `count` times. `shared`: the runs reuse that many copies of its
+    weights (ALBERT's cross-layer sharing, Lan et al. 2020, section 3.1: 12 runs of 1
+    layer's weights); 0: every run has its own. Parameters count the copies, FLOPs
+    and saved bytes every run."""
+
     name: str
     block: Block
     count: int = 1
+    shared: int = 0
+
+    @property
+    def copies(self) -> int:
+        """How many sets of weights the stage holds."""
+        return self.shared or self.count
 
 
 @dataclass(frozen=True)
@@ -68,20 +79,21 @@ class Network:
 
     # ------------------------------------------------ figures, summed over stages
 
-    def _sum(self, figure) -> Breakdown:
-        return merge(*((s.name, scale(figure(s.block), s.count)) for s in self.stages))
+    def _sum(self, figure, *, weights: bool = False) -> Breakdown:
+        """A figure summed over stages: per run, or per copy of the weights (`weights`)."""
+        return merge(*((s.name, scale(figure(s.block), s.copies if weights else s.count)) for s in self.stages))
 
     def params(self) -> Breakdown:
-        return self._sum(lambda b: b.params())
+        return self._sum(lambda b: b.params(), weights=True)
 
     def active_params(self) -> Breakdown:
-        return self._sum(lambda b: b.active_params())
+        return self._sum(lambda b: b.active_params(), weights=True)
 
     def flops(self, p: Pass) -> Breakdown:
         return self._sum(lambda b: b.flops(p))
 
     def buffers(self) -> Breakdown:
-        return self._sum(lambda b: b.buffers())
+        return self._sum(lambda b: b.buffers(), weights=True)
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         """Bytes autograd keeps for backward in a training forward with the loss."""
@@ -102,9 +114,9 @@ class Network:
         total = 0
         for s in self.stages:
             if hasattr(s.block, "table_params"):
-                total += s.block.table_params() * s.count
+                total += s.block.table_params() * s.copies
             elif s.block.kind == "embedding":  # an embedding layer of a layers network
-                total += sum(s.block.params().values()) * s.count
+                total += sum(s.block.params().values()) * s.copies
         return total
 
     @property
@@ -171,11 +183,11 @@ class Network:
 
     def module(self):
         """The whole network as PyTorch modules (build it under `torch.device("meta")`
-        to count without memory): stage name -> list of `count` block modules,
+        to count without memory): stage name -> list of block modules, one per copy of the weights,
         the LM head tied to the token table where the spec ties them."""
         from torch import nn
 
-        built = {stage.name.replace(".", "_"): [stage.block.module() for _ in range(stage.count)]
+        built = {stage.name.replace(".", "_"): [stage.block.module() for _ in range(stage.copies)]
                  for stage in self.stages}
         head = self.head
         if isinstance(head, LMHead) and head.tied:
@@ -264,8 +276,17 @@ class TransformerNetwork(Network):
             widest = max(widest, x * T * 4 * h + scores)
         return x * T * 2 * h + widest
 
+    @property
+    def recurrent_state(self) -> bool:
+        """Some layer mixes tokens with a state-space scan (Mamba, blocks/ssm.py): its cache is a
+        constant state per sequence, not keys and values per token."""
+        return any(transformer_layer(s).attention.kind == "mixer" for s in self.layers)
+
     def check_tensor_parallel(self, tp: int) -> None:
         """Megatron splits attention by heads: tp must divide the query and the K/V heads."""
+        if tp > 1 and self.recurrent_state:
+            raise UserError(f"tensor parallelism {tp} of state-space (Mamba) layers is not modelled", field="tp",
+                            fix="use tp 1 (data and pipeline parallelism apply)")
         for name, n in (("attention heads", self.heads), ("K/V heads", self.kv_heads)):
             if n and n % tp:
                 raise UserError(f"tensor parallelism {tp} does not divide the {n} {name} "

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Block
+from paramcalc.blocks.disentangled import ConvLayer, DisentangledAttention, RelativeTable
 from paramcalc.blocks.embed import DecoderPositions, Discriminator, Embeddings, LMHead, Pooler
 from paramcalc.blocks.layer import TransformerLayer
 from paramcalc.blocks.linear import Linear
@@ -19,6 +20,7 @@ from paramcalc.blocks.moe import MoE
 from paramcalc.blocks.norm import Norm
 from paramcalc.inputs.spec import TransformerSpec
 from paramcalc.network.network import Stage, TransformerNetwork
+from paramcalc.network.ssm import ssm_mixer
 
 
 def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
@@ -44,7 +46,8 @@ def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
     default = min(2048, learned) if learned else 512 if spec.position_embedding == "relative" else 2048
     return TransformerNetwork(
         name=spec.name or "model", stages=tuple(stages), expected_params=spec.expected_params,
-        kind=spec.architecture, hidden=spec.hidden_size, heads=n, kv_heads=spec.kv_heads,
+        kind=spec.architecture, hidden=spec.hidden_size, heads=0 if spec.ssm else n,  # a Mamba stack: no heads
+        kv_heads=0 if spec.ssm else spec.kv_heads,
         score_dim=spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim if spec.mla else spec.attention_head_dim,
         ffn=spec.intermediate_size, rotary_dim=rotary, positions=learned, default_seq=default, fixed_seq=fixed,
         fixed_seq_note=note, profile=profile, training_seq=spec.training_seq_len)
@@ -74,6 +77,10 @@ def _stages(spec: TransformerSpec) -> list[Stage]:
         vocab=V, dim=width, positions=positions, token_types=spec.type_vocab_size,
         norm=(_norm(spec, narrow) if narrow else norm) if spec.embedding_norm else None,
         project_to=h if width != h else None, narrow=narrow is not None))]
+    if spec.disentangled:  # DeBERTa-v2: the relative table every layer projects
+        table = spec.disentangled
+        stages.append(Stage("relative_embeddings", RelativeTable(
+            2 * table.attention_span, h, norm if table.norm_rel_ebd else None)))
 
     if spec.architecture == "encoder-decoder":
         for stack, count, cross in (("encoder", spec.num_hidden_layers, False),
@@ -87,6 +94,9 @@ def _stages(spec: TransformerSpec) -> list[Stage]:
                 stages.append(Stage(f"{stack}/layers", rest, count - 1))
             if spec.final_norm:
                 stages.append(Stage(f"{stack}/final_norm", norm))
+    elif spec.num_hidden_groups:  # ALBERT: every step runs one group's inner_group_num layers
+        runs, held = (n * spec.inner_group_num for n in (spec.num_hidden_layers, spec.num_hidden_groups))
+        stages.append(Stage("layers", _layer(spec, 0, causal=False), runs, shared=held))
     else:
         causal = spec.architecture == "decoder"
         layers = [_layer(spec, i, causal=causal, relative=(i == 0)) for i in range(spec.num_hidden_layers)]
@@ -95,6 +105,9 @@ def _stages(spec: TransformerSpec) -> list[Stage]:
             stages.append(Stage(_layer_label(block, len(merged)), block, count))
         if spec.final_norm:
             stages.append(Stage("final_norm", norm))
+    if spec.disentangled and spec.disentangled.conv_kernel_size:  # DeBERTa-v2's ConvLayer beside layer 0
+        conv = spec.disentangled
+        stages.append(Stage("conv", ConvLayer(h, conv.conv_kernel_size, conv.conv_groups, norm)))
 
     stages.append(Stage("head", _head(spec, norm, project)))
     return stages
@@ -122,6 +135,8 @@ def _vit_stages(spec: TransformerSpec) -> list[Stage]:
 
 def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
            relative: bool = False) -> TransformerLayer:
+    if spec.ssm:  # Mamba: x + mixer(norm(x)), no feed-forward block (network/ssm.py)
+        return TransformerLayer(ssm_mixer(spec.hidden_size, spec.ssm), None, _norm(spec))
     h, n, g, d = spec.hidden_size, spec.num_attention_heads, spec.kv_heads, spec.attention_head_dim
     buckets = spec.relative_attention_num_buckets if (relative and spec.position_embedding == "relative") else 0
     attention: Attention | LatentAttention
@@ -139,6 +154,8 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
                               window=spec.window(i), relative_buckets=buckets,
                               softcap=spec.attn_logit_softcapping is not None, fused_views=spec.fused_qkv,
                               sinks=spec.attention_sinks)
+        if spec.disentangled:
+            attention = _disentangled(spec)
     dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act, spec.mlp_inner_dropout)
     mlp: MLP | MoE = dense
     if spec.moe and spec.moe.is_moe_layer(i):
@@ -151,6 +168,16 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
                   moe.router_bias, moe.score_correction_bias)
     cross_attention = Attention(h, n, n, d, spec.qkv_bias, spec.o_bias, causal=False, cross=True) if cross else None
     return TransformerLayer(attention, mlp, _norm(spec), spec.layout, cross_attention)
+
+
+def _disentangled(spec: TransformerSpec) -> DisentangledAttention:
+    """DeBERTa-v2's attention: BERT's biased projections and the relative-position terms."""
+    table = spec.disentangled
+    assert table is not None, "called for a spec with disentangled attention"
+    return DisentangledAttention(spec.hidden_size, spec.num_attention_heads, spec.num_attention_heads,
+                                 spec.attention_head_dim, spec.qkv_bias, spec.o_bias, causal=False,
+                                 span=table.attention_span, c2p="c2p" in table.pos_att_type,
+                                 p2c="p2c" in table.pos_att_type, share_keys=table.share_att_key)
 
 
 def _norm(spec: TransformerSpec, dim: int | None = None) -> Norm:
@@ -177,7 +204,7 @@ def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
     if spec.head == "mlm":  # BERT: transform + LayerNorm, decoder tied to the word table, vocab bias
         width = spec.embedding_size or h  # ELECTRA's generator transforms down to its table's width
         return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=_norm(spec, width),
-                      loss_fp32=False)
+                      loss_fp32=False, transform_act=spec.hidden_act)
     if spec.head == "discriminator":
         return Discriminator(h)
     if spec.head == "pooler":

@@ -29,6 +29,12 @@ class Setup(Result):
     profile: str = Field("transformers", description="whose saved tensors: transformers (eager reference) | "
                                                      "megatron (Megatron-LM + Transformer Engine)")
     quantized_base: bool = Field(False, description="QLoRA: the frozen base stored in int4, adapters trained in bf16")
+    offload: str = Field("none", description="training state on the CPU: none | optimizer (ZeRO-Offload) | params "
+                                             "(DeepSpeed offload_param) | both (FSDP CPUOffload)")
+    offload_activations: bool = Field(False, description="checkpointed layer inputs kept on the CPU (torchtune)")
+    chunked_loss: bool = Field(False, description="fused linear cross-entropy: no full logits (Liger kernel)")
+    optimizer_in_backward: bool = Field(False, description="each gradient is stepped and freed in backward "
+                                                           "(torchtune's optimizer_in_bwd)")
 
     @property
     def world(self) -> int:
@@ -61,6 +67,11 @@ class Memory(Result):
     overhead: int | None
     total_per_gpu: int | None
     fits: bool | None = Field(None, description="with a GPU: whether total_per_gpu fits its memory")
+    cpu_bytes: int = Field(0, description="bytes per GPU held in CPU memory by offload (beside total_per_gpu)")
+    pcie_bytes_per_step: int = Field(0, description="bytes each GPU moves over PCIe per optimizer step "
+                                                    "(optimizer offload: gradients out, 16-bit weights in)")
+    pcie_bytes_per_micro_batch: int = Field(0, description="bytes each GPU moves over PCIe per micro-batch "
+                                                           "(parameter and activation offload)")
 
 
 class MemoryReport(Report):

@@ -28,6 +28,22 @@ class StageMemory(Result):
     breakdown: dict[str, int | None]
 
 
+class Rollout(Result):
+    """An RL iteration's time, by phase (ppo, grpo, rloo)."""
+
+    placement: str = Field(description="colocated (generation on the training GPUs) | separate (its own GPUs)")
+    generation_gpus: int = Field(description="GPUs that generate (colocated: the stage's)")
+    samples_per_prompt: int = Field(description="sequences generated per prompt (grpo, rloo: the group size)")
+    sequences: int = Field(description="sequences generated per iteration")
+    generation_seconds: float
+    training_seconds: float = Field(description="scoring forwards, updates and PCIe offload traffic")
+    weight_sync_seconds: float = Field(description="separate: the policy's 16-bit weights broadcast to the engine")
+    overlapped: bool = Field(description="async: the next rollout is generated while this one trains")
+    iteration_seconds: float = Field(description="colocated or synchronous: the sum; async: the slower of "
+                                                 "generation and training, plus the weight sync")
+    generation_share: float = Field(description="generation_seconds / iteration_seconds")
+
+
 class StageResult(Result):
     name: str
     kind: str
@@ -48,6 +64,9 @@ class StageResult(Result):
     iterations: int | None = Field(None, description="ppo: rollout-and-update iterations")
     tokens: int = Field(description="tokens trained (ppo: prompt + response tokens of all rollouts)")
     generated_tokens: int | None = None
+    mean_seq_len: int | None = Field(None, description="the data's mean tokens per sequence, when given")
+    rollout: Rollout | None = Field(None, description="ppo, grpo, rloo: the iteration's time by phase")
+    generation_gpus: int | None = Field(None, description="GPUs of the generation engine beside `gpus` (separate)")
     time_per_step_seconds: float
     lr: LrSplit
     flops: int

@@ -143,9 +143,9 @@ def _params(net, built) -> ParamsCheck:
                 if id(param) not in seen:
                     seen.add(id(param))
                     numel += param.numel()
-        analytic = sum(stage.block.params().values()) * stage.count
-        rows.append(StageParams(stage=stage.name, count=stage.count, analytic=analytic,
-                                counted=numel * stage.count // len(modules)))
+        analytic = sum(stage.block.params().values()) * stage.copies
+        rows.append(StageParams(stage=stage.name, count=stage.copies, analytic=analytic,
+                                counted=numel * stage.copies // len(modules)))
     a, c = sum(r.analytic for r in rows), sum(r.counted for r in rows)
     exact = a == c and all(r.analytic == r.counted for r in rows)
     return ParamsCheck(analytic=a, counted=c, exact=exact, by_stage=rows)

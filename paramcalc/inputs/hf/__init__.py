@@ -18,7 +18,7 @@ from pathlib import Path
 
 from paramcalc.errors import UserError, warn
 from paramcalc.inputs.files import load_mapping, validate
-from paramcalc.inputs.hf import encoders, gemma, gpt, llama, moe, qwen, seq2seq
+from paramcalc.inputs.hf import albert, deberta, encoders, gemma, gpt, llama, mamba, moe, qwen, seq2seq
 from paramcalc.inputs.hf.fields import Config, Converter, Fields
 from paramcalc.inputs.spec import TransformerSpec
 
@@ -45,7 +45,8 @@ def _head(arch: str, *, encoder: bool = False) -> dict:
 
 FAMILIES: dict[str, tuple[Converter, Config]] = {
     **llama.MODEL_TYPES, **qwen.MODEL_TYPES, **gemma.MODEL_TYPES, **gpt.MODEL_TYPES, **moe.MODEL_TYPES,
-    **encoders.MODEL_TYPES, **seq2seq.MODEL_TYPES,
+    **encoders.MODEL_TYPES, **seq2seq.MODEL_TYPES, **albert.MODEL_TYPES, **deberta.MODEL_TYPES,
+    **mamba.MODEL_TYPES,
 }
 
 
@@ -78,8 +79,8 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
     except (TypeError, ValueError, AttributeError) as e:
         raise UserError(f"a field has the wrong type ({e})", where=where,
                         fix="compare with the model's config.json on the Hugging Face hub") from None
-    if model_type in ("distilbert", "electra") and fields["head"] == "pooler":
-        fields["head"] = "none"  # DistilBertModel and ElectraModel end at the last layer
+    if model_type in ("distilbert", "electra", "deberta-v2") and fields["head"] == "pooler":
+        fields["head"] = "none"  # DistilBertModel, ElectraModel and DebertaV2Model end at the last layer
     if fields.get("architecture") == "encoder-decoder" and (arch.endswith("EncoderModel")
                                                             or fields["head"] == "token-classifier"):
         # (M)T5EncoderModel, and *ForTokenClassification built on it: the encoder stack alone

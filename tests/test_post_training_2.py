@@ -1,0 +1,220 @@
+"""Post-training, the rest of issue #20: GRPO and RLOO stages, generation on separate GPUs with
+weight sync, memory savers (8-bit and paged optimizers, pure bf16, chunked loss, optimizer step in
+backward, CPU offload of optimizer state, parameters and activations) and the data as it is
+(packing or padding at a mean length)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from cli import assert_user_error, run
+
+from paramcalc.analysis.memory import estimate_memory
+from paramcalc.analysis.plan import PCIE_BYTES_PER_SECOND, plan_pipeline
+from paramcalc.blocks.base import Pass
+from paramcalc.catalog import load_gpu
+from paramcalc.network import lower
+
+# Llama-2-7B's shapes (config.json): h 4096, FFN 11008, 32 layers, vocabulary 32000
+H, F, L, V = 4096, 11008, 32, 32000
+N = 6_738_415_616  # its parameters
+LAYER = 4 * H * H + 3 * H * F + 2 * H
+
+
+def pipeline(tmp_path: Path, *stages: dict, **top):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-2-7b", "gpu": "a100-80gb", **top, "stages": list(stages)}))
+    return plan_pipeline(path)
+
+
+def rl(kind: str = "grpo", **extra) -> dict:
+    return {"name": kind, "kind": kind, "iterations": 10, "rollout_batch": 64, "prompt_tokens": 256,
+            "response_tokens": 1024, "parallel": {"dp": 8, "zero": 3}, **extra}
+
+
+# ---------------------------------------------------------------- GRPO and RLOO
+
+
+def test_grpo_generates_group_size_samples_per_prompt_with_no_critic(tmp_path):
+    s = pipeline(tmp_path, rl()).stages[0]
+    assert s.models == {"policy": "llama-2-7b", "reference": "llama-2-7b"}
+    assert s.rollout is not None and s.rollout.samples_per_prompt == 8 and s.rollout.sequences == 512
+    assert "critic/train" not in s.flops_breakdown and "reward_model/forward" not in s.flops_breakdown
+    net = lower("llama-2-7b")
+    from paramcalc.analysis.flops import forward_flops
+
+    full = forward_flops(net, Pass(512, 1280))
+    assert s.flops_breakdown["reference/forward"] == 10 * full
+    assert s.flops_breakdown["policy/train"] == 10 * 3 * full
+    assert s.generated_tokens == 10 * 512 * 1024
+    assert set(s.memory.breakdown) == {"policy/model_states", "policy/activations", "policy/overhead",
+                                       "reference/weights"}
+
+
+def test_rloo_defaults_to_4_samples_and_kl_coef_0_drops_the_reference(tmp_path):
+    s = pipeline(tmp_path, rl("rloo", kl_coef=0, reward="model")).stages[0]
+    assert s.rollout is not None and s.rollout.samples_per_prompt == 4 and s.rollout.sequences == 256
+    assert s.models == {"policy": "llama-2-7b", "reward_model": "llama-2-7b (scalar head)"}
+    assert "reference/forward" not in s.flops_breakdown and "reward_model/forward" in s.flops_breakdown
+    assert "reference/weights" not in s.memory.breakdown
+
+
+def test_a_grpo_stage_costs_like_ppo_without_the_critic(tmp_path):
+    """Same rollout (64 prompts x 1 sample), a reward model and a reference: GRPO's FLOPs are PPO's less
+    the critic's forward and training passes."""
+    grpo = pipeline(tmp_path, rl(group_size=1, reward="model")).stages[0]
+    ppo = pipeline(tmp_path, rl("ppo")).stages[0]
+    critic = ppo.flops_breakdown["critic/values"] + ppo.flops_breakdown["critic/train"]
+    assert grpo.flops == ppo.flops - critic
+
+
+def test_rl_stage_errors_exit_2(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-2-7b", "stages": [rl(reward_model="llama-2-7b")]}))
+    assert_user_error(run("plan", path), "reward", "stages[0]")
+    path.write_text(yaml.safe_dump({"model": "llama-2-7b", "stages": [rl(group_size=0)]}))
+    assert_user_error(run("plan", path), "group_size")
+    path.write_text(yaml.safe_dump({"model": "llama-2-7b", "stages": [rl(generation={"gpus": 6, "tp": 4})]}))
+    assert_user_error(run("plan", path), "generation.tp", "generation's 6 GPUs")
+
+
+# ---------------------------------------------------------------- generation on separate GPUs
+
+
+def test_separate_generation_gpus_sync_16_bit_weights_and_hold_both_pools(tmp_path):
+    s = pipeline(tmp_path, rl(generation={"gpus": 8})).stages[0]
+    r = s.rollout
+    assert r is not None and r.placement == "separate" and s.generation_gpus == 8 and s.gpus == 8
+    a100 = load_gpu("a100-80gb")
+    link = a100.network  # 8 + 8 GPUs: more than a node, so the network
+    assert link is not None
+    assert r.weight_sync_seconds == pytest.approx(2 * N / (float(link.bandwidth) * a100.efficiency.link))
+    assert r.iteration_seconds == pytest.approx(r.generation_seconds + r.training_seconds + r.weight_sync_seconds)
+    assert s.gpu_hours == pytest.approx(16 * 10 * r.iteration_seconds / 3600)
+    assert s.wall_clock_hours == pytest.approx(10 * r.iteration_seconds / 3600)
+    fast = pipeline(tmp_path, rl(generation={"gpus": 8, "async": True})).stages[0].rollout
+    assert fast is not None and fast.overlapped
+    assert fast.iteration_seconds == pytest.approx(max(fast.generation_seconds, fast.training_seconds)
+                                                   + fast.weight_sync_seconds)
+
+
+def test_within_a_node_the_sync_runs_over_nvlink(tmp_path):
+    s = pipeline(tmp_path, rl(parallel={"dp": 4, "zero": 3}, generation={"gpus": 4})).stages[0]
+    a100 = load_gpu("a100-80gb")
+    assert a100.interconnect is not None and s.rollout is not None
+    assert s.rollout.weight_sync_seconds == pytest.approx(2 * N / (float(a100.interconnect.bandwidth)
+                                                                   * a100.efficiency.link))
+
+
+def test_colocated_rollout_reports_its_generation_share(tmp_path):
+    s = pipeline(tmp_path, rl()).stages[0]
+    r = s.rollout
+    assert r is not None and r.placement == "colocated" and r.weight_sync_seconds == 0
+    assert r.iteration_seconds == pytest.approx(s.time_per_step_seconds * s.steps / s.iterations)
+    assert 0 < r.generation_share < 1
+    assert r.generation_share == pytest.approx(r.generation_seconds / r.iteration_seconds)
+
+
+# ---------------------------------------------------------------- memory savers
+
+
+def _m(**kw):
+    return estimate_memory("llama-2-7b", seq_len=1024, **kw)
+
+
+def test_8_bit_and_paged_optimizers_hold_their_documented_state():
+    assert _m(optimizer="adamw-8bit").memory.optimizer == 4 * N + 2 * N  # fp32 master + two 8-bit states
+    assert _m(optimizer="paged-adamw-8bit").memory.optimizer == 6 * N
+    assert _m(optimizer="paged-adamw").memory.optimizer == 12 * N
+
+
+def test_pure_bf16_keeps_no_master_and_bf16_adam_states():
+    m = _m(precision="bf16").memory
+    assert (m.weights, m.gradients, m.optimizer) == (2 * N, 2 * N, 4 * N)
+    assert _m(precision="bf16", optimizer="adam-8bit").memory.optimizer == 2 * N
+    assert_user_error(run("memory", "llama-2-7b", "--dtype", "fp16", "--precision", "bf16"), "--precision")
+
+
+def test_chunked_loss_keeps_one_chunk_of_logits_instead_of_fp32_logits():
+    plain, fused = _m(), _m(chunked_loss=True)
+    T = 1024
+    chunk = 1 << (-(-T // -(-V // H)) - 1).bit_length()  # next power of 2 of ceil(T / ceil(V / h)) = 128
+    assert chunk == 128
+    assert "head/loss" not in fused.breakdown and "overhead/logits_gradient" not in fused.breakdown
+    assert fused.breakdown["head/fused_loss_chunk"] == 2 * chunk * V
+    assert fused.breakdown["head/fused_loss_input_grad"] == 2 * T * H + 4 * T
+    dropped = plain.breakdown["head/loss"] + plain.breakdown["overhead/logits_gradient"]
+    assert plain.memory.activations - fused.memory.activations == (
+        plain.breakdown["head/loss"] - 2 * chunk * V - (2 * T * H + 4 * T))
+    assert dropped == (4 * T * V + 8 * (T + 1) + 4) + 4 * T * V
+
+
+def test_optimizer_in_backward_holds_one_tensor_s_gradient():
+    m = _m(optimizer_in_backward=True).memory
+    assert m.gradients == 2 * V * H  # the largest trainable tensor: the embedding (or lm_head), bf16
+    assert_user_error(run("memory", "llama-2-7b", "--optimizer-in-backward", "--micro-batches", "4"),
+                      "--optimizer-in-backward")
+
+
+def test_cpu_offload_moves_states_to_cpu_and_reports_pcie_bytes():
+    m = _m(offload="optimizer").memory
+    assert (m.weights, m.gradients, m.optimizer) == (2 * N, 0, 0)
+    assert m.cpu_bytes == 2 * N + 12 * N  # ZeRO-Offload: 16-bit gradients, fp32 master and Adam on the CPU
+    assert m.pcie_bytes_per_step == 4 * N
+    both = estimate_memory("llama-2-7b", seq_len=1024, offload="both", zero=3, dp=4).memory
+    shard = -(-N // 4)
+    assert (both.weights, both.gradients, both.optimizer) == (0, 0, 0)
+    assert both.cpu_bytes == 2 * shard + 2 * shard + 12 * shard
+    assert both.pcie_bytes_per_micro_batch == 2 * 2 * shard
+    assert_user_error(run("memory", "llama-2-7b", "--offload", "params"), "--offload", "ZeRO-3")
+    assert_user_error(run("memory", "llama-2-7b", "--offload", "disk"), "--offload")
+
+
+def test_activation_offload_keeps_two_layers_of_checkpointed_inputs():
+    full = _m(recompute="full")
+    off = _m(recompute="full", offload_activations=True)
+    inputs = 2 * 1024 * H  # one layer's bf16 input at 1 x 1024 tokens
+    assert full.breakdown["layers/checkpointed_inputs"] == L * inputs
+    assert off.breakdown["layers/checkpointed_inputs"] == 2 * inputs
+    assert off.memory.cpu_bytes == (L - 2) * inputs
+    assert off.memory.pcie_bytes_per_micro_batch == 2 * (L - 2) * inputs
+    assert_user_error(run("memory", "llama-2-7b", "--offload-activations"), "--offload-activations", "--recompute")
+
+
+def test_offload_adds_pcie_time_to_a_plan_step(tmp_path):
+    stage = {"kind": "sft", "tokens": "100M", "seq_len": 1024, "global_batch": 8, "micro_batch": 1,
+             "parallel": {"dp": 1}}
+    plain = pipeline(tmp_path, stage).stages[0]
+    off = pipeline(tmp_path, {**stage, "parallel": {"dp": 1, "offload": "optimizer"}}).stages[0]
+    assert off.time_per_step_seconds - plain.time_per_step_seconds == pytest.approx(4 * N / PCIE_BYTES_PER_SECOND)
+    assert off.memory.breakdown["model/cpu_offloaded"] == 14 * N
+    assert off.memory.peak_per_gpu < plain.memory.peak_per_gpu
+
+
+def test_optimizer_in_backward_with_accumulation_is_a_break(tmp_path):
+    stage = {"kind": "sft", "tokens": "10M", "seq_len": 1024, "global_batch": 8, "micro_batch": 1,
+             "parallel": {"dp": 1, "optimizer_in_backward": True, "precision": "bf16"}}
+    s = pipeline(tmp_path, stage).stages[0]
+    assert [b.field for b in s.breaks] == ["stages[0].parallel.optimizer_in_backward"]
+
+
+# ---------------------------------------------------------------- the data as it is
+
+
+def test_padding_computes_at_seq_len_and_packing_at_the_mean(tmp_path):
+    base = {"kind": "sft", "samples": 10_000, "seq_len": 2048, "global_batch": 100, "mfu": 0.4}
+    full = pipeline(tmp_path, base).stages[0]
+    padded = pipeline(tmp_path, {**base, "mean_seq_len": 512, "packing": False}).stages[0]
+    packed = pipeline(tmp_path, {**base, "mean_seq_len": 512}).stages[0]
+    assert full.steps == padded.steps == packed.steps == 100
+    assert padded.flops == full.flops  # padding computes every position of seq_len
+    assert padded.tokens == packed.tokens == 10_000 * 512 and full.tokens == 10_000 * 2048
+    from paramcalc.analysis.flops import forward_flops
+
+    assert packed.flops == 100 * 3 * forward_flops(lower("llama-2-7b"), Pass(100, 512))
+    assert packed.tokens_per_step == 100 * 512 and packed.mean_seq_len == 512
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-2-7b", "stages": [{**base, "mean_seq_len": 4096}]}))
+    assert_user_error(run("plan", path), "mean_seq_len")
