@@ -32,6 +32,9 @@ SPECS = {
                       num_attention_heads=64, max_position_embeddings=2048),
     # GPT-3 175B's shapes (Brown et al. 2020, table 2.1: 96 layers, d_model 12288, 96 heads); the adapters on
     # its h x h Wq and Wv depend on nothing else, so the rest of the layer is left as a llama-style one
+    # CodeLlama-34B (codellama/CodeLlama-34b-hf config.json): GQA with 8 KV heads
+    "codellama-34b": dict(vocab_size=32000, hidden_size=8192, intermediate_size=22016, num_hidden_layers=48,
+                          num_attention_heads=64, num_key_value_heads=8, max_position_embeddings=16384),
     "gpt3-175b": dict(vocab_size=50257, hidden_size=12288, intermediate_size=49152, num_hidden_layers=96,
                       num_attention_heads=96, max_position_embeddings=2048),
 }
@@ -135,6 +138,26 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
                     f"(ZeRO-3) + {gpus // 2} vLLM (tp {tp}), 1024 + 1024 tokens", f"{measured:.0f} s",
                     f"{sec:.0f} s (generation {st.rollout.generation_share:.0%})",
                     f"{(sec / measured - 1) * 100:+.0f}%"))
+    # 16-17. OpenRLHF paper (same table): 34B 1,526 s and 70B 4,489 s per 1,024 prompts on 32 A800s, with the
+    # reference and reward models offloaded (--ref_reward_offload) and gradient checkpointing; the split is
+    # assumed as above (16 train at ZeRO-3 + 16 vLLM at tp 4). paramcalc holds actor and critic on the same 16
+    # GPUs, where OpenRLHF places them on separate Ray groups
+    for name, target, measured in (("codellama-34b", spec(folder, "codellama-34b"), 1526.0),
+                                   ("llama-2-70b", "llama-2-70b", 4489.0)):
+        ppo = {"model": target, "gpu": "a100-80gb", "stages": [
+            {"name": "ppo", "kind": "ppo", "iterations": 1, "rollout_batch": 1024, "prompt_tokens": 1024,
+             "response_tokens": 1024, "micro_batch": 1, "offload_frozen": True,
+             "parallel": {"dp": 16, "zero": 3, "recompute": "full"}, "generation": {"gpus": 16, "tp": 4}}]}
+        path = folder / f"openrlhf-{name}.yaml"
+        path.write_text(yaml.safe_dump(ppo))
+        st = plan_pipeline(path).stages[0]
+        assert st.rollout is not None and st.memory.peak_per_gpu is not None
+        sec = st.rollout.iteration_seconds
+        fit = "fits" if st.memory.fits else "does not fit"
+        out.append(("OpenRLHF paper (PPO time per 1024 prompts)", f"{name} PPO, 32 x A800: 16 train (ZeRO-3, "
+                    "ref/reward offloaded) + 16 vLLM (tp 4), 1024 + 1024 tokens", f"{measured:,.0f} s (runs)",
+                    f"{sec:,.0f} s, {fit} ({st.memory.peak_per_gpu / GIB:.0f} GiB)",
+                    f"{(sec / measured - 1) * 100:+.0f}%" + ("" if st.memory.fits else ", verdict WRONG")))
     return out
 
 

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-
 from cli import run
 from hf_reference import hf_flops, hf_params, hf_saved_bytes
+from saved_bytes import saved_bytes
+from test_blocks import counted_flops, module_params
+
 from paramcalc.analysis.memory import estimate_memory, kv_cache_bytes
 from paramcalc.blocks.base import Activations, Pass
 from paramcalc.blocks.layer import TransformerLayer
@@ -21,8 +23,6 @@ from paramcalc.blocks.norm import Norm
 from paramcalc.blocks.ssm import Mamba, Mamba2
 from paramcalc.inputs.hf import from_config
 from paramcalc.network import lower
-from saved_bytes import saved_bytes
-from test_blocks import counted_flops, module_params
 
 DATA = Path(__file__).parent / "data" / "hf-configs"
 H = 48

@@ -193,10 +193,14 @@ def inference_kv_dtype(dtype: str, kv_dtype: str | None = None) -> str:
 
 def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
     """Exact cache size: K and V per layer per token; MLA keeps one latent; a Mamba layer its
-    recurrent state (conv and SSM state, blocks/ssm.py) per sequence, in the cache dtype."""
+    recurrent state (conv and SSM state, blocks/ssm.py) per sequence; Whisper's decoder layers
+    also the K and V of the encoder's fixed positions per sequence; in the cache dtype."""
     total = 0
     for stage in net.layers:
         att = transformer_layer(stage).attention
+        cross = transformer_layer(stage).cross_attention
+        if cross is not None and cross.memory:  # Whisper: the encoder's K and V, cached once per sequence
+            total += stage.count * 2 * cross.kv_heads * cross.head_dim * cross.memory * batch
         if isinstance(att, Attention) and not att.causal:
             continue  # encoder self-attention (BERT, ViT) sees the whole input at once: nothing is cached
         if isinstance(att, (Mamba, Mamba2)):  # no K/V: a constant conv + SSM state per sequence, whatever its length
@@ -488,7 +492,9 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     if getattr(net, "recurrent_state", False):
         notes.append("state-space (Mamba) layers cache no keys or values: the KV cache term is their recurrent "
                      "state, conv (d_inner x (conv_kernel - 1)) and SSM (d_inner x state_size) per layer and "
-                     "sequence, whatever its length" if setup.mode == "infer" else
+                     "sequence, whatever its length" + ("; attention layers (a hybrid: Jamba) cache keys and values "
+                                                        "per token" if getattr(net, "heads", 0) else "")
+                     if setup.mode == "infer" else
                      "Mamba layers' activations: transformers' torch path (the sequential selective scan, fp32 "
                      "d_inner x state_size tensors per token), under any profile; fused CUDA kernels keep far less")
     measured = isinstance(net, MeasuredCount) and setup.mode == "train" \

@@ -34,10 +34,14 @@ Stage work, per optimizer step (F = one forward, 3F = forward + backward):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cached_property
+from itertools import product
 from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
 
 from paramcalc.analysis.flops import backward_flops, forward_flops
 from paramcalc.analysis.memory import CUDA_CONTEXT, estimate_memory, kv_cache_bytes
@@ -74,6 +78,7 @@ from paramcalc.results.plan import (
     StageMemory,
     StageResult,
     Totals,
+    TrialFit,
 )
 from paramcalc.units import human_bytes
 
@@ -151,7 +156,8 @@ def plan_pipeline(path: str | Path) -> PlanReport:
     usd = [x.usd for x in parts]
     totals = Totals(flops=sum(x.flops for x in parts), gpu_hours=sum(x.gpu_hours for x in parts),
                     wall_clock_hours=sum(x.wall_clock_hours for x in parts),
-                    usd=None if None in usd else sum(usd), breaks=sum(len(s.breaks) for s in stages))
+                    usd=None if None in usd else sum(usd),
+                    breaks=sum(len(s.breaks) for s in stages) + (len(search.breaks) if search else 0))
     notes = ["stages run one after another (the search first): wall-clock hours add up",
              "FLOPs: 2 per multiply-add, backward = 2 x forward, dense attention for training and scoring passes "
              "(the MFU convention); generation counts the causal pairs its kernels compute",
@@ -195,6 +201,8 @@ class _Work:
     tokens_per_step: int | None = None  # real tokens per step, when the data's mean length is given
     mean_seq_len: int | None = None
     rollout: _Phases | None = None  # RL stages: how an iteration's time splits
+    once: list[tuple[str, int, float]] = field(default_factory=list)  # passes run once before training
+    frozen_pcie: int = 0  # bytes per GPU and unit streamed from offloaded frozen models
 
 
 @dataclass
@@ -261,9 +269,10 @@ class _Planner:
         w = (self._rl if st.kind in RL_KINDS else self._trained)(st, here, s, model, breaks)
         par = st.parallel
         gpus = par.dp * par.tp * par.pp
-        flops = {key: w.units * f for key, f, _ in w.passes}
+        flops = {key: w.units * f for key, f, _ in w.passes} | {key: f for key, f, _ in w.once}
         # docs/contract.md: GPU-hours = FLOPs / (dense peak x MFU) / 3600, each pass at its own MFU
         gpu_hours = sum(w.units * f / (s.peak * mfu) for _, f, mfu in w.passes) / 3600
+        gpu_hours += sum(f / (s.peak * mfu) for _, f, mfu in w.once) / 3600  # before training, on the same GPUs
         unit_seconds = sum(f / (gpus * s.peak * mfu) for _, f, mfu in w.passes)
         accum = None
         if w.global_batch % (st.micro_batch * par.dp):
@@ -283,6 +292,13 @@ class _Planner:
         # (errs slow: DeepSpeed and torchtune overlap part of it on side streams)
         pcie_step, pcie_micro = w.memory.pcie(st.micro_batch)
         pcie_seconds = (pcie_step + (accum or 1) * pcie_micro) / PCIE_BYTES_PER_SECOND * w.steps_per_unit
+        if w.frozen_pcie:  # offloaded frozen models streamed in for each use, not overlapped (errs slow)
+            frozen_seconds = w.frozen_pcie / PCIE_BYTES_PER_SECOND
+            gpu_hours += gpus * w.units * frozen_seconds / 3600
+            unit_seconds += frozen_seconds
+            w.notes.append(f"frozen-model offload: {human_bytes(w.frozen_pcie)} over PCIe per GPU and "
+                           f"{'iteration' if w.rollout else 'optimizer step'} at {PCIE_BYTES_PER_SECOND / 1e9:.0f} "
+                           f"GB/s, {frozen_seconds:.2f} s, not overlapped with compute (errs slow)")
         if pcie_seconds:
             gpu_hours += gpus * w.units * pcie_seconds / 3600
             unit_seconds += pcie_seconds
@@ -319,6 +335,7 @@ class _Planner:
         """pretrain, sft, reward, dpo: the unit of work is one optimizer step."""
         per = 2 if st.kind in ("reward", "dpo") else 1
         B = st.global_batch
+        once_passes: list[tuple[str, int, float]] = []
         # the data as it is: with a mean length below seq_len, a step trains B x mean real tokens; packed,
         # the compute runs at the mean length (documents packed into rows, attention within each, as flash's
         # varlen kernels run it: errs low by cross-document attention where it is not masked); padded to the
@@ -329,6 +346,7 @@ class _Planner:
         # exactly one of tokens, dataset_tokens and samples is given (the file's validator, _Data._one_size)
         if st.tokens is not None:
             key, budget = "tokens", st.tokens
+            dataset = budget  # a token budget is read as one pass over its data
         else:
             if st.dataset_tokens is not None:
                 key, size = "dataset_tokens", st.dataset_tokens
@@ -337,6 +355,7 @@ class _Planner:
                 key, size = "samples", st.samples * per * mean
             # epochs may be fractional (2.5): exact, then floored to whole tokens
             budget = int(size * Fraction(str(st.epochs or 1)))
+            dataset = size
         steps = budget // tokens_per_step
         notes = []
         if steps == 0:
@@ -355,15 +374,33 @@ class _Planner:
                          + ("; a bare count keeps the LM head's FLOPs, so it errs high" if rm.net is None else ""))
             self.reward_target = (base.target, here + ("model",) if st.model else ("model",))
         elif st.kind == "dpo":
-            ref = self.model(st.reference, here + ("reference",)) if st.reference else \
-                self._reference(base, st, here)
+            assert isinstance(st, Dpo)
+            precomputed = st.precompute_reference or st.reference == "precomputed"
+            ref = self.model(st.reference, here + ("reference",)) if st.reference not in (None, "precomputed") \
+                else self._reference(base, st, here)
             mfu = self._mfu(st, s, base, S, per, B, notes)
             models = {"policy": base.name, "reference": ref.name}
             trained, frozen = [("policy", base)], _frozen_roles(base, [("reference", ref)], notes)
-            passes = [("policy/train", base.train(seqs), mfu), ("reference/forward", ref.forward(seqs), mfu)]
+            passes = [("policy/train", base.train(seqs), mfu)]
+            if precomputed:
+                # TRL's DPOConfig(precompute_ref_log_probs=True): one reference forward over the dataset's
+                # chosen and rejected sequences before training, the log-probs stored with the data; the
+                # reference is not resident while the policy trains
+                once = ref.forward(seqs) * dataset // tokens_per_step
+                per_step_ref = ref.forward(seqs) * steps
+                held = sum(_frozen_bytes(m, st.parallel, s.dtype) for _, m in frozen)
+                frozen = []
+                once_passes = [("reference/precompute", once, mfu)]
+                notes.append(f"reference log-probs precomputed once over the dataset ({dataset:,} tokens) before "
+                             f"training (TRL's precompute_ref_log_probs): {once:.3g} FLOPs instead of "
+                             f"{per_step_ref:.3g} over the training steps, and {human_bytes(held)} per GPU of "
+                             "reference weights not resident while the policy trains (the precompute pass holds "
+                             "the reference alone)")
+            else:
+                passes.append(("reference/forward", ref.forward(seqs), mfu))
+                notes.append("DPO per pair: policy forward + backward x 2 sequences + reference forward x 2 "
+                             "(reference log-probs recomputed every epoch; precomputing them errs this high)")
             objective = "DPO: policy forward + backward and frozen reference forward on chosen and rejected"
-            notes.append("DPO per pair: policy forward + backward x 2 sequences + reference forward x 2 (reference "
-                         "log-probs recomputed every epoch; precomputing them errs this high)")
         else:
             mfu = self._mfu(st, s, base, S, per, B, notes)
             models, trained, frozen = {"model": base.name}, [("model", base)], []
@@ -377,10 +414,15 @@ class _Planner:
                          + (f"packed, so compute runs at the mean ({mean:,} tokens a sequence)" if st.packing else
                             f"padded to {st.seq_len:,}, so compute runs at the padded length while a step trains "
                             f"{tokens_per_step:,} real tokens ({mean / st.seq_len:.0%} of the computed positions)"))
-        return _Work(objective, models, passes, _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here),
+        offloaded = _offloaded(st, [r for r, _ in frozen], notes)
+        memory = _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here, offloaded)
+        # each offloaded frozen model streams its per-GPU shard in for each micro-batch's forward
+        micro_batches = -(-B // (st.micro_batch * st.parallel.dp))
+        return _Work(objective, models, passes, memory,
                      units=steps, steps_per_unit=1, global_batch=B, per=per, seq_len=st.seq_len,
                      tokens=steps * tokens_per_step, notes=notes, tokens_per_step=tokens_per_step,
-                     mean_seq_len=st.mean_seq_len)
+                     mean_seq_len=st.mean_seq_len, once=once_passes,
+                     frozen_pcie=micro_batches * memory.offloaded_bytes())
 
     def _rl(self, st: Ppo | Grpo | Rloo, here: tuple, s: _Setting, policy: _Model, breaks: list[Break]) -> _Work:
         """ppo, grpo, rloo: the unit of work is one iteration (rollout, scoring, ppo_epochs of updates).
@@ -396,6 +438,22 @@ class _Planner:
             raise UserError(f"{st.kind} generates text: {policy.name} is an {policy.net.kind} model",
                             where=locate(self.path, loc), field=dotted(loc),
                             fix="give a decoder (causal LM) as the policy")
+        if st.reference == "precomputed":
+            loc = here + ("reference",)
+            raise UserError(f"a {st.kind} stage cannot precompute its reference log-probs: its responses are "
+                            "generated during training, so the reference must score each rollout",
+                            where=locate(self.path, loc), field=dotted(loc),
+                            fix="precompute the reference on a dpo stage, or offload it: reference_offload: cpu")
+        for key in ("ptx_tokens", "ptx_ratio"):
+            if getattr(st, key) is not None and not st.ptx_coef:
+                loc = here + (key,)
+                raise UserError(f"{key} is given but ptx_coef is 0, so no pretraining loss is mixed in",
+                                where=locate(self.path, loc), field=dotted(loc),
+                                fix="set ptx_coef (InstructGPT's gamma, e.g. 27.8), or drop " + key)
+        if st.ptx_tokens is not None and st.ptx_ratio is not None:
+            loc = here + ("ptx_ratio",)
+            raise UserError("give ptx_tokens or ptx_ratio, not both", where=locate(self.path, loc),
+                            field=dotted(loc), fix="keep one")
         grouped = isinstance(st, (Grpo, Rloo))
         G = st.group_size if isinstance(st, (Grpo, Rloo)) else 1
         uses_ref = not isinstance(st, (Grpo, Rloo)) or st.kl_coef > 0
@@ -442,7 +500,8 @@ class _Planner:
             + ([("reward_model", reward)] if reward is not None else [])
         frozen = _frozen_roles(policy, frozen_roles, notes)
         trained = [("policy", policy)] + ([("critic", critic)] if critic is not None else [])
-        memory = _Memory(trained, frozen, S, 1, st.parallel, s.dtype, self.path, here)
+        offloaded = _offloaded(st, [r for r, _ in frozen], notes)
+        memory = _Memory(trained, frozen, S, 1, st.parallel, s.dtype, self.path, here, offloaded)
         mini_seqs = min(mini, B)
         mfu = self._mfu(st, s, policy, S, 1, mini_seqs, notes)
         gpus = st.parallel.dp * st.parallel.tp * st.parallel.pp
@@ -478,6 +537,25 @@ class _Planner:
         passes.append(("policy/train", st.ppo_epochs * policy.train(full), mfu))
         if critic is not None:
             passes.append(("critic/train", st.ppo_epochs * critic.train(full), mfu))
+        steps_per_unit = st.ppo_epochs * -(-B // mini)
+        if st.ptx_coef:
+            # PPO-ptx (Ouyang et al. 2022, section 3.5, eq. 2): gamma x the pretraining log-likelihood joins
+            # the objective, so each policy update also runs forward + backward over a pretraining batch.
+            # OpenRLHF (--ptx_coef, --pretrain_data) and DeepSpeed-Chat (--unsup_coef) take one pretraining
+            # sequence per RL sequence, of the rollout's length: the default (ptx_ratio 1)
+            if st.ptx_tokens is not None:
+                per_step = Fraction(st.ptx_tokens, S)
+                said = f"{st.ptx_tokens:,} pretraining tokens per optimizer step"
+            else:
+                ratio = Fraction(str(st.ptx_ratio or 1))
+                per_step = ratio * min(mini, B)
+                said = f"{float(ratio):g} pretraining sequence(s) of {S:,} tokens per RL sequence"
+            ptx = int(steps_per_unit * per_step * policy.train(Pass(1, S)))
+            passes.append(("policy/ptx", ptx, mfu))
+            notes.append(f"PPO-ptx (InstructGPT, section 3.5; ptx_coef {st.ptx_coef:g}): {said}, forward + backward "
+                         f"of the policy in sequences of {S:,} tokens ({ptx:.3g} FLOPs an iteration); its backward "
+                         "runs after the RL loss's (OpenRLHF), so the peak memory is unchanged at the same "
+                         "micro-batch")
         models = {"policy": policy.name}
         if ref is not None:
             models["reference"] = ref.name
@@ -519,11 +597,12 @@ class _Planner:
         objective = ("PPO-RLHF: generate, score with reward model and critic, update policy and critic"
                      if st.kind == "ppo" else f"{st.kind.upper()}: generate {G} samples per prompt, score them, "
                      "update the policy against the group baseline (no critic)")
-        return _Work(objective, models, passes, memory, units=iterations, steps_per_unit=st.ppo_epochs * -(-B // mini),
+        return _Work(objective, models, passes, memory, units=iterations, steps_per_unit=steps_per_unit,
                      global_batch=mini, per=1, seq_len=S, tokens=iterations * B * S, notes=notes,
                      iterations=iterations, generated=iterations * B * R,
                      rollout=_Phases(gen_seconds, g.gpus if separate and g.gpus else 0, g.overlap and separate, sync,
-                                     G, B))
+                                     G, B),
+                     frozen_pcie=-(-B // (st.micro_batch * st.parallel.dp)) * memory.offloaded_bytes())
 
     def _reference(self, policy: _Model, st, here: tuple) -> _Model:
         """The default reference: the policy; a LoRA policy's base with the adapters disabled."""
@@ -555,13 +634,110 @@ class _Planner:
         if search.stage is not None and search.stage not in names:
             raise UserError(f"no stage named {search.stage!r}", where=locate(self.path, ("search", "stage")),
                             field="search.stage", fix=f"use one of: {', '.join(names)}")
-        stage = stages[names.index(search.stage)] if search.stage else stages[0]
+        index = names.index(search.stage) if search.stage else 0
+        stage = stages[index]
         if stage.tokens == 0:
             raise UserError(f"stage {stage.name!r} trains no tokens, so a trial has no cost per token",
                             where=locate(self.path, ("search", "stage")), field="search.stage")
+        st = self.pipe.stages[index]
+        space = search.space or {}
+        swept = [k for k in space if _stage_key(st, k)]
+        for j, target in enumerate(space.get("model", [])):
+            with placed(self.path, ("search", "space", "model", j)):
+                lower(str(target), base=self.path.parent)
+        others = 1
+        for k, v in space.items():
+            if k not in swept:
+                others *= len(v)
+        fits: list[TrialFit] = []
+        configs: list[tuple[int, int, float, int]] = []
+        breaks: list[Break] = []
+        for values in product(*(space[k] for k in swept)):
+            settings = dict(zip(swept, values))
+            trial = self._apply(st, settings) if settings else st
+            priced = self.stage(trial, index) if settings else stage
+            fit = self._trial_fit(trial, index, search.gpus_per_trial, settings)
+            per_token = priced.gpu_hours / priced.tokens if priced.tokens else 0.0
+            fits.append(replace_fit(fit, others, per_token))
+            if fit.fits is False:
+                what = ", ".join(f"{k} {v}" for k, v in settings.items()) or f"stage {stage.name}'s settings"
+                breaks.append(Break(field="search.space" if settings else "search.gpus_per_trial",
+                                    message=f"trials with {what} do not fit {search.gpus_per_trial} GPU(s): "
+                                            + (fit.reason or ""), fix="raise gpus_per_trial, or drop these values"
+                                                                     if settings else "raise gpus_per_trial"))
+            elif priced.tokens:
+                configs.append((others, priced.flops, priced.gpu_hours, priced.tokens))
+        total = others * len(fits)
         with placed(self.path, ("search",)):
-            return cost_search(search, stage=stage.name, stage_tokens=stage.tokens, stage_flops=stage.flops,
-                               stage_gpu_hours=stage.gpu_hours, usd_per_gpu_hour=stage.usd_per_gpu_hour)
+            result = cost_search(search, stage=stage.name, stage_tokens=stage.tokens, stage_flops=stage.flops,
+                                 stage_gpu_hours=stage.gpu_hours, usd_per_gpu_hour=stage.usd_per_gpu_hour,
+                                 configs=configs, total_weight=total)
+        unfit = sum(f.trials for f in fits if f.fits is False)
+        notes = result.notes + [f"each trial's memory: stage {stage.name!r}'s memory model at dp = gpus_per_trial / "
+                                "(tp x pp)" + (f" and each setting of {', '.join(swept)}" if swept else "")
+                                + "; trials that do not fit are reported, not priced"]
+        if swept:
+            notes.append("swept stage keys: each setting is planned as the stage with those values (its FLOPs and "
+                         "GPU-hours per token); random and halving draw among the settings that fit, priced at "
+                         "their mean")
+        return result.model_copy(update={"configurations": fits, "unfit_trials": unfit, "breaks": breaks,
+                                         "notes": notes})
+
+    def _apply(self, st, settings: dict[str, Any]):
+        """The stage with swept keys set (`model`, `micro_batch`, `lora.rank`, `parallel.zero`, ...)."""
+        data = st.model_dump(exclude_unset=True, by_alias=True)
+        for key, value in settings.items():
+            *outer, last = key.split(".")
+            node = data
+            for part in outer:
+                if not isinstance(node.get(part), dict):
+                    node[part] = {}
+                node = node[part]
+            node[last] = value
+        try:
+            return type(st).model_validate(data)
+        except ValidationError as e:
+            key = next(iter(settings))
+            for k in settings:
+                if any(k.split(".")[0] == str(err["loc"][0]) for err in e.errors() if err["loc"]):
+                    key = k
+            loc = ("search", "space", key)
+            raise UserError(f"{key}: {e.errors()[0]['msg']}", where=locate(self.path, loc),
+                            field=dotted(loc), fix="give values the stage's key accepts") from None
+
+    def _trial_fit(self, st, index: int, gpus: int, settings: dict[str, Any]) -> TrialFit:
+        """Whether one trial fits its gpus_per_trial: the stage's memory at dp = gpus / (tp x pp)."""
+        par = st.parallel
+        card = self.settings(st, index).gpu
+        if gpus % (par.tp * par.pp):
+            return TrialFit(settings=settings, trials=1, gpus=gpus, peak_per_gpu=None, gpu_bytes=card.memory_bytes,
+                            fits=False, reason=f"gpus_per_trial {gpus} is not a multiple of tp x pp = "
+                                               f"{par.tp * par.pp}", gpu_hours_per_token=0.0)
+        trial = st.model_copy(update={"parallel": par.model_copy(update={"dp": gpus // (par.tp * par.pp)})})
+        mem = self.stage(trial, index).memory
+        reason = None
+        if mem.fits is False:
+            assert mem.peak_per_gpu is not None
+            reason = (f"{human_bytes(mem.peak_per_gpu)} per GPU at dp {gpus // (par.tp * par.pp)}, more than the "
+                      f"{card.name}'s {human_bytes(mem.gpu_bytes)}")
+        return TrialFit(settings=settings, trials=1, gpus=gpus, peak_per_gpu=mem.peak_per_gpu,
+                        gpu_bytes=mem.gpu_bytes, fits=mem.fits, reason=reason, gpu_hours_per_token=0.0)
+
+
+def replace_fit(fit: TrialFit, trials: int, per_token: float) -> TrialFit:
+    return fit.model_copy(update={"trials": trials, "gpu_hours_per_token": per_token})
+
+
+def _stage_key(st, key: str) -> bool:
+    """A search dimension that is one of the stage's own keys (dotted for nested ones: `lora.rank`), so
+    it changes what a trial costs and holds; anything else (learning_rate) changes neither."""
+    head, *rest = key.split(".")
+    if head not in type(st).model_fields or head in ("name", "kind"):
+        return False
+    return bool(rest) == (head in _BLOCKS)  # a block's bare name (`lr: [1e-4, 3e-4]`) is a hyperparameter
+
+
+_BLOCKS = ("parallel", "lr", "lora", "generation")  # a stage's nested blocks: swept by their dotted keys
 
 
 def _frozen_roles(policy: _Model, roles: list[tuple[str, _Model]], notes: list[str]) -> list[tuple[str, _Model]]:
@@ -762,6 +938,11 @@ class _Memory:
     dtype: str
     path: Path
     here: tuple
+    offloaded: frozenset[str] = frozenset()  # frozen roles kept in CPU memory, streamed in per use
+
+    def offloaded_bytes(self) -> int:
+        """Per GPU, the bytes of every offloaded frozen model streamed in for one forward: its shard."""
+        return sum(_frozen_bytes(m, self.par, self.dtype) for role, m in self.frozen if role in self.offloaded)
 
     def _memory(self, model: _Model, micro: int):
         """One trained model's memory at `micro` samples per micro-batch, with the stage's settings."""
@@ -784,9 +965,15 @@ class _Memory:
                     f"{role}/overhead": m.overhead}
             if m.cpu_bytes:
                 out[f"{role}/cpu_offloaded"] = m.cpu_bytes
-        shards = p.tp * p.pp * (p.dp if p.zero >= 3 else 1)
-        frozen = {f"{role}/weights": -(-int(model.params * DTYPE_BYTES[self.dtype]) // shards)
-                  for role, model in self.frozen}
+        frozen: dict[str, int] = {}
+        for role, model in self.frozen:
+            if role in self.offloaded:
+                # DeepSpeed ZeRO-3 offload_param (DeepSpeed-Chat's --offload_reference_model, OpenRLHF's
+                # --ref_reward_offload): the shard lives in CPU memory and one layer at a time is gathered
+                frozen[f"{role}/weights"] = _layer_bytes(model, p, self.dtype)
+                out[f"{role}/cpu_offloaded"] = _frozen_bytes(model, p, self.dtype)
+            else:
+                frozen[f"{role}/weights"] = _frozen_bytes(model, p, self.dtype)
         out |= frozen
         totals = [(m.total_per_gpu, m.model_states_per_gpu) for m in reports if m.total_per_gpu is not None]
         if len(totals) < len(reports):
@@ -805,6 +992,37 @@ class _Memory:
             step += m.pcie_bytes_per_step
             per_micro += m.pcie_bytes_per_micro_batch
         return step, per_micro
+
+
+def _frozen_bytes(model: _Model, par: Parallel, dtype: str) -> int:
+    """A frozen model's weights per GPU in the stage dtype, sharded like the trained weights
+    (tp x pp, and dp too at ZeRO-3)."""
+    shards = par.tp * par.pp * (par.dp if par.zero >= 3 else 1)
+    return -(-int(model.params * DTYPE_BYTES[dtype]) // shards)
+
+
+def _layer_bytes(model: _Model, par: Parallel, dtype: str) -> int:
+    """An offloaded frozen model's GPU bytes: the largest block's weights (a transformer layer, or the
+    embedding or head where larger), gathered whole within its tensor-parallel group (/ tp). Errs low:
+    DeepSpeed prefetches the next module (stage3_prefetch_bucket_size) and may keep up to
+    stage3_max_live_parameters resident. A bare count has no layers: its whole shard."""
+    if not model.net.has_architecture or not model.net.stages:
+        return _frozen_bytes(model, par, dtype)
+    largest = max(sum(st.block.params().values()) for st in model.net.stages)
+    return -(-int(largest * DTYPE_BYTES[dtype]) // par.tp)
+
+
+def _offloaded(st, roles: list[str], notes: list[str]) -> frozenset[str]:
+    """The frozen roles a stage keeps in CPU memory: `reference_offload`, `reward_offload`, `offload_frozen`."""
+    every = getattr(st, "offload_frozen", False)
+    wanted = {"reference": getattr(st, "reference_offload", "none") == "cpu" or every,
+              "reward_model": getattr(st, "reward_offload", "none") == "cpu" or every}
+    out = frozenset(r for r in roles if wanted.get(r))
+    if out:
+        notes.append(f"offloaded to CPU memory: {', '.join(sorted(out))}; each forward streams the per-GPU shard "
+                     f"over PCIe and gathers one layer at a time (DeepSpeed ZeRO-3 offload_param, as "
+                     "DeepSpeed-Chat's --offload_reference_model and OpenRLHF's --ref_reward_offload run it)")
+    return out
 
 
 def _memory(memory: _Memory, s: _Setting, micro: int, cap: int, here: tuple, breaks: list[Break]) -> StageMemory:

@@ -46,23 +46,49 @@ def rungs(method: str, *, trials: int | None, eta: int, space: dict[str, list] |
 
 
 def cost_search(search: Search, *, stage: str, stage_tokens: int, stage_flops: int, stage_gpu_hours: float,
-                usd_per_gpu_hour: float | None) -> SearchResult:
+                usd_per_gpu_hour: float | None, configs: list[tuple[int, int, float, int]] | None = None,
+                total_weight: int | None = None) -> SearchResult:
     """Trials, rungs, FLOPs, GPU-hours and wall-clock of a search whose trials
-    train like `stage` (its FLOPs and GPU-hours per token)."""
+    train like `stage` (its FLOPs and GPU-hours per token).
+
+    `configs`: the settings of swept stage keys that fit, each (weight, FLOPs, GPU-hours, tokens) of the stage
+    planned at those settings, the weight being how many configurations of the space share them;
+    `total_weight`: the weights of every setting, fitting or not. A grid runs only the fitting combinations;
+    random and halving draw their trials from the fitting ones, each priced at the weighted mean.
+    Default: one setting, the stage's own."""
+    if configs is None:
+        configs = [(1, stage_flops, stage_gpu_hours, stage_tokens)]
+    fit_weight = sum(w for w, *_ in configs)
+    total_weight = total_weight or fit_weight
     tokens = search.trial_tokens or int(Fraction(str(search.trial_fraction)) * stage_tokens)
     if tokens < 1:
         raise UserError(f"trial_fraction {search.trial_fraction} of stage {stage!r}'s {stage_tokens:,} tokens "
                         "is less than one token", fix="raise trial_fraction or give trial_tokens")
     parallel = search.pool_gpus // search.gpus_per_trial
-    out, previous = [], 0
-    for n, budget in rungs(search.method, trials=search.trials, eta=search.eta, space=search.space, tokens=tokens):
+    out, previous, warnings = [], 0, []
+    for i, (n, budget) in enumerate(rungs(search.method, trials=search.trials, eta=search.eta, space=search.space,
+                                          tokens=tokens)):
         trained = budget - previous if search.resume else budget
         previous = budget
-        gpu_hours = stage_gpu_hours * trained / stage_tokens  # same GPU-hours per token as the stage
-        waves = -(-n // parallel)
-        out.append(Rung(trials=n, budget_tokens=budget, trained_tokens=trained, waves=waves,
-                        flops=n * (stage_flops * trained // stage_tokens), gpu_hours=n * gpu_hours,
-                        wall_clock_hours=waves * gpu_hours / search.gpus_per_trial))
+        if budget > stage_tokens:
+            warnings.append(f"rung {i}: {n} trial(s) on {budget:,} tokens each, more than stage {stage}'s own "
+                            f"{stage_tokens:,}: a trial outgrows the run it tunes (lower trial_tokens or eta)")
+        # a grid runs its fitting combinations; random and halving draw n trials among the fitting settings
+        run = n * fit_weight // total_weight if search.method == "grid" else (n if fit_weight else 0)
+        # one trial's GPU-hours: the same GPU-hours per token as its stage, the weighted mean over settings
+        each = [(w, f * trained // t, h * trained / t) for w, f, h, t in configs]
+        if len(each) == 1:
+            per_trial, flops = each[0][2], run * each[0][1]
+        else:
+            per_trial = sum(w * x for w, _, x in each) / fit_weight if fit_weight else 0.0
+            flops = sum(run * w * f for w, f, _ in each) // fit_weight if fit_weight else 0
+        gpu_hours = run * per_trial
+        # waves x one trial's mean wall-clock (with settings that differ in cost the mean errs low: the
+        # slowest trial of a wave sets its end)
+        waves = -(-run // parallel)
+        out.append(Rung(trials=run, budget_tokens=budget, trained_tokens=trained, waves=waves,
+                        flops=flops, gpu_hours=gpu_hours,
+                        wall_clock_hours=waves * per_trial / search.gpus_per_trial))
     gpu_hours = sum(r.gpu_hours for r in out)
     wall = sum(r.wall_clock_hours for r in out)
     notes = [f"each trial trains like stage {stage!r}: its FLOPs and GPU-hours per token, on "
@@ -79,7 +105,8 @@ def cost_search(search: Search, *, stage: str, stage_tokens: int, stage_flops: i
                         gpus_per_trial=search.gpus_per_trial, pool_gpus=search.pool_gpus, parallel_trials=parallel,
                         rungs=out, flops=sum(r.flops for r in out), gpu_hours=gpu_hours,
                         reserved_gpu_hours=search.pool_gpus * wall, wall_clock_hours=wall,
-                        usd=None if usd_per_gpu_hour is None else gpu_hours * usd_per_gpu_hour, notes=notes)
+                        usd=None if usd_per_gpu_hour is None else gpu_hours * usd_per_gpu_hour, warnings=warnings,
+                        notes=notes)
 
 
 __all__ = ["rungs", "cost_search"]

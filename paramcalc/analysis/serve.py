@@ -114,6 +114,13 @@ def estimate_serving(model: Model, *, gpu: str, tp=1, pp=1, prompt=1024, output=
         raise UserError(f"{net.name} keeps a constant state-space (Mamba) state per sequence, not a paged KV cache: "
                         "serving estimates model the latter", field="model",
                         fix="use `paramcalc memory --mode infer` (its cache term is the recurrent state)")
+    encoder_seq = getattr(net, "encoder_seq", None)
+    if encoder_seq:
+        raise UserError(f"{net.name} is a speech encoder-decoder: each request runs its encoder once over "
+                        f"{encoder_seq} audio positions and caches their keys and values per sequence beside "
+                        "the decoder's: serving estimates model a decoder's paged KV cache alone", field="model",
+                        fix="use `paramcalc memory --mode infer` (its cache term holds both) and `paramcalc flops` "
+                            "(prefill and decode FLOPs)")
     if not kv_cache_bytes(net, 1, 1, "bf16"):
         raise UserError(f"{net.name} caches no keys and values (an encoder sees its whole input at once)",
                         fix="serving estimates are for decoders: give a causal language model")

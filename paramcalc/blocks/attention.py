@@ -34,14 +34,22 @@ class Attention(Block):
     softcap: bool = False  # Gemma 2: tanh soft-capping of the scores
     fused_views: bool = False  # q, k, v are views of one fused output (GPT-2, BLOOM)
     sinks: bool = False  # gpt-oss: a learned logit per head joins every softmax (n parameters)
+    k_bias: bool | None = None  # the key projection's bias; None: qkv_bias (Whisper's k_proj has none)
+    # cross-attention over an encoder output of fixed length (Whisper's 1500 audio positions),
+    # whatever the decoder's sequence; None: as long as the pass's keys (T5, BART)
+    memory: int | None = None
     kind = "attention"
+
+    def _keys(self, p: Pass) -> Pass:
+        """The pass with the keys this attention sees: a fixed memory's length for cross-attention."""
+        return Pass(p.batch, p.seq, p.attention, self.memory) if self.memory else p
 
     def projections(self) -> dict[str, Linear]:
         """The four linear projections, the parts with matmul FLOPs."""
         h, n, g, d = self.hidden, self.heads, self.kv_heads, self.head_dim
         return {
             "q_proj": Linear(h, n * d, self.qkv_bias),  # (1) queries: h -> n*d
-            "k_proj": Linear(h, g * d, self.qkv_bias),  # (2) keys: h -> g*d, shared by n/g query heads
+            "k_proj": Linear(h, g * d, self.qkv_bias if self.k_bias is None else self.k_bias),  # (2) keys: h -> g*d
             "v_proj": Linear(h, g * d, self.qkv_bias),  # (3) values: same shape as keys
             "o_proj": Linear(n * d, h, self.o_bias),  # (4) output: n*d -> h
         }
@@ -63,9 +71,12 @@ class Attention(Block):
         return out
 
     def flops(self, p: Pass) -> Breakdown:
+        decoding = p.keys > p.seq
+        p = self._keys(p)
         parts = self.projections()
-        # Keys and values are projected from the encoder's tokens in cross-attention.
-        kv_tokens = p.batch * p.keys if self.cross else p.tokens
+        # Keys and values are projected from the encoder's tokens in cross-attention; a fixed
+        # memory's once, at prefill (decoding reads them from the cache, as Whisper's generate does).
+        kv_tokens = (0 if self.memory and decoding else p.batch * p.keys) if self.cross else p.tokens
         pairs = p.attended_pairs(self.window, causal_mask=self.causal and not self.cross)
         # QK^T and (probs)V: 2 FLOPs x d per scored pair, for every query head
         # (GQA shares K/V projections, not the score matmuls).
@@ -89,6 +100,7 @@ class Attention(Block):
         probabilities in the model dtype, dropout noise, the o_proj input.
         Flash kernels keep q, k, v, the output and an fp32 logsumexp instead
         of anything s x s (Dao et al. 2022)."""
+        p = self._keys(p)
         x, b, s, k = a.x, p.batch, p.seq, p.keys
         n, g, d = self.heads, self.kv_heads, self.head_dim
         T = p.tokens
@@ -161,6 +173,7 @@ class Attention(Block):
         which broadcasts; FlashAttention-2's dk/dv_expanded), and a q norm's
         fp32 input gradient. Fitted to the live tensors of the reference layers
         (tests/test_bench.py)."""
+        p = self._keys(p)
         n, g, d, T, x = self.heads, self.kv_heads, self.head_dim, p.tokens, a.x
         kv = p.batch * p.keys * d
         expanded = g < n and not (a.eager and g == 1 and p.batch == 1)

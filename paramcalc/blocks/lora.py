@@ -98,10 +98,23 @@ class Adapted(Block):
 
 
 def adapt(block: Block, rank: int, alpha: float, targets: tuple[str, ...]) -> Block:
-    """The block with an adapter on every linear whose name is in `targets`."""
+    """The block with an adapter on every linear whose name is in `targets` (inside a fixed-length
+    wrapper, so that the adapters run at the block's length: Whisper's encoder)."""
+    from paramcalc.blocks.fixed import FixedLength
+
+    if isinstance(block, FixedLength):
+        inner = adapt(block.base, rank, alpha, targets)
+        return block if inner is block.base else FixedLength(inner, block.seq)
     found = tuple((path, LoRA(lin.d_in, lin.d_out, rank, alpha)) for path, lin in linears(block)
                   if path.rsplit("/", 1)[-1] in targets)
     return Adapted(block, found) if found else block
+
+
+def adapters_of(block: Block) -> tuple[tuple[str, LoRA], ...]:
+    """The adapters a block carries, through a fixed-length wrapper."""
+    while not isinstance(block, Adapted) and hasattr(block, "base"):
+        block = block.base
+    return block.adapters if isinstance(block, Adapted) else ()
 
 
 def attach(linear, adapter) -> None:

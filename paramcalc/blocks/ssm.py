@@ -6,7 +6,8 @@ Mamba (modeling_mamba.MambaMixer): in_proj h -> 2 d_inner (x and the gate z),
 a depthwise causal conv1d over x (kernel k), x_proj d_inner -> dt_rank + 2 N
 (dt, B, C), dt_proj dt_rank -> d_inner (+ bias), A_log (d_inner x N) and D
 (d_inner), out_proj d_inner -> h. Falcon-Mamba adds weightless RMS norms on
-dt, B and C (no parameters).
+dt, B and C (no parameters); Jamba's (modeling_jamba.JambaMambaMixer: dt_layernorm,
+b_layernorm, c_layernorm) have weights, dt_rank + 2 N of them.
 
 Mamba-2 (modeling_mamba2.Mamba2Mixer): one in_proj h -> [z, x, B, C, dt] of
 widths d_inner, d_inner, G N, G N, H (G groups, H heads of head_dim P), the
@@ -50,6 +51,7 @@ class Mamba(Block):
     bias: bool = False  # use_bias: in_proj and out_proj
     conv_bias: bool = True  # use_conv_bias
     bcdt_norm: bool = False  # Falcon-Mamba: weightless RMS norms on dt, B and C
+    bcdt_norm_weight: bool = False  # Jamba: those norms have weights
     kind = "mixer"
 
     def projections(self) -> dict[str, Linear]:
@@ -71,6 +73,8 @@ class Mamba(Block):
             out["conv1d/bias"] = d
         out["A_log"] = d * N  # S4D-real A = -exp(A_log), one row of N per channel
         out["D"] = d  # the skip connection
+        if self.bcdt_norm_weight:  # JambaRMSNorm weights over dt (dt_rank wide), B and C (N wide each)
+            out.update({"dt_layernorm/weight": self.dt_rank, "b_layernorm/weight": N, "c_layernorm/weight": N})
         return out
 
     def flops(self, p: Pass) -> Breakdown:
@@ -126,6 +130,8 @@ class Mamba(Block):
             # their rsqrt; their outputs feed dt_proj and the readout (and dt B in fp32) in place of
             # the x_proj output's views
             out["bcdt_norm"] = 12 * T + 4 * T * (r + 2 * N) - (0 if fp32 else x * T * N)
+            if self.bcdt_norm_weight:  # JambaRMSNorm's weight product keeps the normalised rows it scales
+                out["bcdt_norm"] += x * T * (r + 2 * N)
         return out
 
     def module(self, a: Activations | None = None):
@@ -141,6 +147,14 @@ def _module_class():
     def rms(x, eps=1e-6):  # FalconMambaWeightlessRMSNorm
         f = x.float()
         return (f * torch.rsqrt(f.pow(2).mean(-1, keepdim=True) + eps)).type_as(x)
+
+    class RMSNorm(nn.Module):  # JambaRMSNorm: the weightless norm, then its weight
+        def __init__(self, dim: int):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(dim))
+
+        def forward(self, x):
+            return self.weight * rms(x)
 
     class MambaModule(nn.Module):
         """transformers' MambaMixer.forward without a cache, on its slow path."""
@@ -160,6 +174,9 @@ def _module_class():
             self.conv1d = nn.Conv1d(d, d, k, groups=d, padding=k - 1, bias=spec.conv_bias)
             self.A_log = nn.Parameter(torch.zeros(d, spec.state))
             self.D = nn.Parameter(torch.ones(d))
+            if spec.bcdt_norm_weight:
+                self.dt_layernorm = RMSNorm(spec.dt_rank)
+                self.b_layernorm, self.c_layernorm = RMSNorm(spec.state), RMSNorm(spec.state)
 
         def forward(self, x):
             spec, s = self.spec, x.shape[1]
@@ -170,7 +187,9 @@ def _module_class():
             u = F.silu(self.conv1d(u.to(self.conv1d.weight.dtype))[:, :, :s]).to(u.dtype)
             u = u.transpose(1, 2)
             dt, B, C = torch.split(self.x_proj(u), [spec.dt_rank, spec.state, spec.state], dim=-1)
-            if spec.bcdt_norm:
+            if spec.bcdt_norm_weight:
+                dt, B, C = self.dt_layernorm(dt), self.b_layernorm(B), self.c_layernorm(C)
+            elif spec.bcdt_norm:
                 dt, B, C = rms(dt), rms(B), rms(C)
             dt = self.dt_proj.weight @ dt.transpose(1, 2)
             y = _selective_scan(u.transpose(1, 2), dt, A, B, C, self.D.float(), gate, self.dt_proj.bias.float())

@@ -127,11 +127,20 @@ class Reward(_Data):
     kind: Literal["reward"] = Field(description="reward")
 
 
+Offload = Literal["none", "cpu"]
+
+
 class Dpo(_Data):
     """Direct preference optimisation on chosen/rejected pairs against a frozen reference."""
 
     kind: Literal["dpo"] = Field(description="dpo")
-    reference: Text | None = Field(None, description="the frozen reference TARGET [default: the policy]")
+    reference: Text | None = Field(None, description="the frozen reference TARGET [default: the policy]; "
+                                                     "`precomputed`: the default reference, precomputed")
+    precompute_reference: bool = Field(False, description="the reference's log-probs computed once over the "
+                                                          "dataset before training (TRL's precompute_ref_log_probs)")
+    reference_offload: Offload = Field("none", description="cpu: the reference's weights in CPU memory, streamed "
+                                                           "over PCIe for each forward")
+    offload_frozen: bool = Field(False, description="true: every frozen model offloaded to CPU memory")
 
 
 class Generation(Input):
@@ -169,6 +178,19 @@ class _Rl(_Stage):
                                                            "generation reaches (overrides `generation`)")
     recompute_logprobs: bool = Field(True, description="a policy forward recomputes the rollout's log-probs "
                                                        "(false: taken from generation)")
+    reference_offload: Offload = Field("none", description="cpu: the reference's weights in CPU memory, streamed "
+                                                           "over PCIe for each forward (DeepSpeed-Chat's "
+                                                           "--offload_reference_model; OpenRLHF --ref_reward_offload)")
+    reward_offload: Offload = Field("none", description="cpu: the reward model's weights in CPU memory, streamed "
+                                                        "over PCIe for each forward")
+    offload_frozen: bool = Field(False, description="true: every frozen model (reference, reward model) offloaded")
+    ptx_coef: float = Field(0, ge=0, description="PPO-ptx (Ouyang et al. 2022, section 3.5): the pretraining "
+                                                 "loss's weight; above 0, a pretraining batch trains with each "
+                                                 "update")
+    ptx_tokens: Count | None = Field(None, description="pretraining tokens per optimizer step [default: as many "
+                                                       "as the step's RL tokens]")
+    ptx_ratio: Positive | None = Field(None, description="instead: pretraining sequences per RL sequence trained "
+                                                         "[default: 1]")
 
     @model_validator(mode="after")
     def _one_length(self):

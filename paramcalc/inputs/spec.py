@@ -115,9 +115,16 @@ class SSMSpec(_Spec):
     use_bias: bool = Field(False, description="in_proj and out_proj have biases")
     use_conv_bias: bool = Field(True, description="the conv1d has a bias")
     bcdt_norm: bool = Field(False, description="Falcon-Mamba: weightless RMS norms on dt, B and C (no parameters)")
+    bcdt_norm_weight: bool = Field(False, description="Jamba: those norms have weights (dt_rank + 2 N parameters)")
+    attention_layers: tuple[Natural, ...] = Field(
+        (), description="hybrid (Jamba): layer indices that keep attention; the others run the mixer")
+    feed_forward: bool = Field(False, description="every layer also has the feed-forward block (dense or MoE) after "
+                                                  "its mixer (Jamba); false: the mixer alone (Mamba)")
 
     @model_validator(mode="after")
     def _shapes_divide(self):
+        if self.bcdt_norm_weight and not self.bcdt_norm:
+            raise ValueError("bcdt_norm_weight needs bcdt_norm")
         if self.version == 1 and self.time_step_rank is None:
             raise ValueError("Mamba needs time_step_rank (dt_rank)")
         if self.version == 2:
@@ -126,6 +133,16 @@ class SSMSpec(_Spec):
             if self.num_heads % self.n_groups or self.intermediate_size % self.n_groups:
                 raise ValueError(f"n_groups ({self.n_groups}) does not divide num_heads ({self.num_heads})")
         return self
+
+
+class AudioSpec(_Spec):
+    """Whisper's speech encoder input (Radford et al. 2022, section 2.2; transformers' modeling_whisper):
+    log-mel frames through two convolutions (kernel 3, the second of stride 2, each followed by GELU)
+    and a table of max_source_positions positions; the encoder always runs on that many positions."""
+
+    num_mel_bins: Count = Field(description="mel channels of each input frame (80; 128 for large-v3)")
+    max_source_positions: Count = Field(
+        description="encoder positions (1500: 30 s of audio, 3000 frames halved by the strided conv)")
 
 
 class LoRASpec(_Spec):
@@ -171,6 +188,8 @@ class TransformerSpec(_Spec):
         "gated", description="gated: down(act(gate x) * up x) (SwiGLU/GeGLU); plain: down(act(up x))")
     mlp_bias: bool = Field(False, description="feed-forward linears have biases")
     qkv_bias: bool = Field(False, description="q, k and v projections have biases (Qwen2: these only)")
+    k_proj_bias: bool | None = Field(None, description="the key projection has a bias; default qkv_bias (Whisper: "
+                                                       "none, beside biased q and v)")
     o_bias: bool = Field(False, description="the attention output projection has a bias")
     qk_norm: bool = Field(False, description="a norm (of the `norm` kind) on queries and keys (Qwen3, Gemma 3, OLMo 2)")
     attention_sinks: bool = Field(False, description="gpt-oss: one learned sink logit per head in every softmax")
@@ -241,7 +260,10 @@ class TransformerSpec(_Spec):
     moe: MoESpec | None = Field(None, description="mixture of experts")
     mla: MLASpec | None = Field(None, description="multi-head latent attention")
     ssm: SSMSpec | None = Field(None, description=(
-        "a state-space mixer (Mamba) in every layer in place of attention, with no feed-forward block"))
+        "a state-space mixer (Mamba) in place of attention: in every layer with no feed-forward block (Mamba), "
+        "or beside attention layers with one (Jamba)"))
+    audio: AudioSpec | None = Field(None, description=(
+        "encoder-decoder: a speech encoder over log-mel frames (Whisper) in place of the encoder's token table"))
     freeze: tuple[str, ...] = Field((), description=(
         "glob patterns on breakdown keys whose parameters are frozen: 'embedding' (a key prefix), 'layers/*/mlp/*'"))
     lora: LoRASpec | None = Field(None, description="LoRA adapters; everything else is frozen")
@@ -265,6 +287,10 @@ class TransformerSpec(_Spec):
             raise ValueError(f"num_key_value_heads ({g}) does not divide num_attention_heads ({n})")
         if self.position_embedding == "learned" and not self.max_position_embeddings:
             raise ValueError("learned positions need max_position_embeddings")
+        if self.audio and self.architecture != "encoder-decoder":
+            raise ValueError("audio: is for an encoder-decoder (Whisper)")
+        if self.ssm and any(i >= self.num_hidden_layers for i in self.ssm.attention_layers):
+            raise ValueError(f"ssm.attention_layers names a layer beyond the {self.num_hidden_layers} layers")
         if self.layer_types is not None and len(self.layer_types) != self.num_hidden_layers:
             raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_hidden_layers} layers")
         return self

@@ -29,13 +29,13 @@ def with_lora(net: Network, rank: int, *, alpha: float = 16.0, targets: tuple[st
               modules_to_save: tuple[str, ...] = ()) -> Network:
     """The network with LoRA adapters of `rank` on `targets`, its base frozen.
     Errors name `rank`, `target_modules` or `modules_to_save` (nest them: `lora.rank`)."""
-    from paramcalc.blocks.lora import Adapted, adapt  # imported only when used: cold starts stay short
+    from paramcalc.blocks.lora import adapt, adapters_of  # imported only when used: cold starts stay short
 
     if not net.layers:
         raise UserError("LoRA adapters need a transformer architecture", field="rank",
                         fix="give a preset, config.json or transformer YAML spec")
     stages = tuple(Stage(s.name, adapt(s.block, rank, alpha, targets), s.count) for s in net.stages)
-    adapted = {path.rsplit("/", 1)[-1] for s in stages if isinstance(s.block, Adapted) for path, _ in s.block.adapters}
+    adapted = {path.rsplit("/", 1)[-1] for s in stages for path, _ in adapters_of(s.block)}
     missing = [t for t in targets if t not in adapted]
     if missing:
         raise UserError(f"{missing} match no linear layer of this model", field="target_modules",

@@ -211,6 +211,7 @@ class TransformerNetwork(Network):
     fixed_seq: int | None = None
     fixed_seq_note: str = ""
     training_seq: int | None = None  # the pre-training context a preset or config states
+    encoder_seq: int | None = None  # Whisper: the encoder's fixed positions, whatever the decoder's length
     profile: Activations = field(default_factory=Activations)  # the reference implementation's saving
 
     @property
@@ -238,6 +239,9 @@ class TransformerNetwork(Network):
         return self.positions
 
     def seq_notes(self, asked: int | None) -> list[str]:
+        if self.encoder_seq:
+            return [f"the speech encoder runs on {self.encoder_seq} positions ({2 * self.encoder_seq} log-mel frames, "
+                    "30 s of audio) per sequence, once at prefill; the sequence length is the decoder's tokens"]
         if self.fixed_seq is None:
             return []
         return [self.fixed_seq_note + (" (the sequence length asked is ignored)" if asked is not None else "")]
@@ -250,11 +254,14 @@ class TransformerNetwork(Network):
         if self.rotary_dim:
             out["rotary"] = 2 * a.x * p.seq * self.rotary_dim  # cos and sin, (1, s, rotary dims) each
         if self.kind == "encoder-decoder":
-            out["encoder_output"] = a.x * p.tokens * self.hidden  # the k/v input of every cross-attention
-            out["decoder_ids"] = 8 * p.tokens  # the shifted labels the decoder embeds
+            encoded = p.batch * self.encoder_seq if self.encoder_seq else p.tokens
+            out["encoder_output"] = a.x * encoded * self.hidden  # the k/v input of every cross-attention
+            # the shifted labels the decoder embeds (Whisper's Embeddings stage is the decoder's and
+            # counts those: here the labels the loss reads)
+            out["decoder_ids"] = 8 * p.tokens
             # T5 drops out the decoder's embeddings and both stacks' final outputs too (BART's
             # decoder embedding dropout is its DecoderPositions stage's, and it has no other)
-            if not any(isinstance(s.block, DecoderPositions) for s in self.stages):
+            if not self.encoder_seq and not any(isinstance(s.block, DecoderPositions) for s in self.stages):
                 drops = a.embedding_dropout + 2 * a.hidden_dropout
                 out["stack_dropout"] = drops * a.mask_bytes * p.tokens * self.hidden
         return out
@@ -269,6 +276,8 @@ class TransformerNetwork(Network):
         model dtype beside their fp32 softmax (transformers' eager_attention_forward); flash
         kernels keep no seq x keys tensor (Dao et al. 2022)."""
         x, h, T = dtype_bytes, self.hidden, p.tokens
+        if self.encoder_seq and p.keys <= p.seq:  # Whisper's prefill runs the encoder over its fixed positions
+            T = max(T, p.batch * self.encoder_seq)
         widest = x * T * max(3 * self.ffn, 4 * h)
         if attention == "eager":
             pairs = p.batch * self.heads * p.seq * p.keys
@@ -357,8 +366,11 @@ class BareCount(Network):
 
 
 def unwrap(block: Block) -> Block:
-    """The block inside a LoRA wrapper (blocks.lora.Adapted, the only block with a `base`)."""
-    return getattr(block, "base", block)
+    """The block inside its wrappers: LoRA's (blocks.lora.Adapted) and a fixed length's
+    (blocks.fixed.FixedLength), the blocks with a `base`."""
+    while hasattr(block, "base"):
+        block = block.base
+    return block
 
 
 def transformer_layer(stage: Stage) -> TransformerLayer:

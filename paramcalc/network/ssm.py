@@ -13,4 +13,4 @@ def ssm_mixer(hidden: int, ssm: SSMSpec) -> Mamba | Mamba2:
                       ssm.conv_kernel, ssm.use_bias, ssm.use_conv_bias)
     assert ssm.time_step_rank is not None, "a validated Mamba spec has time_step_rank"
     return Mamba(hidden, ssm.intermediate_size, ssm.state_size, ssm.conv_kernel, ssm.time_step_rank, ssm.use_bias,
-                 ssm.use_conv_bias, ssm.bcdt_norm)
+                 ssm.use_conv_bias, ssm.bcdt_norm, ssm.bcdt_norm_weight)

@@ -26,8 +26,9 @@ from paramcalc.network.ssm import ssm_mixer
 def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
     """Embeddings, layer groups, final norm and head; adapters and frozen parts
     are applied by network/adapters.py."""
-    stages = _vit_stages(spec) if spec.architecture == "vit" else _stages(spec)
+    stages = _vit_stages(spec) if spec.architecture == "vit" else _speech_stages(spec) if spec.audio else _stages(spec)
     n = spec.num_attention_heads
+    mixer_only = spec.ssm is not None and not spec.ssm.attention_layers  # a Mamba stack: no heads
     profile = Activations(attention_dropout=spec.attention_dropout > 0, hidden_dropout=spec.hidden_dropout > 0,
                           embedding_dropout=spec.embedding_dropout > 0, softmax_fp32=spec.softmax_fp32,
                           scores_fp32=spec.scores_fp32, attention_output_dropout=spec.attention_output_dropout)
@@ -46,11 +47,12 @@ def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
     default = min(2048, learned) if learned else 512 if spec.position_embedding == "relative" else 2048
     return TransformerNetwork(
         name=spec.name or "model", stages=tuple(stages), expected_params=spec.expected_params,
-        kind=spec.architecture, hidden=spec.hidden_size, heads=0 if spec.ssm else n,  # a Mamba stack: no heads
-        kv_heads=0 if spec.ssm else spec.kv_heads,
+        kind=spec.architecture, hidden=spec.hidden_size, heads=0 if mixer_only else n,
+        kv_heads=0 if mixer_only else spec.kv_heads,
         score_dim=spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim if spec.mla else spec.attention_head_dim,
         ffn=spec.intermediate_size, rotary_dim=rotary, positions=learned, default_seq=default, fixed_seq=fixed,
-        fixed_seq_note=note, profile=profile, training_seq=spec.training_seq_len)
+        fixed_seq_note=note, profile=profile, training_seq=spec.training_seq_len,
+        encoder_seq=spec.audio.max_source_positions if spec.audio else None)
 
 
 def score_head(net: TransformerNetwork) -> TransformerNetwork:
@@ -113,6 +115,32 @@ def _stages(spec: TransformerSpec) -> list[Stage]:
     return stages
 
 
+def _speech_stages(spec: TransformerSpec) -> list[Stage]:
+    """Whisper (Radford et al. 2022, section 2.2 and figure 1; transformers' modeling_whisper):
+    the encoder runs on the audio front end's S positions (blocks/audio.py) whatever the
+    decoder's length: pre-norm layers with GELU MLPs, a final LayerNorm. The decoder embeds
+    tokens with a learned position table (max_target_positions) and runs pre-norm layers
+    with cross-attention over the S encoder positions, a final LayerNorm and the LM head
+    (proj_out, tied to the token table by default)."""
+    from paramcalc.blocks.audio import AudioFrontEnd
+    from paramcalc.blocks.fixed import FixedLength
+
+    audio = spec.audio
+    assert audio is not None, "called for a speech spec"
+    S, h, norm = audio.max_source_positions, spec.hidden_size, _norm(spec)
+    positions = spec.max_position_embeddings if spec.position_embedding == "learned" else 0
+    return [
+        Stage("encoder/embedding", FixedLength(AudioFrontEnd(audio.num_mel_bins, h, S), S)),
+        Stage("encoder/layers", FixedLength(_layer(spec, 0, causal=False), S), spec.num_hidden_layers),
+        Stage("encoder/final_norm", FixedLength(norm, S)),
+        Stage("embedding", Embeddings(vocab=_vocab(spec), dim=h, positions=positions or 0)),
+        Stage("decoder/layers", _layer(spec, 0, causal=True, cross=True),
+              spec.num_decoder_layers or spec.num_hidden_layers),
+        Stage("decoder/final_norm", norm),
+        Stage("head", _head(spec, norm, None)),
+    ]
+
+
 def _vit_stages(spec: TransformerSpec) -> list[Stage]:
     """Dosovitskiy et al. 2021, eq. 1-4: patch embeddings with a class token and
     learned positions, pre-norm encoder layers (LayerNorm, MHA, a GELU MLP),
@@ -135,8 +163,11 @@ def _vit_stages(spec: TransformerSpec) -> list[Stage]:
 
 def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
            relative: bool = False) -> TransformerLayer:
-    if spec.ssm:  # Mamba: x + mixer(norm(x)), no feed-forward block (network/ssm.py)
-        return TransformerLayer(ssm_mixer(spec.hidden_size, spec.ssm), None, _norm(spec))
+    if spec.ssm and i not in spec.ssm.attention_layers:
+        # Mamba: x + mixer(norm(x)), no feed-forward block (network/ssm.py); Jamba's mixer layers
+        # add the feed-forward block as attention layers do (modeling_jamba.JambaMambaDecoderLayer)
+        mixer = ssm_mixer(spec.hidden_size, spec.ssm)
+        return TransformerLayer(mixer, _feed_forward(spec, i) if spec.ssm.feed_forward else None, _norm(spec))
     h, n, g, d = spec.hidden_size, spec.num_attention_heads, spec.kv_heads, spec.attention_head_dim
     buckets = spec.relative_attention_num_buckets if (relative and spec.position_embedding == "relative") else 0
     attention: Attention | LatentAttention
@@ -153,11 +184,20 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
         attention = Attention(h, n, g, d, spec.qkv_bias, spec.o_bias, q_norm, k_norm, causal=causal,
                               window=spec.window(i), relative_buckets=buckets,
                               softcap=spec.attn_logit_softcapping is not None, fused_views=spec.fused_qkv,
-                              sinks=spec.attention_sinks)
+                              sinks=spec.attention_sinks, k_bias=spec.k_proj_bias)
         if spec.disentangled:
             attention = _disentangled(spec)
-    dense = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act, spec.mlp_inner_dropout)
-    mlp: MLP | MoE = dense
+    memory = spec.audio.max_source_positions if spec.audio else None  # Whisper: the encoder's fixed length
+    cross_attention = Attention(h, n, n, d, spec.qkv_bias, spec.o_bias, causal=False, cross=True,
+                                k_bias=spec.k_proj_bias, memory=memory) if cross else None
+    return TransformerLayer(attention, _feed_forward(spec, i), _norm(spec), spec.layout, cross_attention)
+
+
+def _feed_forward(spec: TransformerSpec, i: int) -> MLP | MoE:
+    """Layer i's feed-forward block: the dense MLP, or routed experts where the spec's MoE layout says."""
+    h = spec.hidden_size
+    mlp: MLP | MoE = MLP(h, spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias, spec.hidden_act,
+                         spec.mlp_inner_dropout)
     if spec.moe and spec.moe.is_moe_layer(i):
         moe = spec.moe
         expert = MLP(h, moe.moe_intermediate_size or spec.intermediate_size, spec.mlp == "gated", spec.mlp_bias,
@@ -166,8 +206,7 @@ def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,
             if moe.shared_expert_intermediate_size else None
         mlp = MoE(h, moe.num_experts, moe.num_experts_per_tok, expert, shared, moe.shared_expert_gate,
                   moe.router_bias, moe.score_correction_bias)
-    cross_attention = Attention(h, n, n, d, spec.qkv_bias, spec.o_bias, causal=False, cross=True) if cross else None
-    return TransformerLayer(attention, mlp, _norm(spec), spec.layout, cross_attention)
+    return mlp
 
 
 def _disentangled(spec: TransformerSpec) -> DisentangledAttention:
@@ -189,6 +228,8 @@ def _layer_label(layer: TransformerLayer, groups: int) -> str:
     if groups == 1:
         return "layers"
     tags = ["moe" if isinstance(layer.mlp, MoE) else "dense"]
+    if layer.attention.kind == "mixer":  # Jamba: Mamba layers beside attention layers
+        tags.append("mamba")
     if isinstance(layer.attention, Attention):
         tags.append(f"window {layer.attention.window}" if layer.attention.window else "full")
         if layer.attention.relative_buckets:

@@ -1,6 +1,8 @@
 """A costed training pipeline and its hyperparameter search (`paramcalc plan`)."""
 
 # No `from __future__ import annotations`: pydantic reads the annotations at import.
+from typing import Any
+
 from pydantic import Field
 
 from paramcalc.results.base import Report, Result
@@ -99,6 +101,20 @@ class Rung(Result):
     wall_clock_hours: float = Field(description="waves x one trial's wall-clock")
 
 
+class TrialFit(Result):
+    """One configuration of a search's stage settings, checked against its GPUs' memory."""
+
+    settings: dict[str, Any] = Field(description="the swept stage keys (model, micro_batch, lora.rank, ...)")
+    trials: int = Field(description="grid: trials with these settings; random, halving: configurations of the "
+                                    "other hyperparameters")
+    gpus: int = Field(description="gpus_per_trial")
+    peak_per_gpu: int | None = Field(description="bytes, the stage's memory model at dp = gpus_per_trial / (tp x pp)")
+    gpu_bytes: int
+    fits: bool | None = Field(description="false: not priced; null: unknown (a bare count)")
+    reason: str | None = None
+    gpu_hours_per_token: float = Field(description="what a trial of these settings costs per token")
+
+
 class SearchResult(Result):
     method: str
     stage: str = Field(description="the stage each trial trains like")
@@ -113,6 +129,10 @@ class SearchResult(Result):
     reserved_gpu_hours: float = Field(description="pool_gpus x wall-clock: what a reserved pool bills")
     wall_clock_hours: float
     usd: float | None = Field(description="busy GPU-hours x the stage's price")
+    configurations: list[TrialFit] = Field([], description="each setting of the swept stage keys and its fit")
+    unfit_trials: int = Field(0, description="trials whose settings do not fit gpus_per_trial: not priced")
+    breaks: list[Break] = Field([], description="trials that do not fit (counted in totals.breaks)")
+    warnings: list[str] = Field([], description="e.g. a halving rung whose budget exceeds the stage's")
     notes: list[str] = Field([])
 
 

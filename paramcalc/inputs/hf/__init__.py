@@ -18,7 +18,20 @@ from pathlib import Path
 
 from paramcalc.errors import UserError, warn
 from paramcalc.inputs.files import load_mapping, validate
-from paramcalc.inputs.hf import albert, deberta, encoders, gemma, gpt, llama, mamba, moe, qwen, seq2seq
+from paramcalc.inputs.hf import (
+    albert,
+    deberta,
+    encoders,
+    gemma,
+    gpt,
+    jamba,
+    llama,
+    mamba,
+    moe,
+    qwen,
+    seq2seq,
+    whisper,
+)
 from paramcalc.inputs.hf.fields import Config, Converter, Fields
 from paramcalc.inputs.spec import TransformerSpec
 
@@ -46,7 +59,7 @@ def _head(arch: str, *, encoder: bool = False) -> dict:
 FAMILIES: dict[str, tuple[Converter, Config]] = {
     **llama.MODEL_TYPES, **qwen.MODEL_TYPES, **gemma.MODEL_TYPES, **gpt.MODEL_TYPES, **moe.MODEL_TYPES,
     **encoders.MODEL_TYPES, **seq2seq.MODEL_TYPES, **albert.MODEL_TYPES, **deberta.MODEL_TYPES,
-    **mamba.MODEL_TYPES,
+    **mamba.MODEL_TYPES, **whisper.MODEL_TYPES, **jamba.MODEL_TYPES,
 }
 
 
@@ -70,6 +83,10 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
     try:
         read = Fields(cfg, dict(defaults))
         fields = convert(read)
+        if model_type == "whisper" and arch == "WhisperForCausalLM":
+            raise UserError(f"{arch} (Whisper's decoder alone) is not modelled: paramcalc models Whisper's "
+                            "encoder-decoder",
+                            field="architectures[0]", fix="use WhisperForConditionalGeneration or WhisperModel")
         if model_type == "electra" and arch.endswith("ForPreTraining"):
             fields["head"] = "discriminator"  # ELECTRA's pre-training class is its replaced-token detector
         else:

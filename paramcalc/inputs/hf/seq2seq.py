@@ -51,6 +51,17 @@ def bart(f: Fields, *, pre_norm: bool = False, sinusoidal: bool = False) -> dict
                         "the LM head a token table of their own", field="tie_word_embeddings",
                         fix="paramcalc models these encoder-decoders with one shared token table (the published "
                             "checkpoints' setting)")
+    return {**bart_stacks(f), "layout": "pre" if pre_norm else "post", "final_norm": pre_norm,
+            "embedding_norm": not sinusoidal, "position_embedding": "learned",
+            "max_position_embeddings": f("max_position_embeddings"), "position_offset": 0 if sinusoidal else 2,
+            "tie_word_embeddings": True, "attention_dropout": f("attention_dropout"), "hidden_dropout": f("dropout"),
+            "embedding_dropout": f("dropout"), "softmax_fp32": False}
+
+
+def bart_stacks(f: Fields) -> dict:
+    """The two stacks of a BART-style encoder-decoder (BART, mBART, Pegasus, Marian, Whisper):
+    d_model, encoder_/decoder_ layers, one layer shape for both (checked), biased linears,
+    LayerNorm, a plain feed-forward."""
     for enc, dec in (("encoder_ffn_dim", "decoder_ffn_dim"), ("encoder_attention_heads", "decoder_attention_heads")):
         if f(enc) != f(dec):
             raise UserError(f"{enc} ({f(enc)}) differs from {dec} ({f(dec)})", field=enc,
@@ -59,11 +70,7 @@ def bart(f: Fields, *, pre_norm: bool = False, sinusoidal: bool = False) -> dict
             "num_hidden_layers": f("encoder_layers"), "num_decoder_layers": f("decoder_layers"),
             "num_attention_heads": f("encoder_attention_heads"), "intermediate_size": f("encoder_ffn_dim"),
             "hidden_act": f("activation_function"), "mlp": "plain", "mlp_bias": True, "qkv_bias": True,
-            "o_bias": True, "norm": "layernorm", "layout": "pre" if pre_norm else "post", "final_norm": pre_norm,
-            "embedding_norm": not sinusoidal, "position_embedding": "learned",
-            "max_position_embeddings": f("max_position_embeddings"), "position_offset": 0 if sinusoidal else 2,
-            "tie_word_embeddings": True, "attention_dropout": f("attention_dropout"), "hidden_dropout": f("dropout"),
-            "embedding_dropout": f("dropout"), "softmax_fp32": False}
+            "o_bias": True, "norm": "layernorm"}
 
 
 def mbart(f: Fields) -> dict:
