@@ -208,3 +208,45 @@ def test_measured_kernel_efficiencies_replace_the_catalogs(tmp_path):
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"kind": "other"}))
     assert run("estimate", *flags, "--kernels", str(wrong)).code == 2
+
+
+@pytest.mark.parametrize("flags,named", [
+    (["--cp", "2", "--attention", "eager"], "--attention"), (["--pp", "64", "--gpus", "64"], "--pp"),
+    (["--cp", "3"], "--cp"), (["--global-batch", "8", "--micro-batch", "16"], "--micro-batch"),
+    (["--ep", "2", "--tp", "1", "--cp", "1", "--pp", "1"], "--ep"), (["--vpp", "2", "--pp", "1"], "--vpp"),
+    (["--pp", "4", "--vpp", "16", "--tp", "1", "--cp", "1"], "--vpp"),
+])
+def test_a_pinned_plan_that_cannot_split_names_its_flag(flags, named):
+    args = ["estimate", "llama-3.1-8b", *flags] + ([] if "--gpus" in flags else ["--gpus", "8"])
+    r = run(*args)
+    assert r.code == 2 and named in r.err and "Traceback" not in r.err, r.err
+
+
+def test_expert_parallelism_shards_expert_state_over_its_own_group():
+    """Megatron-Core: routed experts' ZeRO shards span dp x cp / ep ranks, so EP moves expert state
+    between GPUs but does not shrink the optimizer state per GPU below the ep = 1 plan's."""
+    one = estimate_memory("mixtral-8x7b", dp=64, ep=1, zero=1, seq_len=4096).memory.optimizer
+    eight = estimate_memory("mixtral-8x7b", dp=64, ep=8, zero=1, seq_len=4096).memory.optimizer
+    assert eight == pytest.approx(one, rel=1e-3)
+    weights_one = estimate_memory("mixtral-8x7b", dp=64, ep=1, zero=1, seq_len=4096).memory.weights
+    weights_eight = estimate_memory("mixtral-8x7b", dp=64, ep=8, zero=1, seq_len=4096).memory.weights
+    assert weights_eight < weights_one / 3  # ZeRO-1 keeps weights whole: EP is what divides them
+
+
+def test_selective_recomputation_never_makes_a_step_faster():
+    net = lower("llama-3.1-8b")
+    work = Work.of(net, 4096)
+    for attention in ("eager", "flash"):
+        t = {r: step_time(net, work, Plan(dp=8, global_batch=8, zero=3, recompute=r, attention=attention),
+                          H100).seconds for r in ("none", "selective", "full")}
+        assert t["none"] <= t["selective"] < t["full"]
+
+
+def test_the_last_pipeline_stage_runs_the_head():
+    """Llama 3.1 8B: its 128K-vocabulary head is about two layers' work, so at pp 16 the last stage
+    (2 layers + the head) is the busiest: far more than a sixteenth of the whole model."""
+    net = lower("llama-3.1-8b")
+    work = Work.of(net, 8192)
+    one = step_time(net, work, Plan(global_batch=1, zero=0), H100)  # all 32 layers and the head
+    sixteen = step_time(net, work, Plan(pp=16, global_batch=1, zero=0), H100)
+    assert sixteen.compute > 1.5 * one.compute / 16

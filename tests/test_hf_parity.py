@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hf_reference import hf_flops, hf_params
+from test_clip_llava import MODEL_TYPES as CLIP_LLAVA_TYPES
 from test_ssm import CASES as SSM_CASES
 from test_whisper_jamba import CASES as WHISPER_JAMBA_CASES
 from paramcalc.blocks.base import Pass
@@ -255,9 +256,10 @@ def test_every_supported_model_type_has_a_parity_case():
     # llama4_text has its own test below (transformers computes every expert on every token);
     # vit reads pixels, not token ids: tests/test_vit.py; state-space models: tests/test_ssm.py
     # (FlopCounterMode over-counts their depthwise conv's weight gradient); Whisper reads mel frames
-    # and Jamba's Mamba layers share that over-count: tests/test_whisper_jamba.py
+    # and Jamba's Mamba layers share that over-count: tests/test_whisper_jamba.py; CLIP and LLaVA
+    # read images (and LLaVA's image tokens): tests/test_clip_llava.py
     assert {c[0] for c in CASES} | {"llama4_text", "vit"} | {c[0] for c in SSM_CASES} \
-        | {c[0] for c in WHISPER_JAMBA_CASES} == set(FAMILIES)
+        | {c[0] for c in WHISPER_JAMBA_CASES} | CLIP_LLAVA_TYPES == set(FAMILIES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=_id)

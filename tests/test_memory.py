@@ -151,8 +151,21 @@ def test_pipeline_stages_split_the_parameters_and_sum_back():
     net = lower("llama-3.1-8b")
     first, last = stage_loads(net, make_pass(net, 2048, 1), Setup(pp=4, micro_batches=4, profile="megatron"))
     layers = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096)  # q,o; GQA k,v; SwiGLU; norms
-    assert first.params - 128256 * 4096 == last.params - 128256 * 4096 - 4096 == layers // 4
-    assert first.params + last.params + 2 * layers // 4 == 8_030_261_248
+    per_layer = layers // 32
+    # the head (128256 x 4096, 2.4 layers' worth) runs on the last stage, which takes fewer layers:
+    # 9 + 9 + 9 + 5, the busiest stage 9 layers against 5 + 2.4 (Megatron's uneven split)
+    assert first.params - 128256 * 4096 == 9 * per_layer
+    assert last.params - 128256 * 4096 - 4096 == 5 * per_layer
+    assert first.params + last.params + 2 * 9 * per_layer == 8_030_261_248
+
+
+def test_the_pipeline_split_evens_the_busiest_stage():
+    from paramcalc.analysis.memory import pipeline_split
+
+    assert pipeline_split(32, 4, 2.4) == (9, 5)
+    assert pipeline_split(32, 4, 0.0) == (8, 8)
+    assert pipeline_split(126, 16, 1.0) == (8, 6)  # Llama 3 405B: stages of 8 layers, the last lighter
+    assert pipeline_split(32, 1, 5.0) == (32, 32)
 
 
 @pytest.mark.parametrize("micro_batches,vpp,share", [(1, 1, 1 / 4), (2, 1, 2 / 4), (8, 1, 1), (8, 2, 1 + 3 / 8)])

@@ -1,7 +1,7 @@
-"""Multimodal config.json files (LLaVA, Qwen2-VL, Mllama) whose language model
-paramcalc models are counted whole by transformers on the meta device: the
-vision tower and projector too, each shown in the breakdown, the total
-exactly the instantiated model's."""
+"""Multimodal config.json files (Qwen2-VL, Mllama, a LLaVA with a SigLIP tower) whose language
+model paramcalc models are counted whole by transformers on the meta device: the vision tower
+and projector too, each shown in the breakdown, the total exactly the instantiated model's.
+(LLaVA with a CLIP tower has an analytic importer: tests/test_clip_llava.py.)"""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ TEXT = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "nu
 CONFIGS = {
     "llava": ({"architectures": ["LlavaForConditionalGeneration"], "image_token_index": 999,
                "text_config": {"model_type": "llama", **TEXT},
-               "vision_config": {"model_type": "clip_vision_model", "hidden_size": 32, "intermediate_size": 64,
+               "vision_config": {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
                                  "num_hidden_layers": 2, "num_attention_heads": 2, "image_size": 56,
                                  "patch_size": 14}},
               ["model.vision_tower", "model.multi_modal_projector", "model.language_model", "lm_head"]),

@@ -86,8 +86,7 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
         n = parse_positive_int(gpus, field="gpus")
         found = search(net, n, card, seq, knobs, dtype=dtype, attention=attention)
         if found is None:
-            raise UserError(f"no plan splits {n:,} GPUs with the degrees given", field="gpus",
-                            fix="make --gpus a multiple of tp x pp x cp, and ep divide dp x cp and the experts")
+            raise _why_no_plan(net, n, seq, knobs, attention)
         outcome = found
     plan, t = outcome.plan, outcome.time
     peak = card.peak(dtype)
@@ -108,7 +107,7 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
                     fits=outcome.fits)
     comm = Communication(collectives=[Collective(name=name, bytes_per_gpu=b, seconds=s, overlappable=o)
                                       for name, b, s, o in t.collectives],
-                         compute_seconds=t.compute, exposed_seconds=t.exposed_comm,
+                         compute_seconds=t.compute * scale, exposed_seconds=t.exposed_comm * scale,
                          bubble_fraction=t.bubble / t.seconds)
     layout = _describe(plan)
     fit = (f"fits ({human_bytes(m.total or 0)} of {human_bytes(card.memory_bytes)} per GPU)" if outcome.fits
@@ -149,11 +148,11 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
 def _cluster(net, card: Gpu, seq: int, knobs: Knobs, dtype: str, attention: str, tokens: int, fixed: float | None,
              days: float) -> tuple[int, Outcome]:
     """The smallest power of two of GPUs whose fastest fitting plan trains `tokens` within `days`:
-    start from the count that would at MFU 0.5 and double."""
+    start from the count that would at the full dense peak (a lower bound) and double."""
     forward = count_flops(net, seq_len=seq, batch=1).flops.forward
     assert forward is not None  # a network with an architecture (bare counts plan elsewhere)
     work = 3 * forward * tokens / seq
-    guess = work / (days * 86400 * card.peak(dtype) * 0.5)
+    guess = work / (days * 86400 * card.peak(dtype))
     n = 2 ** max(0, math.ceil(math.log2(max(guess, 1))))
     last: Outcome | None = None
     while n <= MAX_GPUS:
@@ -166,9 +165,48 @@ def _cluster(net, card: Gpu, seq: int, knobs: Knobs, dtype: str, attention: str,
             if found.fits and wall <= days:
                 return n, found
         n *= 2
+    if n > MAX_GPUS and (last is None or last.fits):
+        raise UserError(f"training {tokens:,} tokens within {days:g} days needs more than {MAX_GPUS:,} GPUs",
+                        field="days", fix="allow more days, or give --gpus to plan for the cluster you have")
     if last is None:
-        raise UserError("no plan splits any power of two of GPUs with the degrees given", field="tp")
+        raise _why_no_plan(net, MAX_GPUS, seq, knobs, attention)
     return last.plan.gpus, last
+
+
+def _why_no_plan(net, gpus: int, seq: int, k: Knobs, attention: str) -> UserError:
+    """The setting that rules every plan out, named as its flag."""
+    L = sum(st.count for st in net.layers)
+    shaped = bool(net.layers) and bool(net.width)
+    for name, value in (("tp", k.tp), ("pp", k.pp), ("cp", k.cp)):
+        if value is not None and value > 1 and not shaped:
+            return UserError(f"{name} {value}: a network without transformer layers (a CNN, an RNN) is planned "
+                             "with data parallelism only", field=name, fix=f"drop {{{name}}}")
+    if k.pp is not None and k.pp > max(L, 1):
+        return UserError(f"{k.pp} pipeline stages for {L} layers", field="pp", fix=f"use at most {L}")
+    if k.cp is not None and k.cp > 1 and attention != "flash":
+        return UserError("context parallelism runs flash attention on each chunk", field="attention",
+                         fix="use flash attention with {cp}")
+    if k.cp is not None and k.cp > 1 and seq % (2 * k.cp):
+        return UserError(f"context parallel {k.cp} needs the sequence ({seq}) in 2 x cp equal chunks "
+                         "(load-balanced causal attention)", field="cp", fix="pick a cp that divides seq / 2")
+    if k.ep is not None and k.ep > 1:
+        from paramcalc.analysis.plans import experts
+
+        n = experts(net)
+        if not n or n % k.ep:
+            return UserError(f"expert parallel {k.ep} must divide the routed experts ({n or 'none'})", field="ep")
+        return UserError(f"expert parallel {k.ep} must divide dp x cp of a plan for {gpus:,} GPUs", field="ep",
+                         fix="pick an ep that divides the data- and context-parallel ranks")
+    if k.vpp is not None and k.vpp > 1:
+        return UserError(f"{k.vpp} virtual stages need pipeline stages (pp > 1), pp x vpp <= {L} layers and "
+                         "micro-batches in multiples of pp", field="vpp", fix="give {pp}, fewer virtual stages, "
+                         "or a global batch with more micro-batches")
+    if k.micro_batch is not None or k.global_batch is not None:
+        return UserError("the global batch does not split into whole micro-batches on every data-parallel rank",
+                         field="micro_batch" if k.micro_batch is not None else "global_batch",
+                         fix="make the global batch a multiple of dp x micro-batch")
+    return UserError(f"no plan splits {gpus:,} GPUs with the degrees given", field="gpus",
+                     fix="make --gpus a multiple of tp x pp x cp")
 
 
 def _bare(net, params, f, card: Gpu, gpu: str, gpus, tokens: int, seq: int, dtype: str, fixed: float | None,

@@ -19,6 +19,7 @@ layers keep at most their window.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cache
 
 from paramcalc.analysis.settings import (
     DTYPE_BYTES,
@@ -195,6 +196,8 @@ def kv_cache_bytes(net: Network, tokens: int, batch: int, dtype: str) -> int:
     """Exact cache size: K and V per layer per token; MLA keeps one latent; a Mamba layer its
     recurrent state (conv and SSM state, blocks/ssm.py) per sequence; Whisper's decoder layers
     also the K and V of the encoder's fixed positions per sequence; in the cache dtype."""
+    if getattr(net, "kind", None) == "clip":  # CLIP's towers encode (causal text included): nothing is generated
+        return 0
     total = 0
     for stage in net.layers:
         att = transformer_layer(stage).attention
@@ -228,6 +231,38 @@ class StageLoad:
     trainable: int
     activations: Breakdown
     head: bool  # the LM head lives here (its logits gradient peaks in backward)
+    experts: int = 0  # of `params`, routed-expert parameters (already 1/ep): ZeRO shards them over dp x cp / ep
+    experts_trainable: int = 0
+
+
+def head_layers(net: Network) -> float:
+    """The LM head's work in layers' worth (its parameters over a layer's average: GEMM FLOPs per
+    token follow parameters), for Megatron's uneven pipeline split."""
+    params = net.params()
+    names = {st.name for st in net.layers}
+    L = sum(st.count for st in net.layers)
+    in_layers = sum(v for k, v in params.items() if k.split("/", 1)[0] in names)
+    head = net.head
+    size = head.vocab * head.width if isinstance(head, LMHead) else sum(head.params().values())
+    return size / (in_layers / L) if L and in_layers else 0.0
+
+
+@cache
+def pipeline_split(layers: int, pp: int, head: float) -> tuple[int, int]:
+    """(layers on each of the first pp - 1 stages, layers on the last): Megatron-LM lets stages
+    differ (--decoder-last-pipeline-num-layers; Llama 3 took a layer off its first and last stages),
+    so the last stage, which also runs the head (`head` layers' worth), takes fewer layers when that
+    evens the busiest stage."""
+    if pp == 1:
+        return layers, layers
+    most = -(-layers // pp)
+    best = (float(most + head), most, max(0, layers - (pp - 1) * most))
+    for k in range(most, layers // (pp - 1) + 1):
+        last = layers - (pp - 1) * k
+        busiest = max(float(k), last + head)
+        if busiest < best[0]:
+            best = (busiest, k, last)
+    return best[1], best[2]
 
 
 def activation_precision(s: Setup) -> int:
@@ -252,6 +287,10 @@ def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
     local_train = {k: (_ceil(v, s.ep) if "/moe/experts/" in k else v) for k, v in trainable.items()}
     if not net.layers:  # a layers network: one whole micro-batch, its blocks chaining their saved tensors
         return [StageLoad("whole", sum(params.values()), sum(trainable.values()), saved, True)]
+
+    def experts(d: dict[str, int], share: float = 1.0) -> int:
+        return int(sum(v for k, v in d.items() if "/moe/experts/" in k) * share)
+
     first_params = sum(v for k, v in params.items() if k.startswith("embedding"))
     layer_names = {st.name for st in net.layers}
     L = sum(st.count for st in net.layers)
@@ -273,11 +312,12 @@ def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
                for k, v in saved.items() if not is_layer(k)}
     first_keys = [k for k in outside if k.startswith("embedding")]
     if s.pp == 1:
-        return [StageLoad("whole", sum(local.values()), sum(local_train.values()), {**layer_bytes, **outside}, True)]
+        return [StageLoad("whole", sum(local.values()), sum(local_train.values()), {**layer_bytes, **outside}, True,
+                          experts(local), experts(local_train))]
 
     # 1F1B holds min(m, p) micro-batches of the first stage's layers; the interleaved schedule about
     # L (1 + (p - 1) / (p v)) layers' worth (Korthikanti et al. 2022, section 4.2.3); the last stage one
-    most = -(-L // s.pp)
+    most, fewest = pipeline_split(L, s.pp, head_layers(net))
     in_flight = min(s.micro_batches, s.pp)
     first_factor = most / L * in_flight if s.vpp == 1 else in_flight / s.pp * (1 + (s.pp - 1) / (s.pp * s.vpp))
 
@@ -287,16 +327,18 @@ def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
                     "layers/recomputed_layer": layer_bytes["layers/recomputed_layer"]}
         return {k: int(v * factor) for k, v in layer_bytes.items()}
 
-    layer_params = sum(v for k, v in local.items() if is_layer(k)) * most // L
-    layer_train = sum(v for k, v in local_train.items() if is_layer(k)) * most // L
+    in_layers = sum(v for k, v in local.items() if is_layer(k))
+    train_layers = sum(v for k, v in local_train.items() if is_layer(k))
     last_params = sum(v for k, v in params.items() if not is_layer(k) and not k.startswith("embedding"))
     head = net.head
     if isinstance(head, LMHead) and head.tied:  # the last stage keeps its own copy of a tied table (Megatron)
         last_params += head.vocab * head.width
-    first = StageLoad("first", layer_params + first_params, layer_train + first_params,
-                      {**scaled(first_factor), **{k: outside[k] for k in first_keys}}, False)
-    last = StageLoad("last", layer_params + last_params, layer_train + last_params,
-                     {**scaled(most / L), **{k: v for k, v in outside.items() if k not in first_keys}}, True)
+    first = StageLoad("first", in_layers * most // L + first_params, train_layers * most // L + first_params,
+                      {**scaled(first_factor), **{k: outside[k] for k in first_keys}}, False,
+                      experts(local, most / L), experts(local_train, most / L))
+    last = StageLoad("last", in_layers * fewest // L + last_params, train_layers * fewest // L + last_params,
+                     {**scaled(fewest / L), **{k: v for k, v in outside.items() if k not in first_keys}}, True,
+                     experts(local, fewest / L), experts(local_train, fewest / L))
     return [first, last]
 
 
@@ -392,7 +434,16 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
         if base is not None:  # this GPU's share of the NF4 base: exact without TP/PP, else pro rata (errs either way)
             share = (local - train) / frozen_all if frozen_all else 0.0
             nf4 = (int(base[0] * share), int(base[1] * share))
-        weights, grads, opt = model_states(local, s, _adafactor_bytes(net, train), train, nf4)
+        if s.ep > 1 and load.experts:
+            # expert parameters shard over the expert-data-parallel group: dp x cp / ep ranks (Megatron-Core)
+            e_local, e_train = _ceil(load.experts, s.tp), _ceil(load.experts_trainable, s.tp)
+            grouped = s.model_copy(update={"dp": max(1, s.shards // s.ep), "cp": 1})
+            ew, eg, eo = model_states(e_local, grouped, _adafactor_bytes(net, e_train), e_train)
+            dw, dg, do = model_states(local - e_local, s, _adafactor_bytes(net, train - e_train), train - e_train,
+                                      nf4)
+            weights, grads, opt = dw + ew, dg + eg, do + eo
+        else:
+            weights, grads, opt = model_states(local, s, _adafactor_bytes(net, train), train, nf4)
         kept: Breakdown = dict(load.activations)
         cpu, pcie_step, pcie_micro = {}, 0, 0
         if s.chunked_loss and load.head:
@@ -679,7 +730,9 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
         if s.zero >= 3 and s.shards > 1:
             x = 2 if s.dtype == "fp8" else int(DTYPE_BYTES[s.dtype])
             if s.reshard:
-                largest = max(sum(stage.block.params().values()) for stage in net.stages)
+                # each GPU gathers its 1/ep of a MoE layer's routed experts
+                largest = max(sum(v // (s.ep if "experts/" in k else 1) for k, v in stage.block.params().items())
+                              for stage in net.stages)
                 out["zero3_gathered"] = _ceil(3 * x * largest, s.tp)
             else:
                 out["unsharded_weights"] = x * stage_params

@@ -35,7 +35,13 @@ from paramcalc.results.memory import Setup
 # Sequences per step when none is given: about 4M tokens, as Llama 2 (4M) and GPT-3 175B
 # (3.2M, Brown et al. 2020, table 2.1) trained; at least one sequence per data-parallel rank.
 DEFAULT_BATCH_TOKENS = 2**22
+# A model without a token axis (a CNN: one sample per "sequence") defaults to 1,024 samples per
+# step: Goyal et al. 2017 train ResNet-50 at 256-8K, ViT (Dosovitskiy et al. 2021) at 4,096.
+DEFAULT_BATCH_SAMPLES = 1024
 MICRO_BATCHES = (1, 2, 4, 8)
+# Selective recomputation drops the attention core's s x s tensors; flash attention keeps none, so
+# there it saves no memory and costs time: the search leaves it out (it can still be pinned).
+RECOMPUTES = {"flash": ("none", "full"), "eager": ("none", "selective", "full")}
 VIRTUAL_STAGES = (1, 2, 3, 4, 6, 8)
 MAX_CP = 32
 # Plans within this share of the fastest are equally fast for a model that errs by 10% or so;
@@ -95,7 +101,8 @@ def global_batch(asked: int | None, dp: int, seq: int) -> int | None:
     DEFAULT_BATCH_TOKENS' worth rounded up to a multiple of dp."""
     if asked is not None:
         return asked if asked % dp == 0 else None
-    return math.ceil(max(1, DEFAULT_BATCH_TOKENS // seq) / dp) * dp
+    default = max(1, DEFAULT_BATCH_TOKENS // seq) if seq > 1 else DEFAULT_BATCH_SAMPLES
+    return math.ceil(default / dp) * dp
 
 
 def layouts(net: Network, gpus: int, card: Gpu, seq: int, k: Knobs, attention: str) -> Iterator[tuple[int, ...]]:
@@ -123,10 +130,11 @@ def layouts(net: Network, gpus: int, card: Gpu, seq: int, k: Knobs, attention: s
                 dp = rest // (cp * pp)
                 if not dp:
                     continue
-                eps = [k.ep] if k.ep is not None else \
-                    [e for e in divisors(math.gcd(n_experts, dp * cp))] if n_experts else [1]
-                for ep in eps:
-                    yield tp, cp, pp, dp, ep
+                # expert parallelism divides the experts and lives inside dp x cp (Megatron-Core)
+                fitting = divisors(math.gcd(n_experts, dp * cp)) if n_experts else [1]
+                for ep in [k.ep] if k.ep is not None else fitting:
+                    if ep in fitting:
+                        yield tp, cp, pp, dp, ep
 
 
 def candidates(net: Network, gpus: int, card: Gpu, seq: int, k: Knobs, *, dtype: str,
@@ -142,12 +150,14 @@ def candidates(net: Network, gpus: int, card: Gpu, seq: int, k: Knobs, *, dtype:
             if per_rank % mb:
                 continue
             m = per_rank // mb
-            vpps = [k.vpp] if k.vpp is not None else [v for v in VIRTUAL_STAGES if pp > 1 and pp * v <= L
-                                                      and m % pp == 0] or [1]
-            for vpp in vpps if pp > 1 else [1]:
+            # interleaving needs whole layers per virtual stage and micro-batches in multiples of pp (Megatron)
+            allowed = [v for v in VIRTUAL_STAGES if pp > 1 and pp * v <= L and m % pp == 0]
+            vpps = ([k.vpp] if k.vpp == 1 or k.vpp in allowed or pp > 1 and pp * k.vpp <= L and m % pp == 0
+                    else []) if k.vpp is not None else allowed or [1]
+            for vpp in vpps if pp > 1 else [v for v in vpps if v == 1]:
                 # ZeRO-2 moves the bytes ZeRO-1 does: it is tried only when ZeRO-1 does not fit (search)
                 for zero in [k.zero] if k.zero is not None else ((1, 3) if shards > 1 else (0,)):
-                    for recompute in [k.recompute] if k.recompute is not None else ("none", "selective", "full"):
+                    for recompute in [k.recompute] if k.recompute is not None else RECOMPUTES[attention]:
                         sp = (tp > 1) if k.sp is None else k.sp
                         # FSDP with pipelining keeps the stage's weights gathered across micro-batches
                         # (Llama 3, section 3.3.2; torchtitan): re-gathering them per micro-batch would not hide
@@ -220,9 +230,12 @@ def _states(net: Network):
 
     @cache
     def bound(tp: int, pp: int, ep: int, dp: int, cp: int, zero: int, dtype: str) -> int:
-        local = (params - outside - expert + expert / ep) / (tp * pp)
-        w, g, o = model_states(int(local), Setup(dp=dp, cp=cp, ep=ep, zero=zero, dtype=dtype))
-        return w + g + o
+        dense = (params - outside - expert) / (tp * pp)
+        w, g, o = model_states(int(dense), Setup(dp=dp, cp=cp, zero=zero, dtype=dtype))
+        # experts: 1/ep on each GPU, sharded over the dp x cp / ep ranks of their group
+        ew, eg, eo = model_states(int(expert / (ep * tp * pp)), Setup(dp=max(1, dp * cp // ep), zero=zero,
+                                                                      dtype=dtype))
+        return w + g + o + ew + eg + eo
     return lambda p: bound(p.tp, p.pp, p.ep, p.dp, p.cp, p.zero, p.dtype)
 
 

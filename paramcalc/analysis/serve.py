@@ -121,6 +121,13 @@ def estimate_serving(model: Model, *, gpu: str, tp=1, pp=1, prompt=1024, output=
                         "the decoder's: serving estimates model a decoder's paged KV cache alone", field="model",
                         fix="use `paramcalc memory --mode infer` (its cache term holds both) and `paramcalc flops` "
                             "(prefill and decode FLOPs)")
+    image_tokens = getattr(net, "image_tokens", None)
+    if image_tokens:
+        raise UserError(f"{net.name} is a vision-language model: each request's image runs the vision tower over "
+                        f"{getattr(net, 'vision_seq', 0)} positions and fills {image_tokens} of its prompt's tokens; "
+                        "serving estimates model text prompts alone", field="model",
+                        fix="use `paramcalc flops` (prefill runs the vision tower) and `paramcalc memory --mode "
+                            "infer`; or serve its language model alone (text_config saved as its own config.json)")
     if not kv_cache_bytes(net, 1, 1, "bf16"):
         raise UserError(f"{net.name} caches no keys and values (an encoder sees its whole input at once)",
                         fix="serving estimates are for decoders: give a causal language model")

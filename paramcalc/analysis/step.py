@@ -56,10 +56,10 @@ all-to-all) of the buffer per rank (Patarasuk & Yuan 2009).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from paramcalc.analysis.memory import _layer_share, activation_precision
+from paramcalc.analysis.flops import backward_flops, forward_flops
+from paramcalc.analysis.memory import _layer_share, activation_precision, head_layers, kv_cache_bytes, pipeline_split
 from paramcalc.analysis.settings import DTYPE_BYTES
 from paramcalc.blocks.base import Pass
 from paramcalc.blocks.moe import MoE
@@ -142,12 +142,13 @@ class Work:
     core_causal: float  # QK^T and PV, the unmasked pairs (what flash computes)
     core_dense: float  # every pair (eager; the MFU convention)
     head: float  # the LM head's forward FLOPs
-    model: float  # model FLOPs of one sequence's training step: 3 x the dense forward (PaLM, appendix B)
+    model: float  # model FLOPs of one sequence's training step: forward + backward, dense (PaLM, appendix B)
     moe_layers: int
     top_k: int
     dense_params: int  # parameters outside the routed experts
     expert_params: int  # the routed experts'
     layer_params: int  # all layers' (dense and experts)
+    head_layers: float = 0.0  # the LM head's work in layers' worth (Megatron's uneven pipeline split)
     traffic: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # memo of _layer_traffic
 
     @classmethod
@@ -162,17 +163,20 @@ class Work:
         moe = [(s.count, m) for s in net.layers if isinstance(m := transformer_layer(s).mlp, MoE)]
         params = net.params()
         expert = sum(v for k, v in params.items() if "/moe/experts/" in k)
-        heads = getattr(net, "heads", 0) or 1
-        kv_heads = getattr(net, "kv_heads", 0) or heads
         width = net.width or 0
-        return cls(seq=seq, layers=sum(s.count for s in net.layers), width=width,
-                   kv_width=2 * width * kv_heads // heads,
+        L = sum(s.count for s in net.layers)
+        # K and V features a token keeps per layer: what the KV cache holds (GQA, MLA, head_dim as configured)
+        kv_width = kv_cache_bytes(net, 1, 1, "bf16") // (2 * L) if L else 0
+        # model FLOPs: forward + backward as `count_flops` and `cost` take them (3 x forward, less the input
+        # gradient a first layer reading pixels or features does not need)
+        model = float(forward_flops(net, Pass(1, seq, "dense")) + backward_flops(net, Pass(1, seq, "dense")))
+        return cls(seq=seq, layers=L, width=width, kv_width=kv_width, head_layers=head_layers(net),
                    gemm=float(sum(in_layers.values())) - core(in_layers),
                    expert_gemm=float(sum(v for k, v in in_layers.items() if k.endswith("/moe/experts"))),
                    experts=moe[0][1].experts if moe else 0, core_causal=core(causal),
                    core_dense=core(dense),
                    head=float(sum(v for k, v in causal.items() if k.split("/", 1)[0] not in names)),
-                   model=3.0 * sum(dense.values()), moe_layers=sum(n for n, _ in moe),
+                   model=model, moe_layers=sum(n for n, _ in moe),
                    top_k=moe[0][1].top_k if moe else 0, dense_params=sum(params.values()) - expert,
                    expert_params=expert,
                    layer_params=sum(v for k, v in params.items() if k.split("/", 1)[0] in names))
@@ -241,10 +245,10 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     core_flops = work.core_causal if plan.attention == "flash" else work.core_dense
     core = core_flops / L * mb / split / (bf16_peak * eff.attention)
     core_bwd = FLASH_BACKWARD if plan.attention == "flash" else 2.0
-    key = (mb, seq // plan.cp, plan.tp, plan.sp, plan.recompute, plan.attention, plan.dtype)
-    if key not in work.traffic:
-        work.traffic[key] = _layer_traffic(net, Pass(mb, seq // plan.cp), plan.setup())
-    moved = work.traffic[key] / L
+    # elementwise kernels run whatever is kept: the traffic of a plan without recomputation; selective
+    # recomputation reruns the attention core's elementwise work (softmax, dropout) in backward
+    moved = _traffic(net, work, plan, "none") / L
+    rerun = moved - _traffic(net, work, plan, "selective") / L
     if fp8:  # casts: every 16-bit GEMM input (about the saved tensors) read and written again as fp8
         moved *= 1 + FP8_CAST
     elementwise = moved / (card.memory_bandwidth * eff.memory)
@@ -253,7 +257,7 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     if plan.recompute == "full":
         layer += forward
     elif plan.recompute == "selective":
-        layer += core
+        layer += core + rerun * (1 + FP8_CAST if fp8 else 1) / (card.memory_bandwidth * eff.memory)
 
     collectives: list[tuple[str, int, float, bool]] = []
     x = 2  # 16-bit activations on the wire (FP8 recipes communicate bf16 too)
@@ -276,16 +280,21 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     moe_share = work.moe_layers / L
     if plan.ep > 1 and work.moe_layers:
         routed = tokens / (plan.tp if plan.sp else 1) * work.top_k * work.width * x
-        b, t = _moved(card, plan.tp * plan.cp * plan.ep, "all-to-all", plan.ep, routed, 4)
+        # Megatron-Core orders expert ranks tp-ep-dp-pp: an EP group spans tp x ep consecutive GPUs
+        b, t = _moved(card, plan.tp * plan.ep, "all-to-all", plan.ep, routed, 4)
         collectives.append(("expert-parallel all-to-all (4 per MoE layer)",
                             int(b * work.moe_layers * plan.micro_batches / plan.pp),
                             t * work.moe_layers * plan.micro_batches / plan.pp, False))
         per_layer_comm += t * moe_share
     head = 3 * work.head * mb / split / (head_rate * shape)
-    # a stage holds whole layers; the head's work may take a layer's place (Megatron's uneven split)
-    share = 1.0 if plan.pp == 1 else max(math.ceil(L / plan.pp) / L, (L * layer + head) / plan.pp / (L * layer + head))
-    kernels = share * (L * layer + head)
-    talk = share * L * per_layer_comm
+    # the busiest stage: a first one with `most` layers, or the last with `fewest` and the head
+    # (Megatron's uneven split, the same the memory model holds: analysis/memory.py pipeline_split)
+    most, fewest = pipeline_split(L, plan.pp, work.head_layers)
+    if plan.pp == 1:
+        kernels, talk = L * layer + head, L * per_layer_comm
+    else:
+        kernels, talk = max((most * layer, most * per_layer_comm), (fewest * layer + head, fewest * per_layer_comm),
+                            key=lambda kt: kt[0] + kt[1])
     if plan.pp > 1:
         boundary = tokens * work.width * x / (plan.tp if plan.sp else 1)
         bw, latency = link(card, plan.tp * plan.cp * plan.dp + 1)
@@ -297,32 +306,47 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     stage = kernels + talk
     bubble = (plan.pp - 1) / plan.vpp * stage
 
-    # data parallel / ZeRO over dp x cp, per GPU's share of the model
+    # data parallel / ZeRO: dense parameters over dp x cp ranks, routed experts over the expert-data-
+    # parallel group of dp x cp / ep ranks (Megatron-Core), each GPU's share of the busiest stage
     shards = plan.dp * plan.cp
-    local = (work.dense_params / plan.tp + work.expert_params / (plan.tp * plan.ep)) / plan.pp
-    span = plan.tp * plan.cp * plan.dp
+    stage_share = most / L if plan.pp > 1 else 1.0
+    groups = [(work.dense_params / plan.tp * stage_share, shards, plan.tp * plan.cp * plan.dp),
+              (work.expert_params / (plan.tp * plan.ep) * stage_share, max(1, shards // plan.ep),
+               plan.tp * plan.cp * plan.dp)]
     exposed = 0.0
-    if shards > 1:
+    moved_b, moved_t, per_micro, once = 0.0, 0.0, 0.0, 0.0
+    for local, n, span in groups:
+        if n <= 1 or local <= 0:
+            continue
         grads, weights = 4 * local, 2 * local
-        if plan.zero >= 3:
-            gathers = 2 if plan.reshard else 1 / m  # without resharding: gathered once per step
-            b1, t1 = _moved(card, span, "all-gather", shards, weights, gathers)
-            b2, t2 = _moved(card, span, "reduce-scatter", shards, grads)
-            per_micro = t1 + t2
-            exposed += m * max(0.0, per_micro - stage) + per_micro / max(math.ceil(L / plan.pp), 1)
-            collectives.append(("FSDP weight all-gathers and gradient reduce-scatter", int((b1 + b2) * m),
-                                per_micro * m, True))
-        else:
-            if plan.zero == 0:
-                b, t = _moved(card, span, "all-reduce", shards, grads)
-                exposed += max(0.0, t - 2 / 3 * stage)  # behind the last micro-batch's backward
-                collectives.append(("gradient all-reduce", int(b), t, True))
-            else:
-                b1, t1 = _moved(card, span, "reduce-scatter", shards, grads)
-                b2, t2 = _moved(card, span, "all-gather", shards, weights)
-                exposed += max(0.0, t1 - 2 / 3 * stage) + max(0.0, t2 - stage / 3)
-                collectives.append(("gradient reduce-scatter and weight all-gather", int(b1 + b2), t1 + t2, True))
-    held = local / (shards if plan.zero >= 1 else 1)
+        if plan.zero >= 3 and plan.reshard:  # FSDP: gathers in forward and backward, a reduce-scatter, per micro
+            b1, t1 = _moved(card, span, "all-gather", n, weights, 2)
+            b2, t2 = _moved(card, span, "reduce-scatter", n, grads)
+            per_micro += t1 + t2
+            moved_b, moved_t = moved_b + m * (b1 + b2), moved_t + m * (t1 + t2)
+        elif plan.zero >= 3:  # without resharding (with a pipeline): gathered once, reduced once per step
+            b1, t1 = _moved(card, span, "all-gather", n, weights)
+            b2, t2 = _moved(card, span, "reduce-scatter", n, grads)
+            once += max(0.0, t1 - stage / 3) + max(0.0, t2 - 2 / 3 * stage)
+            moved_b, moved_t = moved_b + b1 + b2, moved_t + t1 + t2
+        elif plan.zero == 0:
+            b, t = _moved(card, span, "all-reduce", n, grads)
+            once += max(0.0, t - 2 / 3 * stage)  # behind the last micro-batch's backward
+            moved_b, moved_t = moved_b + b, moved_t + t
+        else:  # ZeRO-1/2: gradients reduce-scattered behind the last backward, weights gathered behind the next
+            b1, t1 = _moved(card, span, "reduce-scatter", n, grads)
+            b2, t2 = _moved(card, span, "all-gather", n, weights)
+            once += max(0.0, t1 - 2 / 3 * stage) + max(0.0, t2 - stage / 3)
+            moved_b, moved_t = moved_b + b1 + b2, moved_t + t1 + t2
+    if per_micro:
+        exposed += m * max(0.0, per_micro - stage) + per_micro / max(most, 1)  # the first layer's gather waits
+    exposed += once
+    if moved_b:
+        name = {0: "gradient all-reduce", 1: "gradient reduce-scatter and weight all-gather",
+                2: "gradient reduce-scatter and weight all-gather"}.get(plan.zero, "FSDP weight all-gathers and "
+                                                                                  "gradient reduce-scatters")
+        collectives.append((name, int(moved_b), moved_t, True))
+    held = sum(local / (n if plan.zero >= 1 else 1) for local, n, _ in groups)
     optimizer = OPTIMIZER_BYTES * held / (card.memory_bandwidth * eff.memory)
     seconds = m * stage + bubble + exposed + optimizer
     model = work.model * plan.global_batch
@@ -330,6 +354,14 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     return StepTime(seconds=seconds, compute=m * kernels, bubble=bubble, exposed_comm=m * talk + exposed,
                     optimizer=optimizer, model_flops=model,
                     hardware_flops=model + recomputed * plan.global_batch, collectives=tuple(collectives))
+
+
+def _traffic(net: Network, work: Work, plan: Plan, recompute: str) -> float:
+    key = (plan.micro_batch, plan.cp, plan.tp, plan.sp, recompute, plan.attention, plan.dtype)
+    if key not in work.traffic:
+        setup = replace(plan, recompute=recompute).setup()
+        work.traffic[key] = _layer_traffic(net, Pass(plan.micro_batch, work.seq // plan.cp), setup)
+    return work.traffic[key]
 
 
 def _layer_traffic(net: Network, p: Pass, s: Setup) -> float:

@@ -45,6 +45,8 @@ class MLP(Block):
             return 0
         if self.act in ("gelu_new", "gelu_fast"):
             return 4
+        if self.act == "quick_gelu":  # x * sigmoid(1.702 x): the product keeps x and the sigmoid's output
+            return 2
         return 1
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
@@ -83,7 +85,8 @@ class MLP(Block):
 def activation(name: str):
     """The activation module transformers runs for `hidden_act`: GPT-2's gelu_new (and
     gelu_fast) composed of elementwise ops, 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))),
-    which keeps four tensors; native ReLU, GELU and SiLU kernels otherwise (swiglu_clamp,
+    which keeps four tensors; CLIP's quick_gelu, x sigmoid(1.702 x) (transformers'
+    QuickGELUActivation); native ReLU, GELU and SiLU kernels otherwise (swiglu_clamp,
     gpt-oss's, runs as SiLU in a dense MLP: the clamp and the +1 change no shape)."""
     import math
 
@@ -94,8 +97,14 @@ def activation(name: str):
         def forward(self, x):
             return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
+    class QuickGelu(nn.Module):  # CLIP (Radford et al. 2021; transformers' activations.QuickGELUActivation)
+        def forward(self, x):
+            return x * torch.sigmoid(1.702 * x)
+
     if name in ("gelu_new", "gelu_fast"):
         return TanhGelu()
+    if name == "quick_gelu":
+        return QuickGelu()
     kinds = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "swiglu": nn.SiLU}
     return kinds.get(name.split("_")[0], nn.GELU)()
 

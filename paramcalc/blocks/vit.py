@@ -14,6 +14,7 @@ from functools import cache
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge
 from paramcalc.blocks.conv import Conv
 from paramcalc.blocks.linear import Linear
+from paramcalc.blocks.norm import Norm
 
 
 @dataclass(frozen=True)
@@ -22,12 +23,13 @@ class PatchEmbeddings(Block):
     image: tuple[int, int]
     patch: int
     dim: int
+    bias: bool = True  # CLIP's patch conv has none (modeling_clip.CLIPVisionEmbeddings)
     kind = "embedding"
 
     @property
     def conv(self) -> Conv:
         p = self.patch
-        return Conv((self.channels, *self.image), self.dim, (p, p), (p, p), (0, 0), (1, 1))
+        return Conv((self.channels, *self.image), self.dim, (p, p), (p, p), (0, 0), (1, 1), bias=self.bias)
 
     @property
     def patches(self) -> int:
@@ -110,3 +112,40 @@ def _embeddings_class():
             return x + self.positions
 
     return PatchEmbeddingsModule
+
+
+@dataclass(frozen=True)
+class ClassTokenNorm(Block):
+    """A norm of the class token alone (CLIP's post_layernorm, modeling_clip.CLIPVisionModel:
+    post_layernorm(last_hidden_state[:, 0, :])): no matmul; LayerNorm keeps its input, a view
+    that holds the whole last hidden state (`positions` rows a sample), and fp32 mean and rstd
+    of one row a sample."""
+
+    norm: Norm
+    positions: int
+    kind = "norm"
+
+    def params(self) -> Breakdown:
+        return self.norm.params()
+
+    def saved(self, p: Pass, a: Activations) -> Breakdown:
+        held = a.x * p.batch * (self.positions - 1) * self.norm.dim  # the rest of the viewed storage
+        return {"": self.norm.saved_rows(p.batch, a) + held}
+
+    def module(self, a: Activations | None = None):
+        return _class_token_norm_class()(self.norm.module(a))
+
+
+@cache
+def _class_token_norm_class():
+    from torch import nn
+
+    class ClassTokenNormModule(nn.Module):
+        def __init__(self, norm: nn.Module):
+            super().__init__()
+            self.norm = norm
+
+        def forward(self, x):
+            return self.norm(x[:, 0, :])
+
+    return ClassTokenNormModule

@@ -145,6 +145,51 @@ class AudioSpec(_Spec):
         description="encoder positions (1500: 30 s of audio, 3000 frames halved by the strided conv)")
 
 
+class VisionSpec(_Spec):
+    """A CLIP vision tower (Radford et al. 2021, section 2.4; transformers' modeling_clip.CLIPVisionModel):
+    a bias-free patch conv, a class embedding and learned positions, pre_layrnorm, pre-norm LayerNorm
+    layers with biased q/k/v/out and a plain biased MLP, post_layernorm on the class token. Beside
+    a text tower (CLIP) or feeding a language model through LLaVA's projector (Liu et al. 2023)."""
+
+    image_size: Count = Field(description="input images are image_size x image_size pixels (224, 336)")
+    patch_size: Count = Field(description="square patches of patch_size pixels (32, 14), one position each")
+    num_channels: Count = Field(3, description="image channels")
+    hidden_size: Count = Field(description="the tower's width")
+    num_hidden_layers: Count = Field(le=MAX_LAYERS, description="the tower's layers (all hold weights and run)")
+    num_attention_heads: Count = Field(description="the tower's attention heads")
+    intermediate_size: Count = Field(description="the tower's MLP width")
+    hidden_act: str = Field("quick_gelu", description="the tower's MLP activation")
+    attention_dropout: Number = Field(0.0, lt=1, description="dropout on the tower's attention probabilities")
+    projection_dim: Count | None = Field(
+        None, description="CLIP: visual_projection's width (no bias) on the pooled class token; null: none")
+    projector_hidden_act: str | None = Field(
+        None, description="LLaVA: multi_modal_projector linear_1 -> act -> linear_2 into hidden_size; null: none")
+    projector_bias: bool = Field(True, description="LLaVA: the projector's linears have biases")
+    feature_layers: Count = Field(1, description="LLaVA: hidden states concatenated into the projector "
+                                                 "(vision_feature_layer as a list)")
+    keep_class_token: bool = Field(False, description="LLaVA: vision_feature_select_strategy full (patches + "
+                                                      "the class token become image tokens); false: default")
+
+    @model_validator(mode="after")
+    def _shapes_divide(self):
+        if self.image_size % self.patch_size:
+            raise ValueError(f"patch_size ({self.patch_size}) does not divide image_size ({self.image_size})")
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(f"num_attention_heads ({self.num_attention_heads}) does not divide the vision tower's "
+                             f"hidden_size ({self.hidden_size})")
+        return self
+
+    @property
+    def positions(self) -> int:
+        """Positions the tower runs on per image: the patches and the class token."""
+        return (self.image_size // self.patch_size) ** 2 + 1
+
+    @property
+    def image_tokens(self) -> int:
+        """LLaVA: the language model's positions one image fills (576 for 336 / 14)."""
+        return self.positions - (not self.keep_class_token)
+
+
 class LoRASpec(_Spec):
     """Low-rank adapters on named linears (Hu et al. 2021); the base model is frozen."""
 
@@ -168,12 +213,14 @@ class TransformerSpec(_Spec):
     source: str | None = Field(None, description="where the numbers come from (model card, paper, config)")
     expected_params: Count | None = Field(None, description="the published or instantiated parameter count")
 
-    architecture: Literal["decoder", "encoder", "encoder-decoder", "vit"] = Field(
-        "decoder", description="stack layout; vit: an encoder over image patches (Dosovitskiy et al. 2021)")
+    architecture: Literal["decoder", "encoder", "encoder-decoder", "vit", "clip"] = Field(
+        "decoder", description="stack layout; vit: an encoder over image patches (Dosovitskiy et al. 2021); clip: "
+                               "CLIP's causal text encoder, with a `vision:` tower beside it (Radford et al. 2021)")
     vocab_size: Count | None = Field(None, description="rows of the token embedding (required except for vit)")
     image_size: Count | None = Field(None, description="vit: input images are image_size x image_size pixels")
     patch_size: Count | None = Field(None, description="vit: square patches of patch_size pixels, one token each")
     num_channels: Count = Field(3, description="vit: image channels")
+    patch_bias: bool = Field(True, description="vit: the patch conv has a bias (CLIP's has none)")
     hidden_size: Count = Field(description="model width h")
     num_hidden_layers: Count = Field(le=MAX_LAYERS, description="layers (encoder layers for encoder-decoder)")
     num_decoder_layers: Count | None = Field(None, le=MAX_LAYERS,
@@ -205,7 +252,8 @@ class TransformerSpec(_Spec):
         "pre", description="where norms sit: pre (Llama), post (BERT), sandwich (Gemma 2), parallel (NeoX), "
                            "parallel-shared (GPT-J), reordered (OLMo 2: a norm on each sublayer's output)")
     final_norm: bool = Field(True, description="a norm after the last layer (post-norm models have none)")
-    embedding_norm: bool = Field(False, description="a norm right after the embeddings (BLOOM, BERT)")
+    embedding_norm: bool = Field(False, description="a norm right after the embeddings (BLOOM, BERT; CLIP's "
+                                                    "pre_layrnorm)")
     position_embedding: Literal["rope", "alibi", "learned", "relative", "none"] = Field(
         "rope", description="rope/alibi/relative carry no table; learned adds max_positions x h")
     training_seq_len: Count | None = Field(
@@ -221,10 +269,13 @@ class TransformerSpec(_Spec):
         "to hidden_size; an MLM head transforms back down to it"))
     tie_word_embeddings: bool = Field(False, description="the LM head reuses the token embedding")
     lm_head_bias: bool = Field(False, description="the LM head has a vocab-sized bias (Phi, GPT-J)")
-    head: Literal["lm", "mlm", "pooler", "classifier", "token-classifier", "qa", "discriminator", "none"] = Field(
+    head: Literal["lm", "mlm", "pooler", "classifier", "token-classifier", "qa", "discriminator", "contrastive",
+                  "none"] = Field(
         "lm", description="lm: logits per token; mlm: BERT's MLM head; pooler: BERT's pooler; classifier: a sequence "
                           "score layer; token-classifier: labels per token; qa: span start/end logits; "
-                          "discriminator: ELECTRA's replaced-token logit per token")
+                          "discriminator: ELECTRA's replaced-token logit per token; contrastive: CLIP's text and "
+                          "visual projections and the image-text similarities")
+    projection_dim: Count | None = Field(None, description="clip: text_projection's width (no bias)")
     num_labels: Count = Field(2, description="outputs of a classifier head")
     sliding_window: Count | None = Field(None, description="attention window of sliding layers")
     layer_types: tuple[Literal["full_attention", "sliding_attention"], ...] | None = Field(
@@ -264,6 +315,9 @@ class TransformerSpec(_Spec):
         "or beside attention layers with one (Jamba)"))
     audio: AudioSpec | None = Field(None, description=(
         "encoder-decoder: a speech encoder over log-mel frames (Whisper) in place of the encoder's token table"))
+    vision: VisionSpec | None = Field(None, description=(
+        "a CLIP vision tower: beside the text tower (clip), or feeding a decoder's language model through LLaVA's "
+        "projector, its image tokens part of the decoder's sequence"))
     freeze: tuple[str, ...] = Field((), description=(
         "glob patterns on breakdown keys whose parameters are frozen: 'embedding' (a key prefix), 'layers/*/mlp/*'"))
     lora: LoRASpec | None = Field(None, description="LoRA adapters; everything else is frozen")
@@ -287,6 +341,16 @@ class TransformerSpec(_Spec):
             raise ValueError(f"num_key_value_heads ({g}) does not divide num_attention_heads ({n})")
         if self.position_embedding == "learned" and not self.max_position_embeddings:
             raise ValueError("learned positions need max_position_embeddings")
+        if self.head == "contrastive" and not (self.architecture == "clip" and self.vision and self.projection_dim
+                                               and self.vision.projection_dim):
+            raise ValueError("a contrastive head needs architecture clip, projection_dim and a vision tower with "
+                             "projection_dim")
+        if self.vision and self.architecture == "decoder" and not self.vision.projector_hidden_act:
+            raise ValueError("a decoder's vision tower feeds it through a projector: set vision.projector_hidden_act")
+        if self.vision and self.architecture not in ("clip", "decoder"):
+            raise ValueError("vision: is for clip or a decoder (LLaVA)")
+        if self.architecture == "clip" and self.head not in ("contrastive", "none"):
+            raise ValueError(f"a clip model's head is contrastive or none, not {self.head}")
         if self.audio and self.architecture != "encoder-decoder":
             raise ValueError("audio: is for an encoder-decoder (Whisper)")
         if self.ssm and any(i >= self.num_hidden_layers for i in self.ssm.attention_layers):

@@ -110,14 +110,14 @@ def read_config(path: Path, name: str | None = None) -> Spec:
     """A Hugging Face config.json: its family's analytic importer, else transformers on the meta device.
     A snapshot's config.json is named after its folder (Llama-3.1-8B/config.json: Llama-3.1-8B)."""
     from paramcalc.inputs.files import load_mapping
-    from paramcalc.inputs.hf import FAMILIES, from_config
+    from paramcalc.inputs.hf import FAMILIES, analytic, from_config
 
     if name is None:
         folder = path.parent.resolve().name
         name = folder if path.stem == "config" and folder else path.stem
     cfg = load_mapping(path)
     model_type = cfg.get("model_type")
-    if isinstance(model_type, str) and model_type not in FAMILIES:  # multimodal wrappers too (llava, qwen2_vl)
+    if isinstance(model_type, str) and not analytic(cfg):  # multimodal wrappers too (qwen2_vl, mllama)
         from paramcalc.inputs.hf.meta_fallback import measure
 
         return measure(cfg, str(path), name, sorted(FAMILIES))

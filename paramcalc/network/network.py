@@ -212,6 +212,9 @@ class TransformerNetwork(Network):
     fixed_seq_note: str = ""
     training_seq: int | None = None  # the pre-training context a preset or config states
     encoder_seq: int | None = None  # Whisper: the encoder's fixed positions, whatever the decoder's length
+    vision_seq: int | None = None  # CLIP, LLaVA: the vision tower's positions per image, one image per sample
+    vision_image: int | None = None  # the side of that image in pixels
+    image_tokens: int | None = None  # LLaVA: the decoder positions one image's features fill
     profile: Activations = field(default_factory=Activations)  # the reference implementation's saving
 
     @property
@@ -238,7 +241,23 @@ class TransformerNetwork(Network):
     def max_seq_len(self) -> int | None:
         return self.positions
 
+    def seq_len(self, asked: int | None) -> int:
+        seq = super().seq_len(asked)
+        if self.image_tokens and seq < self.image_tokens:
+            raise UserError(f"a sequence of {seq} cannot hold one image's {self.image_tokens} tokens",
+                            field="seq_len", fix=f"use {self.image_tokens} or more (the image tokens and the text)")
+        return seq
+
     def seq_notes(self, asked: int | None) -> list[str]:
+        if self.vision_seq:
+            image = (f"one {self.vision_image}x{self.vision_image} image per sample: the vision tower runs on "
+                     f"{self.vision_seq} positions (patches + the class token)"
+                     + (", once at prefill" if self.image_tokens else ""))
+            if self.image_tokens:
+                return [f"{image}; the sequence length is the language model's, its {self.image_tokens} image "
+                        "tokens included"]
+            return [f"{image}; beside it one text of seq_len tokens (default: the text tower's "
+                    f"{self.positions} positions)"]
         if self.encoder_seq:
             return [f"the speech encoder runs on {self.encoder_seq} positions ({2 * self.encoder_seq} log-mel frames, "
                     "30 s of audio) per sequence, once at prefill; the sequence length is the decoder's tokens"]

@@ -27,6 +27,8 @@ def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
     """Embeddings, layer groups, final norm and head; adapters and frozen parts
     are applied by network/adapters.py."""
     stages = _vit_stages(spec) if spec.architecture == "vit" else _speech_stages(spec) if spec.audio else _stages(spec)
+    if spec.vision:
+        stages = _vision_stages(spec) + stages
     n = spec.num_attention_heads
     mixer_only = spec.ssm is not None and not spec.ssm.attention_layers  # a Mamba stack: no heads
     profile = Activations(attention_dropout=spec.attention_dropout > 0, hidden_dropout=spec.hidden_dropout > 0,
@@ -42,6 +44,7 @@ def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
         image, patch = _vit_sizes(spec)
         fixed = (image // patch) ** 2 + 1
         note = f"{fixed} tokens per image: ({spec.image_size}/{spec.patch_size})^2 patches + the class token"
+    vision = spec.vision
     # the default length: 2048, or the learned-position limit when smaller (GPT-2: 1024, BERT: 512);
     # T5's relative buckets were trained at 512
     default = min(2048, learned) if learned else 512 if spec.position_embedding == "relative" else 2048
@@ -52,7 +55,10 @@ def lower_transformer(spec: TransformerSpec) -> TransformerNetwork:
         score_dim=spec.mla.qk_nope_head_dim + spec.mla.qk_rope_head_dim if spec.mla else spec.attention_head_dim,
         ffn=spec.intermediate_size, rotary_dim=rotary, positions=learned, default_seq=default, fixed_seq=fixed,
         fixed_seq_note=note, profile=profile, training_seq=spec.training_seq_len,
-        encoder_seq=spec.audio.max_source_positions if spec.audio else None)
+        encoder_seq=spec.audio.max_source_positions if spec.audio else None,
+        vision_seq=vision.positions if vision else None,
+        vision_image=vision.image_size if vision else None,
+        image_tokens=vision.image_tokens if vision and spec.architecture == "decoder" else None)
 
 
 def score_head(net: TransformerNetwork) -> TransformerNetwork:
@@ -100,7 +106,7 @@ def _stages(spec: TransformerSpec) -> list[Stage]:
         runs, held = (n * spec.inner_group_num for n in (spec.num_hidden_layers, spec.num_hidden_groups))
         stages.append(Stage("layers", _layer(spec, 0, causal=False), runs, shared=held))
     else:
-        causal = spec.architecture == "decoder"
+        causal = spec.architecture in ("decoder", "clip")  # CLIP's text tower: a causal mask (modeling_clip)
         layers = [_layer(spec, i, causal=causal, relative=(i == 0)) for i in range(spec.num_hidden_layers)]
         merged = Counter(layers)  # identical layers anywhere in the stack form one stage
         for block, count in merged.items():
@@ -144,12 +150,19 @@ def _speech_stages(spec: TransformerSpec) -> list[Stage]:
 def _vit_stages(spec: TransformerSpec) -> list[Stage]:
     """Dosovitskiy et al. 2021, eq. 1-4: patch embeddings with a class token and
     learned positions, pre-norm encoder layers (LayerNorm, MHA, a GELU MLP),
-    a final norm and a linear classifier on the class token."""
+    a final norm and a linear classifier on the class token. CLIP's vision tower
+    (Radford et al. 2021; modeling_clip.CLIPVisionModel) has a bias-free patch conv and
+    a LayerNorm before the layers (pre_layrnorm: embedding_norm); its post_layernorm
+    normalises the class token alone, here every position (params and FLOPs the same,
+    the saved bytes high by fp32 mean and rstd of the other rows)."""
     from paramcalc.blocks.vit import ClassTokenHead, PatchEmbeddings
 
     image, patch = _vit_sizes(spec)
-    embed = PatchEmbeddings(spec.num_channels, (image, image), patch, spec.hidden_size)
-    stages = [Stage("embedding", embed), Stage("layers", _layer(spec, 0, causal=False), spec.num_hidden_layers)]
+    embed = PatchEmbeddings(spec.num_channels, (image, image), patch, spec.hidden_size, spec.patch_bias)
+    stages = [Stage("embedding", embed)]
+    if spec.embedding_norm:
+        stages.append(Stage("pre_layrnorm", _norm(spec)))
+    stages.append(Stage("layers", _layer(spec, 0, causal=False), spec.num_hidden_layers))
     if spec.final_norm:
         stages.append(Stage("final_norm", _norm(spec)))
     head: Block
@@ -158,6 +171,39 @@ def _vit_stages(spec: TransformerSpec) -> list[Stage]:
     else:  # transformers' ViTModel pools the class token (dense + tanh)
         head = Pooler(spec.hidden_size) if spec.head == "pooler" else _NoHead()
     stages.append(Stage("head", head))
+    return stages
+
+
+def _vision_stages(spec: TransformerSpec) -> list[Stage]:
+    """A CLIP vision tower beside CLIP's text tower or in front of LLaVA's language model:
+    CLIPVisionModel's stages (as _vit_stages lowers them) run on one image's positions per
+    sample, whatever the text's length; post_layernorm on the class token alone. LLaVA (Liu
+    et al. 2023; modeling_llava.LlavaModel.get_image_features) runs every layer (transformers
+    5.24 keeps the selected hidden state, vision_feature_layer, and discards the rest: the
+    default -2 leaves the last layer's output unused, its FLOPs still spent), then the
+    projector on the image tokens, which take their places in the decoder's sequence."""
+    from paramcalc.blocks.fixed import FixedLength
+    from paramcalc.blocks.projector import Projector
+    from paramcalc.blocks.vit import ClassTokenNorm
+
+    v = spec.vision
+    assert v is not None, "called for a spec with a vision tower"
+    tower = TransformerSpec(architecture="vit", image_size=v.image_size, patch_size=v.patch_size,
+                            num_channels=v.num_channels, patch_bias=False, hidden_size=v.hidden_size,
+                            num_hidden_layers=v.num_hidden_layers, num_attention_heads=v.num_attention_heads,
+                            intermediate_size=v.intermediate_size, hidden_act=v.hidden_act, mlp="plain",
+                            mlp_bias=True, qkv_bias=True, o_bias=True, norm="layernorm", embedding_norm=True,
+                            position_embedding="none", attention_dropout=v.attention_dropout, head="none")
+    stages = []
+    for stage in _vit_stages(tower):
+        if stage.name == "final_norm":  # post_layernorm: the class token alone
+            stages.append(Stage("vision/post_layernorm", FixedLength(ClassTokenNorm(_norm(tower), v.positions), 1)))
+        elif stage.name != "head":
+            stages.append(replace(stage, name=f"vision/{stage.name}", block=FixedLength(stage.block, v.positions)))
+    if v.projector_hidden_act:
+        projector = Projector(v.hidden_size * v.feature_layers, spec.hidden_size, v.projector_hidden_act,
+                              v.projector_bias)
+        stages.append(Stage("multi_modal_projector", FixedLength(projector, v.image_tokens)))
     return stages
 
 
@@ -246,6 +292,11 @@ def _head(spec: TransformerSpec, norm: Norm, project: int | None) -> Block:
         width = spec.embedding_size or h  # ELECTRA's generator transforms down to its table's width
         return LMHead(h, V, tied=spec.tie_word_embeddings, bias=True, transform_norm=_norm(spec, width),
                       loss_fp32=False, transform_act=spec.hidden_act)
+    if spec.head == "contrastive":
+        from paramcalc.blocks.clip import ContrastiveHead
+
+        assert spec.vision and spec.projection_dim, "the validator requires both"
+        return ContrastiveHead(h, spec.vision.hidden_size, spec.projection_dim)
     if spec.head == "discriminator":
         return Discriminator(h)
     if spec.head == "pooler":

@@ -20,6 +20,7 @@ from paramcalc.errors import UserError, warn
 from paramcalc.inputs.files import load_mapping, validate
 from paramcalc.inputs.hf import (
     albert,
+    clip,
     deberta,
     encoders,
     gemma,
@@ -59,8 +60,18 @@ def _head(arch: str, *, encoder: bool = False) -> dict:
 FAMILIES: dict[str, tuple[Converter, Config]] = {
     **llama.MODEL_TYPES, **qwen.MODEL_TYPES, **gemma.MODEL_TYPES, **gpt.MODEL_TYPES, **moe.MODEL_TYPES,
     **encoders.MODEL_TYPES, **seq2seq.MODEL_TYPES, **albert.MODEL_TYPES, **deberta.MODEL_TYPES,
-    **mamba.MODEL_TYPES, **whisper.MODEL_TYPES, **jamba.MODEL_TYPES,
+    **mamba.MODEL_TYPES, **whisper.MODEL_TYPES, **jamba.MODEL_TYPES, **clip.MODEL_TYPES,
 }
+
+
+def analytic(cfg: Config) -> bool:
+    """Whether an importer here models the config; else transformers counts it on the meta
+    device (meta_fallback.py): model types without one, and CLIP's and LLaVA's classes and
+    towers that clip.py does not model (LLaVA with a SigLIP tower, CLIP*WithProjection)."""
+    model_type = cfg.get("model_type")
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
+        return False
+    return clip.analytic(cfg) if model_type in clip.ARCHITECTURES else True
 
 
 def from_config(cfg: Config, where: str = "config.json", name: str | None = None) -> TransformerSpec:
@@ -89,7 +100,7 @@ def from_config(cfg: Config, where: str = "config.json", name: str | None = None
                             field="architectures[0]", fix="use WhisperForConditionalGeneration or WhisperModel")
         if model_type == "electra" and arch.endswith("ForPreTraining"):
             fields["head"] = "discriminator"  # ELECTRA's pre-training class is its replaced-token detector
-        else:
+        elif "head" not in fields:  # CLIP's and LLaVA's converters name theirs
             fields.update(_head(arch, encoder=fields.get("architecture") in ("encoder", "vit")))
     except UserError as e:
         raise e.placed(where, e.field) from None
@@ -126,7 +137,8 @@ _CONFIG_CLASSES = {
     "smollm3": "SmolLM3Config", "stablelm": "StableLmConfig", "granitemoe": "GraniteMoeConfig", "gpt2": "GPT2Config",
     "gpt_bigcode": "GPTBigCodeConfig", "gpt_neox": "GPTNeoXConfig", "gpt_neo": "GPTNeoConfig", "gptj": "GPTJConfig",
     "opt": "OPTConfig", "xlm-roberta": "XLMRobertaConfig", "distilbert": "DistilBertConfig", "vit": "ViTConfig",
-    "mt5": "MT5Config", "mbart": "MBartConfig"}
+    "mt5": "MT5Config", "mbart": "MBartConfig", "clip": "CLIPConfig", "clip_text_model": "CLIPTextConfig",
+    "clip_vision_model": "CLIPVisionConfig"}
 
 
 def config_class(model_type: str) -> str:

@@ -48,7 +48,7 @@ class Fields:
 # Whole-number fields that size no tensor and that converters read before knowing whether
 # they apply (Qwen's windows when use_sliding_window is off): never reported as defaulted sizes.
 LAYOUT = {"sliding_window", "max_window_layers", "sliding_window_pattern", "window_size", "pad_token_id",
-          "no_rope_layer_interval"}
+          "no_rope_layer_interval", "vision_feature_layer"}
 
 
 Converter = Callable[[Fields], dict]  # one per model_type: config fields -> TransformerSpec fields
