@@ -374,3 +374,39 @@ def test_a_tag_in_the_pipeline_file_is_refused_not_executed(tmp_path):
     r = run("plan", path)
     assert_user_error(r, "refused YAML tag")
     assert "pwned" not in r.out
+
+
+# ---------------------------------------------------------------- Bayesian optimisation (issue #19)
+
+
+@pytest.mark.parametrize("trials,parallel,batches", [(20, 1, 20), (20, 4, 5), (10, 4, 3), (1, 4, 1)])
+def test_bayesian_costs_trials_gpu_hours_in_sequential_batches_of_parallel(tmp_path, trials, parallel, batches):
+    report = stage_search(tmp_path, method="bayesian", trials=trials, parallel=parallel)
+    s, stage = report.search, report.stages[0]
+    trial_hours = stage.gpu_hours * 10**9 / stage.tokens
+    assert s.method == "bayesian" and s.trials == trials and s.parallel_trials == parallel
+    [rung] = s.rungs
+    assert rung.waves == batches == -(-trials // parallel)
+    assert s.gpu_hours == pytest.approx(trials * trial_hours, rel=1e-12)  # trials x the trial's cost
+    assert s.wall_clock_hours == pytest.approx(batches * trial_hours / 8, rel=1e-12)  # ceil(N / parallel) x time
+    assert s.flops == trials * (stage.flops * 10**9 // stage.tokens)
+    random = stage_search(tmp_path, method="random", trials=trials).search
+    assert s.gpu_hours == pytest.approx(random.gpu_hours, rel=1e-12)  # same GPU-hours, a different clock
+    assert any("Snoek" in n for n in s.notes)
+
+
+@pytest.mark.parametrize("search,fragments", [
+    ({"method": "bayesian", "trials": 20}, ["search.parallel", "needs `parallel`"]),
+    ({"method": "bayesian", "trials": 20, "parallel": 0}, ["search.parallel"]),
+    ({"method": "bayesian", "trials": 20, "parallel": "many"}, ["search.parallel", "'many'"]),
+    ({"method": "bayesian", "trials": 20, "parallel": 5}, ["search.parallel", "exceeds pool_gpus (32)"]),
+    ({"method": "random", "trials": 20, "parallel": 2}, ["search.parallel", "is for a bayesian search"]),
+    ({"method": "bayesian", "parallel": 2}, ["search", "needs `trials`"]),
+])
+def test_bad_bayesian_values_exit_2_at_the_key(tmp_path, search, fragments):
+    path = write(tmp_path, {"model": "llama-3.1-8b", "stages": [PRETRAIN],
+                            "search": {"gpus_per_trial": 8, "pool_gpus": 32, "trial_tokens": "1e9", **search}})
+    r = run("plan", path)
+    assert r.code == 2
+    for fragment in fragments:
+        assert fragment in r.err, r.err

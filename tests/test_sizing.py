@@ -10,7 +10,7 @@ import pytest
 from cli import run
 
 from paramcalc.analysis.count import count_params
-from paramcalc.analysis.sizing import compute_optimal_params, llama_params, propose_architectures
+from paramcalc.analysis.sizing import compute_optimal_params, llama_params, propose_architectures, shape_score
 from paramcalc.results.size import Candidate
 from paramcalc.errors import UserError
 from paramcalc.network import lower as build
@@ -83,11 +83,11 @@ def test_the_top_candidates_are_exact_within_tolerance_sorted_and_constrained(ta
     report = propose_architectures(target, vocab_size=vocab, tied=tied, max_candidates=25)
     assert report.target == int(float(target.replace("B", "e9")))
     assert len(report.candidates) == 25 and report.matches >= 25
-    gaps = [abs(c.params_total - report.target) for c in report.candidates]
-    assert gaps == sorted(gaps)
+    ranks = [(c.score, abs(c.params_total - report.target)) for c in report.candidates]
+    assert ranks == sorted(ranks)  # lowest score first, ties to the closest count
     for c in report.candidates:
         assert c.params_total == built_count(c)
-        assert gaps[0] <= abs(c.params_total - report.target) <= 0.02 * report.target
+        assert abs(c.params_total - report.target) <= 0.02 * report.target
         assert c.deviation == (c.params_total - report.target) / report.target
         assert c.vocab_size == vocab and c.tie_word_embeddings is tied
         assert_constraints(c)
@@ -100,12 +100,15 @@ def test_max_keeps_the_closest_prefix_of_the_full_ranking():
 
 
 def test_ties_in_count_go_to_eight_kv_heads_before_other_groupings():
-    # 8 x 64 and 4 x 128 K/V widths count the same: 8 K/V heads is the preferred of the two
+    # 8 x 64 and 4 x 128 K/V widths count the same: 8 K/V heads ranks before the other grouping of that count
     report = propose_architectures("7B", max_candidates=0, vocab_size=32000)
     by_count = {}
     for c in report.candidates:
         by_count.setdefault(c.params_total, []).append(c)
-    ties = [group for group in by_count.values() if any(c.num_key_value_heads == 8 for c in group) and len(group) > 1]
+    ties = [group for group in by_count.values()
+            if len({c.hidden_size for c in group}) == 1 and len({c.num_hidden_layers for c in group}) == 1
+            and len({c.intermediate_size for c in group}) == 1 and len(group) > 1
+            and any(c.num_key_value_heads == 8 for c in group) and any(c.num_key_value_heads == 4 for c in group)]
     assert ties
     for group in ties:
         assert group[0].num_key_value_heads == 8
@@ -222,3 +225,35 @@ def test_no_architecture_is_listed_twice():
     keys = [(c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size)
             for c in report.candidates]
     assert len(keys) == len(set(keys)) == report.matches
+
+
+# ---------------------------------------------------------------- the ranking by shape (issue #19)
+
+
+@pytest.mark.parametrize("target", ["7B", "8B", "14B", "70B"])
+def test_the_top_candidate_has_a_published_depth_to_width_ratio_and_every_one_is_within_tolerance(target):
+    report = propose_architectures(target, max_candidates=0)
+    top = report.candidates[0]
+    # Llama 3.1 8B 4096/32 = 128, 70B 8192/80 = 102, Qwen2.5 14B 5120/48 = 107, Mistral 7B 128, 405B 130
+    assert 100 <= top.hidden_size / top.num_hidden_layers <= 132
+    assert 2.5 <= top.intermediate_size / top.hidden_size <= 4.0
+    assert top.num_attention_heads % 8 == 0 and top.head_dim == 128 and top.hidden_size % 256 == 0
+    assert all(abs(c.params_total - report.target) <= 0.02 * report.target for c in report.candidates)
+    scores = [c.score for c in report.candidates]
+    assert scores == sorted(scores)
+
+
+def test_the_closest_count_is_no_longer_first_at_14b():
+    report = propose_architectures("14B", max_candidates=0)
+    closest = min(report.candidates, key=lambda c: abs(c.params_total - report.target))
+    assert (closest.hidden_size, closest.num_hidden_layers) == (3584, 99)  # 0.0001% off, 99 layers
+    assert (report.candidates[0].hidden_size, report.candidates[0].num_hidden_layers) != (3584, 99)
+    assert report.candidates.index(closest) > 1000
+    assert any("ranked by shape" in n and "Levine" in n for n in report.notes)
+
+
+@pytest.mark.parametrize("preset", ["llama-3.1-8b", "llama-3.1-70b", "mistral-7b"])
+def test_published_shapes_score_zero(preset):
+    spec = load_spec(preset)
+    assert shape_score(spec.hidden_size, spec.num_hidden_layers, spec.num_attention_heads, spec.kv_heads,
+                       spec.intermediate_size, spec.hidden_size // spec.num_attention_heads) == 0

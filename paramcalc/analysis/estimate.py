@@ -66,8 +66,9 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
         notes.append(f"kernel efficiencies measured: {card.efficiency.source} ({kernels_file})")
     if comm_file is not None:
         link = measured_link_bandwidth(comm_file)
-        card = card.model_copy(update={"interconnect": Link(name="measured", bandwidth=link),
-                                       "efficiency": card.efficiency.model_copy(update={"link": 1.0})})
+        # the measured bus bandwidth is what the link sustains: stored so that times the link efficiency
+        # gives it back, leaving the network's efficiency as the catalog has it
+        card = card.model_copy(update={"interconnect": Link(name="measured", bandwidth=link / card.efficiency.link)})
         notes.append(f"scale-up link at the measured bus bandwidth {link / 1e9:,.1f} GB/s ({comm_file})")
     fixed = None if str(mfu).lower() == "auto" else parse_mfu(mfu)
     max_days = float(parse_number(days, field="days"))

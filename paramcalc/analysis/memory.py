@@ -257,7 +257,12 @@ def pipeline_split(layers: int, pp: int, head: float) -> tuple[int, int]:
         return layers, layers
     most = -(-layers // pp)
     best = (float(most + head), most, max(0, layers - (pp - 1) * most))
-    for k in range(most, layers // (pp - 1) + 1):
+    # the busiest stage, max(k, layers - (pp - 1) k + head), falls strictly then rises strictly in k:
+    # its first minimum lies beside where the two meet, k = (layers + head) / pp, so only the few
+    # k around there are tried (the same answer as every k from `most`, in constant time)
+    top = layers // (pp - 1)
+    meet = min(int((layers + head) // pp), top)
+    for k in range(max(most, meet - 1), min(top, meet + 2) + 1):
         last = layers - (pp - 1) * k
         busiest = max(float(k), last + head)
         if busiest < best[0]:

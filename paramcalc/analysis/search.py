@@ -8,9 +8,16 @@ pool takes (the `search:` block of a pipeline file, docs/plan.md).
   i = 0 .. floor(log_eta n); total = sum_i trials_i x budget_i (every rung
   trains from scratch, as the papers count it; `resume: true` charges only
   budget_i - budget_(i-1) to a promoted trial that resumes its checkpoint).
+- bayesian (Snoek et al. 2012, "Practical Bayesian Optimization of Machine
+  Learning Algorithms"): N trials, proposed `parallel` at a time by a
+  surrogate fitted to every finished trial. Its GPU-hours are random's
+  (N x one trial's); its wall-clock is ceil(N / parallel) sequential batches
+  of one trial's time, each batch waiting for the model of the previous ones,
+  however large the pool.
 
 Each trial trains like one stage of the pipeline, at that stage's FLOPs and
-GPU-hours per token. `pool_gpus // gpus_per_trial` trials run at once, so a
+GPU-hours per token. `pool_gpus // gpus_per_trial` trials run at once (a
+bayesian search: `parallel`), so a
 rung takes ceil(trials / parallel) waves of one trial's wall-clock. GPU-hours
 count busy GPUs; a reserved pool bills pool_gpus x wall-clock instead.
 """
@@ -35,8 +42,8 @@ def rungs(method: str, *, trials: int | None, eta: int, space: dict[str, list] |
     if method == "grid":
         assert space is not None  # a grid's space is required (the file's validator, Search._consistent)
         return [(prod(len(v) for v in space.values()), tokens)]
-    assert trials is not None  # random and halving searches require trials (Search._consistent)
-    if method == "random":
+    assert trials is not None  # random, halving and bayesian searches require trials (Search._consistent)
+    if method in ("random", "bayesian"):
         return [(trials, tokens)]
     out, n, budget = [], trials, tokens
     while n >= 1:  # rung i: floor(n / eta^i) trials on r x eta^i tokens (Li et al. 2017, algorithm 1)
@@ -65,6 +72,9 @@ def cost_search(search: Search, *, stage: str, stage_tokens: int, stage_flops: i
         raise UserError(f"trial_fraction {search.trial_fraction} of stage {stage!r}'s {stage_tokens:,} tokens "
                         "is less than one token", fix="raise trial_fraction or give trial_tokens")
     parallel = search.pool_gpus // search.gpus_per_trial
+    if search.method == "bayesian":
+        assert search.parallel is not None  # required for bayesian (Search._batch)
+        parallel = search.parallel  # a batch waits for the surrogate fitted to every earlier trial
     out, previous, warnings = [], 0, []
     for i, (n, budget) in enumerate(rungs(search.method, trials=search.trials, eta=search.eta, space=search.space,
                                           tokens=tokens)):
@@ -93,13 +103,21 @@ def cost_search(search: Search, *, stage: str, stage_tokens: int, stage_flops: i
     wall = sum(r.wall_clock_hours for r in out)
     notes = [f"each trial trains like stage {stage!r}: its FLOPs and GPU-hours per token, on "
              f"{tokens:,} tokens" + (" in the first rung" if search.method == "halving" else ""),
-             f"{parallel} trial{'s' if parallel > 1 else ''} at once ({search.pool_gpus} GPUs // "
-             f"{search.gpus_per_trial} per trial); wall-clock = ceil(trials / parallel) x one trial's"
+             (f"{parallel} trial{'s' if parallel > 1 else ''} at once (parallel: {parallel} x "
+              f"{search.gpus_per_trial} GPUs of a {search.pool_gpus}-GPU pool)" if search.method == "bayesian" else
+              f"{parallel} trial{'s' if parallel > 1 else ''} at once ({search.pool_gpus} GPUs // "
+              f"{search.gpus_per_trial} per trial)")
+             + "; wall-clock = ceil(trials / parallel) x one trial's"
              + (" per rung" if search.method == "halving" else "")]
     if search.method == "halving":
         notes.append(f"successive halving, eta {search.eta}: "
                      + ("promoted trials resume (each rung charges the extra tokens only)" if search.resume
                         else "every rung trains from scratch (sum of trials x budget, as Jamieson & Talwalkar count)"))
+    if search.method == "bayesian":
+        notes.append(f"Bayesian optimisation (Snoek et al. 2012): {out[0].trials} trials in {out[0].waves} sequential "
+                     f"batch{'es' if out[0].waves > 1 else ''} of {parallel}, each proposed by the surrogate fitted "
+                     "to the trials before it: the GPU-hours of a random search of as many trials, a longer "
+                     "wall-clock when parallel is below the pool's capacity")
     return SearchResult(method=search.method, stage=stage, trials=out[0].trials,
                         space={k: len(v) for k, v in (search.space or {}).items()},
                         gpus_per_trial=search.gpus_per_trial, pool_gpus=search.pool_gpus, parallel_trials=parallel,

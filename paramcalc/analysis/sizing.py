@@ -54,6 +54,57 @@ ASPECT_RATIO = (32, 200)
 KV_HEADS: tuple[int | str, ...] = (8, 4, 2, "mha")
 DEFAULT_VOCAB = 128256  # Llama 3's tokenizer
 
+# ---------------------------------------------------------------- the ranking (issue #19)
+# Within 2% nearly every width reaches the target to a few parts per million, so the distance to the target says
+# nothing about a shape: 99 layers of width 3584 was the closest 14B. Candidates are ranked instead by how far
+# they stray from the shapes that well-trained models use, and from what the hardware divides evenly.
+# Kaplan et al. 2020 (sec. 3.1, fig. 5): at fixed non-embedding parameters the loss depends only weakly on the
+# shape over a wide range of aspect ratios (a few percent across 20x), so a penalty only applies outside the
+# band the published families chose. Levine et al. 2020 ("Limits to Depth Efficiencies of Self-Attention",
+# NeurIPS): depth is efficient only up to a threshold logarithmic in the width, L_th = log3(hidden) (about 7.6
+# layers at 4096); past it depth and width buy about the same, so depth should grow with the log of the width
+# and the width faster, as hidden / layers rising with size in the families below shows:
+#     Llama 3.1 8B 4096 x 32 (128), Mistral 7B 4096 x 32 (128), Qwen2.5 14B 5120 x 48 (107),
+#     Llama 3.1 70B 8192 x 80 (102), Llama 3.1 405B 16384 x 126 (130).
+ASPECT_BAND = (100.0, 132.0)  # hidden / layers: no penalty inside (405B's 130.03 included)
+ASPECT_WEIGHT = 4.0  # per unit of |ln(ratio / band edge)|: 10% outside the band costs about 0.4
+# ffn / hidden: from Shazeer 2020's equal-cost SwiGLU 8/3 (Llama 2: 2.69) to Llama 3 and Mistral 7B's 3.5
+# (Llama 3.1 405B: 3.25); no penalty inside
+FFN_BAND = (8 / 3, 3.5)
+FFN_WEIGHT = 2.0
+TP_DEGREE = 8  # one 8-GPU node: query and K/V heads divisible by 8 split evenly under tensor parallelism
+TP_PENALTY = 0.25
+HEAD_DIM_PENALTY = 0.25  # head_dim 128: every model above, and the tile FlashAttention is tuned for
+GEMM_MULTIPLE = 256  # hidden a multiple of 256 (Llama 3 and Qwen2.5 widths are multiples of 1024 or 256)
+WIDTH_PENALTY = 0.1
+SHALLOW_PENALTY = 1.0  # fewer layers than Levine et al.'s depth threshold log3(hidden)
+KV_RANK_WEIGHT = 0.05  # per place down the --kv-heads list (8 first by default)
+
+
+def _band_distance(x: float, band: tuple[float, float]) -> float:
+    """|ln(x / nearest edge)| outside the band, 0 inside."""
+    return max(0.0, math.log(band[0] / x), math.log(x / band[1]))
+
+
+def shape_score(h: int, L: int, n: int, g: int, f: int, d: int, kv_rank: int = 0) -> float:
+    """How far a shape strays from well-trained, hardware-friendly ones (0: a Llama 3 shape; lower is better).
+
+    >>> shape_score(4096, 32, 32, 8, 14336, 128), shape_score(8192, 80, 64, 8, 28672, 128)
+    (0.0, 0.0)
+    >>> round(shape_score(3584, 99, 56, 8, 9728, 64), 2)  # the closest 14B: 99 layers, h/L 36, head_dim 64
+    4.31
+    """
+    score = ASPECT_WEIGHT * _band_distance(h / L, ASPECT_BAND) + FFN_WEIGHT * _band_distance(f / h, FFN_BAND)
+    if n % TP_DEGREE or g % TP_DEGREE:
+        score += TP_PENALTY
+    if d != 128:
+        score += HEAD_DIM_PENALTY
+    if h % GEMM_MULTIPLE:
+        score += WIDTH_PENALTY
+    if L < math.log(h, 3):
+        score += SHALLOW_PENALTY
+    return score + KV_RANK_WEIGHT * kv_rank
+
 
 def llama_params(h: int, L: int, d: int, g: int, f: int, V: int, tied: bool = False) -> int:
     """Exact count of a Llama-style decoder with n = h / d query heads:
@@ -156,9 +207,10 @@ def propose_architectures(target=None, *, flops=None, tolerance=0.02, vocab_size
                           ffn_ratio: tuple[float, float] = FFN_RATIO,
                           aspect_ratio: tuple[float, float] = ASPECT_RATIO) -> SizeReport:
     """Llama-style architectures whose exact count is within `tolerance` of `target`
-    (or of the compute-optimal N for a FLOP budget), closest first.
+    (or of the compute-optimal N for a FLOP budget), the most conventional shape first (`shape_score`).
 
-    >>> best = propose_architectures("6738415616", vocab_size=32000, kv_heads="mha", max_candidates=1).candidates[0]
+    >>> best = propose_architectures("6738415616", vocab_size=32000, kv_heads="mha", tolerance=0,
+    ...                              max_candidates=1).candidates[0]
     >>> best.hidden_size, best.num_hidden_layers, best.num_key_value_heads, best.intermediate_size
     (4096, 32, 32, 11008)
     """
@@ -192,9 +244,8 @@ def propose_architectures(target=None, *, flops=None, tolerance=0.02, vocab_size
     def key(shape):
         p, h, L, n, g, f, d = shape
         kv_rank = min(preference.get(g, last), preference.get("mha", last) if g == n else last)
-        # closest first; ties (equal counts) to the preferred K/V heads, head_dim 128, the FFN
-        # nearest Llama's 8/3 x hidden, hidden / layers nearest 128, then the wider model
-        return abs(p - target_n), kv_rank, HEAD_DIMS.index(d), abs(3 * f - 8 * h) / h, abs(h - 128 * L) / L, -h
+        # the most conventional shape first (shape_score); then the closest count, then the wider model
+        return shape_score(h, L, n, g, f, d, kv_rank), abs(p - target_n), -h
 
     shapes = _shapes(target_n, slack, V, tied, kv, ffn_ratio, aspect_ratio)
     if limit is None:
@@ -206,7 +257,8 @@ def propose_architectures(target=None, *, flops=None, tolerance=0.02, vocab_size
         matches = counted.n
     candidates = [Candidate(params_total=p, hidden_size=h, num_hidden_layers=L, num_attention_heads=n,
                             num_key_value_heads=g, intermediate_size=f, head_dim=d, vocab_size=V,
-                            tie_word_embeddings=tied, deviation=(p - target_n) / target_n)
+                            tie_word_embeddings=tied, deviation=(p - target_n) / target_n,
+                            score=round(key((p, h, L, n, g, f, d))[0], 4))
                   for p, h, L, n, g, f, d in chosen]
     notes.append("Llama-style decoder: pre-RMSNorm, GQA without biases, SwiGLU MLP, RoPE, "
                  + ("LM head tied to the token table" if tied else "untied LM head"))
@@ -214,6 +266,14 @@ def propose_architectures(target=None, *, flops=None, tolerance=0.02, vocab_size
                  f"heads = hidden / head_dim, K/V heads {', '.join(map(str, kv))} (dividing the heads), "
                  f"intermediate a multiple of {FFN_MULTIPLE} in {ffn_ratio[0]:g}-{ffn_ratio[1]:g} x hidden, "
                  f"hidden / layers in {aspect_ratio[0]:g}-{aspect_ratio[1]:g}")
+    notes.append(f"ranked by shape, not by distance to the target (every match is within the tolerance): score = "
+                 f"{ASPECT_WEIGHT:g} x ln-distance of hidden/layers from {ASPECT_BAND[0]:g}-{ASPECT_BAND[1]:g} "
+                 f"(Llama 3, Qwen2.5, Mistral) + {FFN_WEIGHT:g} x ln-distance of ffn/hidden from "
+                 f"{FFN_BAND[0]:.3g}-{FFN_BAND[1]:g} (SwiGLU: 8/3 to Llama 3) + {TP_PENALTY:g} if query or K/V heads "
+                 f"are not divisible by {TP_DEGREE} (tensor parallelism) + {HEAD_DIM_PENALTY:g} if head_dim is not 128 "
+                 f"+ {WIDTH_PENALTY:g} if hidden is not a multiple of {GEMM_MULTIPLE} + {SHALLOW_PENALTY:g} below "
+                 f"Levine et al.'s depth threshold log3(hidden) + {KV_RANK_WEIGHT:g} per place down --kv-heads; "
+                 "lowest first, ties to the closest count (docs/sizing.md)")
     if not matches:
         notes.append(f"no architecture within {float(tol):.2%} of {target_n:,}: widen the tolerance or change "
                      "the vocabulary (counts of this family are multiples of 128)")

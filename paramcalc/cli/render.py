@@ -494,15 +494,16 @@ def size(report) -> None:
         return
     shown = len(report.candidates)
     table = Table(title=f"Llama-style architectures {where}: {report.matches:,} match"
-                        f"{'es' if report.matches != 1 else ''}, closest {shown} shown", title_justify="left",
+                        f"{'es' if report.matches != 1 else ''}, the {shown} most conventional shown (by score)",
+                  title_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("params", "deviation", "hidden", "layers", "heads", "kv", "dim", "ffn", "ffn/h", "h/L"):
+    for col in ("params", "deviation", "hidden", "layers", "heads", "kv", "dim", "ffn", "ffn/h", "h/L", "score"):
         table.add_column(col, justify="right")
     for c in report.candidates:
         table.add_row(f"{c.params_total:,}", f"{c.deviation:+.4%}", str(c.hidden_size), str(c.num_hidden_layers),
                       str(c.num_attention_heads), str(c.num_key_value_heads), str(c.head_dim),
                       str(c.intermediate_size), f"{c.intermediate_size / c.hidden_size:.2f}",
-                      f"{c.hidden_size / c.num_hidden_layers:.0f}")
+                      f"{c.hidden_size / c.num_hidden_layers:.0f}", f"{c.score:.2f}")
     console.print(table)
     _notes(report.notes)
 

@@ -5,7 +5,7 @@ typed models, every problem placed at its key and line by the one loader."""
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from paramcalc.errors import UserError
 from paramcalc.inputs.fields import STRICT, Count, Natural, Positive, Share, Text
@@ -250,11 +250,13 @@ class Rloo(_Grouped):
 class Search(Input):
     """How many trials a hyperparameter search runs, each a short training run."""
 
-    method: Literal["grid", "random", "halving"] = Field(
-        description="grid: every combination of `space`; random: `trials` draws; halving: successive halving")
+    method: Literal["grid", "random", "halving", "bayesian"] = Field(
+        description="grid: every combination of `space`; random: `trials` draws; halving: successive halving; "
+                    "bayesian: `trials` proposed by a surrogate model, `parallel` at a time (Snoek et al. 2012)")
     space: dict[str, list[Any]] | None = Field(
         None, description="hyperparameter -> the values tried (grid: required; trials = product of the counts)")
-    trials: Count | None = Field(None, description="random: trials drawn; halving: trials in the first rung (n)")
+    trials: Count | None = Field(None, description="random: trials drawn; halving: trials in the first rung (n); "
+                                                          "bayesian: trials evaluated")
     eta: Count = Field(3, description="halving: the reduction factor; 1/eta of the trials go on to eta x the budget")
     resume: bool = Field(False, description="halving: promoted trials resume their checkpoint (pay only the extra "
                                             "tokens); false counts every rung from scratch, as the papers do")
@@ -264,6 +266,29 @@ class Search(Input):
     trial_fraction: Share | None = Field(None, description="instead of trial_tokens: a share of the stage's tokens")
     gpus_per_trial: Count = Field(description="GPUs one trial occupies")
     pool_gpus: Count = Field(description="GPUs the search may use at once")
+    # declared after method, gpus_per_trial and pool_gpus: its validator reads them (errors land at the key)
+    parallel: Count | None = Field(None, validate_default=True,
+                                   description="bayesian: trials proposed and run at once, each batch waiting for "
+                                               "the model fitted to the previous ones (<= pool_gpus // gpus_per_trial)")
+
+    @field_validator("parallel")
+    @classmethod
+    def _batch(cls, value: int | None, info: ValidationInfo) -> int | None:
+        method = info.data.get("method")
+        if method is None:  # the method failed its own check: that error is the one to show
+            return value
+        if method != "bayesian":
+            if value is not None:
+                raise ValueError(f"`parallel` is for a bayesian search; a {method} search runs "
+                                 "pool_gpus // gpus_per_trial trials at once (remove `parallel`)")
+            return value
+        if value is None:
+            raise ValueError("a bayesian search needs `parallel`: the trials proposed at once (1 = fully sequential)")
+        per, pool = info.data.get("gpus_per_trial"), info.data.get("pool_gpus")
+        if per is not None and pool is not None and value * per > pool:
+            raise ValueError(f"parallel {value} x gpus_per_trial {per} = {value * per} GPUs exceeds pool_gpus "
+                             f"({pool}): at most {pool // per} trial(s) at once")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -274,7 +299,7 @@ class Search(Input):
                 raise ValueError("a grid search needs `space:` (hyperparameter -> list of values)")
             if self.trials is not None:
                 raise ValueError("a grid's trials are the product of the value counts; remove `trials`")
-        elif self.trials is None:
+        elif self.trials is None:  # random, halving, bayesian
             raise ValueError(f"a {self.method} search needs `trials`")
         for name, values in (self.space or {}).items():
             if not values:

@@ -83,8 +83,20 @@ class Network:
         """A figure summed over stages: per run, or per copy of the weights (`weights`)."""
         return merge(*((s.name, scale(figure(s.block), s.copies if weights else s.count)) for s in self.stages))
 
+    def _memo(self, key, compute):
+        """A figure computed once per network (it is frozen): the plan search asks for the same
+        breakdowns thousands of times. Callers get their own copy of a dict."""
+        memo = self.__dict__.get("_memo_")
+        if memo is None:
+            memo = {}
+            object.__setattr__(self, "_memo_", memo)
+        if key not in memo:
+            memo[key] = compute()
+        value = memo[key]
+        return dict(value) if isinstance(value, dict) else value
+
     def params(self) -> Breakdown:
-        return self._sum(lambda b: b.params(), weights=True)
+        return self._memo("params", lambda: self._sum(lambda b: b.params(), weights=True))
 
     def active_params(self) -> Breakdown:
         return self._sum(lambda b: b.active_params(), weights=True)
@@ -107,7 +119,7 @@ class Network:
         return matches(key, self.freeze) and not matches(key, self.train)
 
     def trainable_params(self) -> Breakdown:
-        return {k: v for k, v in self.params().items() if not self.is_frozen(k)}
+        return self._memo("trainable", lambda: {k: v for k, v in self.params().items() if not self.is_frozen(k)})
 
     def embedding_params(self) -> int:
         """Lookup tables (and a ViT's patch projection, class token and positions)."""

@@ -107,8 +107,14 @@ def _stages(spec: TransformerSpec) -> list[Stage]:
         stages.append(Stage("layers", _layer(spec, 0, causal=False), runs, shared=held))
     else:
         causal = spec.architecture in ("decoder", "clip")  # CLIP's text tower: a causal mask (modeling_clip)
-        layers = [_layer(spec, i, causal=causal, relative=(i == 0)) for i in range(spec.num_hidden_layers)]
-        merged = Counter(layers)  # identical layers anywhere in the stack form one stage
+        # identical layers anywhere in the stack form one stage; a layer is built once per distinct
+        # way the spec sets it (what `_layer` reads of i), not once per layer
+        kinds: dict[tuple, list[int]] = {}
+        for i in range(spec.num_hidden_layers):
+            kinds.setdefault(_layer_kind(spec, i), [i, 0])[1] += 1
+        merged: Counter[TransformerLayer] = Counter()
+        for index, count in kinds.values():
+            merged[_layer(spec, index, causal=causal, relative=(index == 0))] += count
         for block, count in merged.items():
             stages.append(Stage(_layer_label(block, len(merged)), block, count))
         if spec.final_norm:
@@ -205,6 +211,13 @@ def _vision_stages(spec: TransformerSpec) -> list[Stage]:
                               v.projector_bias)
         stages.append(Stage("multi_modal_projector", FixedLength(projector, v.image_tokens)))
     return stages
+
+
+def _layer_kind(spec: TransformerSpec, i: int) -> tuple:
+    """All that `_layer` reads of the layer's index: layers of one kind are built alike."""
+    attention = spec.ssm is not None and i in spec.ssm.attention_layers
+    moe = spec.moe is not None and spec.moe.is_moe_layer(i)
+    return (i == 0, spec.window(i), attention, moe)
 
 
 def _layer(spec: TransformerSpec, i: int, *, causal: bool, cross: bool = False,

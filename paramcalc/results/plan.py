@@ -122,7 +122,7 @@ class SearchResult(Result):
     space: dict[str, int] = Field(description="hyperparameter -> values listed")
     gpus_per_trial: int
     pool_gpus: int
-    parallel_trials: int = Field(description="pool_gpus // gpus_per_trial")
+    parallel_trials: int = Field(description="pool_gpus // gpus_per_trial (bayesian: `parallel`)")
     rungs: list[Rung]
     flops: int
     gpu_hours: float = Field(description="busy GPU-hours, summed over trials")

@@ -19,6 +19,8 @@ class Candidate(Result):
     vocab_size: int
     tie_word_embeddings: bool
     deviation: float = Field(description="(params_total - target) / target, signed")
+    score: float = Field(0.0, description="how far the shape strays from published, hardware-friendly ones "
+                                          "(0 = a Llama 3 shape; lower ranks first; docs/sizing.md)")
 
 
 class SizeReport(Document):
@@ -30,4 +32,4 @@ class SizeReport(Document):
     flops: int | None = Field(None, description="--flops: the compute budget the target comes from")
     tokens: int | None = Field(None, description="--flops: compute-optimal training tokens D = 20 N")
     matches: int = Field(description="architectures within the tolerance, before --max")
-    candidates: list[Candidate] = Field(description="closest first, at most --max")
+    candidates: list[Candidate] = Field(description="lowest score first (ties: closest count), at most --max")
