@@ -46,7 +46,6 @@ def is_factory(text: str) -> bool:
 def read_factory(text: str) -> FactorySpec:
     module_name, attr = text.split(":")
     try:
-        import torch
         from torch import nn
     except ImportError:
         raise UserError(f"TARGET {text!r} builds your PyTorch module, and torch is not installed",
@@ -63,16 +62,25 @@ def read_factory(text: str) -> FactorySpec:
     if not callable(factory):
         raise UserError(f"{text} is a {type(factory).__name__}, not a callable", fix="name a function or class "
                                                                                      "that builds the module")
-    try:
-        with torch.device("meta"):
-            module = factory()
-    except Exception as error:
-        raise UserError(f"{text}() raised {first_line(error)}",
-                        fix="the factory is called with no arguments under torch.device('meta')") from None
+    module = _on_meta(factory, f"{text}()")
     if not isinstance(module, nn.Module):
         raise UserError(f"{text}() returned a {type(module).__name__}, not a torch.nn.Module",
                         fix="return the model (an nn.Module) from the factory")
     return FactorySpec(text, _network(text, user, module))
+
+
+def _on_meta(function, label: str):
+    """The user's `function()` under torch.device("meta"); what it raises, as one line."""
+    import torch
+
+    from paramcalc.torchref.profile import first_line
+
+    try:
+        with torch.device("meta"):
+            return function()
+    except Exception as error:
+        raise UserError(f"{label} raised {first_line(error)}",
+                        fix="it is called with no arguments under torch.device('meta')") from None
 
 
 def _import(module_name: str, first_line):
@@ -102,19 +110,13 @@ def _network(text: str, user, module) -> Profiled:
 
     import torch
 
-    from paramcalc.torchref.profile import example_shape, first_line, measure_module, profiled
+    from paramcalc.torchref.profile import example_shape, measure_module, profiled
 
     cls = type(module).__name__
     how = f"built by {text}() on the meta device (your code)"
     examples = getattr(user, "example_inputs", None)
     if callable(examples):
-        try:
-            with torch.device("meta"):
-                inputs = examples()
-        except Exception as error:
-            raise UserError(f"{user.__name__}.example_inputs() raised {first_line(error)}",
-                            fix="it is called with no arguments under torch.device('meta')") from None
-        inputs = _to_meta(inputs)
+        inputs = _to_meta(_on_meta(examples, f"{user.__name__}.example_inputs()"))
         measured = functools.lru_cache(maxsize=1)(lambda: measure_module(module, inputs))
         return profiled(module, text, lambda batch, seq: measured(), probe=False,
                         example_seq=example_shape(inputs)[1], how=how + ", over example_inputs()")
