@@ -81,7 +81,10 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     s = plan_pipeline(path).stages[0]
     out.append(("Stanford Alpaca README", "7B full SFT, 52K x 3 epochs, 512 tokens padded, 8 x A100-80GB",
                 "~3 h", f"{s.wall_clock_hours:.2f} h", f"{(s.wall_clock_hours / 3 - 1) * 100:+.0f}%"))
-    # 7. OpenRLHF README and paper (Hu et al. 2024): ~80% of PPO time is sample generation
+    # 7. OpenRLHF README and paper (Hu et al. 2024): "RLHF training spends 80% of the time on the sample
+    # generation stage". The sentence names no setup (no model split, GPUs, batch or lengths): it motivates
+    # vLLM, so there is no placement to give; the row keeps a plain colocated setup (OpenRLHF's own measured
+    # split: rows 18-21)
     ppo = {"model": "llama-2-7b", "gpu": "a100-80gb", "stages": [
         {"name": "ppo", "kind": "ppo", "prompts": 1024, "rollout_batch": 1024, "prompt_tokens": 1024,
          "response_tokens": 1024, "micro_batch": 1, "parallel": {"dp": 8, "zero": 3}}]}
@@ -120,45 +123,86 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     out.append(("HF PEFT README (memory table)", "bloomz-7b1 full fine-tuning, mixed AdamW, A100-80GB", "OOM",
                 f"does not fit (model states alone {gb:.0f} GB)" if gb > 80 * 2**30 / 1e9 else "fits",
                 "right" if gb > 80 * 2**30 / 1e9 else "WRONG"))
-    # 14-15. OpenRLHF paper (Hu et al. 2024, table "PPO ... 1024 prompts, 1 epoch", A800-80GB): average seconds
-    # of one PPO iteration, prompt 1024 + response 1024; 7B on 16 GPUs, 13B on 32. The split between the
-    # trainers and the vLLM engines is assumed here (half and half, vLLM tp 1 for 7B and 2 for 13B);
-    # the A800 is the A100-80GB with a slower NVLink
-    for name, gpus, tp, measured in (("llama-2-7b", 16, 1, 471.11), ("llama-2-13b", 32, 2, 608.93)):
-        ppo = {"model": name, "gpu": "a100-80gb", "stages": [
-            {"name": "ppo", "kind": "ppo", "iterations": 1, "rollout_batch": 1024, "prompt_tokens": 1024,
-             "response_tokens": 1024, "micro_batch": 1, "parallel": {"dp": gpus // 2, "zero": 3},
-             "generation": {"gpus": gpus // 2, "tp": tp}}]}
-        path = folder / f"openrlhf-{name}.yaml"
-        path.write_text(yaml.safe_dump(ppo))
-        st = plan_pipeline(path).stages[0]
-        assert st.rollout is not None
-        sec = st.rollout.iteration_seconds
-        out.append(("OpenRLHF paper (PPO time per 1024 prompts)", f"{name} PPO, {gpus} x A800: {gpus // 2} train "
-                    f"(ZeRO-3) + {gpus // 2} vLLM (tp {tp}), 1024 + 1024 tokens", f"{measured:.0f} s",
-                    f"{sec:.0f} s (generation {st.rollout.generation_share:.0%})",
-                    f"{(sec / measured - 1) * 100:+.0f}%"))
-    # 16-17. OpenRLHF paper (same table): 34B 1,526 s and 70B 4,489 s per 1,024 prompts on 32 A800s, with the
-    # reference and reward models offloaded (--ref_reward_offload) and gradient checkpointing; the split is
-    # assumed as above (16 train at ZeRO-3 + 16 vLLM at tp 4). paramcalc holds actor and critic on the same 16
-    # GPUs, where OpenRLHF places them on separate Ray groups
-    for name, target, measured in (("codellama-34b", spec(folder, "codellama-34b"), 1526.0),
-                                   ("llama-2-70b", "llama-2-70b", 4489.0)):
-        ppo = {"model": target, "gpu": "a100-80gb", "stages": [
-            {"name": "ppo", "kind": "ppo", "iterations": 1, "rollout_batch": 1024, "prompt_tokens": 1024,
-             "response_tokens": 1024, "micro_batch": 1, "offload_frozen": True,
-             "parallel": {"dp": 16, "zero": 3, "recompute": "full"}, "generation": {"gpus": 16, "tp": 4}}]}
-        path = folder / f"openrlhf-{name}.yaml"
-        path.write_text(yaml.safe_dump(ppo))
-        st = plan_pipeline(path).stages[0]
-        assert st.rollout is not None and st.memory.peak_per_gpu is not None
-        sec = st.rollout.iteration_seconds
-        fit = "fits" if st.memory.fits else "does not fit"
-        out.append(("OpenRLHF paper (PPO time per 1024 prompts)", f"{name} PPO, 32 x A800: 16 train (ZeRO-3, "
-                    "ref/reward offloaded) + 16 vLLM (tp 4), 1024 + 1024 tokens", f"{measured:,.0f} s (runs)",
-                    f"{sec:,.0f} s, {fit} ({st.memory.peak_per_gpu / GIB:.0f} GiB)",
-                    f"{(sec / measured - 1) * 100:+.0f}%" + ("" if st.memory.fits else ", verdict WRONG")))
+    # 14-17. OpenRLHF paper (Hu et al. 2024, arXiv:2405.11143) and README (commit 391e1de4, 2024-05-18): average
+    # seconds to train 1,024 prompts for 1 PPO epoch on A800-80GB, prompt 1024 + response 1024: 7B on 16 GPUs
+    # 471.11 s, 13B on 32 608.93 s, 34B on 32 1526.4 s, 70B on 32 4488.53 s. The paper gives no split of the GPUs;
+    # the rows take the README's Performance Tuning Guide (commit a437272c, 2024-06-22): half the GPUs to vLLM, a
+    # quarter each to the actor (with the reference, --colocate_actor_ref) and to the critic (with the reward
+    # model, --colocate_critic_reward), reference and reward offloaded (--ref_reward_offload), Adam on the CPU
+    # (--adam_offload, the README's "placing the Adam optimizer on the CPU"), gradient checkpointing, ZeRO-3
+    # (ZeRO-2 for 7B, as examples/scripts/train_ppo_llama_ray.sh), train_batch_size 128; the micro-batches are
+    # not published (the guide says "as large as possible"): 8, 4, 2, 1. The A800 is the A100-80GB with a slower
+    # NVLink
+    for name, target, gpus, tp, micro, zero, measured in (
+            ("llama-2-7b", "llama-2-7b", 16, 1, 8, 2, 471.11), ("llama-2-13b", "llama-2-13b", 32, 2, 4, 3, 608.93),
+            ("codellama-34b", spec(folder, "codellama-34b"), 32, 4, 2, 3, 1526.4),
+            ("llama-2-70b", "llama-2-70b", 32, 4, 1, 3, 4488.53)):
+        quarter = gpus // 4
+        st = _openrlhf(folder, name, target, micro=micro, zero=zero, generation={"gpus": gpus // 2, "tp": tp},
+                       placement={"actor": quarter, "critic": quarter, "colocate_actor_ref": True,
+                                  "colocate_critic_reward": True}, offload_frozen=True)
+        out.append(("OpenRLHF paper / README (PPO time per 1024 prompts)",
+                    f"{name} PPO, {gpus} x A800: vLLM {gpus // 2} (tp {tp}), actor+ref {quarter}, critic+reward "
+                    f"{quarter} (ZeRO-{zero}, Adam and ref/reward offloaded), micro-batch {micro}",
+                    f"{measured:,.0f} s", _said(st), _error(st, measured)))
+    # 18-21. OpenRLHF's benchmark (the repository's branch wuxibin/benchmark, benchmark/README.md, commit 8201f882,
+    # 2024-03-26): A800-SXM-80GB, vllm 0.3.1, deepspeed 0.13.2, rollout_batch_size 1024, train_batch_size 128,
+    # 1024 + 1024 tokens; "OpenRLHF(ray+vllm)" with GPUs ref:reward:actor:critic:vLLM = 1:1:2:2:2 (7B, 13B, 34B)
+    # and 2:2:4:4:4 (70B), the GPU counts of the branch's examples/scripts/train_ppo_llama_ray*.sh (the E2E
+    # TFLOPs x GPUs x seconds agree with DeepSpeed-Chat's 8-GPU row only for 8 GPUs at 7B and 13B); generation
+    # micro-batch (--micro_rollout_batch_size, the prompts each actor rank sends vLLM per request) 16, 8, 4, 4;
+    # training micro-batch 8, 4, 2, 4; the scripts' --adam_offload, --gradient_checkpointing, ZeRO-2 (7B, 13B) and
+    # ZeRO-3 (34B, 70B, whose states do not fit 2 GPUs at ZeRO-2); vLLM tp 1 (7B, 13B), 2 (34B; 70B as its script).
+    # Its "Generation" column is make_experience (generation and the scoring forwards), "Training" ppo_train.
+    for name, target, ratio, tp, per_request, micro, zero, (gen, train, e2e) in (
+            ("llama-2-7b", "llama-2-7b", 1, 1, 16, 8, 2, (481.86, 403.29, 885.16)),
+            ("llama-2-13b", "llama-2-13b", 1, 1, 8, 4, 2, (1425.75, 967.15, 2392.91)),
+            ("codellama-34b", spec(folder, "codellama-34b"), 1, 2, 4, 2, 3, (5518.07, 3296.18, 8814.25)),
+            ("llama-2-70b", "llama-2-70b", 2, 2, 4, 4, 3, (7122.65, 2699.97, 9822.62))):
+        st = _openrlhf(folder, name, target, micro=micro, zero=zero,
+                       generation={"gpus": 2 * ratio, "tp": tp, "per_request": per_request},
+                       placement={"actor": 2 * ratio, "critic": 2 * ratio, "reference": ratio,
+                                  "reward_model": ratio})
+        r = st.rollout
+        assert r is not None and r.experience_seconds is not None and r.update_seconds is not None
+        made = r.generation_seconds + r.experience_seconds
+        out.append(("OpenRLHF benchmark branch (ray+vllm, per 1024 prompts)",
+                    f"{name} PPO, {8 * ratio} x A800: ref {ratio}, reward {ratio}, actor {2 * ratio}, critic "
+                    f"{2 * ratio}, vLLM {2 * ratio} (tp {tp}); micro-batches {per_request} (rollout) and {micro}",
+                    f"{e2e:,.0f} s (experience {gen:,.0f} + training {train:,.0f})",
+                    f"{r.iteration_seconds:,.0f} s ({made:,.0f} + {r.update_seconds:,.0f}), "
+                    + ("fits" if st.memory.fits else "does not fit"),
+                    f"{(r.iteration_seconds / e2e - 1) * 100:+.0f}% ({(made / gen - 1) * 100:+.0f}%, "
+                    f"{(r.update_seconds / train - 1) * 100:+.0f}%)" + ("" if st.memory.fits else ", verdict WRONG")))
     return out
+
+
+def _openrlhf(folder: Path, name: str, target: str, *, micro: int, zero: int, generation: dict, placement: dict,
+              offload_frozen: bool = False):
+    """One OpenRLHF PPO iteration (1,024 prompts, 1024 + 1024 tokens) on A800s (as the A100-80GB), each model
+    on its own Ray group, Adam offloaded, gradient checkpointing."""
+    ppo = {"model": target, "gpu": "a100-80gb", "stages": [
+        {"name": "ppo", "kind": "ppo", "iterations": 1, "rollout_batch": 1024, "prompt_tokens": 1024,
+         "response_tokens": 1024, "global_batch": 128, "micro_batch": micro, "offload_frozen": offload_frozen,
+         "parallel": {"zero": zero, "recompute": "full", "offload": "optimizer"},
+         "generation": generation, "placement": placement}]}
+    path = folder / f"openrlhf-{name}.yaml"
+    path.write_text(yaml.safe_dump(ppo))
+    st = plan_pipeline(path).stages[0]
+    assert st.rollout is not None and st.memory.peak_per_gpu is not None
+    return st
+
+
+def _said(st) -> str:
+    r = st.rollout
+    return (f"{r.iteration_seconds:,.0f} s (generation {r.generation_seconds:,.0f}, experience "
+            f"{r.experience_seconds:,.0f}, update {r.update_seconds:,.0f}), "
+            + ("fits" if st.memory.fits else "does not fit") + f" ({st.memory.peak_per_gpu / GIB:.0f} GiB)")
+
+
+def _error(st, measured: float) -> str:
+    return f"{(st.rollout.iteration_seconds / measured - 1) * 100:+.0f}%" + ("" if st.memory.fits else
+                                                                             ", verdict WRONG")
 
 
 def _generation_share(s) -> float:

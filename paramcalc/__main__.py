@@ -1,3 +1,3 @@
-from paramcalc.cli.app import main
+from paramcalc.cli.fast import main
 
 main()

@@ -1,6 +1,10 @@
-"""Run the `paramcalc` command line as CI users do: in this process (the
-same `run` the console script calls, stdout and stderr captured), or, for the
-few tests that need a fresh interpreter, in a subprocess."""
+"""Run the `paramcalc` command line as CI users do: in this process, through the
+typer app (`paramcalc.cli.app.run`, stdout and stderr captured), or, for the
+few tests that need a fresh interpreter, in a subprocess. The console script
+enters at `paramcalc.cli.fast:main`, whose fast path runs plain `count` and
+`flops --json` invocations itself and hands the rest to that same `run`;
+`run` here skips the fast path (tests/test_fast_path.py compares the two),
+`run_process` takes it as users do."""
 
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ class Result:
 
 
 def run(*args, cwd=None) -> Result:
-    """`paramcalc ARGS` in this process: its exit code, stdout and stderr."""
+    """`paramcalc ARGS` in this process, through the typer app: its exit code, stdout and stderr."""
     from paramcalc.cli.app import run as cli
 
     out, err = io.StringIO(), io.StringIO()

@@ -37,3 +37,12 @@ def test_gpu_kernel_sweep_runs_and_suggests_the_catalog_keys(tmp_path):
     assert {"gemm_bf16", "attention", "memory", "source"} <= set(doc["efficiency"])
     shapes = {r["shape"] for r in doc["results"]["gemm_bf16"]}
     assert "llama-3.1-405b qkv /8" in shapes and len(shapes) == 3 * 4 * 2
+
+
+def test_post_training_validation_table_is_the_one_in_the_docs():
+    table = _script("post_training_validation.py").splitlines()
+    doc = (ROOT / "docs" / "post-training-validation.md").read_text().splitlines()
+    rows = [line for line in doc if line.startswith("| ")]
+    stale = [line[:60] for line in table if line not in doc]
+    assert not stale, f"docs/post-training-validation.md is stale: regenerate its table ({stale[0]})"
+    assert rows == table, "docs/post-training-validation.md holds table rows the script does not print"

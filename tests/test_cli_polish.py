@@ -213,3 +213,16 @@ def test_bench_collectives_takes_a_binary_size_and_measures_up_to_it(monkeypatch
     assert r.code == 0, r.err
     assert seen[0][seen[0].index("--max-bytes") + 1] == str(64 * 2**20)
     assert max(row["bytes"] for row in r.json["results"]) == 64 * 2**20
+
+
+# ---------------------------------------------------------------- one recomputation vocabulary
+
+@pytest.mark.parametrize("command", ["flops", "cost", "memory", "estimate", "sweep"])
+def test_every_command_with_recompute_offers_op_in_its_help(command):
+    import typer
+
+    from paramcalc.cli.app import app
+
+    group = typer.main.get_command(app)
+    (option,) = [p for p in group.commands[command].params if p.name == "recompute"]  # type: ignore[attr-defined]
+    assert option.metavar == "none|selective|full|op"

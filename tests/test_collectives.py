@@ -22,7 +22,8 @@ def test_every_collective_is_measured_at_every_size_with_nccl_tests_bus_bandwidt
     assert data["world_size"] == 2 and data["backend"] == "gloo"
     ops = {(r["op"], r["bytes"]) for r in data["results"]}
     assert {op for op, _ in ops} == {"all_reduce", "all_gather", "reduce_scatter"}
-    assert len(ops) == 3 * 5  # 1 KiB .. 256 KiB in powers of 4
+    assert len(ops) == 3 * 6  # 1 KiB .. 256 KiB in powers of 4, then the limit itself (300,000 bytes)
+    assert max(size for _, size in ops) == 300_000
     for r in data["results"]:
         factor = 2 * (2 - 1) / 2 if r["op"] == "all_reduce" else (2 - 1) / 2
         assert r["busbw"] == pytest.approx(r["algbw"] * factor)

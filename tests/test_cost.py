@@ -121,6 +121,23 @@ def test_recomputation_is_reported_as_hardware_flops_and_leaves_gpu_hours_alone(
     assert any("HFU" in n for n in full.notes) and not any("HFU" in n for n in plain.notes)
 
 
+def test_op_recomputation_is_costed_as_hardware_flops_between_none_and_full():
+    from paramcalc.analysis.cost import training_flops
+    from paramcalc.analysis.settings import make_pass
+    from paramcalc.network import lower
+
+    net = lower("llama-2-7b")
+    p = make_pass(net, 4096, 1)
+    model, _, _ = training_flops(net, p, 10**12)
+    hardware = {r: training_flops(net, p, 10**12, r)[1] for r in ("op", "full")}
+    assert model < hardware["op"] < hardware["full"]
+    plain, op = _estimate("llama-2-7b"), _estimate("llama-2-7b", recompute="op")
+    assert op.cost.gpu_hours == plain.cost.gpu_hours
+    assert any(n.startswith("op recomputation: hardware FLOPs") for n in op.notes)
+    r = run("cost", "llama-2-7b", "--tokens", "1T", "--recompute", "op", "--json")
+    assert r.code == 0 and any(n.startswith("op recomputation") for n in r.json["notes"]), r.err
+
+
 def test_price_comes_from_the_argument_else_the_table_else_is_unknown(tmp_path):
     c = estimate_cost("7B", tokens="1T", gpu="h100-sxm").cost
     assert c.usd == pytest.approx(c.gpu_hours * price("h100-sxm"))

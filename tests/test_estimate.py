@@ -130,7 +130,9 @@ def test_recomputation_costs_time_and_counts_in_hfu_not_mfu():
     assert times["none"].seconds < times["selective"].seconds < times["full"].seconds
     full = times["full"]
     assert full.model_flops == times["none"].model_flops
-    assert full.hardware_flops == pytest.approx(full.model_flops * 4 / 3)  # one more forward of 3
+    # one more forward of the layers: the LM head lies outside the checkpointed layers and is not rerun
+    assert full.hardware_flops == pytest.approx(full.model_flops * 4 / 3 - 8 * work.head)
+    assert full.hardware_flops < full.model_flops * 4 / 3
 
 
 def test_fp8_trains_about_1_3_times_faster_not_twice():

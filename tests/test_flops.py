@@ -26,6 +26,30 @@ def test_recomputation_is_hardware_flops_never_model_flops():
     assert selective.recompute == 32 * 2 * (2 * 32 * 2048 * 2048 * 128)  # QK^T and AV of every layer
 
 
+def test_op_recomputation_reruns_wk_wo_and_w3_as_the_step_time_counts_them():
+    from paramcalc.analysis.step import Work, op_rerun_flops
+    from paramcalc.network import lower
+
+    none = count_flops("llama-3.1-8b", seq_len=8192, batch=2, recompute="none").flops
+    op = count_flops("llama-3.1-8b", seq_len=8192, batch=2, recompute="op")
+    h, kv, f = 4096, 1024, 14336  # torchtitan's policy reruns every second mm: wk, wo, w3 of each of 32 layers
+    assert op.flops.recompute == 2 * 32 * 2 * 8192 * (h * kv + h * h + h * f)
+    net = lower("llama-3.1-8b")
+    assert op.flops.recompute == 2 * op_rerun_flops(net, Work.of(net, 8192), False)  # the estimate's HFU, 2 seqs
+    assert op.flops.train_step == none.train_step and op.flops.hardware_step == none.train_step + op.flops.recompute
+    assert any(n.startswith("op recomputation") for n in op.notes)
+
+
+def test_the_flops_command_takes_recompute_op_on_both_paths():
+    from paramcalc.cli.fast import run_fast
+
+    r = run("flops", "gpt2", "--recompute", "op", "--json")
+    assert r.code == 0 and r.json["flops"]["recompute"] > 0
+    assert run_fast(["flops", "gpt2", "--recompute", "op", "--json"]) == 0
+    bad = run("flops", "gpt2", "--recompute", "half", "--json")
+    assert bad.code == 2 and "use one of: none, selective, full, op" in bad.err
+
+
 def test_causal_counts_the_unmasked_pairs_capped_by_mistrals_window():
     s, w = 8192, 4096
     dense = count_flops("mistral-7b", seq_len=s, attention="dense").flops.forward

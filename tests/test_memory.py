@@ -235,3 +235,33 @@ def test_memory_defaults_to_the_pre_training_context_and_flash():
     assert doc["seq_len"] == 8192 and doc["settings"]["attention"] == "flash"
     assert doc["settings"]["profile"] == "transformers"  # one GPU: transformers' (SDPA) tensors
     assert run("memory", "llama-3.1-8b", "--tp", "2", "--json").json["settings"]["profile"] == "megatron"
+
+
+ENCODER_DECODERS = ["t5-base", str(Path(__file__).parent / "data/hf-configs-slow/whisper-tiny.json")]
+
+
+@pytest.mark.parametrize("model", ENCODER_DECODERS)
+def test_recomputation_lowers_an_encoder_decoders_activations(model):
+    """Layer stages named with a slash (`encoder/layers`) are layers too: recomputation replaces
+    their saved tensors instead of adding checkpoints on top of them."""
+    act = {r: estimate_memory(model, recompute=r, attention="eager").memory.activations
+           for r in ("none", "selective", "op", "full")}
+    assert act["none"] > act["selective"] >= act["full"]
+    assert act["none"] > act["op"] > act["full"]
+
+
+@pytest.mark.parametrize("model", ENCODER_DECODERS)
+def test_a_pipeline_splits_an_encoder_decoders_layers(model):
+    whole = estimate_memory(model).memory.weights
+    half = estimate_memory(model, pp=2).memory.weights
+    assert whole / 2 <= half < whole
+
+
+def test_the_step_model_counts_an_encoder_decoders_layers():
+    from paramcalc.analysis.step import Work
+    from paramcalc.network import lower
+
+    net = lower("t5-base")
+    work = Work.of(net, 512)
+    embedding = net.embedding_params()
+    assert work.layer_params == net.total_params - embedding - 2 * 768  # all but the table and the final norms

@@ -183,12 +183,17 @@ def test_activation_offload_keeps_two_layers_of_checkpointed_inputs():
     assert_user_error(run("memory", "llama-2-7b", "--offload-activations"), "--offload-activations", "--recompute")
 
 
-def test_offload_adds_pcie_time_to_a_plan_step(tmp_path):
+def test_offload_adds_pcie_time_and_the_cpu_adam_step_to_a_plan_step(tmp_path):
     stage = {"kind": "sft", "tokens": "100M", "seq_len": 1024, "global_batch": 8, "micro_batch": 1,
              "parallel": {"dp": 1}}
     plain = pipeline(tmp_path, stage).stages[0]
     off = pipeline(tmp_path, {**stage, "parallel": {"dp": 1, "offload": "optimizer"}}).stages[0]
-    assert off.time_per_step_seconds - plain.time_per_step_seconds == pytest.approx(4 * N / PCIE_BYTES_PER_SECOND)
+    # 2 + 2 bytes a parameter over PCIe, then CPUAdam's 30 bytes a parameter at an eighth of a DGX A100
+    # host's 2 x 204.8 GB/s (8 GPUs a node)
+    cpu_adam = 30 * N / (2 * 204.8e9 / 8)
+    assert off.time_per_step_seconds - plain.time_per_step_seconds == pytest.approx(4 * N / PCIE_BYTES_PER_SECOND
+                                                                                    + cpu_adam)
+    assert any("CPUAdam" in n and f"{cpu_adam:.2f} s" in n for n in off.notes)
     assert off.memory.breakdown["model/cpu_offloaded"] == 14 * N
     assert off.memory.peak_per_gpu < plain.memory.peak_per_gpu
 

@@ -12,7 +12,7 @@ GPU-hours of a given MFU.
 from __future__ import annotations
 
 from paramcalc.analysis.flops import count_flops
-from paramcalc.analysis.settings import RECOMPUTE, choose, make_pass
+from paramcalc.analysis.settings import TRAIN_RECOMPUTE, choose, make_pass
 from paramcalc.blocks.base import Pass
 from paramcalc.catalog import load_gpu, price, prices
 from paramcalc.errors import UserError
@@ -90,7 +90,7 @@ def estimate_cost(model: Model, *, tokens, gpu, gpus=1, mfu=0.4, seq_len=None, b
     >>> round(estimate_cost("7.5B", tokens="1e12", gpu="h100-sxm", mfu=0.5).cost.gpu_hours)
     25268
     """
-    choose(recompute, RECOMPUTE, "recompute")
+    recompute = choose(recompute, TRAIN_RECOMPUTE, "recompute")
     net = lower(model)
     n_tokens = parse_positive_int(tokens, field="tokens")
     n_gpus = parse_positive_int(gpus, field="gpus")

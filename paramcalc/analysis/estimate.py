@@ -15,14 +15,16 @@ memory and cost, in one report (`paramcalc estimate`).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 from paramcalc.analysis.comm import measured_efficiency, measured_link_bandwidth
 from paramcalc.analysis.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost, parse_mfu
 from paramcalc.analysis.count import count_params
 from paramcalc.analysis.flops import count_flops
-from paramcalc.analysis.plans import Knobs, Outcome, search
-from paramcalc.analysis.settings import RECOMPUTE, choose, parse_attention
-from paramcalc.analysis.step import Plan
+from paramcalc.analysis.memory import SCHEDULES, TRAIN_RECOMPUTE, dualpipe_error, dualpipe_problem
+from paramcalc.analysis.plans import Knobs, Outcome, candidates, search
+from paramcalc.analysis.settings import choose, parse_attention
+from paramcalc.analysis.step import GRAD_REDUCE, Plan
 from paramcalc.catalog import load_gpu
 from paramcalc.errors import UserError
 from paramcalc.inputs.gpu_file import Gpu, Link
@@ -39,12 +41,16 @@ TRAIN_DTYPES = ("bf16", "fp16", "fp8")
 def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq_len=None, global_batch=None,
              micro_batch=None, tp=None, pp=None, vpp=None, cp=None, ep=None, sp: bool | None = None, zero=None,
              recompute: str | None = None, attention: str = "flash", dtype: str = "bf16", mfu="auto",
-             days=DEFAULT_DAYS, usd_per_hour=None, comm_file=None, kernels_file=None) -> EstimateReport:
+             days=DEFAULT_DAYS, usd_per_hour=None, comm_file=None, kernels_file=None, schedule: str = "1f1b",
+             grad_reduce: str = "fp32") -> EstimateReport:
     """Everything at once: params, FLOPs, a plan, its step time and memory, GPU-hours and dollars.
 
     Tokens default to Chinchilla's 20 per parameter (Hoffmann et al. 2022). `comm_file` is a
     `paramcalc bench-collectives` file whose measured bus bandwidth replaces the scale-up link's;
     `kernels_file` a `benchmarks/gpu_kernels.py` file whose efficiencies replace the catalog's.
+    `schedule` dualpipe evaluates DeepSeek-V3's DualPipe (searched plans keep 1F1B otherwise);
+    `grad_reduce` is the precision gradients accumulate and reduce in (fp32: Megatron-LM's and
+    torchtitan's default; bf16: NeMo's performance recipes), in time and memory alike.
 
     >>> r = estimate("llama-3.1-8b", gpus=8, tokens="1T")
     >>> (r.plan.dp, r.plan.tp, r.memory.fits)
@@ -58,7 +64,7 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
         else CHINCHILLA_TOKENS_PER_PARAM * params.total
     attention = parse_attention(attention)
     knobs = _knobs(tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch,
-                   zero=zero, recompute=recompute, sp=sp)
+                   zero=zero, recompute=recompute, sp=sp, schedule=schedule, grad_reduce=grad_reduce)
     card = load_gpu(gpu)
     notes: list[str] = []
     if kernels_file is not None:
@@ -87,7 +93,7 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
         n = parse_positive_int(gpus, field="gpus")
         found = search(net, n, card, seq, knobs, dtype=dtype, attention=attention)
         if found is None:
-            raise _why_no_plan(net, n, seq, knobs, attention)
+            raise _why_no_plan(net, n, card, seq, knobs, attention)
         outcome = found
     plan, t = outcome.plan, outcome.time
     peak = card.peak(dtype)
@@ -129,7 +135,7 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
                if fixed is None else f"step time from the MFU given ({fixed})"),
               f"MFU and TFLOP/s: model FLOPs (3 x forward, dense attention) against the dense {dtype} peak "
               f"({peak / 1e12:,.0f} TFLOP/s); GPU-hours = steps x step time x GPUs",
-              "memory: the busiest GPU (first or last pipeline stage), Megatron-LM's saved tensors, "
+              f"memory: the busiest GPU{_busiest(plan)}, Megatron-LM's saved tensors, "
               f"{plan.attention} attention, overheads included"]
     if not net.layers:
         notes.append("a layers network (CNN, RNN): its step time is not validated against published runs and errs "
@@ -170,14 +176,33 @@ def _cluster(net, card: Gpu, seq: int, knobs: Knobs, dtype: str, attention: str,
         raise UserError(f"training {tokens:,} tokens within {days:g} days needs more than {MAX_GPUS:,} GPUs",
                         field="days", fix="allow more days, or give --gpus to plan for the cluster you have")
     if last is None:
-        raise _why_no_plan(net, MAX_GPUS, seq, knobs, attention)
+        raise _why_no_plan(net, MAX_GPUS, card, seq, knobs, attention)
     return last.plan.gpus, last
 
 
-def _why_no_plan(net, gpus: int, seq: int, k: Knobs, attention: str) -> UserError:
-    """The setting that rules every plan out, named as its flag."""
+def _why_no_plan(net, gpus: int, card: Gpu, seq: int, k: Knobs, attention: str) -> UserError:
+    """The setting that rules every plan out, named as its flag. DualPipe is blamed only when the
+    same knobs under 1F1B would give a plan; otherwise what rules out 1F1B is named."""
     L = sum(st.count for st in net.layers)
     shaped = bool(net.layers) and bool(net.width)
+    if k.schedule == "dualpipe":
+        plain = replace(k, schedule="1f1b")
+        shapes = {(p.pp, p.micro_batches) for p in candidates(net, gpus, card, seq, plain, dtype="bf16",
+                                                              attention=attention)}
+        if not shapes:
+            return _why_no_plan(net, gpus, card, seq, plain, attention)
+        short = sorted(((pp, m) for pp, m in shapes if dualpipe_problem(pp, 1, m) == "micro_batches"),
+                       key=lambda s: (s[0], -s[1]))
+        if not short:  # every pipeline 1F1B could run is odd (or absent)
+            got = f"got {k.pp}" if k.pp is not None else f"no even pp splits {gpus:,} GPUs and {L} layers"
+            return UserError(f"DualPipe feeds the pipeline from both ends: it needs an even number of stages, {got} "
+                             "(deepseek-ai/DualPipe)", field="pp", fix="give an even {pp}, or {schedule} 1f1b")
+        pp, m = short[0]
+        batch = "micro_batch" if k.micro_batch is not None and k.global_batch is None else "global_batch"
+        return UserError(f"DualPipe needs an even number of micro-batches, at least 2 x pp = {2 * pp}, on each "
+                         f"pipeline; pp {pp} gets {m} (deepseek-ai/DualPipe)", field=batch,
+                         fix="raise {global_batch} or lower {micro_batch} (2 x pp x dp x micro-batch sequences at "
+                             "least), or {schedule} 1f1b")
     for name, value in (("tp", k.tp), ("pp", k.pp), ("cp", k.cp)):
         if value is not None and value > 1 and not shaped:
             return UserError(f"{name} {value}: a network without transformer layers (a CNN, an RNN) is planned "
@@ -244,9 +269,13 @@ def _knobs(**given) -> Knobs:
             raise UserError(f"ZeRO stage must be 0, 1, 2 or 3, got {given['zero']!r}", field="zero")
         out["zero"] = int(stage)
     if given["recompute"] is not None:
-        out["recompute"] = choose(given["recompute"], RECOMPUTE, "recompute")
+        out["recompute"] = choose(given["recompute"], TRAIN_RECOMPUTE, "recompute")
     if given["sp"] is not None:
         out["sp"] = bool(given["sp"])
+    out["schedule"] = choose(given["schedule"], SCHEDULES, "schedule")
+    out["grad_reduce"] = choose(given["grad_reduce"], GRAD_REDUCE, "grad_reduce")
+    if out["schedule"] == "dualpipe" and out.get("vpp", 1) > 1:
+        raise dualpipe_error("vpp", 0, 0)
     return Knobs(**out)
 
 
@@ -254,13 +283,23 @@ def _plan(p: Plan, gpu: str, searched: bool) -> TrainingPlan:
     return TrainingPlan(gpus=p.gpus, gpu=gpu, searched=searched, tp=p.tp, pp=p.pp, vpp=p.vpp, cp=p.cp, ep=p.ep,
                         dp=p.dp, sp=p.sp, micro_batch=p.micro_batch, micro_batches=p.micro_batches,
                         global_batch=p.global_batch, zero=p.zero, recompute=p.recompute, attention=p.attention,
+                        schedule=p.schedule, grad_reduce=p.grad_reduce,
                         dtype=p.dtype)
+
+
+def _busiest(p: Plan) -> str:
+    """Where the busiest GPU sits in the pipeline, as the memory note says it."""
+    if p.schedule == "dualpipe" and p.pp > 1:  # rank i holds stages i and p - 1 - i (analysis/memory.py)
+        return " (DualPipe: rank 0, which holds both ends of the pipeline, or a middle rank's two stages)"
+    return " (first or last pipeline stage)"
 
 
 def _describe(p: Plan) -> str:
     parts = [f"{k} {v}" for k, v in (("TP", p.tp), ("PP", p.pp), ("CP", p.cp), ("EP", p.ep)) if v > 1]
     if p.vpp > 1:
         parts.append(f"{p.vpp} virtual stages")
+    if p.schedule == "dualpipe":
+        parts.append("DualPipe")
     parts.append(f"DP {p.dp}")
     if p.sp:
         parts.append("SP")

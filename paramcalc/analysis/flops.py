@@ -5,14 +5,17 @@ dL/dx = dL/dy W^T and dL/dW = x^T dL/dy, two matmuls of the forward's size, so
 backward = 2 x forward (exact for FlopCounterMode when every weight trains).
 Recomputation (Korthikanti et al. 2022, "Reducing Activation Recomputation"):
 `full` reruns every layer's forward, `selective` only the attention core
-(QK^T, softmax, AV); that extra work counts in hardware FLOPs (HFU), never in
-model FLOPs (MFU), as PaLM (Chowdhery et al. 2022, appendix B) defines them.
+(QK^T, softmax, AV), and torchtitan's op-level `op` every second matmul of
+each layer and the routed experts (analysis/op_checkpoint.py, bf16 GEMMs);
+that extra work counts in hardware FLOPs (HFU), never in model FLOPs (MFU), as
+PaLM (Chowdhery et al. 2022, appendix B) defines them.
 """
 
 from __future__ import annotations
 
 from paramcalc.analysis.count import rows
-from paramcalc.analysis.settings import RECOMPUTE, choose, make_pass, parse_attention
+from paramcalc.analysis.op_checkpoint import op_checkpoint
+from paramcalc.analysis.settings import TRAIN_RECOMPUTE, choose, make_pass, parse_attention
 from paramcalc.blocks.base import Pass
 from paramcalc.blocks.moe import MoE
 from paramcalc.blocks.ssm import Mamba, Mamba2
@@ -46,8 +49,13 @@ def backward_flops(net: Network, p: Pass) -> int:
 
 def recompute_flops(net: Network, p: Pass, recompute: str) -> int:
     """Extra forward FLOPs of recomputation in the backward pass."""
-    if choose(recompute, RECOMPUTE, "recompute") == "none":
+    recompute = choose(recompute, TRAIN_RECOMPUTE, "recompute")
+    if recompute == "none":
         return 0
+    if recompute == "op":  # torchtitan's op-level SAC: the matmuls its policy does not keep, rerun once
+        if not isinstance(net, TransformerNetwork):
+            return 0  # a layers network has no transformer block to wrap (and reports no recompute)
+        return sum(n * layer.recomputed_flops for n, layer in op_checkpoint(net, p.batch, p.seq))
     total = 0
     for stage in net.layers:
         parts = stage.block.flops(p)
@@ -116,6 +124,10 @@ def count_flops(model: Model, *, seq_len=None, batch=1, attention: str = "eager"
              "(a first layer reading pixels or features needs no input gradient)"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *net.seq_notes(asked),
              *_rules_of_thumb(net, p, active, fwd + bwd, palm)]
+    if recompute == "op":
+        notes.append("op recomputation (torchtitan's op-level selective checkpointing): backward reruns every "
+                     "second matmul of each layer and the routed experts' GEMMs, as in bf16 training (under fp8 "
+                     "every GEMM reruns)")
     # Prefill and decode are a generating model's: an encoder (BERT, ViT) reads its input in one pass.
     generates = net.kind in ("decoder", "encoder-decoder")
     if not generates:
@@ -209,7 +221,7 @@ def _measured_report(net: MeasuredCount, p: Pass, kernel: str, recompute: str, a
                  "FlopCounterMode counts full s x s scores); the attention setting does not change a measured count")
     bwd, bwd_how = net.backward_flops(p.batch, p.seq, fwd)  # 2 x forward, or measured (network/profiled.py)
     notes.append(bwd_how)
-    extra = 0 if choose(recompute, RECOMPUTE, "recompute") == "none" else None
+    extra = 0 if choose(recompute, TRAIN_RECOMPUTE, "recompute") == "none" else None
     if extra is None:
         notes.append("recomputation unknown: the measured forward has no layers paramcalc can rerun")
     return FlopsReport(model=net.name, seq_len=p.seq, batch=p.batch, tokens=p.tokens, attention=kernel, notes=notes,

@@ -21,13 +21,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cache
 
+from paramcalc.analysis.op_checkpoint import op_checkpoint
 from paramcalc.analysis.settings import (
     DTYPE_BYTES,
     OFFLOAD,
     OPTIMIZER_STATE,
     PRECISION,
-    RECOMPUTE,
     STATE_IN_BF16,
+    TRAIN_RECOMPUTE,
     choose,
     make_pass,
     parse_attention,
@@ -39,7 +40,7 @@ from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.ssm import Mamba, Mamba2
 from paramcalc.errors import UserError
-from paramcalc.network import Model, Network, lower, transformer_layer
+from paramcalc.network import Model, Network, lower, stage_of, transformer_layer
 from paramcalc.network.measured import MeasuredCount
 from paramcalc.results.memory import Fit, Memory, MemoryReport, Setup
 from paramcalc.units import GIB, parse_number, parse_positive_int
@@ -53,13 +54,17 @@ FRAGMENTATION = 0.05  # the caching allocator's unusable slack, as a share of th
 # Megatron-LM with Transformer Engine, which multi-GPU plans with TP, SP, PP or CP run (auto: so chosen).
 PROFILES = ("auto", "transformers", "megatron")
 
+# Pipeline schedules: 1f1b (Narayanan et al. 2021; interleaved with vpp > 1) and DualPipe
+# (DeepSeek-V3 report, section 3.2.1; deepseek-ai/DualPipe).
+SCHEDULES = ("1f1b", "dualpipe")
+
 
 def check_setup(s: Setup) -> Setup:
     """Every memory setting checked, each error naming its setting."""
     for field, value, choices in (("mode", s.mode, ("train", "infer")), ("dtype", s.dtype, DTYPE_BYTES),
                                   ("kv_dtype", s.kv_dtype or s.dtype, DTYPE_BYTES),
                                   ("precision", s.precision, PRECISION), ("optimizer", s.optimizer, OPTIMIZER_STATE),
-                                  ("recompute", s.recompute, RECOMPUTE),
+                                  ("recompute", s.recompute, TRAIN_RECOMPUTE), ("schedule", s.schedule, SCHEDULES),
                                   ("attention", s.attention, ("eager", "flash")),
                                   ("profile", s.profile, PROFILES), ("offload", s.offload, OFFLOAD)):
         choose(value, choices, field)
@@ -89,7 +94,43 @@ def check_setup(s: Setup) -> Setup:
                         fix="use flash attention with {cp}")
     if s.vpp > 1 and s.pp == 1:
         raise UserError("virtual stages interleave a pipeline", field="vpp", fix="give {pp} > 1, or vpp 1")
+    if s.mode == "train" and s.schedule == "dualpipe":  # a training schedule: inference ignores it
+        check_dualpipe(s.pp, s.vpp, s.micro_batches)
     return s
+
+
+def dualpipe_problem(pp: int, vpp: int, micro_batches: int) -> str | None:
+    """The DualPipe rule a pipeline breaks, as the setting to change ("pp", "vpp", "micro_batches"),
+    or None. DualPipe's own limits (deepseek-ai/DualPipe, DualPipe.step's asserts): an even number of
+    pipeline ranks, an even number of micro-batches, at least two per rank; its two stages per rank
+    are its own interleaving (no virtual stages). The one rule: the memory check, the plan search
+    and the estimate's explanation all ask it."""
+    if pp < 2 or pp % 2:
+        return "pp"
+    if vpp > 1:
+        return "vpp"
+    if micro_batches % 2 or micro_batches < 2 * pp:
+        return "micro_batches"
+    return None
+
+
+def dualpipe_error(problem: str, pp: int, micro_batches: int) -> UserError:
+    """The error for a `dualpipe_problem`."""
+    if problem == "pp":
+        return UserError(f"DualPipe feeds the pipeline from both ends: it needs an even number of stages, got {pp}",
+                         field="schedule", fix="give an even {pp}, or {schedule} 1f1b")
+    if problem == "vpp":
+        return UserError("DualPipe places two stages on each rank itself: it takes no virtual stages",
+                         field="vpp", fix="give vpp 1 with {schedule} dualpipe")
+    return UserError(f"DualPipe needs an even number of micro-batches, at least 2 x pp = {2 * pp}; got "
+                     f"{micro_batches}", field="micro_batches", fix="raise the global batch or lower the micro-batch")
+
+
+def check_dualpipe(pp: int, vpp: int, micro_batches: int) -> None:
+    """Raise the error for the first DualPipe rule broken (`dualpipe_problem`)."""
+    problem = dualpipe_problem(pp, vpp, micro_batches)
+    if problem is not None:
+        raise dualpipe_error(problem, pp, micro_batches)
 
 
 def model_states(params: int, s: Setup, adafactor_state: int | None = None,
@@ -241,7 +282,7 @@ def head_layers(net: Network) -> float:
     params = net.params()
     names = {st.name for st in net.layers}
     L = sum(st.count for st in net.layers)
-    in_layers = sum(v for k, v in params.items() if k.split("/", 1)[0] in names)
+    in_layers = sum(v for k, v in params.items() if stage_of(k, names))
     head = net.head
     size = head.vocab * head.width if isinstance(head, LMHead) else sum(head.params().values())
     return size / (in_layers / L) if L and in_layers else 0.0
@@ -302,15 +343,22 @@ def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
     sp_split = s.tp if s.sequence_parallel else 1
 
     def is_layer(key: str) -> bool:
-        return key.split("/", 1)[0] in layer_names
+        return stage_of(key, layer_names) is not None
 
     # per-layer saved bytes of one micro-batch at the plan's splits (Korthikanti et al. 2022, section 4)
     layer_bytes = {k: _layer_share(k, v, s) for k, v in saved.items() if is_layer(k)}
-    if s.recompute == "full":  # keep each layer's input; one layer is recomputed at a time in backward
-        peak_layer = max(sum(v for k, v in layer_bytes.items() if k.startswith(st.name + "/")) // st.count
-                         for st in net.layers)
+    # one layer is recomputed at a time in backward: its whole saved set is live while it runs (under op-level
+    # SAC the set includes the part already kept, so errs high by that, one layer's op-saved bytes)
+    peak_layer = max(sum(v for k, v in layer_bytes.items() if k.startswith(st.name + "/")) // st.count
+                     for st in net.layers)
+    if s.recompute == "full":  # keep each layer's input
         inputs = _ceil(x * tokens_cp.tokens * (net.width or 0), sp_split)  # split by TP under SP
         layer_bytes = {"layers/checkpointed_inputs": L * inputs, "layers/recomputed_layer": peak_layer}
+    elif s.recompute == "op":  # torchtitan's op-level SAC: the input, every other mm's output, SDPA's outputs
+        kept = op_checkpoint(net, p.batch, p.seq, x=x, tp=s.tp, cp=s.cp, sequence_parallel=s.sequence_parallel,
+                             fp8=s.dtype == "fp8")
+        layer_bytes = {"layers/op_checkpointed": sum(n * c.saved_bytes for n, c in kept),
+                       "layers/recomputed_layer": peak_layer}
     # Megatron's vocab-parallel head: V/tp logits on each rank; sequence parallelism also splits the
     # embedding's output, the final norm and the head's input over the tensor-parallel ranks
     outside = {k: (_ceil(v, s.tp) if k.rsplit("/", 1)[-1] in ("loss", "softcap") else _ceil(v, sp_split))
@@ -326,11 +374,8 @@ def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
     in_flight = min(s.micro_batches, s.pp)
     first_factor = most / L * in_flight if s.vpp == 1 else in_flight / s.pp * (1 + (s.pp - 1) / (s.pp * s.vpp))
 
-    def scaled(factor: float) -> Breakdown:
-        if s.recompute == "full":
-            return {"layers/checkpointed_inputs": int(layer_bytes["layers/checkpointed_inputs"] * factor),
-                    "layers/recomputed_layer": layer_bytes["layers/recomputed_layer"]}
-        return {k: int(v * factor) for k, v in layer_bytes.items()}
+    def scaled(factor: float) -> Breakdown:  # the one layer being recomputed is not multiplied by micro-batches
+        return {k: v if k == "layers/recomputed_layer" else int(v * factor) for k, v in layer_bytes.items()}
 
     in_layers = sum(v for k, v in local.items() if is_layer(k))
     train_layers = sum(v for k, v in local_train.items() if is_layer(k))
@@ -338,6 +383,17 @@ def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
     head = net.head
     if isinstance(head, LMHead) and head.tied:  # the last stage keeps its own copy of a tied table (Megatron)
         last_params += head.vocab * head.width
+    if s.schedule == "dualpipe":
+        # DualPipe (DeepSeek-V3 report, section 3.2.1 and table 2): rank i holds stage i and stage p - 1 - i,
+        # so two stages' parameters (2x), rank 0 both ends (the embedding, the head and its loss), and p + 1
+        # micro-batches of one stage's activations in flight (errs high on rank 0, whose last stage is shorter)
+        factor = most / L * min(s.micro_batches, s.pp + 1)
+        ends, middle = most + fewest, 2 * most
+        return [StageLoad("first", in_layers * ends // L + first_params + last_params,
+                          train_layers * ends // L + first_params + last_params, {**scaled(factor), **outside}, True,
+                          experts(local, ends / L), experts(local_train, ends / L)),
+                StageLoad("middle", in_layers * middle // L, train_layers * middle // L, scaled(factor), False,
+                          experts(local, middle / L), experts(local_train, middle / L))]
     first = StageLoad("first", in_layers * most // L + first_params, train_layers * most // L + first_params,
                       {**scaled(first_factor), **{k: outside[k] for k in first_keys}}, False,
                       experts(local, most / L), experts(local_train, most / L))
@@ -488,6 +544,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                     kv_dtype: str | None = None, precision: str | None = None, optimizer: str = "adamw", zero=0, dp=1,
                     tp=1, pp=1, cp=1, ep=1, vpp=1, micro_batches=None, sequence_parallel: bool = False,
                     recompute: str = "none", attention: str = "flash", reshard: bool = True, profile: str = "auto",
+                    schedule: str = "1f1b",
                     gpu: str | None = None, lora_rank=None, lora_targets: str | None = None,
                     context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION, offload: str = "none",
                     offload_activations: bool = False, chunked_loss: bool = False,
@@ -496,7 +553,8 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
 
     Training at the model's pre-training context (`seq_len` default) with flash attention by
     default; a plan's degrees (dp, tp, pp, cp, ep, vpp) split it as Megatron-LM does, and
-    `micro_batches` per step set how many a pipeline's first stage holds (default: pp).
+    `micro_batches` per step set how many a pipeline's first stage holds (default: pp; 2 x pp, its
+    least, under DualPipe).
 
     >>> estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2).memory.kv_cache
     2147483648
@@ -512,8 +570,8 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     setup = Setup(mode=mode, dtype=dtype, kv_dtype=kv_dtype, precision=precision, optimizer=optimizer,
                   zero=_stage(zero), **ranks, sequence_parallel=sequence_parallel, recompute=recompute,
                   attention=parse_attention(attention), reshard=reshard, quantized_base=quantized,
-                  micro_batches=ranks["pp"] if micro_batches is None else
-                  parse_positive_int(micro_batches, field="micro_batches"), offload=offload,
+                  micro_batches=ranks["pp"] * (2 if schedule == "dualpipe" else 1) if micro_batches is None else
+                  parse_positive_int(micro_batches, field="micro_batches"), offload=offload, schedule=schedule,
                   offload_activations=offload_activations, chunked_loss=chunked_loss,
                   optimizer_in_backward=optimizer_in_backward)
     setup = check_setup(setup.model_copy(update={"profile": resolve_profile(profile, setup)}))
@@ -576,9 +634,25 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
         notes.append("recomputation and tensor/pipeline/context splits of activations are not modelled for layers "
                      "networks: activations are one whole micro-batch's")
         setup = setup.model_copy(update={"recompute": "none", "tp": 1, "pp": 1, "cp": 1})
-    if setup.pp > 1 and setup.mode == "train":
+    if setup.mode == "infer" and setup.schedule == "dualpipe":
+        notes.append("schedule dualpipe ignored: a training schedule (forward and backward chunks paired); "
+                     "inference memory does not depend on it")
+        setup = setup.model_copy(update={"schedule": "1f1b"})
+    if setup.pp > 1 and setup.mode == "train" and setup.schedule == "dualpipe":
+        notes.append("DualPipe (DeepSeek-V3): each rank holds two stages (twice the parameters) and pp + 1 "
+                     "micro-batches of a stage's activations; rank 0 holds both ends, the embedding and the head")
+    elif setup.pp > 1 and setup.mode == "train":
         notes.append("the busiest pipeline stage: the first (the embedding and the micro-batches in flight) or the "
                      "last (the head and its loss), whichever holds more")
+    if setup.mode == "train" and setup.recompute == "op":
+        notes.append("op-level selective recomputation (torchtitan): each layer keeps its input, every other "
+                     "matmul's output (none under fp8: torchao's GEMMs are not aten.mm) and the attention output "
+                     "with its logsumexp; the backward reruns the rest")
+    if torchtitan(setup) and isinstance(net.head, LMHead) and net.layers:
+        piped = (", gradients accumulate unsharded in fp32 over micro-batches, and every pipeline stage keeps "
+                 "each micro-batch's output until the step ends") if setup.pp > 1 else ""
+        notes.append("ZeRO-3 as torchtitan's FSDP2 runs it: its loss upcasts the logits to fp32 (12 bytes a logit at "
+                     "the backward peak, 16 under TP's loss parallel)" + piped)
     notes += _saver_notes(setup)
     terms = memory_terms(net, p, setup, context=_context(context_bytes), slack=_slack(fragmentation))
     total = terms.total
@@ -711,7 +785,8 @@ def _largest_gradient(net: Network, s: Setup, trainable: int) -> int:
     as its gradient is complete, and the gradient is freed; the peak holds about one tensor's
     gradient, the largest trainable one (errs low when several finish together)."""
     counts = {st.name: st.count for st in net.layers}
-    largest = max((v // counts.get(k.split("/", 1)[0], 1) for k, v in net.trainable_params().items()), default=0)
+    largest = max((v // counts.get(stage_of(k, counts) or "", 1) for k, v in net.trainable_params().items()),
+                  default=0)
     g_b = 2 if s.quantized_base else PRECISION[s.precision][1] or max(int(DTYPE_BYTES[s.dtype]), 2)
     return _ceil(min(largest, trainable) * g_b, s.tp)
 
@@ -720,18 +795,30 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
                stage_params: int) -> Breakdown:
     """The per-GPU peak beyond the tensors, as named terms (the first two calibratable):
     the CUDA context, allocator fragmentation, NCCL's buffers, the fp32 logits
-    gradient backward materialises (on the head's stage), and ZeRO-3's gathered
-    parameters: DeepSpeed's estimator keeps 4 bytes per parameter of the largest layer
-    (its 16-bit weights and gradients); prefetching the next layer adds its weights
-    again. FSDP without resharding (Llama 3's and torchtitan's with pipelining) keeps the
-    stage's 16-bit weights gathered from forward to backward, and, accumulating over
-    micro-batches, their unsharded 16-bit gradients until the last one reduce-scatters."""
+    gradient backward materialises (on the head's stage; torchtitan's loss under
+    FSDP2 plans: `_torchtitan_loss`), and ZeRO-3's gathered parameters: DeepSpeed's
+    estimator keeps 4 bytes per parameter of the largest layer (its 16-bit weights and
+    gradients); prefetching the next layer adds its weights again. FSDP without
+    resharding (Llama 3's and torchtitan's with pipelining) keeps the stage's 16-bit
+    weights gathered from forward to backward, and, accumulating over micro-batches,
+    their unsharded gradients until the last one reduce-scatters: in fp32, FSDP2's
+    reduce_dtype (torchtitan's default mixed_precision_reduce), which FSDP2 accumulates
+    in when it skips the reduce-scatter (pytorch/pytorch#125191, "Accumulated in
+    reduce_dtype if not syncing grads": FSDPParam.unsharded_accumulated_grad; torch's
+    PipelineStage sets requires_gradient_sync False for every backward but the last)."""
     out = {"cuda_context": context, "fragmentation": int(slack * tensors)}
     if s.world > 1:
         out["nccl_buffers"] = NCCL_BUFFERS
     if s.mode == "train":
+        titan = torchtitan(s) and isinstance(net.head, LMHead)
         if head and not s.chunked_loss:  # a fused loss keeps only a chunk (in the activations)
-            out["logits_gradient"] = _ceil(4 * net.stages[-1].block.output_elements(p), s.tp * s.cp)
+            logits = _ceil(net.stages[-1].block.output_elements(p), s.tp * s.cp)
+            if titan:
+                out |= _torchtitan_loss(logits, s)
+            else:
+                out["logits_gradient"] = 4 * logits
+        if titan and s.pp > 1:
+            out["pipeline_outputs"] = _stage_outputs(net, p, s, head=head)
         if s.zero >= 3 and s.shards > 1:
             x = 2 if s.dtype == "fp8" else int(DTYPE_BYTES[s.dtype])
             if s.reshard:
@@ -741,9 +828,50 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
                 out["zero3_gathered"] = _ceil(3 * x * largest, s.tp)
             else:
                 out["unsharded_weights"] = x * stage_params
-                if s.micro_batches > 1:  # gradients accumulate unsharded until the last micro-batch syncs them
-                    out["unsharded_gradients"] = x * stage_params
+                if s.micro_batches > 1:  # gradients accumulate unsharded, in fp32, until the last micro-batch
+                    out["unsharded_gradients"] = FSDP2_REDUCE_BYTES * stage_params
     return out
+
+
+# FSDP2's reduce_dtype in torchtitan (job_config.training.mixed_precision_reduce, default "float32")
+FSDP2_REDUCE_BYTES = 4
+
+
+def torchtitan(s: Setup) -> bool:
+    """Whether the plan runs as torchtitan runs it: a plan's ZeRO-3 is FSDP2 (the plans' only FSDP
+    recipe: fp32 sharded masters, reshard_after_forward off under pipelining, torch's pipelining
+    with its 1F1B schedules), whose loss is PyTorch's cross-entropy on upcast logits, not
+    Megatron's fused vocab-parallel kernel."""
+    return s.mode == "train" and s.zero >= 3 and s.profile == "megatron" and s.schedule == "1f1b"
+
+
+def _torchtitan_loss(logits: int, s: Setup) -> Breakdown:
+    """torchtitan's loss on `logits` logits on this GPU (train.py at 9dec370, the benchmarks' commit:
+    `cross_entropy(pred.flatten(0, 1).float(), labels)`, then `del pred` and backward), at its
+    backward peak, beyond the fp32 log-probabilities the loss saves (head/loss, 4 bytes a logit):
+    - without TP, aten's nll_loss_backward makes a 4-byte gradient over the logits and
+      _log_softmax_backward_data a 4-byte result beside it: 8 more bytes a logit (12 in all; the
+      forward peaks lower, at 10: the bf16 logits, their fp32 copy and the log-probabilities);
+    - with TP, loss parallel (torchtitan's default; torch.distributed.tensor.parallel.loss, whose
+      `_nll_loss_and_log_softmax_backward` returns `(grad_input + exp(x)) * grad_output` beside a
+      zeros_like(x) grad_input): the zeros, exp(x) and their sum, 12 more bytes a local logit
+      (16 in all; forward 14: the bf16 logits kept by train.py, their fp32 copy, x - max and its exp).
+    Both peaks are measured on CPU to the byte (tests/test_torchtitan_memory.py)."""
+    return {"loss_backward": (12 if s.tp > 1 else 8) * logits}
+
+
+def _stage_outputs(net: Network, p: Pass, s: Setup, *, head: bool) -> int:
+    """The outputs torch's pipelining keeps for the step's final merge: PipelineStage.forward_one_chunk
+    appends every micro-batch's output to `output_chunks`, cleared only when the next step starts
+    (torch at the benchmarks' commit, 2024-12; every stage did so until pytorch/pytorch#153383,
+    2025-05, kept the last stage's only). A layer stage's output is its hidden states (1/tp of the
+    tokens under sequence parallelism), the last stage's the bf16 logits (1/tp of the vocabulary);
+    a rank of an interleaved schedule holds `vpp` stages, the last rank one of them the head's."""
+    x = activation_precision(s)
+    hidden = x * _ceil(p.tokens, s.cp * (s.tp if s.sequence_parallel else 1)) * (net.width or 0)
+    logits = x * _ceil(net.stages[-1].block.output_elements(p), s.tp * s.cp)
+    per_micro_batch = (logits + (s.vpp - 1) * hidden) if head else s.vpp * hidden
+    return per_micro_batch * s.micro_batches
 
 
 def _largest_batch(total_at, capacity: int, limit: int = 2**20) -> int:

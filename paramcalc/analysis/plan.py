@@ -45,6 +45,14 @@ from pydantic import ValidationError
 
 from paramcalc.analysis.flops import backward_flops, forward_flops
 from paramcalc.analysis.memory import CUDA_CONTEXT, estimate_memory, kv_cache_bytes
+from paramcalc.analysis.offload import (
+    HOST_MEMORY_BYTES_PER_SECOND,
+    OFFLOAD_PCIE_BYTES_PER_PARAM,
+    PCIE_BYTES_PER_SECOND,
+    cpu_adam_seconds,
+    offloaded_step_seconds,
+)
+from paramcalc.analysis.placement import Group, actor_parallel, iteration, layout
 from paramcalc.analysis.search import cost_search
 from paramcalc.analysis.settings import DTYPE_BYTES
 from paramcalc.blocks.base import Pass
@@ -83,11 +91,6 @@ from paramcalc.results.plan import (
 from paramcalc.units import human_bytes
 
 RL_KINDS = ("ppo", "grpo", "rloo")
-
-# Host-device copies of offloaded state: PCIe Gen5 x16 moves 64 GB/s per direction on paper and
-# about 55 GB/s in practice (pinned memory, large copies; NVIDIA's nvbandwidth on H100 hosts measures
-# 53-57 GB/s). Per GPU: each GPU of an HGX node has its own x16 link to a CPU or switch.
-PCIE_BYTES_PER_SECOND = 55e9
 
 # ---------------------------------------------------------------- models in roles
 
@@ -203,6 +206,7 @@ class _Work:
     rollout: _Phases | None = None  # RL stages: how an iteration's time splits
     once: list[tuple[str, int, float]] = field(default_factory=list)  # passes run once before training
     frozen_pcie: int = 0  # bytes per GPU and unit streamed from offloaded frozen models
+    groups: list[Group[_Memory]] | None = None  # RL stages with `placement:`: each group of GPUs and its models
 
 
 @dataclass
@@ -260,6 +264,8 @@ class _Planner:
     def stage(self, st, i: int) -> StageResult:
         here = ("stages", i)
         s = self.settings(st, i)
+        if getattr(st, "placement", None) is not None:
+            st = actor_parallel(st, self.path, here)
         target = st.model or self.pipe.model
         if target is None:
             raise UserError("no model for this stage", where=locate(self.path, here), field=dotted(here),
@@ -287,30 +293,53 @@ class _Planner:
                                     "the option"))
         steps = w.units * w.steps_per_unit
         lr = _schedule(st.lr, steps, here, breaks)
-        mem = _memory(w.memory, s, st.micro_batch, max(st.micro_batch, w.global_batch // par.dp), here, breaks)
-        # offload's PCIe traffic (ZeRO-Offload, parameter and activation offload), not overlapped with compute
-        # (errs slow: DeepSpeed and torchtune overlap part of it on side streams)
-        pcie_step, pcie_micro = w.memory.pcie(st.micro_batch)
-        pcie_seconds = (pcie_step + (accum or 1) * pcie_micro) / PCIE_BYTES_PER_SECOND * w.steps_per_unit
-        if w.frozen_pcie:  # offloaded frozen models streamed in for each use, not overlapped (errs slow)
-            frozen_seconds = w.frozen_pcie / PCIE_BYTES_PER_SECOND
-            gpu_hours += gpus * w.units * frozen_seconds / 3600
-            unit_seconds += frozen_seconds
-            w.notes.append(f"frozen-model offload: {human_bytes(w.frozen_pcie)} over PCIe per GPU and "
-                           f"{'iteration' if w.rollout else 'optimizer step'} at {PCIE_BYTES_PER_SECOND / 1e9:.0f} "
-                           f"GB/s, {frozen_seconds:.2f} s, not overlapped with compute (errs slow)")
-        if pcie_seconds:
-            gpu_hours += gpus * w.units * pcie_seconds / 3600
-            unit_seconds += pcie_seconds
-            w.notes.append(f"offload: {human_bytes(pcie_step + (accum or 1) * pcie_micro)} over PCIe per GPU and "
-                           f"optimizer step at {PCIE_BYTES_PER_SECOND / 1e9:.0f} GB/s (PCIe Gen5 x16, effective), "
-                           f"{pcie_seconds / w.steps_per_unit:.2f} s a step, not overlapped (errs slow)")
-        rollout, all_gpus = None, gpus
-        if w.rollout is not None:
-            rollout, unit_seconds = _phases(w, s, gpus, unit_seconds)
-            if w.rollout.generation_gpus:  # both pools are held for the whole iteration
-                all_gpus = gpus + w.rollout.generation_gpus
-                gpu_hours = all_gpus * w.units * unit_seconds / 3600
+        if w.groups:  # placement: each group's memory, offload traffic and phases (analysis/placement.py)
+            assert w.rollout is not None  # only RL stages take placement
+            micro, mini = st.micro_batch, w.global_batch
+
+            def fit(g: Group[_Memory]) -> tuple[StageMemory, list[Break]]:
+                local: list[Break] = []
+                return _memory(g.memory, s, micro, max(micro, mini // g.par.dp), here, local), local
+
+            by_group = iteration(w.groups, w.passes, w.rollout, peak=s.peak, micro=micro, mini=mini,
+                                steps_per_unit=w.steps_per_unit, gpus_per_node=s.gpu.gpus_per_node, fit=fit)
+            breaks += by_group.breaks
+            w.notes.append(by_group.note)
+            rollout, mem, gpus, unit_seconds = by_group.rollout, by_group.memory, by_group.gpus, by_group.seconds
+            all_gpus = gpus + w.rollout.generation_gpus
+            gpu_hours = all_gpus * w.units * unit_seconds / 3600  # every group is held for the whole iteration
+        else:
+            mem = _memory(w.memory, s, st.micro_batch, max(st.micro_batch, w.global_batch // par.dp), here, breaks)
+            # offload's PCIe traffic (ZeRO-Offload, parameter and activation offload) and ZeRO-Offload's optimizer
+            # step on the CPU, not overlapped with compute (errs slow: DeepSpeed and torchtune overlap part of the
+            # traffic on side streams)
+            pcie_step, pcie_micro = w.memory.pcie(st.micro_batch)
+            per_node = s.gpu.gpus_per_node
+            pcie_seconds = (offloaded_step_seconds(pcie_step, per_node)
+                            + (accum or 1) * pcie_micro / PCIE_BYTES_PER_SECOND) * w.steps_per_unit
+            if w.frozen_pcie:  # offloaded frozen models streamed in for each use, not overlapped (errs slow)
+                frozen_seconds = w.frozen_pcie / PCIE_BYTES_PER_SECOND
+                gpu_hours += gpus * w.units * frozen_seconds / 3600
+                unit_seconds += frozen_seconds
+                w.notes.append(f"frozen-model offload: {human_bytes(w.frozen_pcie)} over PCIe per GPU and "
+                               f"{'iteration' if w.rollout else 'optimizer step'} at {PCIE_BYTES_PER_SECOND / 1e9:.0f} "
+                               f"GB/s, {frozen_seconds:.2f} s, not overlapped with compute (errs slow)")
+            if pcie_seconds:
+                gpu_hours += gpus * w.units * pcie_seconds / 3600
+                unit_seconds += pcie_seconds
+                cpu = cpu_adam_seconds(pcie_step // OFFLOAD_PCIE_BYTES_PER_PARAM, per_node)
+                w.notes.append(f"offload: {human_bytes(pcie_step + (accum or 1) * pcie_micro)} over PCIe per GPU and "
+                               f"optimizer step at {PCIE_BYTES_PER_SECOND / 1e9:.0f} GB/s (PCIe Gen5 x16, effective)"
+                               + (f", then the optimizer step on the CPU (DeepSpeed's CPUAdam, memory-bound: 30 bytes "
+                                  f"a parameter at 1/{per_node} of the host's {HOST_MEMORY_BYTES_PER_SECOND / 1e9:.0f} "
+                                  f"GB/s) {cpu:.2f} s" if cpu else "")
+                               + f"; {pcie_seconds / w.steps_per_unit:.2f} s a step, not overlapped (errs slow)")
+            rollout, all_gpus = None, gpus
+            if w.rollout is not None:
+                rollout, unit_seconds = _phases(w, s, gpus, unit_seconds)
+                if w.rollout.generation_gpus:  # both pools are held for the whole iteration
+                    all_gpus = gpus + w.rollout.generation_gpus
+                    gpu_hours = all_gpus * w.units * unit_seconds / 3600
         notes = w.notes + [f"{gpus:,} x {s.gpu.name} (dp {par.dp}, tp {par.tp}, pp {par.pp}, ZeRO-{par.zero}, "
                            f"recompute {par.recompute}, {par.attention} attention), dense "
                            f"{'bf16' if s.dtype == 'int4' and st.lora else s.dtype} peak, "
@@ -502,6 +531,10 @@ class _Planner:
         trained = [("policy", policy)] + ([("critic", critic)] if critic is not None else [])
         offloaded = _offloaded(st, [r for r, _ in frozen], notes)
         memory = _Memory(trained, frozen, S, 1, st.parallel, s.dtype, self.path, here, offloaded)
+        roles = {"policy": policy, "reference": ref, "reward_model": reward, "critic": critic}
+        groups = self._groups(st, here, s, roles, frozen, offloaded, S, min(mini, B)) if st.placement else None
+        if groups:  # colocated generation runs on the actor's group, beside its models only
+            memory = groups[0].memory
         mini_seqs = min(mini, B)
         mfu = self._mfu(st, s, policy, S, 1, mini_seqs, notes)
         gpus = st.parallel.dp * st.parallel.tp * st.parallel.pp
@@ -566,7 +599,8 @@ class _Planner:
         sync = 0.0
         if separate:
             assert g.gpus is not None  # separate placement names the engine's GPUs
-            sync, link = _weight_sync(policy, s.gpu, gpus + g.gpus, self.path, here)
+            trainers = sum(x.gpus for x in groups) if groups else gpus
+            sync, link = _weight_sync(policy, s.gpu, trainers + g.gpus, self.path, here)
             how += (f"; on {g.gpus} GPU(s) of its own, the policy's 16-bit weights broadcast to them every "
                     f"iteration over {link} ({sync:.2f} s)"
                     + ("; asynchronous: the next rollout generates while this one trains" if g.overlap else ""))
@@ -579,11 +613,17 @@ class _Planner:
                 + (f"forwards of {scored} over {S:,} tokens; " if scored else "")
                 + f"{st.ppo_epochs} x (forward + backward) of the policy" + (" and critic" if critic else ""))
         notes = [head, *notes]
-        if isinstance(st, Ppo):
+        if groups:  # placement: each group holds its own models, sharded over its own GPUs
+            held = "; ".join(f"{' + '.join(r.replace('_', ' ') for r in g.roles)} on {g.gpus:,} GPUs" for g in groups)
+            notes.append(f"memory: each placement group holds only its own models ({held}), their states sharded "
+                         "(ZeRO) over the group's own ranks; trained models with optimizer state, frozen ones "
+                         "weights only; the stage's memory is the fullest group's; generation's KV cache takes what "
+                         "is left on the GPUs that generate (it sets the decode batch)")
+        elif isinstance(st, Ppo):
             notes.append("memory: policy and critic with optimizer state (updated in turn), reference and reward "
                          "model frozen (weights only); generation's KV cache takes what is left (it sets the "
                          "decode batch)")
-        else:
+        if not isinstance(st, Ppo):
             assert isinstance(st, (Grpo, Rloo))
             notes.append(("GRPO (Shao et al. 2024, DeepSeekMath): group-normalised rewards as advantages"
                           if st.kind == "grpo" else "RLOO (Ahmadian et al. 2024): each sample baselined by the mean "
@@ -602,7 +642,31 @@ class _Planner:
                      iterations=iterations, generated=iterations * B * R,
                      rollout=_Phases(gen_seconds, g.gpus if separate and g.gpus else 0, g.overlap and separate, sync,
                                      G, B),
-                     frozen_pcie=-(-B // (st.micro_batch * st.parallel.dp)) * memory.offloaded_bytes())
+                     frozen_pcie=-(-B // (st.micro_batch * st.parallel.dp)) * memory.offloaded_bytes(),
+                     groups=groups)
+
+    # ------------------------------------------------ placement (each model on GPUs of its own)
+
+    def _groups(self, st: Ppo | Grpo | Rloo, here: tuple, s: _Setting, roles: dict[str, _Model | None],
+                frozen: list[tuple[str, _Model]], offloaded: frozenset[str], S: int,
+                mini: int) -> list[Group[_Memory]]:
+        """The groups of analysis/placement.py's layout, each with its models' memory (ZeRO sharded
+        over the group's own dp) and the MFU the step-time model gives its own model at that dp."""
+        present = {r for r, m in roles.items() if m is not None}
+        ref = roles["reference"]
+        is_frozen = dict(frozen)
+        groups = []
+        for g in layout(st, present, ref is not None and ref.shared, self.path, here):
+            trained = [(r, m) for r in g.roles if r in ("policy", "critic") and (m := roles[r]) is not None]
+            held = [(r, is_frozen[r]) for r in g.roles if r in is_frozen]
+            memory = _Memory(trained, held, S, 1, g.par, s.dtype, self.path, here, offloaded & set(g.roles))
+            model = trained[0][1] if trained else held[0][1] if held else roles["policy"]
+            assert model is not None  # every group holds a model
+            mfu = s.mfu
+            if not s.explicit_mfu:
+                mfu = _step_mfu(model, g.par, st.micro_batch, mini, S, s) or s.mfu
+            groups.append(Group(g.key, g.roles, g.gpus, g.par, memory, mfu))
+        return groups
 
     def _reference(self, policy: _Model, st, here: tuple) -> _Model:
         """The default reference: the policy; a LoRA policy's base with the adapters disabled."""
@@ -853,7 +917,17 @@ def _rollout(path: Path, here: tuple, st: Ppo | Grpo | Rloo, s: _Setting, policy
                             f"({human_bytes(per_sequence)}) beside {human_bytes(resident)} of resident weights and "
                             "states", fix="raise generation.tp, parallel.zero or tp, or use LoRA"))
         largest = 1
-    rounds = -(-per_replica // largest)
+    engines = replicas
+    if g.per_request is not None:
+        # OpenRLHF before v0.5 (RemoteExperienceMaker._generate_vllm, replaced by "Send all prompts to vllm"
+        # #507, 2024-11): each trainer rank asks engine rank % engines for its micro_rollout_batch_size
+        # prompts and waits, request after request; an engine batches the requests of the ranks it serves
+        ranks = par.dp * par.tp * par.pp
+        engines = min(replicas, ranks)
+        concurrent = g.per_request * -(-ranks // engines)
+        per_replica = -(-B // engines)
+    at_once = largest if g.per_request is None else min(largest, concurrent)
+    rounds = -(-per_replica // at_once)
     b = -(-per_replica // rounds)
     ttft = prefill_time(net, rates, b, P, replica, kv_dtype, kv_split)[0]
     tpot = decode_time(net, rates, b, P, R, replica, kv_dtype, kv_split)[0] if R > 1 else 0.0
@@ -864,8 +938,12 @@ def _rollout(path: Path, here: tuple, st: Ppo | Grpo | Rloo, s: _Setting, policy
     engine = "vLLM-style engine" if g.engine == "vllm" else "HF generate, eager: at least "
     how = (("on separate GPUs " if separate else "") + f"by the decode roofline ({engine}"
            + (f"{HF_LAYER_SECONDS * 1e3:.0f} ms a layer a step" if g.engine == "hf" else "")
-           + f"): {replicas} replica(s) of {tp} GPU(s), {per_replica:,} prompts each in {rounds} round(s) of "
-           f"{b:,} (KV room for {largest:,}{' beside its own weight copy' if copy else ''}); TTFT "
+           + f"): {replicas} replica(s) of {tp} GPU(s)"
+           + (f" ({engines} used: one per trainer rank at most)" if engines < replicas else "")
+           + f", {per_replica:,} prompts each in {rounds} round(s) of "
+           f"{b:,} (KV room for {largest:,}{' beside its own weight copy' if copy else ''}"
+           + (f"; {g.per_request} per request from each trainer rank" if g.per_request is not None else "")
+           + f"); TTFT "
            f"{ttft * 1e3:,.0f} ms, TPOT {tpot * 1e3:,.1f} ms")
     return (rounds * ttft, rounds * (R - 1) * tpot), how
 
@@ -978,7 +1056,9 @@ class _Memory:
         totals = [(m.total_per_gpu, m.model_states_per_gpu) for m in reports if m.total_per_gpu is not None]
         if len(totals) < len(reports):
             return None, out
-        busiest = max(total - states for total, states in totals)
+        # a group of frozen models only (placement): their weights and the CUDA context (errs low by one
+        # forward's working set and logits)
+        busiest = max((total - states for total, states in totals), default=CUDA_CONTEXT)
         return sum(m.model_states_per_gpu for m in reports) + busiest + sum(frozen.values()), out
 
     def pcie(self, micro: int) -> tuple[int, int]:

@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from functools import cache
 
-from paramcalc.analysis.memory import Terms, memory_terms, model_states
+from paramcalc.analysis.memory import Terms, dualpipe_problem, memory_terms, model_states
 from paramcalc.analysis.step import Plan, StepTime, Work, step_time
 from paramcalc.blocks.base import Pass
 from paramcalc.blocks.moe import MoE
 from paramcalc.errors import UserError
 from paramcalc.inputs.gpu_file import Gpu
-from paramcalc.network import Network, transformer_layer
+from paramcalc.network import Network, stage_of, transformer_layer
 from paramcalc.results.memory import Setup
 
 # Sequences per step when none is given: about 4M tokens, as Llama 2 (4M) and GPT-3 175B
@@ -67,6 +67,10 @@ class Knobs:
     recompute: str | None = None
     sp: bool | None = None
     global_batch: int | None = None
+    # DualPipe is evaluated only when asked for: it pays off where expert all-to-alls are exposed, and
+    # its doubled parameters and 2 x pp micro-batches rule it out elsewhere (DeepSeek-V3 report, 3.2.1)
+    schedule: str = "1f1b"
+    grad_reduce: str = "fp32"  # fp32 (Megatron-LM's default for bf16, torchtitan's FSDP2) | bf16 (NeMo's recipes)
 
     @property
     def pinned(self) -> bool:
@@ -161,6 +165,10 @@ def candidates(net: Network, gpus: int, card: Gpu, seq: int, k: Knobs, *, dtype:
             allowed = [v for v in VIRTUAL_STAGES if pp > 1 and pp * v <= L and m % pp == 0]
             vpps = ([k.vpp] if k.vpp == 1 or k.vpp in allowed or pp > 1 and pp * k.vpp <= L and m % pp == 0
                     else []) if k.vpp is not None else allowed or [1]
+            if k.schedule == "dualpipe":  # DualPipe interleaves its two stages per rank itself: no virtual stages
+                if dualpipe_problem(pp, k.vpp or 1, m) is not None:
+                    continue
+                vpps = [1]
             for vpp in vpps if pp > 1 else [v for v in vpps if v == 1]:
                 # ZeRO-2 moves the bytes ZeRO-1 does: it is tried only when ZeRO-1 does not fit (search)
                 for zero in [k.zero] if k.zero is not None else ((1, 3) if shards > 1 else (0,)):
@@ -170,7 +178,8 @@ def candidates(net: Network, gpus: int, card: Gpu, seq: int, k: Knobs, *, dtype:
                         # (Llama 3, section 3.3.2; torchtitan): re-gathering them per micro-batch would not hide
                         yield Plan(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=mb, global_batch=batch,
                                    zero=zero, recompute=recompute, sp=sp and tp > 1, attention=attention, dtype=dtype,
-                                   reshard=not (zero == 3 and pp > 1))
+                                   reshard=not (zero == 3 and pp > 1), schedule=k.schedule,
+                                   grad_reduce=k.grad_reduce)
 
 
 def search(net: Network, gpus: int, card: Gpu, seq: int, knobs: Knobs = Knobs(), *, dtype: str = "bf16",
@@ -191,7 +200,7 @@ def search(net: Network, gpus: int, card: Gpu, seq: int, knobs: Knobs = Knobs(),
         if fitting and time.seconds > fitting[0][0].seconds * (1 + EQUAL):
             break
         for variant in [plan, replace(plan, zero=2)] if plan.zero == 1 and knobs.zero is None else [plan]:
-            if states(variant) > capacity:
+            if states(variant) > capacity or _outgrows(terms, variant, capacity):
                 continue
             m = terms(variant)
             if m.total is not None and m.total <= capacity:
@@ -203,15 +212,36 @@ def search(net: Network, gpus: int, card: Gpu, seq: int, knobs: Knobs = Knobs(),
     # nothing fits: the least memory, fastest among equals
     least = min(timed, key=lambda tp: (states(tp[1]), tp[0].seconds))
     smallest = [(t, p) for t, p in timed if states(p) == states(least[1])]
+    # a plan shape's least memory is at its smallest micro-batch (_outgrows) or, where one micro-batch
+    # takes the whole per-rank batch, there (no gradient accumulation): only those are weighed
+    shapes = [(replace(p, micro_batch=1), p.micro_batches == 1) for _, p in smallest]
+    fewest: dict[tuple[Plan, bool], int] = {}
+    for shape, (_, p) in zip(shapes, smallest):
+        fewest[shape] = min(fewest.get(shape, p.micro_batch), p.micro_batch)
+    smallest = [(t, p) for shape, (t, p) in zip(shapes, smallest) if p.micro_batch == fewest[shape]]
     best = min(smallest, key=lambda tp: ((terms(tp[1]).total or 0), tp[0].seconds))
     m = terms(best[1])
     return Outcome(best[1], best[0], m, m.total is not None and m.total <= card.memory_bytes, len(timed))
 
 
+def _outgrows(terms, plan: Plan, capacity: int) -> bool:
+    """Whether the plan's micro-batch-1 twin already needs more than `capacity`. With gradient
+    accumulation (more than one micro-batch) a stage's memory never shrinks as the micro-batch grows:
+    it holds mb x min(m, p) samples' activations in flight (m = per-rank batch / mb; Narayanan et al.
+    2021, section 2.2), the recomputed layer and the logits scale with mb, and the states do not
+    change. So one evaluation per plan shape rules out every micro-batch size of a model that fits
+    nothing (deep models), keeping the search's cost flat."""
+    if plan.micro_batch == 1 or plan.micro_batches == 1:  # one micro-batch: no unsharded gradient accumulation
+        return False
+    floor = terms(replace(plan, micro_batch=1)).total
+    return floor is not None and floor > capacity
+
+
 def _simplicity(p: Plan) -> tuple:
     """Among plans equally fast within the model's accuracy, the one a practitioner would run:
     fewest context, pipeline and tensor ranks, no virtual stages, least sharding and recomputation."""
-    return (p.cp, p.pp, p.tp, p.ep, p.vpp, p.zero, ("none", "selective", "full").index(p.recompute), -p.micro_batch)
+    return (p.cp, p.pp, p.tp, p.ep, p.vpp, p.zero, ("none", "selective", "op", "full").index(p.recompute),
+            -p.micro_batch)
 
 
 def evaluate(net: Network, plan: Plan, card: Gpu, seq: int) -> Outcome:
@@ -232,7 +262,7 @@ def _states(net: Network):
     """A lower bound of a plan's memory: its model states on the busiest stage's share."""
     params = net.total_params
     layers = {s.name for s in net.layers}
-    outside = sum(v for key, v in net.params().items() if key.split("/", 1)[0] not in layers)
+    outside = sum(v for key, v in net.params().items() if not stage_of(key, layers))
     expert = sum(v for key, v in net.params().items() if "/moe/experts/" in key)
 
     @cache

@@ -45,7 +45,7 @@ from paramcalc.blocks.moe import MoE
 from paramcalc.catalog import load_gpu
 from paramcalc.errors import UserError
 from paramcalc.inputs.gpu_file import Gpu
-from paramcalc.network import Model, Network, lower, transformer_layer
+from paramcalc.network import Model, Network, lower, stage_of, transformer_layer
 from paramcalc.results.serve import (
     ContinuousPoint,
     ContinuousReport,
@@ -363,7 +363,7 @@ def unread_expert_bytes(net: Network, weights: int, batch: int) -> int:
 def _quantized(key: str, layer_names: set[str]) -> bool:
     """A linear weight inside a transformer layer: what GPTQ, AWQ and FP8 checkpoints quantise
     (norms, biases, MoE routers, embeddings and the LM head stay 16-bit)."""
-    return (key.split("/", 1)[0] in layer_names and key.endswith("/weight") and "norm" not in key
+    return (stage_of(key, layer_names) is not None and key.endswith("/weight") and "norm" not in key
             and "/router/" not in key)
 
 

@@ -53,6 +53,9 @@ STATE_IN_BF16 = {name: (None if b is None else b if "8bit" in name else b // 2) 
 OFFLOAD = ("none", "optimizer", "params", "both")
 
 RECOMPUTE = ("none", "selective", "full")
+# Training adds torchtitan's op-level selective checkpointing (analysis/op_checkpoint.py): what
+# `flops`, `cost`, `memory` and `estimate` accept.
+TRAIN_RECOMPUTE = (*RECOMPUTE, "op")
 
 # One attention vocabulary for every command. eager: what transformers' eager attention
 # computes and keeps (the full s x s scores and probabilities; FLOPs count the whole

@@ -20,8 +20,9 @@ Large-Scale Language Model Training on GPU Clusters", section 2):
   backward, at HBM bandwidth x `efficiency.memory`: a proxy (errs high for
   fused kernels, low for unfused ones);
 - recomputation reruns the forward (full) or the attention core (selective)
-  in backward (Korthikanti et al. 2022, section 5): hardware FLOPs, never model
-  FLOPs;
+  in backward (Korthikanti et al. 2022, section 5), or, under torchtitan's
+  op-level policy (op), every second matmul and every elementwise kernel
+  (analysis/op_checkpoint.py): hardware FLOPs, never model FLOPs;
 - tensor parallelism: 4 all-reduces of the micro-batch's b x s x h activations
   per layer (2 forward, 2 backward; all-gather + reduce-scatter with sequence
   parallelism, the same bytes), 2 more under full recomputation, on the
@@ -31,16 +32,21 @@ Large-Scale Language Model Training on GPU Clusters", section 2):
   (Liu et al. 2023, Ring Attention; Megatron-Core's context parallelism);
 - expert parallelism: a dispatch and a combine all-to-all of the top-k routed
   tokens per MoE layer in forward, two more in backward (Lepikhin et al.
-  2021, GShard), on the critical path;
+  2021, GShard), two more again when full recomputation reruns the layer, on
+  the critical path (1F1B) or behind another micro-batch's compute (DualPipe);
 - pipeline: an activation send forward and a gradient send back per virtual
   stage.
 
 A step runs m micro-batches through the pipeline: 1F1B takes (m + (p - 1) / v)
 micro-batch times of the busiest stage (the interleaved schedule's bubble,
-Narayanan et al. 2021, section 2.2). Data parallelism and ZeRO/FSDP
+Narayanan et al. 2021, section 2.2). DualPipe (DeepSeek-AI 2024, DeepSeek-V3
+technical report, section 3.2.1 and table 2) feeds micro-batches from both ends:
+each rank holds two stages, pairs one micro-batch's forward chunk with another's
+backward chunk so that the expert all-to-alls and pipeline sends run behind the
+pair's compute, and drains with a bubble of (p/2 - 1)(F&B + B - 3W) chunk
+times. Data parallelism and ZeRO/FSDP
 (Rajbhandari et al. 2020) shard over dp x cp: gradients reduce-scattered in
-fp32 (Megatron's distributed optimizer and torchtitan's FSDP reduce in fp32 by
-default; errs slow for bf16 reduction) and 16-bit weights all-gathered, hidden
+the plan's `grad_reduce` precision and 16-bit weights all-gathered, hidden
 behind the micro-batch they overlap (FSDP's prefetch; Megatron's
 --overlap-grad-reduce and --overlap-param-gather). Then the optimizer step
 reads and writes its fp32 state at HBM bandwidth.
@@ -59,12 +65,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from paramcalc.analysis.flops import backward_flops, forward_flops
-from paramcalc.analysis.memory import _layer_share, activation_precision, head_layers, kv_cache_bytes, pipeline_split
+from paramcalc.analysis.memory import (
+    SCHEDULES,
+    _layer_share,
+    activation_precision,
+    head_layers,
+    kv_cache_bytes,
+    pipeline_split,
+)
+from paramcalc.analysis.op_checkpoint import op_checkpoint
 from paramcalc.analysis.settings import DTYPE_BYTES
 from paramcalc.blocks.base import Pass
 from paramcalc.blocks.moe import MoE
 from paramcalc.inputs.gpu_file import Gpu
-from paramcalc.network import Network, transformer_layer
+from paramcalc.network import Network, stage_of, transformer_layer
 from paramcalc.results.memory import Setup
 
 # Fixed time of one collective: NCCL's small-message all-reduce latency is ~10 us across the
@@ -91,6 +105,13 @@ FP8_CAST = 1.5
 # momentum and variance (24), reads the fp32 gradient (4) and writes the 16-bit weight (2).
 OPTIMIZER_BYTES = 30
 
+# DualPipe's overlap is not free: DeepSeek's all-to-all kernels run on 20 of the H800's 132 SMs
+# while the paired chunks compute on the rest (DeepSeek-V3 report, section 3.2.2), so a pair's
+# compute runs at 112/132 of its rate whenever expert all-to-alls run beside it.
+DUALPIPE_COMM_SMS = 20 / 132
+
+GRAD_REDUCE = ("fp32", "bf16")
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -110,6 +131,11 @@ class Plan:
     attention: str = "flash"
     dtype: str = "bf16"  # bf16 | fp8 (Transformer Engine's recipe)
     reshard: bool = True
+    schedule: str = "1f1b"  # 1f1b (interleaved with vpp > 1) | dualpipe
+    # Gradients accumulated and reduced in fp32 (Megatron-LM's default for bf16,
+    # --accumulate-allreduce-grads-in-fp32; torchtitan's FSDP2 reduce_dtype float32; Llama 3,
+    # section 3.3.2, "numerical stability") or in bf16 (NeMo's performance recipes: grad_reduce_in_fp32 = False)
+    grad_reduce: str = "fp32"
 
     @property
     def gpus(self) -> int:
@@ -121,10 +147,18 @@ class Plan:
         return self.global_batch // (self.dp * self.micro_batch)
 
     def setup(self) -> Setup:
-        """The memory model's view of this plan."""
-        return Setup(mode="train", dtype=self.dtype, zero=self.zero, dp=self.dp, tp=self.tp, pp=self.pp, cp=self.cp,
-                     ep=self.ep, vpp=self.vpp, micro_batches=self.micro_batches, sequence_parallel=self.sp,
-                     recompute=self.recompute, attention=self.attention, reshard=self.reshard, profile="megatron")
+        """The memory model's view of this plan. Gradient bytes follow `grad_reduce`, as the time
+        prices them: Megatron's DDP and distributed optimizer (ZeRO 0-2 here) keep a 4-byte
+        main_grad buffer for every local parameter under fp32 reduction (the `megatron` recipe:
+        2 + 4 + 4 + 8 bytes, 6 + 12/d with the distributed optimizer, Megatron-LM's
+        docs/source/api-guide/dist_optimizer.md), a 2-byte one in bf16; FSDP2 (ZeRO-3)
+        keeps fp32 sharded parameters that are the master copy and fp32 sharded gradients,
+        (4 + 4 + 8) / d bytes: the same total as the mixed recipe's (2 + 2 + 12) / d."""
+        precision = "megatron" if self.grad_reduce == "fp32" and self.zero <= 2 else "mixed"
+        return Setup(mode="train", dtype=self.dtype, precision=precision, zero=self.zero, dp=self.dp, tp=self.tp,
+                     pp=self.pp, cp=self.cp, ep=self.ep, vpp=self.vpp, micro_batches=self.micro_batches,
+                     sequence_parallel=self.sp, recompute=self.recompute, attention=self.attention,
+                     reshard=self.reshard, profile="megatron", schedule=self.schedule)
 
 
 @dataclass(frozen=True)
@@ -159,7 +193,7 @@ class Work:
         def core(parts: dict[str, int]) -> float:
             return float(sum(v for k, v in parts.items() if k.rsplit("/", 1)[-1] in ("scores", "values")))
 
-        in_layers = {k: v for k, v in causal.items() if k.split("/", 1)[0] in names}
+        in_layers = {k: v for k, v in causal.items() if stage_of(k, names)}
         moe = [(s.count, m) for s in net.layers if isinstance(m := transformer_layer(s).mlp, MoE)]
         params = net.params()
         expert = sum(v for k, v in params.items() if "/moe/experts/" in k)
@@ -175,11 +209,11 @@ class Work:
                    expert_gemm=float(sum(v for k, v in in_layers.items() if k.endswith("/moe/experts"))),
                    experts=moe[0][1].experts if moe else 0, core_causal=core(causal),
                    core_dense=core(dense),
-                   head=float(sum(v for k, v in causal.items() if k.split("/", 1)[0] not in names)),
+                   head=float(sum(v for k, v in causal.items() if not stage_of(k, names))),
                    model=model, moe_layers=sum(n for n, _ in moe),
                    top_k=moe[0][1].top_k if moe else 0, dense_params=sum(params.values()) - expert,
                    expert_params=expert,
-                   layer_params=sum(v for k, v in params.items() if k.split("/", 1)[0] in names))
+                   layer_params=sum(v for k, v in params.items() if stage_of(k, names)))
 
 
 @dataclass(frozen=True)
@@ -258,6 +292,8 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
         layer += forward
     elif plan.recompute == "selective":
         layer += core + rerun * (1 + FP8_CAST if fp8 else 1) / (card.memory_bandwidth * eff.memory)
+    elif plan.recompute == "op":  # every second matmul (all of them in fp8) and every elementwise kernel, once more
+        layer += op_rerun_flops(net, work, fp8) / L * mb / split / (gemm_rate * shape) + elementwise
 
     collectives: list[tuple[str, int, float, bool]] = []
     x = 2  # 16-bit activations on the wire (FP8 recipes communicate bf16 too)
@@ -278,38 +314,62 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
                             t * L * plan.micro_batches / plan.pp, exposed == 0.0))
         per_layer_comm += exposed
     moe_share = work.moe_layers / L
+    dual = plan.schedule == "dualpipe" and plan.pp > 1
+    ep_comm = 0.0  # per layer, averaged over all layers: behind the paired chunk's compute under DualPipe
     if plan.ep > 1 and work.moe_layers:
         routed = tokens / (plan.tp if plan.sp else 1) * work.top_k * work.width * x
+        # full recomputation reruns the layer's forward, its dispatch and combine included (Megatron's
+        # checkpointed TransformerLayer holds the token dispatcher)
+        n = 6 if plan.recompute == "full" else 4
         # Megatron-Core orders expert ranks tp-ep-dp-pp: an EP group spans tp x ep consecutive GPUs
-        b, t = _moved(card, plan.tp * plan.ep, "all-to-all", plan.ep, routed, 4)
-        collectives.append(("expert-parallel all-to-all (4 per MoE layer)",
+        b, t = _moved(card, plan.tp * plan.ep, "all-to-all", plan.ep, routed, n)
+        collectives.append((f"expert-parallel all-to-all ({n} per MoE layer)",
                             int(b * work.moe_layers * plan.micro_batches / plan.pp),
-                            t * work.moe_layers * plan.micro_batches / plan.pp, False))
-        per_layer_comm += t * moe_share
+                            t * work.moe_layers * plan.micro_batches / plan.pp, dual))
+        ep_comm = t * moe_share
     head = 3 * work.head * mb / split / (head_rate * shape)
     # the busiest stage: a first one with `most` layers, or the last with `fewest` and the head
     # (Megatron's uneven split, the same the memory model holds: analysis/memory.py pipeline_split)
     most, fewest = pipeline_split(L, plan.pp, work.head_layers)
+    # (kernels, exposed communication, communication DualPipe can hide) of one micro-batch on the busiest GPU
     if plan.pp == 1:
-        kernels, talk = L * layer + head, L * per_layer_comm
+        kernels, talk, hideable = L * layer + head, L * per_layer_comm, L * ep_comm
+    elif dual:  # rank 0 holds the first and the last stage, each run by half the micro-batches; others two of `most`
+        ends = (most + fewest) / 2
+        kernels, talk, hideable = max(((most + fewest) * layer / 2 + head / 2, ends * per_layer_comm, ends * ep_comm),
+                                      (most * layer, most * per_layer_comm, most * ep_comm), key=sum)
     else:
-        kernels, talk = max((most * layer, most * per_layer_comm), (fewest * layer + head, fewest * per_layer_comm),
-                            key=lambda kt: kt[0] + kt[1])
+        kernels, talk, hideable = max((most * layer, most * per_layer_comm, most * ep_comm),
+                                      (fewest * layer + head, fewest * per_layer_comm, fewest * ep_comm), key=sum)
+    sends = 0.0
     if plan.pp > 1:
         boundary = tokens * work.width * x / (plan.tp if plan.sp else 1)
         bw, latency = link(card, plan.tp * plan.cp * plan.dp + 1)
-        t = 2 * plan.vpp * (boundary / bw + latency)  # activation forward, its gradient back
+        sends = 2 * plan.vpp * (boundary / bw + latency)  # activation forward, its gradient back
         collectives.append(("pipeline sends (activations and gradients)",
-                            int(2 * plan.vpp * boundary * plan.micro_batches), t * plan.micro_batches, False))
-        talk += t
+                            int(2 * plan.vpp * boundary * plan.micro_batches), sends * plan.micro_batches, dual))
     m = plan.micro_batches
-    stage = kernels + talk
-    bubble = (plan.pp - 1) / plan.vpp * stage
+    if dual:
+        # one micro-batch's forward chunk beside another's backward chunk (F&B): the all-to-alls and sends
+        # run on their own SMs, so the pair takes the longer of its compute, on the SMs left, and that traffic
+        comm = hideable + sends
+        pair = max(kernels / (1 - DUALPIPE_COMM_SMS) if hideable else kernels, comm)
+        stage = pair + talk
+        # the drain: (p/2 - 1)(F&B + B - 3W) (DeepSeek-V3 report, table 2), B a backward chunk with its own
+        # traffic exposed (errs slow), W its weight-gradient GEMMs (one of a linear's two backward GEMMs)
+        backward = (kernels + talk) * (1 - forward / layer) + comm / 2
+        bubble = (plan.pp / 2 - 1) * max(0.0, stage + backward - 3 * kernels * gemm / layer)
+        talk += pair - kernels  # what the pair waits beyond its compute counts as exposed communication
+    else:
+        talk += hideable + sends
+        stage = kernels + talk
+        bubble = (plan.pp - 1) / plan.vpp * stage
 
     # data parallel / ZeRO: dense parameters over dp x cp ranks, routed experts over the expert-data-
     # parallel group of dp x cp / ep ranks (Megatron-Core), each GPU's share of the busiest stage
     shards = plan.dp * plan.cp
-    stage_share = most / L if plan.pp > 1 else 1.0
+    # DualPipe keeps two stages' parameters on every rank (DeepSeek-V3 report, table 2: 2x)
+    stage_share = (2 * most if dual else most) / L if plan.pp > 1 else 1.0
     groups = [(work.dense_params / plan.tp * stage_share, shards, plan.tp * plan.cp * plan.dp),
               (work.expert_params / (plan.tp * plan.ep) * stage_share, max(1, shards // plan.ep),
                plan.tp * plan.cp * plan.dp)]
@@ -318,7 +378,7 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     for local, n, span in groups:
         if n <= 1 or local <= 0:
             continue
-        grads, weights = 4 * local, 2 * local
+        grads, weights = (4 if plan.grad_reduce == "fp32" else 2) * local, 2 * local
         if plan.zero >= 3 and plan.reshard:  # FSDP: gathers in forward and backward, a reduce-scatter, per micro
             b1, t1 = _moved(card, span, "all-gather", n, weights, 2)
             b2, t2 = _moved(card, span, "reduce-scatter", n, grads)
@@ -350,10 +410,22 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     optimizer = OPTIMIZER_BYTES * held / (card.memory_bandwidth * eff.memory)
     seconds = m * stage + bubble + exposed + optimizer
     model = work.model * plan.global_batch
-    recomputed = {"none": 0.0, "selective": work.core_dense, "full": work.model / 3}[plan.recompute]
+    # full recomputation reruns the layers' forward, not the LM head's (it lies outside the checkpointed layers)
+    recomputed = {"none": 0.0, "selective": work.core_dense, "full": work.model / 3 - work.head,
+                  "op": op_rerun_flops(net, work, fp8)}[plan.recompute]
     return StepTime(seconds=seconds, compute=m * kernels, bubble=bubble, exposed_comm=m * talk + exposed,
                     optimizer=optimizer, model_flops=model,
                     hardware_flops=model + recomputed * plan.global_batch, collectives=tuple(collectives))
+
+
+def op_rerun_flops(net: Network, work: Work, fp8: bool) -> float:
+    """Matmul FLOPs one sequence's backward reruns under torchtitan's op-level SAC, all layers
+    (analysis/op_checkpoint.py): the even matmuls of each layer, the routed experts, every fp8 GEMM."""
+    key = ("op", fp8)
+    if key not in work.traffic:
+        work.traffic[key] = float(sum(n * layer.recomputed_flops
+                                      for n, layer in op_checkpoint(net, 1, work.seq, fp8=fp8)))
+    return work.traffic[key]
 
 
 def _traffic(net: Network, work: Work, plan: Plan, recompute: str) -> float:
@@ -370,7 +442,7 @@ def _layer_traffic(net: Network, p: Pass, s: Setup) -> float:
     names = {st.name for st in net.layers}
     a = net.activations(activation_precision(s), s.attention)
     saved = net.saved(p, a)
-    return float(sum(_layer_share(k, v, s) for k, v in saved.items() if k.split("/", 1)[0] in names))
+    return float(sum(_layer_share(k, v, s) for k, v in saved.items() if stage_of(k, names)))
 
 
 def mfu(t: StepTime, plan: Plan, card: Gpu, dtype: str | None = None) -> float:
@@ -378,4 +450,5 @@ def mfu(t: StepTime, plan: Plan, card: Gpu, dtype: str | None = None) -> float:
     return t.model_flops / (plan.gpus * card.peak(dtype or plan.dtype) * t.seconds)
 
 
-__all__ = ["Plan", "StepTime", "Work", "step_time", "mfu", "link", "ring", "DTYPE_BYTES"]
+__all__ = ["Plan", "StepTime", "Work", "step_time", "mfu", "link", "ring", "op_rerun_flops", "DTYPE_BYTES",
+           "SCHEDULES", "GRAD_REDUCE"]

@@ -10,7 +10,6 @@ and exits 2. Anything else is a bug: exit 3 with one line saying so
 from __future__ import annotations
 
 import copy
-import os
 import sys
 from itertools import takewhile
 from typing import Optional
@@ -20,6 +19,7 @@ from typer.core import TyperArgument, TyperOption
 from typer.main import get_command_name
 from typer.models import CommandInfo
 
+from paramcalc.cli.emit import emit, quiet_stdout, say_warnings
 from paramcalc.cli.options import (
     AttentionOpt,
     BatchOpt,
@@ -65,22 +65,6 @@ def _root(debug: bool = typer.Option(False, "--debug", help="show the traceback 
           version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="print the version and exit")) -> None:
     """--debug is taken off the command line by `run`; it is declared here for the help."""
-
-
-def emit(report, as_json: bool, render) -> None:
-    """One JSON document on stdout, or the rich rendering. A reader that closes
-    the pipe early (`| head -1`) changes nothing: the command's exit code stands."""
-    try:
-        caveats = _say_warnings()  # on stderr; the JSON carries them in its notes too
-        if caveats and as_json and isinstance(getattr(report, "notes", None), list):
-            report = report.model_copy(update={"notes": [*caveats, *report.notes]})
-        if as_json:
-            sys.stdout.write(report.json_text())
-        else:
-            render(report)
-        sys.stdout.flush()  # a closed pipe shows here, not in click's exit (which would make it exit 1)
-    except BrokenPipeError:
-        _quiet_stdout()
 
 
 @app.command()
@@ -130,7 +114,12 @@ def memory(target: TargetArg,
                None, metavar="N", help="micro-batches per optimizer step (gradient accumulation) [default: --pp]"),
            sequence_parallel: bool = typer.Option(False, "--sp", help="sequence parallelism with TP "
                                                                       "(Korthikanti et al. 2022)"),
-           recompute: RecomputeOpt = "none", attention: AttentionOpt = "flash",
+           recompute: str = typer.Option("none", "--recompute", metavar="none|selective|full|op", help=(
+               "activation recomputation: Korthikanti et al. 2022's selective or full, or torchtitan's op-level "
+               "selective (op: every other matmul's output kept)")),
+           attention: AttentionOpt = "flash",
+           schedule: str = typer.Option("1f1b", "--schedule", metavar="1f1b|dualpipe", help=(
+               "pipeline schedule: 1f1b (interleaved with --vpp) or DeepSeek-V3's DualPipe (two stages per rank)")),
            reshard: bool = typer.Option(True, "--reshard/--no-reshard",
                                         help="ZeRO-3/FSDP frees gathered weights after forward (--no-reshard: "
                                              "keeps them to backward, as Llama 3 did for its pipeline stages)"),
@@ -160,6 +149,7 @@ def memory(target: TargetArg,
                          precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp, cp=cp, ep=ep,
                          vpp=vpp, micro_batches=micro_batches, sequence_parallel=sequence_parallel,
                          recompute=recompute, attention=attention, reshard=reshard, profile=profile, gpu=gpu,
+                         schedule=schedule,
                          context_bytes=_gib(context_bytes), fragmentation=fragmentation,
                          lora_rank=lora_rank, lora_targets=lora_targets, offload=offload,
                          offload_activations=offload_activations, chunked_loss=chunked_loss,
@@ -189,8 +179,15 @@ def estimate(target: TargetArg, gpu: GpuOpt = "h100-sxm",
              sp: Optional[bool] = typer.Option(None, "--sp/--no-sp", help="sequence parallelism [default: with TP]"),
              zero: Optional[str] = typer.Option(None, "--zero", metavar="0-3",
                                                 help="ZeRO stage over dp x cp [default: searched]"),
-             recompute: Optional[str] = typer.Option(None, "--recompute", metavar="none|selective|full",
-                                                     help="activation recomputation [default: searched]"),
+             recompute: Optional[str] = typer.Option(None, "--recompute", metavar="none|selective|full|op", help=(
+                 "activation recomputation; op: torchtitan's op-level selective [default: searched among none, "
+                 "full and, with eager attention, selective]")),
+             schedule: str = typer.Option("1f1b", "--schedule", metavar="1f1b|dualpipe", help=(
+                 "pipeline schedule: 1f1b (interleaved with --vpp), or DeepSeek-V3's DualPipe, which hides the "
+                 "expert all-to-alls behind paired chunks (evaluated only when given)")),
+             grad_reduce: str = typer.Option("fp32", "--grad-reduce", metavar="fp32|bf16", help=(
+                 "precision gradients accumulate and reduce in: fp32 (Megatron-LM, torchtitan) or bf16 (NeMo's "
+                 "performance recipes)")),
              attention: AttentionOpt = "flash",
              dtype: str = typer.Option("bf16", "--dtype", metavar="bf16|fp8", help=(
                  "bf16 mixed precision, or fp8 GEMMs as Transformer Engine and torchao train")),
@@ -211,7 +208,7 @@ def estimate(target: TargetArg, gpu: GpuOpt = "h100-sxm",
     emit(run(target, gpu=gpu, gpus=gpus, tokens=tokens, seq_len=seq_len, global_batch=global_batch,
              micro_batch=micro_batch, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, sp=sp, zero=zero, recompute=recompute,
              attention=attention, dtype=dtype, mfu=mfu, days=days, usd_per_hour=usd_per_hour, comm_file=comm_file,
-             kernels_file=kernels_file),
+             kernels_file=kernels_file, schedule=schedule, grad_reduce=grad_reduce),
          json, _render("estimate"))
 
 
@@ -250,8 +247,9 @@ def cost(target: TargetArg, gpu: GpuOpt = "h100-sxm",
          seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
          usd_per_hour: Optional[str] = typer.Option(None, "--usd-per-hour", metavar="USD",
                                                     help="USD per GPU-hour [default: built-in table]"),
-         recompute: str = typer.Option("none", metavar="none|selective|full",
-                                       help="reported as hardware FLOPs (HFU) only"),
+         recompute: str = typer.Option("none", metavar="none|selective|full|op", help=(
+             "activation recomputation (op: torchtitan's op-level selective), reported as hardware FLOPs (HFU) "
+             "only")),
          calibration: Optional[str] = typer.Option(None, "--calibration", metavar="FILE",
                                                    help="use the MFU measured by `paramcalc bench --calibration-out`"),
          json: JsonOpt = False) -> None:
@@ -445,7 +443,9 @@ def bench_collectives(out: str = typer.Option(..., "--out", metavar="FILE",
                       nproc: str = typer.Option("2", "--nproc", metavar="N",
                                                 help="processes on this machine (one per GPU)"),
                       backend: str = typer.Option("gloo", metavar="gloo|nccl", help="gloo (CPU) | nccl (GPUs)"),
-                      max_bytes: str = typer.Option("64Mi", "--max-bytes", metavar="BYTES", help="largest message"),
+                      max_bytes: str = typer.Option("64Mi", "--max-bytes", metavar="BYTES", help=(
+                          "largest message, the sweep's last size: decimal (k, M, G: 64M = 64,000,000) or "
+                          "binary (Ki, Mi, Gi: 64Mi = 2^26) suffixes, with or without B")),
                       json: JsonOpt = False) -> None:
     """All-reduce, all-gather and reduce-scatter bandwidth over message sizes, under torchrun."""
     _need_torch()
@@ -566,17 +566,7 @@ def run(args: list[str]) -> int:
         try:
             return _run(args, debug)
         finally:
-            _say_warnings()  # what no report carried (the command failed before it had one)
-
-
-def _say_warnings() -> list[str]:
-    """The input's caveats (paramcalc.errors.warn) so far, each on stderr once; returned for the notes."""
-    from paramcalc.errors import take_warnings
-
-    caveats = take_warnings()
-    for caveat in caveats:
-        print(f"paramcalc: warning: {caveat}", file=sys.stderr)
-    return caveats
+            say_warnings()  # what no report carried (the command failed before it had one)
 
 
 def _run(args: list[str], debug: bool) -> int:
@@ -585,13 +575,13 @@ def _run(args: list[str], debug: bool) -> int:
     except SystemExit as e:  # click ends every run so: 0, 1 (check), 2 (its own usage errors)
         return e.code if isinstance(e.code, int) else 0
     except UserError as e:
-        _say_warnings()  # before the error, which they may explain
+        say_warnings()  # before the error, which they may explain
         print(f"paramcalc: error: {e.render(lambda setting: flag_for(setting, args))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # a reader closed the pipe (`| head`): what was computed stands
-        _quiet_stdout()
+        quiet_stdout()
     except Exception as e:  # a bug, not the user's input
         if debug:
             raise
@@ -602,15 +592,7 @@ def _run(args: list[str], debug: bool) -> int:
 
 
 def main() -> None:
-    # Pydantic plugins observe validation in users' own models, not in this
-    # program's; looking for them scans every installed distribution's
-    # metadata (4 ms of a cold `paramcalc count`). Only the command line opts
-    # out, `import paramcalc` leaves them be, and a value the user set wins.
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
-    sys.exit(run(sys.argv[1:]))
+    """The program's entry before the fast path (cli/fast.py) took it; kept for scripts that name it."""
+    from paramcalc.cli.fast import main as entry
 
-
-def _quiet_stdout() -> None:
-    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    entry()

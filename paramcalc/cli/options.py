@@ -33,8 +33,9 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", metavar="DTYPE",
                                        help="weights and activations: fp32, fp16, bf16, fp8, int8, int4")]
 GpuOpt = Annotated[str, typer.Option("--gpu", metavar="GPU",
                                      help="accelerator (paramcalc gpus lists them), or a GPU .yaml file")]
-RecomputeOpt = Annotated[str, typer.Option("--recompute", metavar="none|selective|full",
-                                           help="activation recomputation (Korthikanti et al. 2022)")]
+RecomputeOpt = Annotated[str, typer.Option("--recompute", metavar="none|selective|full|op", help=(
+    "activation recomputation: Korthikanti et al. 2022's selective or full, or torchtitan's op-level selective "
+    "(op: every other matmul's output kept)"))]
 LoraRankOpt = Annotated[Optional[str], typer.Option(
     "--lora-rank", metavar="R", help="add LoRA adapters of this rank (Hu et al. 2021) and freeze the base model")]
 LoraTargetsOpt = Annotated[Optional[str], typer.Option(

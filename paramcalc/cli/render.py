@@ -28,10 +28,13 @@ class _Console(Console):
         if len(objects) == 1 and isinstance(objects[0], Table):
             _keep_numbers_whole(objects[0])
             table = objects[0]
-            widths = table._calculate_column_widths(self, self.options)  # what rich will lay out
-            edges = (len(widths) + 1 if table.show_edge else len(widths) - 1) if table.box else 0
-            pad = table.padding[1] + table.padding[3] if len(table.padding) == 4 else 2
-            need = sum(max(w, (c.min_width or 0) + pad) for w, c in zip(widths, table.columns)) + edges
+            edges = table._extra_width  # the rules rich adds around and between the columns
+            need = self.width
+            while True:  # widening lets label columns grow too: lay out again until the widths settle
+                widths = table._calculate_column_widths(self, self.options.update_width(need - edges))
+                if sum(widths) + edges <= need:
+                    break
+                need = sum(widths) + edges
             if need > self.width:
                 saved, self._width = self._width, need  # rich's print(width=) only narrows
                 try:
@@ -228,7 +231,9 @@ def estimate(report) -> None:
     table.add_row("plan", f"{plan.gpus:,} x {plan.gpu}",
                   f"TP {plan.tp}, PP {plan.pp}" + (f" (v {plan.vpp})" if plan.vpp > 1 else "")
                   + f", CP {plan.cp}" + (f", EP {plan.ep}" if plan.ep > 1 else "") + f", DP {plan.dp}"
-                  + (", SP" if plan.sp else "") + f", ZeRO-{plan.zero}, recompute {plan.recompute}")
+                  + (", SP" if plan.sp else "") + f", ZeRO-{plan.zero}, recompute {plan.recompute}"
+                  + (", DualPipe" if plan.schedule == "dualpipe" else "")
+                  + (f", {plan.grad_reduce} gradient reduce" if plan.grad_reduce != "fp32" else ""))
     table.add_row("batch", f"{plan.global_batch:,} seqs",
                   f"micro-batch {plan.micro_batch} x {plan.micro_batches} per pipeline")
     if report.memory:
@@ -613,7 +618,8 @@ def verify(report) -> None:
 
 
 def plan(report) -> None:
-    """A pipeline: one row per stage, the search, the totals, then where it breaks."""
+    """A pipeline: one row per stage (an RL stage's iteration and groups of GPUs under it), the
+    search, the totals, then where it breaks."""
 
     out = console if console.is_terminal or "COLUMNS" in os.environ else _Console(width=140)
     table = Table(title=f"{report.model}: training pipeline ({report.file})", title_justify="left")
@@ -621,14 +627,13 @@ def plan(report) -> None:
                 "wall-clock", "cost"):
         table.add_column(col, justify="left" if col == "stage" else "right", no_wrap=True)
     for s in report.stages:
-        m = s.memory
-        mem = "unknown" if m.peak_per_gpu is None else units.human_bytes(m.peak_per_gpu)
-        if m.fits is False:
-            mem = f"[red]{mem} (no fit)[/red]"
         table.add_row(f"{s.name} ({s.kind})" if s.name != s.kind else s.name, f"{s.gpus:,} x {s.gpu}",
                       f"{s.steps:,}", "[red]-[/red]" if s.grad_accum is None else str(s.grad_accum),
-                      f"{s.time_per_step_seconds:,.2f}", f"{s.lr.warmup_steps:,}", units.human_flops(s.flops), mem,
+                      f"{s.time_per_step_seconds:,.2f}", f"{s.lr.warmup_steps:,}", units.human_flops(s.flops),
+                      _plan_memory(s.memory.peak_per_gpu, s.memory.fits),
                       units.human_hours(s.gpu_hours), _duration(s.wall_clock_hours), units.human_usd(s.usd))
+        if s.rollout is not None:
+            _plan_rollout(table, s)
     search = report.search
     if search:
         table.add_row(f"search ({search.method})", f"{search.pool_gpus:,} pool", f"{search.trials} trials", "", "",
@@ -661,6 +666,30 @@ def plan(report) -> None:
         out.print("[bold green]every stage's batches divide and its micro-batch fits[/bold green]")
     for note in report.notes:
         out.print(f"[dim]* {note}[/dim]")
+
+
+def _plan_memory(peak: int | None, fits: bool | None) -> str:
+    mem = "unknown" if peak is None else units.human_bytes(peak)
+    return f"[red]{mem} (no fit)[/red]" if fits is False else mem
+
+
+def _plan_rollout(table: Table, s) -> None:
+    """Under an RL stage's row: its iteration's phases (seconds, one to a line, the engines' GPUs
+    beside generation), then, with `placement:`, one row per group of GPUs: its models, its GPUs,
+    and its peak memory (red where it does not fit)."""
+    r = s.rollout
+    lines = [f"  └ iteration {r.iteration_seconds:,.1f} s" + (", async" if r.overlapped else ""),
+             f"    generation {r.generation_seconds:,.1f} s"]
+    if r.experience_seconds is not None and r.update_seconds is not None:  # placement: the sync ends the update
+        lines += [f"    experience {r.experience_seconds:,.1f} s", f"    update {r.update_seconds:,.1f} s",
+                  f"    (weight sync {r.weight_sync_seconds:,.2f} s)"]
+    else:
+        lines += [f"    score + train {r.training_seconds:,.1f} s", f"    weight sync {r.weight_sync_seconds:,.2f} s"]
+    engines = f"\n{r.generation_gpus:,} x {s.gpu}" if r.placement == "separate" else ""
+    table.add_row("[dim]" + "\n".join(lines) + "[/dim]", f"[dim]{engines}[/dim]", *[""] * (len(table.columns) - 2))
+    for g in r.groups or []:
+        table.add_row(f"[dim]  └ {', '.join(g.roles)}[/dim]", f"{g.gpus:,} x {s.gpu}", "", "", "", "", "",
+                      _plan_memory(g.peak_per_gpu, g.fits), "", "", "")
 
 
 def collectives(report) -> None:

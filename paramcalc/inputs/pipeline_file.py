@@ -156,8 +156,45 @@ class Generation(Input):
     gpu_memory_utilization: Share = Field(0.9, description="vllm: the share of GPU memory the engine may use")
     gpus: Count | None = Field(None, description="GPUs of its own for generation (beside the stage's dp x tp x pp) "
                                                  "[default: none, colocated]")
+    per_request: Count | None = Field(None, description="prompts each trainer rank sends an engine per request, "
+                                                        "rank r to engine r mod engines (OpenRLHF before v0.5: "
+                                                        "--micro_rollout_batch_size) [default: the whole rollout "
+                                                        "at once, continuously batched]")
     overlap: bool = Field(False, alias="async", description="with gpus: generate the next rollout while training "
                                                              "on this one (one step off-policy)")
+
+
+class Placement(Input):
+    """Each model of an RL stage on a group of GPUs of its own, as OpenRLHF's Ray placement groups
+    run them (`--actor_num_gpus_per_node` x `--actor_num_nodes`, and likewise `critic`, `ref`,
+    `reward`); two models may share a group (`--colocate_actor_ref`, `--colocate_critic_reward`).
+    Each group shards its models' ZeRO states over its own GPUs, and the groups work at once:
+    the scoring forwards side by side, then actor and critic training side by side. The engine's
+    GPUs are `generation.gpus`. Without this block every model shares the stage's dp x tp x pp GPUs
+    (DeepSpeed-Chat's hybrid engine, verl's colocated workers)."""
+
+    actor: Count = Field(description="GPUs that train the policy (the actor); its dp = actor / (tp x pp)")
+    critic: Count | None = Field(None, description="ppo: GPUs of the critic [required unless "
+                                                   "colocate_critic_reward puts it with the reward model]")
+    reference: Count | None = Field(None, description="GPUs of the frozen reference [required unless "
+                                                      "colocate_actor_ref]")
+    reward_model: Count | None = Field(None, description="GPUs of the reward model [required unless "
+                                                         "colocate_critic_reward, or rewards by rule]")
+    colocate_actor_ref: bool = Field(False, description="the reference on the actor's GPUs (OpenRLHF's "
+                                                        "--colocate_actor_ref)")
+    colocate_critic_reward: bool = Field(False, description="the reward model on the critic's GPUs (OpenRLHF's "
+                                                            "--colocate_critic_reward)")
+
+    @model_validator(mode="after")
+    def _colocated_groups_have_one_size(self):
+        if self.colocate_actor_ref and self.reference not in (None, self.actor):
+            raise ValueError(f"colocate_actor_ref puts the reference on the actor's {self.actor} GPUs, but reference "
+                             f"is {self.reference}: drop reference, or set it to {self.actor}")
+        if self.colocate_critic_reward and None not in (self.critic, self.reward_model) \
+                and self.critic != self.reward_model:
+            raise ValueError(f"colocate_critic_reward shares one group, but critic is {self.critic} GPUs and "
+                             f"reward_model {self.reward_model}: give one of them, or the same number")
+        return self
 
 
 class _Rl(_Stage):
@@ -174,6 +211,8 @@ class _Rl(_Stage):
     global_batch: Count | None = Field(None, description="sequences per optimizer step (the mini-batch) "
                                                          "[default: every sequence of the rollout]")
     generation: Generation = Field(default_factory=Generation, description="the generation engine")
+    placement: Placement | None = Field(None, description="each model on GPUs of its own (OpenRLHF's Ray "
+                                                          "placement groups) [default: all on dp x tp x pp]")
     generation_mfu: Share | None = Field(None, description="instead: a fixed share of the dense peak that "
                                                            "generation reaches (overrides `generation`)")
     recompute_logprobs: bool = Field(True, description="a policy forward recomputes the rollout's log-probs "

@@ -19,6 +19,7 @@ from paramcalc.network.network import (
     Network,
     Stage,
     TransformerNetwork,
+    stage_of,
     transformer_layer,
     unwrap,
 )
@@ -91,4 +92,4 @@ def lower_spec(spec: Spec) -> Network:
 
 
 __all__ = ["BareCount", "LayersNetwork", "Model", "Network", "Stage", "TransformerNetwork", "lower", "lower_source",
-           "lower_spec", "transformer_layer", "unwrap"]
+           "lower_spec", "stage_of", "transformer_layer", "unwrap"]

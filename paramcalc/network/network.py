@@ -27,6 +27,7 @@ trainable parameters only.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import ClassVar
@@ -109,7 +110,7 @@ class Network:
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         """Bytes autograd keeps for backward in a training forward with the loss."""
-        return self._sum(lambda b: b.saved(p, a))
+        return self._memo(("saved", p, a), lambda: self._sum(lambda b: b.saved(p, a)))
 
     @property
     def total_params(self) -> int:
@@ -231,7 +232,8 @@ class TransformerNetwork(Network):
 
     @property
     def layers(self) -> tuple[Stage, ...]:
-        return tuple(s for s in self.stages if isinstance(unwrap(s.block), TransformerLayer))
+        return self._memo("layers", lambda: tuple(s for s in self.stages
+                                                  if isinstance(unwrap(s.block), TransformerLayer)))
 
     @property
     def width(self) -> int:
@@ -409,6 +411,15 @@ def transformer_layer(stage: Stage) -> TransformerLayer:
     layer = unwrap(stage.block)
     assert isinstance(layer, TransformerLayer), "Network.layers holds transformer layer stages only"
     return layer
+
+
+def stage_of(key: str, names: Iterable[str]) -> str | None:
+    """The name of the stage among `names` that breakdown key `key` belongs to, or None. A stage's
+    name may hold a slash (T5's `encoder/layers`), so the key's first segment is not enough."""
+    for name in names:
+        if key == name or key.startswith(name + "/"):
+            return name
+    return None
 
 
 def matches(key: str, patterns: tuple[str, ...]) -> bool:

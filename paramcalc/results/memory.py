@@ -21,9 +21,11 @@ class Setup(Result):
     cp: int = Field(1, description="context-parallel ranks: each holds 1/cp of every sequence")
     ep: int = Field(1, description="expert-parallel ranks (inside dp x cp): each holds 1/ep of the routed experts")
     vpp: int = Field(1, description="virtual pipeline stages per GPU (interleaved 1F1B)")
+    schedule: str = Field("1f1b", description="pipeline schedule: 1f1b (interleaved with vpp > 1) | dualpipe "
+                                              "(DeepSeek-V3: two stages per rank, pp + 1 micro-batches in flight)")
     micro_batches: int = Field(1, description="micro-batches per step on each pipeline (in flight: up to pp)")
     sequence_parallel: bool = False
-    recompute: str = Field("none", description="none | selective | full")
+    recompute: str = Field("none", description="none | selective | full | op (torchtitan's op-level selective)")
     attention: str = Field("flash", description="eager | flash")
     reshard: bool = Field(True, description="ZeRO-3 / FSDP frees the gathered weights after forward")
     profile: str = Field("transformers", description="whose saved tensors: transformers (eager reference) | "

@@ -30,6 +30,22 @@ class StageMemory(Result):
     breakdown: dict[str, int | None]
 
 
+class PlacementGroup(Result):
+    """One group of GPUs of an RL stage with `placement:` and the models it holds."""
+
+    roles: list[str] = Field(description="the models on these GPUs: policy, critic, reference, reward_model")
+    gpus: int
+    dp: int = Field(description="gpus / (tp x pp): what ZeRO shards over")
+    peak_per_gpu: int | None = Field(description="bytes: the group's models' states, the busiest one's activations, "
+                                                  "frozen weights; null for a bare count")
+    fits: bool | None
+    breakdown: dict[str, int | None]
+    experience_seconds: float = Field(description="the group's scoring forwards of one rollout (and offloaded "
+                                                  "weights streamed in)")
+    update_seconds: float = Field(description="the group's training passes of one iteration (and optimizer offload "
+                                              "traffic)")
+
+
 class Rollout(Result):
     """An RL iteration's time, by phase (ppo, grpo, rloo)."""
 
@@ -41,9 +57,16 @@ class Rollout(Result):
     training_seconds: float = Field(description="scoring forwards, updates and PCIe offload traffic")
     weight_sync_seconds: float = Field(description="separate: the policy's 16-bit weights broadcast to the engine")
     overlapped: bool = Field(description="async: the next rollout is generated while this one trains")
-    iteration_seconds: float = Field(description="colocated or synchronous: the sum; async: the slower of "
-                                                 "generation and training, plus the weight sync")
+    iteration_seconds: float = Field(description="colocated or synchronous: the sum (with placement, the sync "
+                                                 "overlaps the critic's update); async: the slower of generation "
+                                                 "and training, plus the weight sync")
     generation_share: float = Field(description="generation_seconds / iteration_seconds")
+    experience_seconds: float | None = Field(None, description="with placement: the scoring phase, the slowest "
+                                                               "group's forwards (groups run at once)")
+    update_seconds: float | None = Field(None, description="with placement: the update phase, the slowest group's "
+                                                           "training, the actor's including the weight sync")
+    groups: list[PlacementGroup] | None = Field(None, description="with placement: each group of GPUs, its memory "
+                                                                  "and phase times")
 
 
 class StageResult(Result):
@@ -52,7 +75,7 @@ class StageResult(Result):
     objective: str
     models: dict[str, str] = Field(description="role -> model")
     gpu: str
-    gpus: int = Field(description="dp x tp x pp")
+    gpus: int = Field(description="dp x tp x pp; with placement, every group's GPUs (the engines' apart)")
     dp: int
     tp: int
     pp: int

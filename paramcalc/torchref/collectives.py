@@ -21,7 +21,40 @@ import argparse
 import os
 import time
 
-SIZES = [2**p for p in range(10, 27, 2)]  # 1 KiB .. 64 MiB
+SIZES = [2**p for p in range(10, 27, 2)]  # 1 KiB .. 64 MiB, the default sweep
+
+
+def message_sizes(max_bytes: int) -> list[int]:
+    """The sweep up to `max_bytes`: powers of 4 from 1 KiB below it, then the limit itself,
+    so a decimal limit ends where it says (64M: ..., 16 MiB, 64,000,000 bytes), not at the
+    power of 4 below it.
+
+    >>> message_sizes(2**26)[-2:]
+    [16777216, 67108864]
+    >>> message_sizes(64_000_000)[-2:]
+    [16777216, 64000000]
+    >>> message_sizes(300_000)
+    [1024, 4096, 16384, 65536, 262144, 300000]
+    """
+    sizes = []
+    size = SIZES[0]
+    while size < max_bytes:
+        sizes.append(size)
+        size *= 4
+    return [*sizes, max_bytes]
+
+
+def tensor_elements(sizes: list[int], n: int) -> list[int]:
+    """The fp32 elements of each message, divisible by the world size `n` (rounded down, at least
+    n), each length once: a limit just above a size (1025 bytes on 2 ranks) rounds onto it, and
+    the sweep measures 1024 bytes once, not twice.
+
+    >>> tensor_elements([1024, 1025], 2)
+    [256]
+    >>> tensor_elements([1024, 4096, 64_000_000], 3)
+    [255, 1023, 15999999]
+    """
+    return list(dict.fromkeys(max(n, size // 4 // n * n) for size in sizes))
 
 
 def _bus_factor(op: str, n: int) -> float:
@@ -43,8 +76,7 @@ def measure(sizes: list[int], iters: int, warmup: int) -> str | None:
         torch.cuda.set_device(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     results: list[CollectiveRow] = []
-    for size in sizes:
-        elements = max(n, size // 4 // n * n)  # fp32, divisible by the world size
+    for elements in tensor_elements(sizes, n):
         full = torch.ones(elements, device=device)
         shard = torch.ones(elements // n, device=device)
         ops = {
@@ -79,7 +111,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=2)
     args = parser.parse_args()
-    text = measure([s for s in SIZES if s <= args.max_bytes], args.iters, args.warmup)
+    text = measure(message_sizes(args.max_bytes), args.iters, args.warmup)
     if text:
         with open(args.out, "w") as f:
             f.write(text)
