@@ -40,6 +40,10 @@ SPECS = {
 }
 
 
+# OPT's published shapes (Zhang et al. 2022, table 1; facebook/opt-* config.json), with their sources in the files
+OPT = Path(__file__).resolve().parent.parent / "tests" / "data" / "specs"
+
+
 def spec(folder: Path, name: str) -> str:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump({"name": name, **SPECS[name]}))
@@ -174,7 +178,69 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
                     + ("fits" if st.memory.fits else "does not fit"),
                     f"{(r.iteration_seconds / e2e - 1) * 100:+.0f}% ({(made / gen - 1) * 100:+.0f}%, "
                     f"{(r.update_seconds / train - 1) * 100:+.0f}%)" + ("" if st.memory.fits else ", verdict WRONG")))
+    # 22-27. DeepSpeed-Chat's end-to-end breakdowns (microsoft/DeepSpeedExamples, applications/DeepSpeed-Chat/README.md
+    # at the release commit e468799f, 2023-04-11: "E2E time breakdown"): OPT-13B actor + OPT-350M reward model on one
+    # DGX node of 8 x A100-40G, step 1 2.5 h, step 2 0.25 h, step 3 10.8 h; OPT-66B + OPT-350M on 8 DGX nodes of
+    # 8 x A100-80G, 82 min, 5 min, 7.5 h. Each step runs train.py's script at that commit (training/step*/
+    # training_scripts/single_node/run_13b.sh, run_350m.sh; multi_node/run_66b.sh, run_350m.sh): the six datasets
+    # split 2,4,4 (20% to step 1, 40% each to steps 2 and 3); step 3's 40% is 264,292 prompts (BenckmarkSetting.md:
+    # "The total training samples we have is 264,292", 256 + 256 tokens, 1 epoch), so step 1 has half as many;
+    # every sample padded to max_seq_len 512 (data_utils.py, padding="max_length"). Step 1: 2 epochs, micro-batch 4,
+    # ZeRO-3, gradient checkpointing. Step 2: 1 epoch, micro-batch 8 (single node) or 2 (multi node), ZeRO-0, the
+    # reward model a scalar head on OPT-350M. Step 3: micro-batch = generation batch 16 (13B) or 4 (66B) a GPU,
+    # one optimizer step per generation batch (ppo_epochs 1), ZeRO-3 actor and critic, actor gradient
+    # checkpointing, the hybrid engine generating with inference_tp_size 2 (13B) or 8 (66B) on the training GPUs,
+    # answers forced to 256 tokens (min_length), reference not offloaded. --actor_lora_dim 128 without
+    # --only_optimize_lora: every weight trains and the adapters add ~4% (not modelled: errs fast)
+    for step, model, gpu, gpus, measured, stage in (
+            (1, "opt-13b", "a100-40gb", 8, 2.5 * 3600, {"kind": "sft", "samples": 132_146, "epochs": 2, "seq_len": 512,
+                                                        "global_batch": 32, "micro_batch": 4}),
+            (2, "opt-350m", "a100-40gb", 8, 0.25 * 3600, {"kind": "reward", "samples": 264_292, "epochs": 1,
+                                                          "seq_len": 512, "global_batch": 64, "micro_batch": 8}),
+            (3, "opt-13b", "a100-40gb", 8, 10.8 * 3600, {"kind": "ppo", "prompts": 264_292, "rollout_batch": 128,
+                                                         "global_batch": 128, "micro_batch": 16, "tp": 2}),
+            (1, "opt-66b", "a100-80gb", 64, 82 * 60, {"kind": "sft", "samples": 132_146, "epochs": 2, "seq_len": 512,
+                                                      "global_batch": 256, "micro_batch": 4}),
+            (2, "opt-350m", "a100-80gb", 64, 5 * 60, {"kind": "reward", "samples": 264_292, "epochs": 1,
+                                                      "seq_len": 512, "global_batch": 128, "micro_batch": 2}),
+            (3, "opt-66b", "a100-80gb", 64, 7.5 * 3600, {"kind": "ppo", "prompts": 264_292, "rollout_batch": 256,
+                                                         "global_batch": 256, "micro_batch": 4, "tp": 8})):
+        out.append(_dschat(folder, step, model, gpu, gpus, measured, dict(stage)))
     return out
+
+
+def _dschat(folder: Path, step: int, model: str, gpu: str, gpus: int, measured: float, stage: dict):
+    """One DeepSpeed-Chat step as its release scripts run it (rows 22-27), and the row that compares it."""
+    kind = stage["kind"]
+    zero, recompute = (0, "none") if kind == "reward" else (3, "full")
+    stage["parallel"] = {"dp": gpus, "zero": zero, "recompute": recompute}
+    if kind == "ppo":
+        stage |= {"reward_model": str(OPT / "opt-350m.yaml"), "prompt_tokens": 256, "response_tokens": 256,
+                  "generation": {"tp": stage.pop("tp")}}
+    path = folder / f"dschat-{step}-{model}-{gpus}.yaml"
+    path.write_text(yaml.safe_dump({"model": str(OPT / f"{model}.yaml"), "gpu": gpu, "stages": [stage]}))
+    s = plan_pipeline(path).stages[0]
+    seconds = s.wall_clock_hours * 3600
+    card = gpu.replace("a100-", "A100-").replace("gb", "G")
+    m = stage["micro_batch"]
+    if step == 1:
+        what = f"step 1 SFT, {stage['samples']:,} x 2 epochs x 512 padded, micro-batch {m}, ZeRO-3, checkpointing"
+    elif step == 2:
+        what = f"step 2 reward model, {stage['samples']:,} pairs x 512 padded, micro-batch {m}, ZeRO-0"
+    else:
+        what = (f"step 3 PPO + opt-350m critic and reward, {stage['prompts']:,} prompts, 256 + 256 tokens, {m} a GPU, "
+                f"ZeRO-3, hybrid engine tp {stage['generation']['tp']}")
+    said = _hours(seconds) + ("" if s.memory.fits else ", does not fit")
+    if s.rollout is not None:
+        said += f" ({s.rollout.iteration_seconds:,.1f} s an iteration, generation {s.rollout.generation_seconds:,.1f})"
+    if any(b.field.endswith(".generation") for b in s.breaks):
+        said += ", no KV room beside the gathered weights"
+    return ("DeepSpeed-Chat README, E2E breakdown", f"{model}, {gpus} x {card}: {what}", _hours(measured), said,
+            f"{(seconds / measured - 1) * 100:+.0f}%" + ("" if s.memory.fits else ", verdict WRONG"))
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
 def _openrlhf(folder: Path, name: str, target: str, *, micro: int, zero: int, generation: dict, placement: dict,

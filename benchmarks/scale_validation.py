@@ -86,12 +86,14 @@ RUNS = [
      dict(gpu=TITAN_GPU, gpus=8, cp=4, global_batch=2, micro_batch=1, zero=3, recompute="full", seq_len=131072,
           dtype="fp8"),
      None, 2 * 131072 / (1071 * 8), 84.0),
-    # 180K H800 GPU-hours per trillion tokens (section 1) at 15,360 x 4,096-token batches; DeepSeek recomputes
-    # only RMSNorm and the MLA up-projections (section 3.2.3), little compute: the nearest setting is none
+    # 180K H800 GPU-hours per trillion tokens (section 1) at 15,360 x 4,096-token batches; the report's memory
+    # recipe: RMSNorm, MLA up-projections (section 3.2.3) and the MoE SwiGLU rerun (3.3.3), the Linears' inputs
+    # cached in fp8 and AdamW's moments in bf16 (3.3.3), fp32 gradients (grad_reduce fp32) and master weights
     ("DeepSeek-V3 fp8, 2,048 H800, PP16 DualPipe EP64, ZeRO-1", "DeepSeek-AI 2024, DeepSeek-V3 technical report, "
-     "sections 1 and 3.2", "deepseek-v3", dict(gpu="h800", gpus=2048, tp=1, pp=16, cp=1, ep=64, zero=1,
-                                               global_batch=15360, seq_len=4096, dtype="fp8", schedule="dualpipe",
-                                               recompute="none"),
+     "sections 1, 3.2 and 3.3", "deepseek-v3", dict(gpu="h800", gpus=2048, tp=1, pp=16, cp=1, ep=64, zero=1,
+                                                    global_batch=15360, seq_len=4096, dtype="fp8",
+                                                    schedule="dualpipe", recompute="deepseek",
+                                                    fp8_activations=True, optimizer="adamw-bf16"),
      None, 180_000 * 3600 / (10**12 / (15360 * 4096)) / 2048, None),
     ("GPT-3 175B, 64 A100, TP8 PP8, selective + SP", KORTHIKANTI, "tests/data/specs/gpt3-175b.yaml",
      dict(gpus=64, gpu="a100-80gb", tp=8, pp=8, vpp=3, global_batch=64, micro_batch=1, seq_len=2048,

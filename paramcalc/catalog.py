@@ -3,7 +3,10 @@
 source. Users add a GPU by passing their own file in the same format to `--gpu`.
 
 The presets are the package `paramcalc.presets` (the repository's top-level
-presets/ folder), read with importlib.resources; one preset file is read by name.
+presets/ folder); one preset file is read by name. Finding a preset imports
+neither pydantic nor yaml (the fast `count --json` of a stored preset,
+paramcalc/presets_store.py): the file models and the loader are imported
+where a file is read.
 """
 
 from __future__ import annotations
@@ -13,23 +16,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from paramcalc.errors import UserError
-from paramcalc.inputs.files import load_mapping, load_yaml, suggest, validate
-from paramcalc.inputs.gpu_file import Gpu, Prices
 
 if TYPE_CHECKING:
+    from paramcalc.inputs.gpu_file import Gpu, Prices
     from paramcalc.results.catalog import GpusReport, PresetsReport
 
 
 @cache
 def presets_root() -> Path:
     """The presets folder: the installed package paramcalc.presets or, in a source
-    checkout put on sys.path without installing, the presets/ folder beside the package."""
-    from importlib.resources import files
-
+    checkout put on sys.path without installing, the presets/ folder beside the package.
+    (The package's own folder, not importlib.resources: that import costs a cold start 13 ms.)"""
     try:
-        return Path(str(files("paramcalc.presets")))
+        import paramcalc.presets as presets
     except ModuleNotFoundError:
         return Path(__file__).resolve().parent.parent / "presets"
+    return Path(presets.__file__).parent
 
 
 def preset_names() -> list[str]:
@@ -46,11 +48,14 @@ def preset_path(name: str) -> Path | None:
 
 def unknown_preset(text: str) -> str:
     """The fix for a name that is no preset: the closest names, or where to find them."""
+    from paramcalc.inputs.files import suggest
+
     return suggest(text, preset_names(), fallback="see `paramcalc presets` for the names")
 
 
 def preset_catalog() -> PresetsReport:
     """Name, family, exact count and source of every embedded model preset."""
+    from paramcalc.inputs.files import load_yaml
     from paramcalc.results.catalog import PresetEntry, PresetsReport
 
     entries = []
@@ -74,6 +79,8 @@ def gpu_catalog() -> GpusReport:
 
 @cache
 def _aliases() -> dict[str, str]:
+    from paramcalc.inputs.files import load_yaml
+
     out = {}
     for path in (presets_root() / "gpus").glob("*.yaml"):
         data = load_yaml(path)
@@ -88,6 +95,9 @@ def gpu_names() -> list[str]:
 
 def load_gpu(name: str) -> Gpu:
     """A catalog GPU by name or alias (`h100`, `H100-SXM`), or a user's GPU .yaml file."""
+    from paramcalc.inputs.files import load_mapping, suggest, validate
+    from paramcalc.inputs.gpu_file import Gpu
+
     if name.lower().endswith((".yaml", ".yml")):
         path = Path(name)
         return validate(Gpu, load_mapping(path), path=path)
@@ -103,12 +113,18 @@ def load_gpu(name: str) -> Gpu:
 
 @cache
 def _catalog_gpu(path: Path) -> Gpu:
+    from paramcalc.inputs.files import load_mapping, validate
+    from paramcalc.inputs.gpu_file import Gpu
+
     return validate(Gpu, load_mapping(path), path=path)
 
 
 @cache
 def prices() -> Prices:
     """Indicative on-demand list prices (USD per GPU-hour), with their date."""
+    from paramcalc.inputs.files import load_mapping, validate
+    from paramcalc.inputs.gpu_file import Prices
+
     path = presets_root() / "prices.yaml"
     return validate(Prices, load_mapping(path), path=path)
 

@@ -218,11 +218,11 @@ def test_bench_collectives_takes_a_binary_size_and_measures_up_to_it(monkeypatch
 # ---------------------------------------------------------------- one recomputation vocabulary
 
 @pytest.mark.parametrize("command", ["flops", "cost", "memory", "estimate", "sweep"])
-def test_every_command_with_recompute_offers_op_in_its_help(command):
+def test_every_command_with_recompute_offers_op_and_deepseek_in_its_help(command):
     import typer
 
     from paramcalc.cli.app import app
 
     group = typer.main.get_command(app)
     (option,) = [p for p in group.commands[command].params if p.name == "recompute"]  # type: ignore[attr-defined]
-    assert option.metavar == "none|selective|full|op"
+    assert option.metavar == "none|selective|full|op|deepseek"

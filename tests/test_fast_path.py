@@ -1,7 +1,8 @@
 """The program's fast path (cli/fast.py): plain `--json` invocations of `count`
 and `flops` run without typer, click or rich, and print exactly what the typer
 app prints, bad input (exit 2) included; everything else, bugs included, is
-the typer app's."""
+the typer app's. A preset's count comes from its stored network
+(paramcalc/presets_store.py), without pydantic or yaml."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from cli import run, run_process
 
+from paramcalc.catalog import preset_names
 from paramcalc.cli.fast import fast_call, run_fast
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,6 +50,21 @@ def test_a_plain_json_invocation_prints_byte_for_byte_what_the_typer_app_prints(
     assert code == full.code == 0
     assert out == full.out and err == full.err
     assert json.loads(out)["command"] == args[0]
+
+
+@pytest.mark.parametrize("name", [*preset_names(), "LLAMA-3.1-8B"])
+def test_every_presets_count_comes_from_its_stored_network_byte_for_byte_as_the_typer_app_prints_it(name,
+                                                                                                    monkeypatch):
+    from paramcalc.analysis import count
+
+    full = run("count", name, "--json")
+
+    def lowered(target, **options):
+        raise AssertionError(f"{target}: counted through the library, not from its stored network")
+
+    monkeypatch.setattr(count, "count_params", lowered)
+    code, out, err = fast("count", name, "--json")
+    assert (code, out, err) == (full.code, full.out, full.err) == (0, full.out, "")
 
 
 def test_a_defaulted_config_warns_the_same_way_on_both_paths(tmp_path):
@@ -97,16 +114,17 @@ def test_a_user_error_runs_the_library_call_once(monkeypatch):
     assert (code, out, err) == (2, "", "paramcalc: error: --revision: no such model; give a branch\n")
 
 
-def test_a_bug_is_handed_to_the_typer_app_which_reports_it(monkeypatch):
+@pytest.mark.parametrize("target, function", [("7.5B", "count_params"), ("gpt2", "count_data")])
+def test_a_bug_is_handed_to_the_typer_app_which_reports_it(target, function, monkeypatch):
     from paramcalc.analysis import count
 
-    def broken(target, **options):
+    def broken(*args, **options):
         raise ZeroDivisionError("oops")
 
-    monkeypatch.setattr(count, "count_params", broken)
-    code, out, err = fast("count", "gpt2", "--json")
+    monkeypatch.setattr(count, function, broken)
+    code, out, err = fast("count", target, "--json")
     assert (code, out, err) == (None, "", "")
-    full = run("count", "gpt2", "--json")
+    full = run("count", target, "--json")
     assert full.code == 3 and "internal error: ZeroDivisionError: oops" in full.err
 
 
@@ -160,7 +178,7 @@ def test_the_typer_app_answers_what_the_fast_path_hands_over():
                                      "7.5B, 405e9, 15T, 8Ki or 0.4\n"
 
 
-def test_the_json_count_imports_no_typer_click_rich_or_torch():
+def test_a_presets_json_count_imports_no_pydantic_yaml_typer_click_rich_or_torch():
     code = ("import sys\n"
             "sys.argv = ['paramcalc', 'count', 'llama-3.1-405b', '--json']\n"
             "from paramcalc.cli.fast import main\n"
@@ -168,7 +186,8 @@ def test_the_json_count_imports_no_typer_click_rich_or_torch():
             "    main()\n"
             "except SystemExit as e:\n"
             "    loaded = {m.split('.')[0] for m in sys.modules}\n"
-            "    heavy = ('typer', 'click', 'rich', 'torch', 'transformers', 'huggingface_hub')\n"
+            "    heavy = ('pydantic', 'pydantic_core', 'yaml', 'typer', 'click', 'rich', 'torch', 'transformers',\n"
+            "             'huggingface_hub')\n"
             "    print(e.code, sorted(loaded & set(heavy)), file=sys.stderr)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.stderr == "0 []\n", proc.stderr

@@ -1,6 +1,7 @@
 """A wheel built from the repository carries the package and its presets (the
-top-level presets/ folder, installed as paramcalc.presets): installed into a
-fresh virtualenv, away from the checkout, it counts a preset and lists the GPUs."""
+top-level presets/ folder, installed as paramcalc.presets) and their stored
+networks: installed into a fresh virtualenv, away from the checkout, it counts
+a preset from its stored network and lists the GPUs."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def test_a_wheel_built_from_the_repo_counts_a_preset_from_its_own_presets(tmp_pa
     where = run("-c", "import paramcalc, paramcalc.catalog as c; print(paramcalc.__file__); print(c.presets_root())")
     module, presets = where.stdout.split()
     assert Path(module).is_relative_to(site) and Path(presets) == site / "paramcalc" / "presets", where.stderr
+    stored = run("-c", "from paramcalc.presets_store import load; print(load('llama-3.1-8b').total_params)")
+    assert stored.stdout == "8030261248\n", stored.stderr  # the wheel's sources fingerprint as the checkout's
     count = run("-m", "paramcalc", "count", "llama-3.1-8b", "--json")
     assert count.returncode == 0 and json.loads(count.stdout)["params"]["total"] == 8_030_261_248, count.stderr
     gpus = json.loads(run("-m", "paramcalc", "gpus", "--json").stdout)["gpus"]

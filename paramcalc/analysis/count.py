@@ -1,22 +1,28 @@
 """Parameter counts: unique parameters (tied weights once), embedding tables,
-and the parameters one token uses (MoE: shared + router + top-k experts)."""
+and the parameters one token uses (MoE: shared + router + top-k experts).
+
+The count is built as plain data first (`count_data`, the JSON document
+itself), then as the typed `CountReport` every caller gets; pydantic is
+imported only for the latter, so the fast path (cli/fast.py) prints a stored
+preset's count without it (issue #19's cold start).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from paramcalc.analysis.settings import with_lora_flags
-from paramcalc.blocks.base import Breakdown
 from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.moe import MoE
 from paramcalc.network import Model, Network, lower, lower_source, transformer_layer
 from paramcalc.network.measured import MeasuredCount
-from paramcalc.results.base import Row
-from paramcalc.results.count import CheckpointCount, CountReport, Difference, DtypeCount, Params
+from paramcalc.results import SCHEMA_VERSION
 
 if TYPE_CHECKING:
+    from paramcalc.blocks.base import Breakdown
     from paramcalc.inputs.checkpoint import Checkpoint
+    from paramcalc.results.base import Row
+    from paramcalc.results.count import CheckpointCount, CountReport
 
 
 def component(stage: str, key: str) -> str:
@@ -40,7 +46,14 @@ _ORDER = {name: i for i, name in enumerate(("embedding", "conv", "recurrent", "a
 def rows(net: Network, figure, *, weights: bool = False) -> list[Row]:
     """Group a per-block figure by stage and component, once and times the stage's count
     (`weights`: its copies of the weights, which ALBERT's shared layers hold once)."""
-    out: list[Row] = []
+    from paramcalc.results.base import Row
+
+    return [Row(**row) for row in row_data(net, figure, weights=weights)]
+
+
+def row_data(net: Network, figure, *, weights: bool = False) -> list[dict[str, Any]]:
+    """`rows` as plain data: one dict per row, keyed as `Row`'s fields."""
+    out: list[dict[str, Any]] = []
     for stage in net.stages:
         grouped: dict[str, int] = {}
         own = getattr(stage.block, "component", None)  # shaped blocks name their rows (conv, norms, recurrent)
@@ -48,7 +61,7 @@ def rows(net: Network, figure, *, weights: bool = False) -> list[Row]:
             name = "lora" if "/lora_A" in key or "/lora_B" in key else own(key) if own else component(stage.name, key)
             grouped[name] = grouped.get(name, 0) + value
         count = stage.copies if weights else stage.count
-        out += [Row(stage=stage.name, component=name, each=v, count=count, total=v * count)
+        out += [{"stage": stage.name, "component": name, "each": v, "count": count, "total": v * count}
                 for name, v in sorted(grouped.items(), key=lambda kv: _ORDER.get(kv[0], 99)) if v]
     return out
 
@@ -61,6 +74,8 @@ def count_params(model: Model, *, lora_rank=None, lora_targets: str | None = Non
     >>> count_params("llama-3.1-8b").params.total
     8030261248
     """
+    from paramcalc.analysis.settings import with_lora_flags
+
     source = None
     if isinstance(model, (str, Path)):
         from paramcalc.inputs.target import read_target
@@ -84,50 +99,66 @@ def count_params(model: Model, *, lora_rank=None, lora_targets: str | None = Non
 
 
 def _count(net: Network) -> CountReport:
+    from paramcalc.results.count import CountReport
+
+    return CountReport.model_validate(count_data(net))
+
+
+def count_data(net: Network) -> dict[str, Any]:
+    """The count of `net` as plain data: exactly `CountReport.model_dump(mode="json")` of its
+    report, keys in the report's field order (tests/test_presets_store.py checks it)."""
+    notes: list[str] = []
+    breakdown: list[dict[str, Any]] = []
     if isinstance(net, MeasuredCount):
-        notes = [net.note, "embedding: the nn.Embedding tables the model holds"]
+        notes += [net.note, "embedding: the nn.Embedding tables the model holds"]
         if net.buffer_count:
             notes.append(f"buffers (not parameters): {net.buffer_count:,}")
         trainable = _sum(net.trainable_params())
         if net.parts:
             notes.append("breakdown: the model's top-level modules (a parameter shared by two counted in the first)")
-        return CountReport(model=net.name, notes=notes,
-                           params=Params(total=net.count, embedding=net.embedding,
-                                         non_embedding=net.count - net.embedding, active=None,
-                                         trainable=trainable, frozen=net.count - trainable,
-                                         buffers=net.buffer_count),
-                           breakdown=[Row(stage=part.name, component=part.kind, each=part.params, count=1,
-                                          total=part.params) for part in net.parts])
-    if not net.has_architecture:
-        return CountReport(model=net.name, params=Params(total=net.total_params, embedding=None, non_embedding=None,
-                                                         active=None),
-                           notes=["a bare count: the architecture (embeddings, experts) is unknown"])
-    total, active, embedding = _sum(net.params()), _sum(net.active_params()), net.embedding_params()
-    trainable, buffers = _sum(net.trainable_params()), _sum(net.buffers())
-    notes = []
-    if trainable < total:
-        lora = net.adapters
-        how = f"LoRA rank {lora.rank} on {', '.join(lora.targets)} (Hu et al. 2021), base frozen" \
-            if lora else f"frozen: {', '.join(net.freeze)}"
-        notes.append(f"trainable {trainable:,} of {total:,} parameters: {how}")
-    if buffers:
-        notes.append(f"buffers (batch norm running statistics, not parameters): {buffers:,}")
-    head = net.head
-    if isinstance(head, LMHead) and head.tied:
-        notes.append("the LM head is tied to the token embedding and counted once")
-    moe = next((mlp for mlp in (transformer_layer(s).mlp for s in net.layers) if isinstance(mlp, MoE)), None)
-    if moe is not None:
-        notes.append(f"active: router, shared experts and {moe.top_k} of {moe.experts} routed experts per token")
-    return CountReport(model=net.name, notes=notes,
-                       params=Params(total=total, embedding=embedding, non_embedding=total - embedding, active=active,
-                                     expected=None if net.adapters else net.expected_params, trainable=trainable,
-                                     frozen=total - trainable, buffers=buffers),
-                       breakdown=rows(net, lambda b: b.params(), weights=True))
+        params = _params(total=net.count, embedding=net.embedding, non_embedding=net.count - net.embedding,
+                         active=None, trainable=trainable, frozen=net.count - trainable, buffers=net.buffer_count)
+        breakdown = [{"stage": part.name, "component": part.kind, "each": part.params, "count": 1,
+                      "total": part.params} for part in net.parts]
+    elif not net.has_architecture:
+        params = _params(total=net.total_params, embedding=None, non_embedding=None, active=None)
+        notes.append("a bare count: the architecture (embeddings, experts) is unknown")
+    else:
+        total, active, embedding = _sum(net.params()), _sum(net.active_params()), net.embedding_params()
+        trainable, buffers = _sum(net.trainable_params()), _sum(net.buffers())
+        if trainable < total:
+            lora = net.adapters
+            how = f"LoRA rank {lora.rank} on {', '.join(lora.targets)} (Hu et al. 2021), base frozen" \
+                if lora else f"frozen: {', '.join(net.freeze)}"
+            notes.append(f"trainable {trainable:,} of {total:,} parameters: {how}")
+        if buffers:
+            notes.append(f"buffers (batch norm running statistics, not parameters): {buffers:,}")
+        head = net.head
+        if isinstance(head, LMHead) and head.tied:
+            notes.append("the LM head is tied to the token embedding and counted once")
+        moe = next((mlp for mlp in (transformer_layer(s).mlp for s in net.layers) if isinstance(mlp, MoE)), None)
+        if moe is not None:
+            notes.append(f"active: router, shared experts and {moe.top_k} of {moe.experts} routed experts per token")
+        params = _params(total=total, embedding=embedding, non_embedding=total - embedding, active=active,
+                         expected=None if net.adapters else net.expected_params, trainable=trainable,
+                         frozen=total - trainable, buffers=buffers)
+        breakdown = row_data(net, lambda b: b.params(), weights=True)
+    return {"schema_version": SCHEMA_VERSION, "command": "count", "notes": notes, "model": net.name,
+            "params": params, "breakdown": breakdown, "checkpoint": None}
+
+
+def _params(*, total: int, embedding: int | None, non_embedding: int | None, active: int | None,
+            expected: int | None = None, trainable: int | None = None, frozen: int | None = None,
+            buffers: int | None = None) -> dict[str, int | None]:
+    """`Params` as plain data, its fields in order."""
+    return {"total": total, "embedding": embedding, "non_embedding": non_embedding, "active": active,
+            "expected": expected, "trainable": trainable, "frozen": frozen, "buffers": buffers}
 
 
 def _checkpoint(ckpt: Checkpoint, analytic: int | None, config: dict) -> CheckpointCount:
     """A checkpoint's tensors by dtype and, beside a config, what sets them apart from its count."""
     from paramcalc.inputs.checkpoint import explain
+    from paramcalc.results.count import CheckpointCount, Difference, DtypeCount
 
     explained = []
     if analytic is not None:

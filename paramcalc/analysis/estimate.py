@@ -23,7 +23,7 @@ from paramcalc.analysis.count import count_params
 from paramcalc.analysis.flops import count_flops
 from paramcalc.analysis.memory import SCHEDULES, TRAIN_RECOMPUTE, dualpipe_error, dualpipe_problem
 from paramcalc.analysis.plans import Knobs, Outcome, candidates, search
-from paramcalc.analysis.settings import choose, parse_attention
+from paramcalc.analysis.settings import OPTIMIZER_STATE, choose, parse_attention
 from paramcalc.analysis.step import GRAD_REDUCE, Plan
 from paramcalc.catalog import load_gpu
 from paramcalc.errors import UserError
@@ -42,7 +42,7 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
              micro_batch=None, tp=None, pp=None, vpp=None, cp=None, ep=None, sp: bool | None = None, zero=None,
              recompute: str | None = None, attention: str = "flash", dtype: str = "bf16", mfu="auto",
              days=DEFAULT_DAYS, usd_per_hour=None, comm_file=None, kernels_file=None, schedule: str = "1f1b",
-             grad_reduce: str = "fp32") -> EstimateReport:
+             grad_reduce: str = "fp32", optimizer: str = "adamw", fp8_activations: bool = False) -> EstimateReport:
     """Everything at once: params, FLOPs, a plan, its step time and memory, GPU-hours and dollars.
 
     Tokens default to Chinchilla's 20 per parameter (Hoffmann et al. 2022). `comm_file` is a
@@ -50,7 +50,10 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
     `kernels_file` a `benchmarks/gpu_kernels.py` file whose efficiencies replace the catalog's.
     `schedule` dualpipe evaluates DeepSeek-V3's DualPipe (searched plans keep 1F1B otherwise);
     `grad_reduce` is the precision gradients accumulate and reduce in (fp32: Megatron-LM's and
-    torchtitan's default; bf16: NeMo's performance recipes), in time and memory alike.
+    torchtitan's default; bf16: NeMo's performance recipes), in time and memory alike. `optimizer`
+    adamw-bf16 keeps AdamW's moments in bf16 and `fp8_activations` caches the Linears' inputs in fp8
+    (with dtype fp8): DeepSeek-V3's storage recipe (report, section 3.3.3), with `recompute` deepseek
+    its recomputation (section 3.2.3).
 
     >>> r = estimate("llama-3.1-8b", gpus=8, tokens="1T")
     >>> (r.plan.dp, r.plan.tp, r.memory.fits)
@@ -64,7 +67,11 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
         else CHINCHILLA_TOKENS_PER_PARAM * params.total
     attention = parse_attention(attention)
     knobs = _knobs(tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch,
-                   zero=zero, recompute=recompute, sp=sp, schedule=schedule, grad_reduce=grad_reduce)
+                   zero=zero, recompute=recompute, sp=sp, schedule=schedule, grad_reduce=grad_reduce,
+                   optimizer=optimizer, fp8_activations=fp8_activations)
+    if knobs.fp8_activations and dtype != "fp8":
+        raise UserError(f"fp8 activation caching is part of fp8 training, not {dtype}", field="fp8_activations",
+                        fix="give {dtype} fp8, or drop the option")
     card = load_gpu(gpu)
     notes: list[str] = []
     if kernels_file is not None:
@@ -274,6 +281,10 @@ def _knobs(**given) -> Knobs:
         out["sp"] = bool(given["sp"])
     out["schedule"] = choose(given["schedule"], SCHEDULES, "schedule")
     out["grad_reduce"] = choose(given["grad_reduce"], GRAD_REDUCE, "grad_reduce")
+    # the step prices a fixed state per parameter; adafactor's is factored by shape
+    out["optimizer"] = choose(given["optimizer"], [k for k, v in OPTIMIZER_STATE.items() if v is not None],
+                              "optimizer")
+    out["fp8_activations"] = bool(given["fp8_activations"])
     if out["schedule"] == "dualpipe" and out.get("vpp", 1) > 1:
         raise dualpipe_error("vpp", 0, 0)
     return Knobs(**out)
@@ -283,8 +294,8 @@ def _plan(p: Plan, gpu: str, searched: bool) -> TrainingPlan:
     return TrainingPlan(gpus=p.gpus, gpu=gpu, searched=searched, tp=p.tp, pp=p.pp, vpp=p.vpp, cp=p.cp, ep=p.ep,
                         dp=p.dp, sp=p.sp, micro_batch=p.micro_batch, micro_batches=p.micro_batches,
                         global_batch=p.global_batch, zero=p.zero, recompute=p.recompute, attention=p.attention,
-                        schedule=p.schedule, grad_reduce=p.grad_reduce,
-                        dtype=p.dtype)
+                        schedule=p.schedule, grad_reduce=p.grad_reduce, optimizer=p.optimizer,
+                        fp8_activations=p.fp8_activations, dtype=p.dtype)
 
 
 def _busiest(p: Plan) -> str:
@@ -307,4 +318,8 @@ def _describe(p: Plan) -> str:
     parts.append(f"micro-batch {p.micro_batch} x {p.micro_batches}")
     if p.recompute != "none":
         parts.append(f"{p.recompute} recomputation")
+    if p.fp8_activations:
+        parts.append("fp8 activations")
+    if p.optimizer != "adamw":
+        parts.append(p.optimizer)
     return ", ".join(parts)

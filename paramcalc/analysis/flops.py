@@ -6,7 +6,8 @@ backward = 2 x forward (exact for FlopCounterMode when every weight trains).
 Recomputation (Korthikanti et al. 2022, "Reducing Activation Recomputation"):
 `full` reruns every layer's forward, `selective` only the attention core
 (QK^T, softmax, AV), and torchtitan's op-level `op` every second matmul of
-each layer and the routed experts (analysis/op_checkpoint.py, bf16 GEMMs);
+each layer and the routed experts (analysis/op_checkpoint.py, bf16 GEMMs), and DeepSeek-V3's `deepseek` its
+MLA up-projections (norms, rotary and SwiGLU rerun too: elementwise, no matmul);
 that extra work counts in hardware FLOPs (HFU), never in model FLOPs (MFU), as
 PaLM (Chowdhery et al. 2022, appendix B) defines them.
 """
@@ -59,10 +60,17 @@ def recompute_flops(net: Network, p: Pass, recompute: str) -> int:
     total = 0
     for stage in net.layers:
         parts = stage.block.flops(p)
-        if recompute == "selective":  # only the attention core: QK^T and AV
+        if recompute == "deepseek":  # DeepSeek-V3 report, section 3.2.3: MLA's up-projections, q_b and kv_b
+            parts = {k: v for k, v in parts.items() if k.rsplit("/", 1)[-1] in MLA_UP_PROJECTIONS}
+        elif recompute == "selective":  # only the attention core: QK^T and AV
             parts = {k: v for k, v in parts.items() if k.rsplit("/", 1)[-1] in ("scores", "values")}
         total += sum(parts.values()) * stage.count
     return total
+
+
+# The matmuls `deepseek` recomputation reruns: MLA's up-projections from the query and key-value
+# latents (blocks/mla.py); an attention without latents has none
+MLA_UP_PROJECTIONS = ("q_b_proj", "kv_b_proj")
 
 
 def non_matmul_flops(net: TransformerNetwork, p: Pass) -> int:
@@ -124,6 +132,10 @@ def count_flops(model: Model, *, seq_len=None, batch=1, attention: str = "eager"
              "(a first layer reading pixels or features needs no input gradient)"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *net.seq_notes(asked),
              *_rules_of_thumb(net, p, active, fwd + bwd, palm)]
+    if recompute == "deepseek":
+        notes.append("deepseek recomputation (DeepSeek-V3 report, section 3.2.3): backward reruns MLA's "
+                     "up-projections (q_b_proj, kv_b_proj); the norms, rotary and MoE SwiGLU it also reruns are "
+                     "elementwise, no matmul FLOPs")
     if recompute == "op":
         notes.append("op recomputation (torchtitan's op-level selective checkpointing): backward reruns every "
                      "second matmul of each layer and the routed experts' GEMMs, as in bf16 training (under fp8 "

@@ -27,6 +27,7 @@ from paramcalc.analysis.settings import (
     OFFLOAD,
     OPTIMIZER_STATE,
     PRECISION,
+    RECOMPUTE_MODULES,
     STATE_IN_BF16,
     TRAIN_RECOMPUTE,
     choose,
@@ -35,7 +36,7 @@ from paramcalc.analysis.settings import (
     with_lora_flags,
 )
 from paramcalc.blocks.attention import Attention
-from paramcalc.blocks.base import Breakdown, Pass
+from paramcalc.blocks.base import Activations, Breakdown, Pass
 from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.ssm import Mamba, Mamba2
@@ -74,6 +75,13 @@ def check_setup(s: Setup) -> Setup:
     if s.mode == "train" and s.offload in ("params", "both") and s.zero < 3:
         raise UserError(f"offloading parameters needs ZeRO-3 / FSDP (they are fetched per layer), got ZeRO-{s.zero}",
                         field="offload", fix="give {zero} 3, or offload the optimizer only")
+    if s.mode == "train" and s.fp8_activations and s.dtype != "fp8":
+        raise UserError(f"fp8 activation caching is part of fp8 training, not {s.dtype}", field="fp8_activations",
+                        fix="give {dtype} fp8, or drop the option")
+    if s.mode == "train" and (s.recompute == "deepseek" or s.fp8_activations) and s.profile == "transformers":
+        raise UserError("DeepSeek-V3's recomputation and fp8 activation caching are Megatron-style kernels: "
+                        "transformers' eager layers keep other tensors", field="profile",
+                        fix="use {profile} megatron or auto")
     if s.mode == "train" and s.offload_activations and s.recompute != "full":
         raise UserError("activation offload moves the checkpointed layer inputs to the CPU: it needs full "
                         "recomputation", field="offload_activations", fix="give {recompute} full")
@@ -311,6 +319,17 @@ def pipeline_split(layers: int, pp: int, head: float) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def recipe_activations(net: Network, s: Setup) -> Activations:
+    """How the plan's training forward keeps tensors: the network's own profile, or Megatron-LM's
+    (fused dropout: 1-byte masks), with the recomputed modules and fp8 caching the setup asks for."""
+    a = net.activations(activation_precision(s), s.attention)
+    if a.megatron or s.profile == "megatron":
+        a = replace(a, profile="megatron", mask_bytes=1)  # Megatron's fused dropout keeps 1-byte masks
+        a = replace(a, recompute_modules=RECOMPUTE_MODULES.get(s.recompute, frozenset()),
+                    fp8_cache=s.fp8_activations)
+    return a
+
+
 def activation_precision(s: Setup) -> int:
     """Bytes of a stored activation: fp32 recipes 4; a 4-bit base and fp8 recipes compute in bf16."""
     return 4 if s.precision == "fp32" else int(DTYPE_BYTES[s.dtype]) if DTYPE_BYTES[s.dtype] >= 2 else 2
@@ -321,9 +340,7 @@ def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
     pipelining; else the first (the embedding and the most micro-batches in flight)
     and the last (the head, its logits and loss)."""
     x = activation_precision(s)
-    a = net.activations(x, s.attention)
-    if a.megatron or s.profile == "megatron":
-        a = replace(a, profile="megatron", mask_bytes=1)  # Megatron's fused dropout keeps 1-byte masks
+    a = recipe_activations(net, s)
     tokens_cp = Pass(p.batch, p.seq // s.cp, p.attention, p.context)  # context parallel: 1/cp of every sequence
     saved = net.saved(tokens_cp, a)
     params = net.params()
@@ -351,6 +368,14 @@ def stage_loads(net: Network, p: Pass, s: Setup) -> list[StageLoad]:
     # SAC the set includes the part already kept, so errs high by that, one layer's op-saved bytes)
     peak_layer = max(sum(v for k, v in layer_bytes.items() if k.startswith(st.name + "/")) // st.count
                      for st in net.layers)
+    if a.recompute_modules:
+        # module recomputation (deepseek): one layer's rerun tensors are live at a time in its backward,
+        # the most any layer drops (errs high: the norms', the up-projections' and the SwiGLU's outputs
+        # are rerun one after another, not held together)
+        whole = net.saved(tokens_cp, replace(a, recompute_modules=frozenset()))
+        peak_layer = max(sum(_layer_share(k, v, s) - layer_bytes[k] for k, v in whole.items()
+                             if k.startswith(st.name + "/")) // st.count for st in net.layers)
+        layer_bytes["layers/recomputed_layer"] = peak_layer
     if s.recompute == "full":  # keep each layer's input
         inputs = _ceil(x * tokens_cp.tokens * (net.width or 0), sp_split)  # split by TP under SP
         layer_bytes = {"layers/checkpointed_inputs": L * inputs, "layers/recomputed_layer": peak_layer}
@@ -426,7 +451,9 @@ def resolve_profile(profile: str, s: Setup) -> str:
     if profile != "auto":
         return profile
     parallel = s.tp > 1 or s.sequence_parallel or s.pp > 1 or s.cp > 1
-    return "megatron" if s.mode == "train" and parallel else "transformers"
+    # DeepSeek-V3's recipe exists only as Megatron-style kernels (its own framework, Megatron-Core's modules)
+    recipe = s.recompute == "deepseek" or s.fp8_activations
+    return "megatron" if s.mode == "train" and (parallel or recipe) else "transformers"
 
 
 @dataclass(frozen=True)
@@ -548,7 +575,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                     gpu: str | None = None, lora_rank=None, lora_targets: str | None = None,
                     context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION, offload: str = "none",
                     offload_activations: bool = False, chunked_loss: bool = False,
-                    optimizer_in_backward: bool = False) -> MemoryReport:
+                    optimizer_in_backward: bool = False, fp8_activations: bool = False) -> MemoryReport:
     """Bytes per GPU: weights, gradients, optimizer state, activations, KV cache, overheads.
 
     Training at the model's pre-training context (`seq_len` default) with flash attention by
@@ -573,7 +600,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                   micro_batches=ranks["pp"] * (2 if schedule == "dualpipe" else 1) if micro_batches is None else
                   parse_positive_int(micro_batches, field="micro_batches"), offload=offload, schedule=schedule,
                   offload_activations=offload_activations, chunked_loss=chunked_loss,
-                  optimizer_in_backward=optimizer_in_backward)
+                  optimizer_in_backward=optimizer_in_backward, fp8_activations=fp8_activations)
     setup = check_setup(setup.model_copy(update={"profile": resolve_profile(profile, setup)}))
     if setup.tp > 1:
         net.check_tensor_parallel(setup.tp)
@@ -587,6 +614,8 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     if setup.cp > 1 and p.seq % setup.cp:
         raise UserError(f"context parallel {setup.cp} does not divide the sequence ({p.seq})", field="cp")
     weights_are = "an int4 frozen base, bf16 adapters and activations (QLoRA)" if quantized \
+        else "fp8 GEMMs, bf16 weights, the Linears' inputs cached in fp8 (DeepSeek-V3's recipe)" \
+        if setup.dtype == "fp8" and setup.mode == "train" and setup.fp8_activations \
         else "fp8 GEMMs, bf16 weights and activations (Transformer Engine's recipe)" \
         if setup.dtype == "fp8" and setup.mode == "train" else f"{setup.dtype} weights and activations" \
         if setup.mode == "train" or DTYPE_BYTES[setup.dtype] >= 2 else \
@@ -644,6 +673,14 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     elif setup.pp > 1 and setup.mode == "train":
         notes.append("the busiest pipeline stage: the first (the embedding and the micro-batches in flight) or the "
                      "last (the head and its loss), whichever holds more")
+    if setup.mode == "train" and setup.recompute == "deepseek":
+        notes.append("deepseek recomputation (DeepSeek-V3 report, section 3.2.3; Megatron-Core's recompute modules "
+                     "layernorm, mla_up_proj, moe_act): the norms' outputs, MLA's up-projections with their rotary, "
+                     "and the routed experts' SwiGLU output are rerun in backward; each layer keeps the rest")
+    if setup.mode == "train" and setup.fp8_activations:
+        notes.append("fp8 activations (DeepSeek-V3 report, section 3.3.3): each Linear's input cached in fp8 with an "
+                     "fp32 scale per 128 channels, the attention output in 12-bit E5M6, the MoE SwiGLU's input in "
+                     "fp8; attention's q, k, v, the norms' inputs and the router's input stay 16-bit")
     if setup.mode == "train" and setup.recompute == "op":
         notes.append("op-level selective recomputation (torchtitan): each layer keeps its input, every other "
                      "matmul's output (none under fp8: torchao's GEMMs are not aten.mm) and the attention output "
@@ -686,6 +723,9 @@ def _saver_notes(s: Setup) -> list[str]:
     if s.mode != "train":
         return []
     notes = []
+    if s.optimizer == "adamw-bf16":
+        notes.append("adamw-bf16: AdamW's first and second moments in bf16, 4 bytes a parameter (DeepSeek-V3 report, "
+                     "section 3.3.3); master weights and gradients as the precision keeps them")
     if s.precision == "bf16":
         notes.append("pure bf16 (torchtune's dtype bf16, LitGPT's bf16-true): bf16 weights and gradients, no fp32 "
                      "master copy, optimizer state in bf16 (Adam: 2 + 2 + 4 bytes a parameter)")

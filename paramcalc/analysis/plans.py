@@ -71,6 +71,8 @@ class Knobs:
     # its doubled parameters and 2 x pp micro-batches rule it out elsewhere (DeepSeek-V3 report, 3.2.1)
     schedule: str = "1f1b"
     grad_reduce: str = "fp32"  # fp32 (Megatron-LM's default for bf16, torchtitan's FSDP2) | bf16 (NeMo's recipes)
+    optimizer: str = "adamw"  # adamw | adamw-bf16 (DeepSeek-V3's bf16 moments) | any fixed-state optimizer
+    fp8_activations: bool = False  # DeepSeek-V3's fp8 caching of the Linears' inputs (with dtype fp8)
 
     @property
     def pinned(self) -> bool:
@@ -179,7 +181,8 @@ def candidates(net: Network, gpus: int, card: Gpu, seq: int, k: Knobs, *, dtype:
                         yield Plan(tp=tp, pp=pp, cp=cp, ep=ep, dp=dp, vpp=vpp, micro_batch=mb, global_batch=batch,
                                    zero=zero, recompute=recompute, sp=sp and tp > 1, attention=attention, dtype=dtype,
                                    reshard=not (zero == 3 and pp > 1), schedule=k.schedule,
-                                   grad_reduce=k.grad_reduce)
+                                   grad_reduce=k.grad_reduce, optimizer=k.optimizer,
+                                   fp8_activations=k.fp8_activations)
 
 
 def search(net: Network, gpus: int, card: Gpu, seq: int, knobs: Knobs = Knobs(), *, dtype: str = "bf16",
@@ -240,7 +243,8 @@ def _outgrows(terms, plan: Plan, capacity: int) -> bool:
 def _simplicity(p: Plan) -> tuple:
     """Among plans equally fast within the model's accuracy, the one a practitioner would run:
     fewest context, pipeline and tensor ranks, no virtual stages, least sharding and recomputation."""
-    return (p.cp, p.pp, p.tp, p.ep, p.vpp, p.zero, ("none", "selective", "op", "full").index(p.recompute),
+    return (p.cp, p.pp, p.tp, p.ep, p.vpp, p.zero,
+            ("none", "deepseek", "selective", "op", "full").index(p.recompute),
             -p.micro_batch)
 
 
@@ -266,14 +270,14 @@ def _states(net: Network):
     expert = sum(v for key, v in net.params().items() if "/moe/experts/" in key)
 
     @cache
-    def bound(tp: int, pp: int, ep: int, dp: int, cp: int, zero: int, dtype: str) -> int:
+    def bound(tp: int, pp: int, ep: int, dp: int, cp: int, zero: int, dtype: str, optimizer: str) -> int:
         dense = (params - outside - expert) / (tp * pp)
-        w, g, o = model_states(int(dense), Setup(dp=dp, cp=cp, zero=zero, dtype=dtype))
+        w, g, o = model_states(int(dense), Setup(dp=dp, cp=cp, zero=zero, dtype=dtype, optimizer=optimizer))
         # experts: 1/ep on each GPU, sharded over the dp x cp / ep ranks of their group
         ew, eg, eo = model_states(int(expert / (ep * tp * pp)), Setup(dp=max(1, dp * cp // ep), zero=zero,
-                                                                      dtype=dtype))
+                                                                      dtype=dtype, optimizer=optimizer))
         return w + g + o + ew + eg + eo
-    return lambda p: bound(p.tp, p.pp, p.ep, p.dp, p.cp, p.zero, p.dtype)
+    return lambda p: bound(p.tp, p.pp, p.ep, p.dp, p.cp, p.zero, p.dtype, p.optimizer)
 
 
 __all__ = ["Knobs", "Outcome", "Plan", "search", "evaluate", "candidates", "global_batch", "replace"]

@@ -26,6 +26,9 @@ OPTIMIZER_STATE = {
     "sgd": 0,  # plain SGD keeps nothing
     "sgd-momentum": 4,  # one fp32 momentum buffer
     "lion": 4,  # one fp32 momentum buffer (Chen et al. 2023)
+    # AdamW with bf16 first and second moments (DeepSeek-V3 report, section 3.3.3, "Low-Precision Optimizer
+    # States"; DeepSpeed's bf16_optimizer_states): 2 + 2 bytes; the fp32 master copy comes with the precision
+    "adamw-bf16": 4,
     "adafactor": None,  # factored second moment: rows + cols per matrix (Shazeer & Stern 2018), see memory.py
 }
 
@@ -43,8 +46,9 @@ PRECISION = {
     "bf16": (2, 2, 0),
 }
 
-# Optimizer state under the pure-bf16 recipe: fp32 moments become bf16 ones (half); 8-bit states stay.
-STATE_IN_BF16 = {name: (None if b is None else b if "8bit" in name else b // 2) for name, b in OPTIMIZER_STATE.items()}
+# Optimizer state under the pure-bf16 recipe: fp32 moments become bf16 ones (half); 8-bit and bf16 states stay.
+STATE_IN_BF16 = {name: (None if b is None else b if "8bit" in name or "bf16" in name else b // 2)
+                 for name, b in OPTIMIZER_STATE.items()}
 
 # CPU offload of training state (`--offload`): none | optimizer (ZeRO-Offload, Ren et al. 2021: fp32
 # master, optimizer state and gradients on the CPU, the step there) | params (DeepSpeed's offload_param
@@ -53,9 +57,17 @@ STATE_IN_BF16 = {name: (None if b is None else b if "8bit" in name else b // 2) 
 OFFLOAD = ("none", "optimizer", "params", "both")
 
 RECOMPUTE = ("none", "selective", "full")
-# Training adds torchtitan's op-level selective checkpointing (analysis/op_checkpoint.py): what
-# `flops`, `cost`, `memory` and `estimate` accept.
-TRAIN_RECOMPUTE = (*RECOMPUTE, "op")
+# Training adds torchtitan's op-level selective checkpointing (analysis/op_checkpoint.py) and
+# DeepSeek-V3's module recomputation: what `flops`, `cost`, `memory` and `estimate` accept.
+TRAIN_RECOMPUTE = (*RECOMPUTE, "op", "deepseek")
+
+# The sublayers a recomputation mode reruns in backward, in Megatron-Core's names
+# (TransformerConfig.recompute_modules, granularity "selective"), which the blocks read
+# (blocks/base.py, Activations). deepseek: DeepSeek-V3 report, section 3.2.3 ("Recomputation of
+# RMSNorm and MLA Up-Projection": every RMSNorm's output and MLA's up-projections, rotary included)
+# and section 3.3.3 ("Inputs of the SwiGLU operator in MoE": the experts' SwiGLU output); Megatron
+# Bridge's DeepSeek-V3 recipe names the same three: layernorm, mla_up_proj, moe_act.
+RECOMPUTE_MODULES = {"deepseek": frozenset({"layernorm", "mla_up_proj", "moe_act"})}
 
 # One attention vocabulary for every command. eager: what transformers' eager attention
 # computes and keeps (the full s x s scores and probabilities; FLOPs count the whole

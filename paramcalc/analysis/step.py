@@ -57,14 +57,17 @@ then dp, pipeline stages outermost). A group that fits in one node
 per GPU (InfiniBand), each at `efficiency.link` of its bandwidth per
 direction, plus a fixed latency per collective. Ring collectives move
 2 (n - 1) / n (all-reduce) or (n - 1) / n (all-gather, reduce-scatter,
-all-to-all) of the buffer per rank (Patarasuk & Yuan 2009).
+all-to-all) of the buffer per rank (Patarasuk & Yuan 2009). A ring across
+nodes whose group holds g ranks in each node crosses over those g NICs
+together (NCCL rings pass through a node's ranks over NVLink first), so it
+runs at min(g x the network, NVLink) per rank; all-to-alls get one NIC.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from paramcalc.analysis.flops import backward_flops, forward_flops
+from paramcalc.analysis.flops import backward_flops, forward_flops, recompute_flops
 from paramcalc.analysis.memory import (
     SCHEDULES,
     _layer_share,
@@ -72,10 +75,11 @@ from paramcalc.analysis.memory import (
     head_layers,
     kv_cache_bytes,
     pipeline_split,
+    recipe_activations,
 )
 from paramcalc.analysis.op_checkpoint import op_checkpoint
-from paramcalc.analysis.settings import DTYPE_BYTES
-from paramcalc.blocks.base import Pass
+from paramcalc.analysis.settings import DTYPE_BYTES, OPTIMIZER_STATE
+from paramcalc.blocks.base import Activations, Pass
 from paramcalc.blocks.moe import MoE
 from paramcalc.inputs.gpu_file import Gpu
 from paramcalc.network import Network, stage_of, transformer_layer
@@ -104,6 +108,14 @@ FP8_CAST = 1.5
 # Bytes per parameter the optimizer step moves: Adam reads and writes its fp32 master weight,
 # momentum and variance (24), reads the fp32 gradient (4) and writes the 16-bit weight (2).
 OPTIMIZER_BYTES = 30
+
+
+def optimizer_step_bytes(optimizer: str) -> int:
+    """OPTIMIZER_BYTES for `optimizer`'s state: the fp32 master and the state read and written
+    (2 x (4 + state)), the fp32 gradient read (4), the 16-bit weight written (2): adamw 30,
+    adamw-bf16 (DeepSeek-V3's bf16 moments, report section 3.3.3) 22."""
+    state = OPTIMIZER_STATE[optimizer]
+    return 2 * (4 + (8 if state is None else state)) + 4 + 2
 
 # DualPipe's overlap is not free: DeepSeek's all-to-all kernels run on 20 of the H800's 132 SMs
 # while the paired chunks compute on the rest (DeepSeek-V3 report, section 3.2.2), so a pair's
@@ -136,6 +148,10 @@ class Plan:
     # --accumulate-allreduce-grads-in-fp32; torchtitan's FSDP2 reduce_dtype float32; Llama 3,
     # section 3.3.2, "numerical stability") or in bf16 (NeMo's performance recipes: grad_reduce_in_fp32 = False)
     grad_reduce: str = "fp32"
+    # AdamW's moments: fp32 (adamw) or bf16 (adamw-bf16, DeepSeek-V3 report, section 3.3.3)
+    optimizer: str = "adamw"
+    # fp8 training that caches the Linears' inputs in fp8 (DeepSeek-V3 report, section 3.3.3): memory only
+    fp8_activations: bool = False
 
     @property
     def gpus(self) -> int:
@@ -158,7 +174,8 @@ class Plan:
         return Setup(mode="train", dtype=self.dtype, precision=precision, zero=self.zero, dp=self.dp, tp=self.tp,
                      pp=self.pp, cp=self.cp, ep=self.ep, vpp=self.vpp, micro_batches=self.micro_batches,
                      sequence_parallel=self.sp, recompute=self.recompute, attention=self.attention,
-                     reshard=self.reshard, profile="megatron", schedule=self.schedule)
+                     reshard=self.reshard, profile="megatron", schedule=self.schedule, optimizer=self.optimizer,
+                     fp8_activations=self.fp8_activations)
 
 
 @dataclass(frozen=True)
@@ -252,6 +269,17 @@ def _moved(card: Gpu, span: int, kind: str, n: int, size: float, times: float = 
         return 0.0, 0.0
     bw, latency = link(card, span)
     sent = ring(kind, n, size)
+    if kind != "all-to-all" and span > card.gpus_per_node and card.network is not None \
+            and card.interconnect is not None:
+        # NCCL's rings pass through every rank of the group inside a node over NVLink before they cross
+        # to the next node, one ring per NIC (NCCL's topology search; rail-optimized networks): the
+        # node's g ranks of the group cross together, each ring step's inter-node bytes over g NICs
+        # at once, so a ring runs at min(g x the network, NVLink) per rank. g = 1 (TP filling a node,
+        # one rank of the DP group per node) is the network alone. All-to-alls send each rank's bytes
+        # to the other nodes over its own NIC: no sharing (errs fast where NICs are fewer than GPUs).
+        stride = span / n  # consecutive GPUs between two ranks of the group
+        per_node = max(1, min(n, int(card.gpus_per_node // stride)))
+        bw = min(bw * per_node, float(card.interconnect.bandwidth) * card.efficiency.link)
     return sent * times, times * (sent / bw + latency)
 
 
@@ -294,6 +322,13 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
         layer += core + rerun * (1 + FP8_CAST if fp8 else 1) / (card.memory_bandwidth * eff.memory)
     elif plan.recompute == "op":  # every second matmul (all of them in fp8) and every elementwise kernel, once more
         layer += op_rerun_flops(net, work, fp8) / L * mb / split / (gemm_rate * shape) + elementwise
+    elif plan.recompute == "deepseek":
+        # DeepSeek-V3 (report, section 3.2.3): MLA's up-projection GEMMs once more, and the elementwise kernels
+        # that remake what the mode drops (norm outputs, q/k/v with rotary, the SwiGLU output) at HBM bandwidth:
+        # the dropped bytes stand for their traffic (errs slow: q, k, v come out of the GEMMs, counted twice)
+        dropped = _rerun_traffic(net, work, plan) / L
+        layer += (module_rerun_flops(net, work) / L * mb / split / (gemm_rate * shape)
+                  + dropped * (1 + FP8_CAST if fp8 else 1) / (card.memory_bandwidth * eff.memory))
 
     collectives: list[tuple[str, int, float, bool]] = []
     x = 2  # 16-bit activations on the wire (FP8 recipes communicate bf16 too)
@@ -407,12 +442,12 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
                                                                                   "gradient reduce-scatters")
         collectives.append((name, int(moved_b), moved_t, True))
     held = sum(local / (n if plan.zero >= 1 else 1) for local, n, _ in groups)
-    optimizer = OPTIMIZER_BYTES * held / (card.memory_bandwidth * eff.memory)
+    optimizer = optimizer_step_bytes(plan.optimizer) * held / (card.memory_bandwidth * eff.memory)
     seconds = m * stage + bubble + exposed + optimizer
     model = work.model * plan.global_batch
     # full recomputation reruns the layers' forward, not the LM head's (it lies outside the checkpointed layers)
     recomputed = {"none": 0.0, "selective": work.core_dense, "full": work.model / 3 - work.head,
-                  "op": op_rerun_flops(net, work, fp8)}[plan.recompute]
+                  "op": op_rerun_flops(net, work, fp8), "deepseek": module_rerun_flops(net, work)}[plan.recompute]
     return StepTime(seconds=seconds, compute=m * kernels, bubble=bubble, exposed_comm=m * talk + exposed,
                     optimizer=optimizer, model_flops=model,
                     hardware_flops=model + recomputed * plan.global_batch, collectives=tuple(collectives))
@@ -428,20 +463,42 @@ def op_rerun_flops(net: Network, work: Work, fp8: bool) -> float:
     return work.traffic[key]
 
 
+def module_rerun_flops(net: Network, work: Work) -> float:
+    """Matmul FLOPs one sequence's backward reruns under `deepseek` recomputation, all layers: MLA's
+    up-projections (analysis/flops.py recompute_flops)."""
+    key = ("deepseek",)
+    if key not in work.traffic:
+        work.traffic[key] = float(recompute_flops(net, Pass(1, work.seq), "deepseek"))
+    return work.traffic[key]
+
+
 def _traffic(net: Network, work: Work, plan: Plan, recompute: str) -> float:
+    """The elementwise traffic proxy of one micro-batch, all layers (the network's own saved tensors).
+    fp8 activation caching changes the bytes kept, not the kernels that produce them: not counted."""
     key = (plan.micro_batch, plan.cp, plan.tp, plan.sp, recompute, plan.attention, plan.dtype)
     if key not in work.traffic:
-        setup = replace(plan, recompute=recompute).setup()
+        setup = replace(plan, recompute=recompute, fp8_activations=False).setup()
         work.traffic[key] = _layer_traffic(net, Pass(plan.micro_batch, work.seq // plan.cp), setup)
     return work.traffic[key]
 
 
-def _layer_traffic(net: Network, p: Pass, s: Setup) -> float:
+def _rerun_traffic(net: Network, work: Work, plan: Plan) -> float:
+    """The 16-bit bytes `deepseek` recomputation drops from one micro-batch's layers (Megatron's
+    tensors, as the memory model keeps them): what its elementwise reruns write again."""
+    key = ("rerun", plan.micro_batch, plan.cp, plan.tp, plan.sp, plan.attention, plan.dtype)
+    if key not in work.traffic:
+        p = Pass(plan.micro_batch, work.seq // plan.cp)
+        kept = [_layer_traffic(net, p, s, recipe_activations(net, s))
+                for s in (replace(plan, recompute=r, fp8_activations=False).setup() for r in ("none", "deepseek"))]
+        work.traffic[key] = kept[0] - kept[1]
+    return work.traffic[key]
+
+
+def _layer_traffic(net: Network, p: Pass, s: Setup, a: Activations | None = None) -> float:
     """Bytes the layers keep for backward at the plan's splits, all layers of one micro-batch:
     the elementwise kernels' traffic proxy (module docstring)."""
     names = {st.name for st in net.layers}
-    a = net.activations(activation_precision(s), s.attention)
-    saved = net.saved(p, a)
+    saved = net.saved(p, a or net.activations(activation_precision(s), s.attention))
     return float(sum(_layer_share(k, v, s) for k, v in saved.items() if stage_of(k, names)))
 
 

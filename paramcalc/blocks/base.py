@@ -26,6 +26,10 @@ from paramcalc.errors import UserError
 
 Breakdown = dict[str, int]
 
+# DeepSeek-V3's activation quantization tile: 1 x 128 channels of one token share an fp32 scale
+# (DeepSeek-V3 report, section 3.3.2, "Fine-Grained Quantization")
+FP8_TILE = 128
+
 
 @dataclass(frozen=True)
 class Pass:
@@ -186,10 +190,31 @@ class Activations:
     softmax_fp32: bool = True  # eager softmax upcasts scores (Llama, OPT, BLOOM) or not (GPT-2, BERT, T5, Falcon)
     scores_fp32: bool = False  # eager q k^T reads fp32 copies of q and k (GPT-J, GPT-Neo)
     profile: str = "transformers"  # transformers | megatron
+    # Sublayers recomputed in backward, in Megatron-Core's names (analysis/settings.py RECOMPUTE_MODULES):
+    # layernorm (the pre-sublayer norms' outputs), mla_up_proj (MLA's up-projections and rotary),
+    # moe_act (the routed experts' activation output). Megatron profile only.
+    recompute_modules: frozenset[str] = frozenset()
+    # FP8 training that caches each Linear's input in fp8 for its weight-gradient GEMM (DeepSeek-V3
+    # report, section 3.3.3, "Low-Precision Activation"): see `linear_input`. Megatron profile only.
+    fp8_cache: bool = False
 
     @property
     def megatron(self) -> bool:
         return self.profile == "megatron"
+
+    def recomputes(self, module: str) -> bool:
+        return module in self.recompute_modules
+
+    def linear_input(self, elements: int, bits: int = 8) -> int:
+        """Bytes of `elements` kept as a Linear's input for its backward: the activation dtype, or
+        under `fp8_cache` DeepSeek-V3's fine-grained fp8 (section 3.3.2: one fp32 scale per 1 x 128
+        tile of a token's channels; `bits` 12 for the E5M6 attention output of section 3.3.3 (1),
+        counted packed: errs low by half a byte an element if it is kept in 16-bit words). The scale
+        is counted as fp32 (the E5M6 tiles' power-of-2 scales may be smaller: errs high by <= 4/128
+        bytes an element)."""
+        if not self.fp8_cache:
+            return self.x * elements
+        return -(-bits * elements // 8) + 4 * -(-elements // FP8_TILE)
 
     @property
     def x(self) -> int:

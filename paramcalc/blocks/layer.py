@@ -38,6 +38,9 @@ _NORMS = {
     "reordered": ("post_attention_layernorm", "post_feedforward_layernorm"),
 }
 
+# The layouts whose attention and MLP read a norm's output (rerun under `layernorm` recomputation)
+_NORMED_INPUTS = ("pre", "sandwich", "parallel", "parallel-shared")
+
 # The forward order of a layer's parts (backward runs it in reverse); the
 # parallel layouts run attention before the MLP, as their modules do.
 _ORDER = {
@@ -96,6 +99,12 @@ class TransformerLayer(Block):
             out["norm/post_attention_layernorm"] = 8 * T  # the residual input is ln_attn's, saved already
         if self.layout == "parallel-shared" and self.mlp is not None:
             out[f"{self.mlp.kind}/input"] = 0  # the MLP reads the attention's normed input
+        if a.recomputes("layernorm") and self.layout in _NORMED_INPUTS:
+            # the norms' outputs are rerun in backward from their inputs, which the norms keep
+            # (DeepSeek-V3 report, section 3.2.3; Megatron-Core's recompute module "layernorm")
+            for part in (self.attention.kind, self.mlp.kind if self.mlp is not None else None):
+                if part is not None and f"{part}/input" in out:
+                    out[f"{part}/input"] = 0
         if a.hidden_dropout:
             # one noise tensor per sublayer output that is dropped (Phi and GPT-J drop
             # each parallel branch; Falcon drops their sum once, DistilBERT only the FFN's)

@@ -64,23 +64,37 @@ class LatentAttention(Block):
         """As transformers' eager DeepSeek-V3 attention keeps them: the shared
         input, the query latent and its norm, the K/V latent and its norm, the
         assembled q, k, v, the softmax (fp32 where it upcasts, as DeepSeek's does) and
-        the model-dtype probabilities."""
+        the model-dtype probabilities.
+
+        DeepSeek-V3's recipe (Megatron profile; `a.recompute_modules`, `a.fp8_cache`):
+        - mla_up_proj (report, section 3.2.3): the up-projections' outputs (q, k_nope, v) and
+          the rotary are rerun in backward from the latents, so q, k, v are not kept; the
+          pre-norm latents are (the latent norms rerun inside the same region) and the shared
+          rotary key, qk_rope_head_dim a token, which the rerun rotates again;
+        - fp8 caching (section 3.3.3): the down- and up-projections' inputs in fp8, the
+          attention output (o_proj's input, which the attention backward reads too) in E5M6;
+          q, k, v and the norms' inputs stay in the activation dtype (section 3.3.1: attention
+          and normalization run in higher precision)."""
         x, b, s, T = a.x, p.batch, p.seq, p.tokens
         n, r, dq, dv = self.heads, self.kv_lora_rank, self.qk_head_dim, self.v_head_dim
-        out = {"input": x * T * self.hidden}
-        if self.q_lora_rank:
-            out["q_latent"] = Norm(self.q_lora_rank).saved_rows(T, a) + x * T * self.q_lora_rank
-        out["kv_latent"] = Norm(r).saved_rows(T, a) + x * T * r
+        up = a.recomputes("mla_up_proj")
+        out = {"input": a.linear_input(T * self.hidden)}  # q_a and kv_a's input
+        if self.q_lora_rank:  # the latent (the norm's input) and the normed latent, q_b's input
+            out["q_latent"] = Norm(self.q_lora_rank).saved_rows(T, a) \
+                + (0 if up else a.linear_input(T * self.q_lora_rank))
+        out["kv_latent"] = Norm(r).saved_rows(T, a) + (x * T * self.qk_rope_head_dim if up
+                                                       else a.linear_input(T * r))
         if x == 4:  # in fp32 the norm's "copy" is the latent itself: a view of the (r + rope)-wide projection
             out["kv_latent"] += 4 * T * self.qk_rope_head_dim
+        qkv = 0 if up else x * b * n * s * (2 * dq + dv)
         if a.eager:
-            out["qkv"] = x * b * n * s * (2 * dq + dv)
+            out["qkv"] = qkv
             out["softmax"] = (4 if a.softmax_fp32 else x) * b * n * s * s
             out["probs"] = x * b * n * s * s if a.softmax_fp32 and x != 4 else 0
         else:  # flash: q, k, v, the fp32 logsumexp; its output is the o_proj input
-            out["qkv"] = x * b * n * s * (2 * dq + dv)
+            out["qkv"] = qkv
             out["logsumexp"] = 4 * b * n * s
-        out["o_proj_input"] = x * T * n * dv
+        out["o_proj_input"] = a.linear_input(T * n * dv, bits=12)
         return out
 
     def module(self, a: Activations | None = None):

@@ -52,8 +52,10 @@ class MLP(Block):
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         x, T, f = a.x, p.tokens, self.ffn
         if a.megatron:  # Korthikanti et al. 2022, section 4.1: fc1's input, its output, the activation's output
-            return {"input": x * T * self.hidden, "fc1_output": x * T * f * (2 if self.gated else 1),
-                    "down_input": x * T * f}
+            # under fp8 caching (DeepSeek-V3 report, section 3.3.3) the two Linears' inputs in fp8; fc1's
+            # output is the activation's input, not a Linear's: 16-bit
+            return {"input": a.linear_input(T * self.hidden), "fc1_output": x * T * f * (2 if self.gated else 1),
+                    "down_input": a.linear_input(T * f)}
         out = {"input": x * T * self.hidden, "activation": x * T * f * self.act_saved_elements()}
         if self.gated:
             out["gate_product"] = 2 * x * T * f  # act(gate) and up, both saved by the product

@@ -74,8 +74,14 @@ class MoE(Block):
             # Megatron-Core's MoE layer (token dispatcher + grouped GEMM): fp32 router probabilities and
             # top-k indices, the permuted token copies, each expert's fc1 output and fc2 input, the
             # routing weights; the shared expert as a dense MLP on the same input
+            # DeepSeek-V3's recipe (report, section 3.3.3): the tokens are quantized to fp8 before their
+            # dispatch and cached so, the SwiGLU's input (fc1's output) is cached in fp8, and its output
+            # (fc2's input) rerun in backward (moe_act); the input stays 16-bit for the router, whose
+            # gating runs in higher precision (section 3.3.1)
+            up = S * f * (2 if self.expert.gated else 1)
+            down = 0 if a.recomputes("moe_act") else a.linear_input(S * f)
             out = {"input": x * T * h, "routing": 4 * T * E + 8 * S + 4 * S,
-                   "experts": x * S * h + x * S * f * (3 if self.expert.gated else 2)}
+                   "experts": a.linear_input(S * h) + (a.linear_input(up) if a.fp8_cache else x * up) + down}
             if self.shared:
                 shared = self.shared.saved(p, a)
                 shared.pop("input")

@@ -21,9 +21,11 @@ from typer.models import CommandInfo
 
 from paramcalc.cli.emit import emit, quiet_stdout, say_warnings
 from paramcalc.cli.options import (
+    RECOMPUTE_METAVAR,
     AttentionOpt,
     BatchOpt,
     DtypeOpt,
+    Fp8ActivationsOpt,
     GpuOpt,
     JsonOpt,
     LoraRankOpt,
@@ -101,8 +103,9 @@ def memory(target: TargetArg,
                "| bf16 (pure bf16: no master, bf16 Adam state: 8 B/param) "
                "[default: fp32 for --dtype fp32, else mixed]")),
            optimizer: str = typer.Option("adamw", metavar="NAME",
-                                         help="adamw | adam | adam-8bit | adamw-8bit | paged-adamw | paged-adamw-8bit "
-                                              "| sgd | sgd-momentum | lion | adafactor"),
+                                         help="adamw | adamw-bf16 (bf16 moments, DeepSeek-V3) | adam | adam-8bit | "
+                                              "adamw-8bit | paged-adamw | paged-adamw-8bit | sgd | sgd-momentum | "
+                                              "lion | adafactor"),
            zero: str = typer.Option("0", metavar="0-3", help="ZeRO stage (3 = FSDP full sharding)"),
            dp: str = typer.Option("1", metavar="N", help="data-parallel GPUs"),
            tp: str = typer.Option("1", metavar="N", help="tensor-parallel GPUs"),
@@ -114,9 +117,7 @@ def memory(target: TargetArg,
                None, metavar="N", help="micro-batches per optimizer step (gradient accumulation) [default: --pp]"),
            sequence_parallel: bool = typer.Option(False, "--sp", help="sequence parallelism with TP "
                                                                       "(Korthikanti et al. 2022)"),
-           recompute: str = typer.Option("none", "--recompute", metavar="none|selective|full|op", help=(
-               "activation recomputation: Korthikanti et al. 2022's selective or full, or torchtitan's op-level "
-               "selective (op: every other matmul's output kept)")),
+           recompute: RecomputeOpt = "none", fp8_activations: Fp8ActivationsOpt = False,
            attention: AttentionOpt = "flash",
            schedule: str = typer.Option("1f1b", "--schedule", metavar="1f1b|dualpipe", help=(
                "pipeline schedule: 1f1b (interleaved with --vpp) or DeepSeek-V3's DualPipe (two stages per rank)")),
@@ -153,7 +154,7 @@ def memory(target: TargetArg,
                          context_bytes=_gib(context_bytes), fragmentation=fragmentation,
                          lora_rank=lora_rank, lora_targets=lora_targets, offload=offload,
                          offload_activations=offload_activations, chunked_loss=chunked_loss,
-                         optimizer_in_backward=optimizer_in_backward),
+                         optimizer_in_backward=optimizer_in_backward, fp8_activations=fp8_activations),
          json, _render("memory"))
 
 
@@ -179,9 +180,14 @@ def estimate(target: TargetArg, gpu: GpuOpt = "h100-sxm",
              sp: Optional[bool] = typer.Option(None, "--sp/--no-sp", help="sequence parallelism [default: with TP]"),
              zero: Optional[str] = typer.Option(None, "--zero", metavar="0-3",
                                                 help="ZeRO stage over dp x cp [default: searched]"),
-             recompute: Optional[str] = typer.Option(None, "--recompute", metavar="none|selective|full|op", help=(
-                 "activation recomputation; op: torchtitan's op-level selective [default: searched among none, "
-                 "full and, with eager attention, selective]")),
+             recompute: Optional[str] = typer.Option(None, "--recompute", metavar=RECOMPUTE_METAVAR, help=(
+                 "activation recomputation; op: torchtitan's op-level selective; deepseek: DeepSeek-V3's norms, "
+                 "MLA up-projections and MoE SwiGLU [default: searched among none, full and, with eager "
+                 "attention, selective]")),
+             optimizer: str = typer.Option("adamw", "--optimizer", metavar="NAME", help=(
+                 "adamw (fp32 moments) | adamw-bf16 (bf16 moments, DeepSeek-V3) | another with a fixed state a "
+                 "parameter (paramcalc memory --help lists them; not adafactor)")),
+             fp8_activations: Fp8ActivationsOpt = False,
              schedule: str = typer.Option("1f1b", "--schedule", metavar="1f1b|dualpipe", help=(
                  "pipeline schedule: 1f1b (interleaved with --vpp), or DeepSeek-V3's DualPipe, which hides the "
                  "expert all-to-alls behind paired chunks (evaluated only when given)")),
@@ -208,7 +214,8 @@ def estimate(target: TargetArg, gpu: GpuOpt = "h100-sxm",
     emit(run(target, gpu=gpu, gpus=gpus, tokens=tokens, seq_len=seq_len, global_batch=global_batch,
              micro_batch=micro_batch, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, sp=sp, zero=zero, recompute=recompute,
              attention=attention, dtype=dtype, mfu=mfu, days=days, usd_per_hour=usd_per_hour, comm_file=comm_file,
-             kernels_file=kernels_file, schedule=schedule, grad_reduce=grad_reduce),
+             kernels_file=kernels_file, schedule=schedule, grad_reduce=grad_reduce, optimizer=optimizer,
+             fp8_activations=fp8_activations),
          json, _render("estimate"))
 
 
@@ -247,9 +254,9 @@ def cost(target: TargetArg, gpu: GpuOpt = "h100-sxm",
          seq_len: SeqLenOpt = None, batch: BatchOpt = "1", dtype: DtypeOpt = "bf16",
          usd_per_hour: Optional[str] = typer.Option(None, "--usd-per-hour", metavar="USD",
                                                     help="USD per GPU-hour [default: built-in table]"),
-         recompute: str = typer.Option("none", metavar="none|selective|full|op", help=(
-             "activation recomputation (op: torchtitan's op-level selective), reported as hardware FLOPs (HFU) "
-             "only")),
+         recompute: str = typer.Option("none", metavar=RECOMPUTE_METAVAR, help=(
+             "activation recomputation (op: torchtitan's op-level selective; deepseek: DeepSeek-V3's), reported as "
+             "hardware FLOPs (HFU) only")),
          calibration: Optional[str] = typer.Option(None, "--calibration", metavar="FILE",
                                                    help="use the MFU measured by `paramcalc bench --calibration-out`"),
          json: JsonOpt = False) -> None:

@@ -11,18 +11,29 @@ import sys
 
 def emit(report, as_json: bool, render) -> None:
     """One JSON document on stdout, or the rich rendering. A reader that closes
-    the pipe early (`| head -1`) changes nothing: the command's exit code stands."""
+    the pipe early (`| head -1`) changes nothing: the command's exit code stands.
+    `report` is a typed result or, on the fast path, the plain data of its JSON
+    (`model_dump(mode="json")`, analysis/count.py `count_data`), printed the same way."""
     try:
         caveats = say_warnings()  # on stderr; the JSON carries them in its notes too
-        if caveats and as_json and isinstance(getattr(report, "notes", None), list):
+        if caveats and as_json and isinstance(report, dict):
+            report = {**report, "notes": [*caveats, *report["notes"]]}
+        elif caveats and as_json and isinstance(getattr(report, "notes", None), list):
             report = report.model_copy(update={"notes": [*caveats, *report.notes]})
         if as_json:
-            sys.stdout.write(report.json_text())
+            sys.stdout.write(json_text(report) if isinstance(report, dict) else report.json_text())
         else:
             render(report)
         sys.stdout.flush()  # a closed pipe shows here, not in click's exit (which would make it exit 1)
     except BrokenPipeError:
         quiet_stdout()
+
+
+def json_text(data: dict) -> str:
+    """Plain data as `Document.json_text` writes the model it dumps: the same bytes."""
+    import json
+
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
 def say_warnings() -> list[str]:

@@ -5,7 +5,9 @@ the count. Importing typer (and click with it) and building the app is about
 a quarter of that cold start, so `main` first tries the few invocations it
 recognises exactly (`count` and `flops` with `--json` and their plain
 options) and runs them itself, printing through the same `emit` as the full
-command line. Anything else (help, human output, an option spelt any other
+command line. `count PRESET --json` (no other option) goes further: it reads
+the preset's stored network (paramcalc/presets_store.py) and prints its count
+from plain data, importing neither pydantic nor yaml. Anything else (help, human output, an option spelt any other
 way, a repeated or unknown option) goes to the typer app unchanged. Bad
 input (a UserError) is reported here as the typer app reports it: one line on
 stderr, its setting spelt as the flag (`seq_len` -> `--seq-len`), exit 2, and
@@ -34,6 +36,16 @@ class _Command:
 
 
 def _count(target: str, **options):
+    """A preset's count from its stored network, as plain data (no pydantic, no yaml:
+    paramcalc/presets_store.py); any other count, or a stale store, through the library."""
+    if all(value is None for value in options.values()):
+        from paramcalc.presets_store import load
+
+        net = load(target)
+        if net is not None:
+            from paramcalc.analysis.count import count_data
+
+            return count_data(net)
     from paramcalc.analysis.count import count_params
 
     return count_params(target, **options)

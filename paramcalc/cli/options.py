@@ -33,9 +33,14 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", metavar="DTYPE",
                                        help="weights and activations: fp32, fp16, bf16, fp8, int8, int4")]
 GpuOpt = Annotated[str, typer.Option("--gpu", metavar="GPU",
                                      help="accelerator (paramcalc gpus lists them), or a GPU .yaml file")]
-RecomputeOpt = Annotated[str, typer.Option("--recompute", metavar="none|selective|full|op", help=(
-    "activation recomputation: Korthikanti et al. 2022's selective or full, or torchtitan's op-level selective "
-    "(op: every other matmul's output kept)"))]
+RECOMPUTE_HELP = ("activation recomputation: Korthikanti et al. 2022's selective or full, torchtitan's op-level "
+                  "selective (op: every other matmul's output kept), or DeepSeek-V3's (deepseek: the norms, MLA "
+                  "up-projections and MoE SwiGLU rerun)")
+RECOMPUTE_METAVAR = "none|selective|full|op|deepseek"
+RecomputeOpt = Annotated[str, typer.Option("--recompute", metavar=RECOMPUTE_METAVAR, help=RECOMPUTE_HELP)]
+Fp8ActivationsOpt = Annotated[bool, typer.Option("--fp8-activations", help=(
+    "with --dtype fp8: cache each Linear's input in fp8 for backward, the attention output in E5M6 "
+    "(DeepSeek-V3, section 3.3.3)"))]
 LoraRankOpt = Annotated[Optional[str], typer.Option(
     "--lora-rank", metavar="R", help="add LoRA adapters of this rank (Hu et al. 2021) and freeze the base model")]
 LoraTargetsOpt = Annotated[Optional[str], typer.Option(

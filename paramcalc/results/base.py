@@ -10,7 +10,7 @@ dollars are floats. Every JSON document is a `Document`: it carries
 # at import, and real annotations spare it evaluating strings on every cold start.
 from pydantic import BaseModel, ConfigDict, Field
 
-SCHEMA_VERSION = 1
+from paramcalc.results import SCHEMA_VERSION
 
 
 class Result(BaseModel):

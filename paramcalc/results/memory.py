@@ -25,7 +25,10 @@ class Setup(Result):
                                               "(DeepSeek-V3: two stages per rank, pp + 1 micro-batches in flight)")
     micro_batches: int = Field(1, description="micro-batches per step on each pipeline (in flight: up to pp)")
     sequence_parallel: bool = False
-    recompute: str = Field("none", description="none | selective | full | op (torchtitan's op-level selective)")
+    recompute: str = Field("none", description="none | selective | full | op (torchtitan's op-level selective) | "
+                                               "deepseek (DeepSeek-V3: norms, MLA up-projections, MoE SwiGLU rerun)")
+    fp8_activations: bool = Field(False, description="fp8 training caches each Linear's input in fp8 for backward "
+                                                     "(DeepSeek-V3, section 3.3.3)")
     attention: str = Field("flash", description="eager | flash")
     reshard: bool = Field(True, description="ZeRO-3 / FSDP frees the gathered weights after forward")
     profile: str = Field("transformers", description="whose saved tensors: transformers (eager reference) | "

@@ -41,11 +41,14 @@ class TrainingPlan(Result):
     micro_batches: int = Field(1, description="micro-batches per step on each pipeline (gradient accumulation)")
     global_batch: int = Field(1, description="sequences per optimizer step")
     zero: int = Field(0, description="ZeRO stage over dp x cp (3 = FSDP)")
-    recompute: str = Field("none", description="none | selective | full | op (torchtitan's op-level selective)")
+    recompute: str = Field("none", description="none | selective | full | op (torchtitan's op-level selective) | "
+                                               "deepseek (DeepSeek-V3: norms, MLA up-projections, MoE SwiGLU rerun)")
     attention: str = "flash"
     dtype: str = Field("bf16", description="bf16 | fp8 (fp8 GEMMs, bf16 weights, fp32 master state)")
     schedule: str = Field("1f1b", description="pipeline schedule: 1f1b (interleaved with vpp > 1) | dualpipe")
     grad_reduce: str = Field("fp32", description="precision gradients accumulate and reduce in: fp32 | bf16")
+    optimizer: str = Field("adamw", description="adamw (fp32 moments) | adamw-bf16 (DeepSeek-V3's bf16 moments) | ...")
+    fp8_activations: bool = Field(False, description="Linear inputs cached in fp8 for backward (DeepSeek-V3)")
 
 
 class Step(Result):
