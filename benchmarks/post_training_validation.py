@@ -215,8 +215,14 @@ def _dschat(folder: Path, step: int, model: str, gpu: str, gpus: int, measured: 
     zero, recompute = (0, "none") if kind == "reward" else (3, "full")
     stage["parallel"] = {"dp": gpus, "zero": zero, "recompute": recompute}
     if kind == "ppo":
+        # --actor_lora_dim 128 on every nn.Linear under decoder.layers.: DeepSpeed-Chat's LinearLayer_LoRA
+        # (training/utils/module/lora.py at e468799f) sets `self.weight.requires_grad = False`, so the layers'
+        # linears are frozen even without --only_optimize_lora, and the optimizer holds only parameters that
+        # require grad (utils.py get_optimizer_grouped_parameters); the reference is a model of its own
+        # (rlhf_engine.py _init_ref, ZeRO-3 like the actor)
         stage |= {"reward_model": str(OPT / "opt-350m.yaml"), "prompt_tokens": 256, "response_tokens": 256,
-                  "generation": {"tp": stage.pop("tp")}}
+                  "generation": {"tp": stage.pop("tp")}, "reference": str(OPT / f"{model}.yaml"),
+                  "lora": {"rank": 128, "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]}}
     path = folder / f"dschat-{step}-{model}-{gpus}.yaml"
     path.write_text(yaml.safe_dump({"model": str(OPT / f"{model}.yaml"), "gpu": gpu, "stages": [stage]}))
     s = plan_pipeline(path).stages[0]

@@ -158,3 +158,11 @@ def test_a_bug_exits_3_with_one_line_and_debug_shows_the_traceback(monkeypatch):
     assert "internal error" in r.err and "not your input" in r.err and "--debug" in r.err
     with pytest.raises(ZeroDivisionError):
         run("count", "gpt2", "--debug")
+
+
+def test_a_target_too_long_for_a_file_name_is_bad_input_not_a_crash():
+    """The file system refuses names over 255 bytes (ENAMETOOLONG): exit 2, naming TARGET."""
+    from cli import run_process
+
+    r = run_process("count", "a" * 300, "--json")
+    assert_user_error(r, "TARGET", "300 characters", "File name too long")

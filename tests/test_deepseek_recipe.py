@@ -14,7 +14,9 @@ from paramcalc.analysis.flops import count_flops
 from paramcalc.analysis.memory import estimate_memory, model_states
 from paramcalc.analysis.settings import RECOMPUTE_MODULES
 from paramcalc.analysis.step import optimizer_step_bytes
+from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Pass
+from paramcalc.blocks.disentangled import DisentangledAttention
 from paramcalc.blocks.layer import TransformerLayer
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.mlp import MLP
@@ -58,6 +60,41 @@ def test_mla_fp8_caching_stores_the_linears_inputs_in_fp8_and_the_attention_outp
     assert MLA.saved(P, FP8) == {
         "input": fp8(T * 256), "q_latent": X * T * 64 + fp8(T * 64), "kv_latent": X * T * 32 + fp8(T * 32),
         "qkv": X * T * 4 * (2 * 48 + 32), "logsumexp": 4 * T * 4, "o_proj_input": fp8(T * 4 * 32, bits=12)}
+
+
+# a small standard attention: hidden 256, 4 query heads of 64, 2 K/V heads (GQA)
+GQA = Attention(hidden=256, heads=4, kv_heads=2, head_dim=64)
+EAGER_MEGATRON = Activations(attention="eager", profile="megatron", mask_bytes=1)
+
+
+def test_standard_attention_keeps_16_bit_input_and_output_without_fp8_caching():
+    assert GQA.saved(P, MEGATRON) == {"input": X * T * 256, "qkv": X * (T * 4 * 64 + 2 * T * 2 * 64),
+                                      "logsumexp": 4 * T * 4, "o_proj_input": X * T * 4 * 64}
+
+
+def test_standard_attention_fp8_caching_stores_the_qkv_input_in_fp8_and_the_output_in_e5m6():
+    # section 3.3.3: q/k/v's shared input in fp8 with 1 x 128 scales; o_proj's input (the flash output,
+    # which the attention backward reads too: one tensor) in E5M6; q, k, v stay 16-bit (section 3.3.1)
+    assert GQA.saved(P, FP8) == {"input": fp8(T * 256), "qkv": X * (T * 4 * 64 + 2 * T * 2 * 64),
+                                 "logsumexp": 4 * T * 4, "o_proj_input": fp8(T * 4 * 64, bits=12)}
+    eager = GQA.saved(P, EAGER_MEGATRON)
+    eager_fp8 = GQA.saved(P, Activations(attention="eager", profile="megatron", mask_bytes=1, fp8_cache=True))
+    assert eager_fp8 == eager | {"input": fp8(T * 256), "o_proj_input": fp8(T * 4 * 64, bits=12)}
+
+
+def test_deberta_attention_under_megatron_caches_in_fp8_as_the_plain_layer_does():
+    deberta = DisentangledAttention(256, 4, 4, 64, True, True, causal=False, span=8)
+    plain = Attention(256, 4, 4, 64, True, True, causal=False)
+    assert deberta.saved(P, FP8) == plain.saved(P, FP8)
+    assert deberta.saved(P, FP8)["o_proj_input"] == fp8(T * 4 * 64, bits=12)
+
+
+def test_fp8_caching_lowers_a_dense_models_activations():
+    def activations(**kw) -> int:
+        r = estimate_memory("llama-3.1-8b", seq_len=4096, dtype="fp8", profile="megatron", **kw)
+        return r.memory.activations
+
+    assert activations(fp8_activations=True) < activations()
 
 
 def test_moe_recipe_drops_the_swiglu_output_and_caches_dispatched_tokens_and_swiglu_input_in_fp8():
@@ -134,3 +171,70 @@ def test_the_recipe_is_reported_in_the_estimate_plan():
 ])
 def test_bad_recipe_settings_exit_2_naming_the_flag_and_the_fix(args, words):
     assert_user_error(run(*args), *words)
+
+
+# ---------------------------------------------------------------- inference, notes and input files
+
+
+@pytest.mark.parametrize("flags", [("--fp8-activations",), ("--recompute", "deepseek"), ("--recompute", "full"),
+                                   ("--recompute", "op", "--fp8-activations")])
+def test_training_only_recipe_flags_in_infer_mode_are_reset_with_a_note(flags):
+    plain = run("memory", "deepseek-v3", "--dtype", "fp8", "--mode", "infer", "--json")
+    r = run("memory", "deepseek-v3", "--dtype", "fp8", "--mode", "infer", *flags, "--json")
+    assert r.code == 0, r.err
+    doc = r.json
+    assert (doc["settings"]["fp8_activations"], doc["settings"]["recompute"]) == (False, "none")
+    assert doc["memory"] == plain.json["memory"]
+    note = next(n for n in doc["notes"] if "ignored: training only" in n)
+    assert ("fp8 activations" in note) == ("--fp8-activations" in flags)
+    assert ("recompute" in note) == ("--recompute" in flags)
+
+
+def test_deepseek_notes_name_mla_and_moe_only_where_the_model_has_them():
+    def notes(command: str, model: str) -> str:
+        extra = ("--dtype", "fp8", "--fp8-activations") if command == "memory" else ()
+        r = run(command, model, "--recompute", "deepseek", *extra, "--json")
+        assert r.code == 0, r.err
+        return " | ".join(n for n in r.json["notes"] if "deepseek" in n or "fp8 activations" in n)
+
+    assert "reruns MLA's up-projections" in notes("flops", "deepseek-v3")
+    llama = notes("flops", "llama-3.1-8b")
+    assert "MLA's up-projections" not in llama and "no MLA layers, so no matmul is rerun" in llama
+    assert "MoE" not in llama
+    v3 = notes("memory", "deepseek-v3")
+    assert "MLA's up-projections" in v3 and "SwiGLU" in v3 and "layers here" not in v3
+    llama = notes("memory", "llama-3.1-8b")
+    assert "MLA" not in llama.replace("no MLA or MoE layers here", "") and "SwiGLU" not in llama
+    assert "no MLA or MoE layers here" in llama and "router" not in llama
+    mixtral = notes("memory", "mixtral-8x7b")
+    assert "no MLA layers here" in mixtral and "the routed experts' SwiGLU output" in mixtral
+
+
+@pytest.mark.parametrize("recompute", ["op", "deepseek"])
+def test_a_pipeline_stage_takes_op_and_deepseek_recomputation_into_its_memory(tmp_path, recompute):
+    import yaml
+
+    from paramcalc.analysis.plan import plan_pipeline
+
+    stage = {"name": "pretrain", "kind": "pretrain", "tokens": "1e12", "seq_len": 8192, "global_batch": 512,
+             "micro_batch": 1, "parallel": {"dp": 64, "zero": 3, "attention": "flash", "recompute": recompute}}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-3.1-8b", "gpu": "h100-sxm", "stages": [stage]}))
+    s = plan_pipeline(path).stages[0]
+    m = estimate_memory("llama-3.1-8b", seq_len=8192, zero=3, dp=64, attention="flash", recompute=recompute)
+    assert s.memory.peak_per_gpu == m.memory.total_per_gpu
+
+
+def test_a_budget_measures_memory_with_the_recipes_settings(tmp_path):
+    import yaml
+
+    settings = {"dtype": "fp8", "tp": 2, "recompute": "deepseek", "fp8_activations": True,
+                "optimizer": "adamw-bf16", "precision": "megatron"}
+    path = tmp_path / "budget.yaml"
+    path.write_text(yaml.safe_dump({"budgets": [{"name": "b", "model": "llama-3.1-8b", "memory": settings,
+                                                 "max_memory_per_gpu": "80GiB"}]}))
+    r = run("check", path, "--format", "json")
+    assert r.code == 0, r.err
+    actual = r.json["results"][0]["limits"][0]["actual"]
+    assert actual == estimate_memory("llama-3.1-8b", **settings).memory.total_per_gpu
+    assert actual < estimate_memory("llama-3.1-8b", **(settings | {"fp8_activations": False})).memory.total_per_gpu

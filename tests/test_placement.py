@@ -186,9 +186,9 @@ def test_each_group_s_update_waits_for_its_offloaded_optimizer_step_on_the_cpu(t
     assert r is not None and r.groups is not None
     f = {k: v / s.iterations for k, v in s.flops_breakdown.items()}
     shard = -(-N // 4)  # the policy's parameters over the actor's 4 GPUs (ZeRO-3)
-    # per optimizer step (2 an iteration): 2 + 2 bytes a parameter over PCIe, then CPUAdam's 30 bytes a
-    # parameter at an eighth of the host's 2 x 204.8 GB/s
-    offload = 2 * (4 * shard / PCIE_BYTES_PER_SECOND + 30 * shard / (2 * 204.8e9 / 8))
+    # per optimizer step (2 an iteration) of 32 / 4 = 8 micro-batches: DeepSpeed's ZeRO-3 offload moves 8 x 8 + 6
+    # bytes a parameter over PCIe, then CPUAdam's 30 bytes a parameter at an eighth of the host's 2 x 204.8 GB/s
+    offload = 2 * ((8 * 8 + 6) * shard / PCIE_BYTES_PER_SECOND + 30 * shard / (2 * 204.8e9 / 8))
     assert r.groups[0].update_seconds == pytest.approx(f["policy/train"] / (4 * PEAK * MFU) + offload)
 
 

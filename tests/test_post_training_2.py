@@ -162,7 +162,7 @@ def test_cpu_offload_moves_states_to_cpu_and_reports_pcie_bytes():
     m = _m(offload="optimizer").memory
     assert (m.weights, m.gradients, m.optimizer) == (2 * N, 0, 0)
     assert m.cpu_bytes == 2 * N + 12 * N  # ZeRO-Offload: 16-bit gradients, fp32 master and Adam on the CPU
-    assert m.pcie_bytes_per_step == 4 * N
+    assert (m.pcie_bytes_per_step, m.pcie_bytes_per_micro_batch, m.cpu_optimizer_params) == (2 * N, 4 * N, N)
     both = estimate_memory("llama-2-7b", seq_len=1024, offload="both", zero=3, dp=4).memory
     shard = -(-N // 4)
     assert (both.weights, both.gradients, both.optimizer) == (0, 0, 0)
@@ -188,11 +188,11 @@ def test_offload_adds_pcie_time_and_the_cpu_adam_step_to_a_plan_step(tmp_path):
              "parallel": {"dp": 1}}
     plain = pipeline(tmp_path, stage).stages[0]
     off = pipeline(tmp_path, {**stage, "parallel": {"dp": 1, "offload": "optimizer"}}).stages[0]
-    # 2 + 2 bytes a parameter over PCIe, then CPUAdam's 30 bytes a parameter at an eighth of a DGX A100
-    # host's 2 x 204.8 GB/s (8 GPUs a node)
+    # DeepSpeed's ZeRO-2 offload over 8 micro-batches: 4 x 8 + 2 bytes a parameter over PCIe, then CPUAdam's
+    # 30 bytes a parameter at an eighth of a DGX A100 host's 2 x 204.8 GB/s (8 GPUs a node)
     cpu_adam = 30 * N / (2 * 204.8e9 / 8)
-    assert off.time_per_step_seconds - plain.time_per_step_seconds == pytest.approx(4 * N / PCIE_BYTES_PER_SECOND
-                                                                                    + cpu_adam)
+    assert off.time_per_step_seconds - plain.time_per_step_seconds == pytest.approx((4 * 8 + 2) * N
+                                                                                    / PCIE_BYTES_PER_SECOND + cpu_adam)
     assert any("CPUAdam" in n and f"{cpu_adam:.2f} s" in n for n in off.notes)
     assert off.memory.breakdown["model/cpu_offloaded"] == 14 * N
     assert off.memory.peak_per_gpu < plain.memory.peak_per_gpu
@@ -223,3 +223,47 @@ def test_padding_computes_at_seq_len_and_packing_at_the_mean(tmp_path):
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump({"model": "llama-2-7b", "stages": [{**base, "mean_seq_len": 4096}]}))
     assert_user_error(run("plan", path), "mean_seq_len")
+
+
+def test_zero_2_offload_sends_each_micro_batch_s_gradient_shard_to_the_cpu_and_back():
+    # DeepSpeed v0.13.2 stage_1_and_2.py async_accumulate_grad_in_cpu_via_gpu: 16-bit shard in (every
+    # micro-batch but the first) and out (every one but the last), the fp32 shard out at the boundary, the
+    # 16-bit weights back: 2(A - 1) + 2(A - 1) + 4 + 2 = 4A + 2 bytes a parameter of the shard
+    m = estimate_memory("llama-2-7b", seq_len=1024, offload="optimizer", zero=2, dp=4).memory
+    shard = -(-N // 4)
+    assert (m.pcie_bytes_per_step, m.pcie_bytes_per_micro_batch, m.cpu_optimizer_params) == (2 * shard, 4 * shard,
+                                                                                              shard)
+    for A in (1, 8):
+        out, back = 2 * (A - 1) + 4 + 0, 2 * (A - 1) + 2
+        assert m.pcie_bytes_per_step + A * m.pcie_bytes_per_micro_batch == (out + back) * shard
+
+
+def test_zero_3_offload_copies_the_fp32_accumulation_buffer_to_the_gpu_and_back_every_micro_batch():
+    # DeepSpeed v0.13.2 stage3.py partition_grads with OpenRLHF's grad_accum_dtype fp32: the pinned CPU buffer
+    # out and back each micro-batch (8 B), the fp32 shard to the optimizer at the boundary (4 B), weights back (2 B)
+    m = estimate_memory("llama-2-7b", seq_len=1024, offload="optimizer", zero=3, dp=8).memory
+    shard = -(-N // 8)
+    assert (m.pcie_bytes_per_step, m.pcie_bytes_per_micro_batch) == ((4 + 2) * shard, 2 * 4 * shard)
+    # FSDP's CPUOffload (offload: both) keeps ZeRO-Offload's minimum: 16-bit gradients out, weights in
+    both = estimate_memory("llama-2-7b", seq_len=1024, offload="both", zero=3, dp=8).memory
+    assert both.pcie_bytes_per_step == 4 * shard
+
+
+def test_deepspeed_chat_s_lora_actor_leaves_room_for_16_prompts_beside_the_hybrid_engine_s_tp_copy(tmp_path):
+    # DeepSpeed-Chat step 3 (run_13b.sh at e468799f): OPT-13B actor with --actor_lora_dim 128 on every
+    # decoder-layer linear, whose LinearLayer_LoRA freezes the base weight (utils/module/lora.py), ZeRO-3 over
+    # 8 x A100-40G, a reference of its own, the hybrid engine's tp-2 copy of the layers during generate
+    specs = Path(__file__).parent / "data" / "specs"
+    stage = {"kind": "ppo", "iterations": 1, "rollout_batch": 128, "global_batch": 128, "micro_batch": 16,
+             "prompt_tokens": 256, "response_tokens": 256, "reward_model": str(specs / "opt-350m.yaml"),
+             "reference": str(specs / "opt-13b.yaml"), "generation": {"tp": 2},
+             "parallel": {"dp": 8, "zero": 3, "recompute": "full"}}
+    lora = {"rank": 128, "targets": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]}
+    top = {"model": str(specs / "opt-13b.yaml"), "gpu": "a100-40gb"}
+    full = pipeline(tmp_path, stage, **top).stages[0]
+    adapted = pipeline(tmp_path, {**stage, "lora": lora}, **top).stages[0]
+    assert any(b.field.endswith(".generation") for b in full.breaks)  # every weight trained: no KV room
+    assert adapted.memory.fits and not any(b.field.endswith(".generation") for b in adapted.breaks)
+    # each tp-2 replica generates its two GPUs' 32 prompts at once (generate all-gathers the inputs over the
+    # tp group), as the run did; with every weight trained it had room for one sequence at a time
+    assert any("32 prompts each in 1 round(s) of 32" in n for n in adapted.notes)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from paramcalc.analysis.count import rows
 from paramcalc.analysis.op_checkpoint import op_checkpoint
-from paramcalc.analysis.settings import TRAIN_RECOMPUTE, choose, make_pass, parse_attention
+from paramcalc.analysis.settings import TRAIN_RECOMPUTE, choose, make_pass, parse_attention, recipe_layers
 from paramcalc.blocks.base import Pass
 from paramcalc.blocks.moe import MoE
 from paramcalc.blocks.ssm import Mamba, Mamba2
@@ -133,9 +133,12 @@ def count_flops(model: Model, *, seq_len=None, batch=1, attention: str = "eager"
              + ("; frozen weights skip their weight gradient" if net.freeze else ""), *net.seq_notes(asked),
              *_rules_of_thumb(net, p, active, fwd + bwd, palm)]
     if recompute == "deepseek":
-        notes.append("deepseek recomputation (DeepSeek-V3 report, section 3.2.3): backward reruns MLA's "
-                     "up-projections (q_b_proj, kv_b_proj); the norms, rotary and MoE SwiGLU it also reruns are "
-                     "elementwise, no matmul FLOPs")
+        mla, moe = recipe_layers(net)
+        elementwise = "the norms" + (", rotary" if mla else "") + (" and MoE SwiGLU" if moe else "")
+        notes.append("deepseek recomputation (DeepSeek-V3 report, section 3.2.3): "
+                     + ("backward reruns MLA's up-projections (q_b_proj, kv_b_proj); " if mla else
+                        "no MLA layers, so no matmul is rerun; ")
+                     + f"{elementwise} it {'also ' if mla else ''}reruns are elementwise, no matmul FLOPs")
     if recompute == "op":
         notes.append("op recomputation (torchtitan's op-level selective checkpointing): backward reruns every "
                      "second matmul of each layer and the routed experts' GEMMs, as in bf16 training (under fp8 "

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from functools import cache
 
+from paramcalc.analysis.offload import OFFLOAD_PCIE_BYTES_PER_PARAM, zero_offload_pcie
 from paramcalc.analysis.op_checkpoint import op_checkpoint
 from paramcalc.analysis.settings import (
     DTYPE_BYTES,
@@ -33,6 +34,7 @@ from paramcalc.analysis.settings import (
     choose,
     make_pass,
     parse_attention,
+    recipe_layers,
     with_lora_flags,
 )
 from paramcalc.blocks.attention import Attention
@@ -469,7 +471,8 @@ class Terms:
     breakdown: Breakdown
     cpu: int = 0  # bytes offloaded to CPU memory
     pcie_step: int = 0  # PCIe bytes per optimizer step (optimizer offload)
-    pcie_micro: int = 0  # PCIe bytes per micro-batch (parameter and activation offload)
+    pcie_micro: int = 0  # PCIe bytes per micro-batch (parameter, activation and ZeRO-Offload's gradient offload)
+    cpu_params: int = 0  # parameters stepped on the CPU (optimizer offload's shard)
 
     @property
     def states(self) -> int:
@@ -541,13 +544,17 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
             pcie_micro += 2 * cpu["activations"]  # out in forward, back in for the backward's recomputation
         if s.optimizer_in_backward:
             grads = _largest_gradient(net, s, train)
+        cpu_params = 0
         if s.offload in ("optimizer", "both"):
             # ZeRO-Offload (Ren et al. 2021, section 4.1): fp32 master, optimizer state and the gradients
-            # live on the CPU, where the step runs; per step 2 bytes a parameter of gradients go out and
-            # the updated 16-bit weights come back (its minimal 4 x params of PCIe traffic)
+            # live on the CPU, where the step runs on this GPU's shard
             cpu["optimizer"], cpu["gradients"] = opt, grads
-            shard = _ceil(train, s.shards if s.zero >= 1 else 1)
-            pcie_step += 2 * shard + 2 * shard
+            cpu_params = _ceil(train, s.shards if s.zero >= 1 else 1)
+            if s.offload == "optimizer":  # DeepSpeed's gradient round trips per micro-batch (analysis/offload.py)
+                step_bytes, micro_bytes = zero_offload_pcie(cpu_params, s.zero)
+                pcie_step, pcie_micro = pcie_step + step_bytes, pcie_micro + micro_bytes
+            else:  # FSDP's CPUOffload: the paper's minimum, 16-bit gradients out and weights in (errs fast)
+                pcie_step += OFFLOAD_PCIE_BYTES_PER_PARAM * cpu_params
             opt, grads = 0, 0
         if s.offload in ("params", "both"):
             # DeepSpeed's offload_param / FSDP's CPUOffload: the 16-bit weight shards live on the CPU and
@@ -560,7 +567,7 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
                            stage_params=local)
         parts = kept | {f"overhead/{k}": v for k, v in terms.items()} | {f"cpu/{k}": v for k, v in cpu.items()}
         candidate = Terms(weights, grads, opt, activations, 0, sum(terms.values()), parts, sum(cpu.values()),
-                          pcie_step, pcie_micro)
+                          pcie_step, pcie_micro, cpu_params)
         if best is None or (candidate.total or 0) > (best.total or 0):
             best = candidate
     assert best is not None  # stage_loads returns at least one stage
@@ -667,20 +674,34 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
         notes.append("schedule dualpipe ignored: a training schedule (forward and backward chunks paired); "
                      "inference memory does not depend on it")
         setup = setup.model_copy(update={"schedule": "1f1b"})
+    if setup.mode == "infer" and (setup.recompute != "none" or setup.fp8_activations):
+        ignored = [f"recompute {setup.recompute}"] * (setup.recompute != "none") \
+            + ["fp8 activations"] * setup.fp8_activations
+        notes.append(f"{' and '.join(ignored)} ignored: training only (what backward reruns or reads); inference "
+                     "keeps no activations for a backward")
+        setup = setup.model_copy(update={"recompute": "none", "fp8_activations": False})
     if setup.pp > 1 and setup.mode == "train" and setup.schedule == "dualpipe":
         notes.append("DualPipe (DeepSeek-V3): each rank holds two stages (twice the parameters) and pp + 1 "
                      "micro-batches of a stage's activations; rank 0 holds both ends, the embedding and the head")
     elif setup.pp > 1 and setup.mode == "train":
         notes.append("the busiest pipeline stage: the first (the embedding and the micro-batches in flight) or the "
                      "last (the head and its loss), whichever holds more")
+    mla, moe = recipe_layers(net)
     if setup.mode == "train" and setup.recompute == "deepseek":
+        rerun = ["the norms' outputs", *["MLA's up-projections with their rotary"] * mla,
+                 *["the routed experts' SwiGLU output"] * moe]
+        listed = rerun[0] if len(rerun) == 1 else ", ".join(rerun[:-1]) + ("," if len(rerun) > 2 else "") \
+            + " and " + rerun[-1]
+        absent = " or ".join(name for name, has in (("MLA", mla), ("MoE", moe)) if not has)
         notes.append("deepseek recomputation (DeepSeek-V3 report, section 3.2.3; Megatron-Core's recompute modules "
-                     "layernorm, mla_up_proj, moe_act): the norms' outputs, MLA's up-projections with their rotary, "
-                     "and the routed experts' SwiGLU output are rerun in backward; each layer keeps the rest")
+                     f"layernorm, mla_up_proj, moe_act): {listed} are rerun in backward"
+                     + (f" (no {absent} layers here)" if absent else "") + "; each layer keeps the rest")
     if setup.mode == "train" and setup.fp8_activations:
         notes.append("fp8 activations (DeepSeek-V3 report, section 3.3.3): each Linear's input cached in fp8 with an "
-                     "fp32 scale per 128 channels, the attention output in 12-bit E5M6, the MoE SwiGLU's input in "
-                     "fp8; attention's q, k, v, the norms' inputs and the router's input stay 16-bit")
+                     "fp32 scale per 128 channels, the attention output in 12-bit E5M6"
+                     + (", the MoE SwiGLU's input in fp8" if moe else "") + "; attention's q, k, v"
+                     + (", the norms' inputs and the router's input" if moe else " and the norms' inputs")
+                     + " stay 16-bit")
     if setup.mode == "train" and setup.recompute == "op":
         notes.append("op-level selective recomputation (torchtitan): each layer keeps its input, every other "
                      "matmul's output (none under fp8: torchao's GEMMs are not aten.mm) and the attention output "
@@ -714,7 +735,8 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
         memory=Memory(weights=terms.weights, gradients=terms.gradients, optimizer=terms.optimizer,
                       activations=terms.activations, kv_cache=terms.kv_cache, model_states_per_gpu=terms.states,
                       overhead=terms.overhead, total_per_gpu=total, fits=fits, cpu_bytes=terms.cpu,
-                      pcie_bytes_per_step=terms.pcie_step, pcie_bytes_per_micro_batch=terms.pcie_micro),
+                      pcie_bytes_per_step=terms.pcie_step, pcie_bytes_per_micro_batch=terms.pcie_micro,
+                      cpu_optimizer_params=terms.cpu_params),
         breakdown=terms.breakdown, fits=fit)
 
 

@@ -8,6 +8,8 @@ analysis/placement.py add them to a stage's time, not overlapped with compute).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 # Host-device copies of offloaded state: PCIe Gen5 x16 moves 64 GB/s per direction on paper and
 # about 55 GB/s in practice (pinned memory, large copies; NVIDIA's nvbandwidth on H100 hosts measures
 # 53-57 GB/s). Per GPU: each GPU of an HGX node has its own x16 link to a CPU or switch.
@@ -20,9 +22,48 @@ PCIE_BYTES_PER_SECOND = 55e9
 # more, so on them they err slow. One figure for every card, as PCIE_BYTES_PER_SECOND is.
 HOST_MEMORY_BYTES_PER_SECOND = 2 * 204.8e9
 
-# ZeRO-Offload's per-step PCIe traffic per offloaded parameter (memory.py, Ren et al. 2021, section 4.1):
-# its 16-bit gradient out to the CPU and its updated 16-bit weight back
+# ZeRO-Offload's minimal per-step PCIe traffic per offloaded parameter (Ren et al. 2021, section 4.1): its
+# 16-bit gradient out to the CPU and its updated 16-bit weight back. DeepSpeed moves more (zero_offload_pcie)
 OFFLOAD_PCIE_BYTES_PER_PARAM = 2 + 2
+
+# The dtype ZeRO-3 accumulates offloaded gradients in: OpenRLHF's get_train_ds_config sets
+# data_types.grad_accum_dtype "fp32" (DeepSpeed's own default under ZeRO is the model dtype, 2 bytes: where a run
+# keeps it, the ZeRO-3 term below errs slow)
+ZERO3_ACCUM_BYTES = 4
+
+
+class OffloadTraffic(NamedTuple):
+    """One GPU's offload traffic over PCIe, and the parameters its process then steps on the CPU."""
+
+    step_bytes: int  # per optimizer step
+    micro_bytes: int  # per micro-batch (a step of A micro-batches moves step_bytes + A * micro_bytes)
+    cpu_params: int = 0  # parameters CPUAdam steps (ZeRO-Offload's shard)
+
+
+def zero_offload_pcie(shard: int, zero: int) -> tuple[int, int]:
+    """(per optimizer step, per micro-batch) PCIe bytes of ZeRO-Offload's gradients and weights for a
+    shard of `shard` trained parameters, as DeepSpeed v0.13.2 (OpenRLHF's benchmark version) runs
+    `offload_optimizer: cpu` with gradient accumulation over A micro-batches:
+
+    - ZeRO-1/2 (stage_1_and_2.py `copy_grads_in_partition` -> `async_accumulate_grad_in_cpu_via_gpu`):
+      every micro-batch but the first copies the 16-bit accumulated shard from pinned CPU memory to the
+      GPU and adds it (2 B in), every one but the last copies the sum back out (2 B out), and at the step
+      boundary `async_inplace_copy_grad_to_fp32_buffer_from_gpu` sends it as fp32 (`.float()` on the
+      GPU: 4 B out); the updated 16-bit weights come back (2 B). 2(A - 1) + 2(A - 1) + 4 + 2 = 4A + 2.
+    - ZeRO-3 (stage3.py `partition_grads`): the accumulation buffer lives in pinned CPU memory in
+      ZERO3_ACCUM_BYTES; the first micro-batch copies the shard into it and back to the GPU (`.to(device)`),
+      each later one copies it to the GPU, adds and copies it back: 2 x 4 B per micro-batch; at the
+      boundary the fp32 shard goes to the optimizer's CPU gradient buffer (4 B) and the 16-bit weights
+      come back (2 B). 8A + 6.
+
+    Both run inside backward's gradient hooks. ZeRO-2's copies run on the compute stream (DeepSpeed's
+    `overlap_comm` defaults to off below stage 3, and reduce_ipg_grads says its copy stream "is disabled
+    because of race with reduce"), so they serialise with backward, as the plan times them. ZeRO-3's run on
+    its reduce-and-partition side stream (`overlap_comm` defaults on at stage 3), so part hides under
+    backward and this term, added serially, errs slow there."""
+    if zero >= 3:
+        return (4 + 2) * shard, 2 * ZERO3_ACCUM_BYTES * shard
+    return 2 * shard, (2 + 2) * shard
 
 
 def cpu_adam_seconds(params: int, gpus_per_node: int) -> float:
@@ -42,10 +83,10 @@ def cpu_adam_seconds(params: int, gpus_per_node: int) -> float:
     return params * OPTIMIZER_BYTES / (HOST_MEMORY_BYTES_PER_SECOND / gpus_per_node)
 
 
-def offloaded_step_seconds(step_bytes: int, gpus_per_node: int) -> float:
-    """Seconds ZeRO-Offload adds to each GPU's optimizer step: `step_bytes` over PCIe (memory.py's
-    pcie_bytes_per_step, 4 bytes a parameter), then CPUAdam over the same parameters; one after the
-    other and not overlapped with the GPU's work (errs slow: DeepSpeed overlaps the gradient copies
-    with backward)."""
-    params = step_bytes // OFFLOAD_PCIE_BYTES_PER_PARAM
-    return step_bytes / PCIE_BYTES_PER_SECOND + cpu_adam_seconds(params, gpus_per_node)
+def offloaded_step_seconds(traffic: OffloadTraffic, micro_batches: int, gpus_per_node: int) -> float:
+    """Seconds offload adds to each GPU's optimizer step of `micro_batches` micro-batches: the PCIe
+    traffic (memory.py's pcie_bytes_per_step, and pcie_bytes_per_micro_batch for each micro-batch), then
+    CPUAdam over the shard; one after the other and not overlapped with the GPU's work (errs slow where
+    DeepSpeed's ZeRO-3 overlaps the gradient copies with backward: zero_offload_pcie)."""
+    pcie = traffic.step_bytes + micro_batches * traffic.micro_bytes
+    return pcie / PCIE_BYTES_PER_SECOND + cpu_adam_seconds(traffic.cpu_params, gpus_per_node)

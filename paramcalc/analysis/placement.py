@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from paramcalc.analysis.offload import PCIE_BYTES_PER_SECOND, offloaded_step_seconds
+from paramcalc.analysis.offload import PCIE_BYTES_PER_SECOND, OffloadTraffic, offloaded_step_seconds
 from paramcalc.errors import UserError
 from paramcalc.inputs.files import dotted, locate
 from paramcalc.inputs.pipeline_file import Grpo, Parallel, Ppo, Rloo
@@ -38,8 +38,9 @@ class GroupMemory(Protocol):
         """Per GPU, the offloaded frozen weights streamed in for one forward."""
         ...
 
-    def pcie(self, micro: int) -> tuple[int, int]:
-        """Per GPU, the trained models' offload traffic: (per optimizer step, per micro-batch)."""
+    def pcie(self, micro: int) -> OffloadTraffic:
+        """Per GPU, the trained models' offload: PCIe bytes per optimizer step and per micro-batch, and
+        the parameters stepped on the CPU."""
         ...
 
 
@@ -197,9 +198,7 @@ def iteration(groups: list[Group[M]], passes: list[tuple[str, int, float]], phas
         exp += -(-B // (micro * dp)) * g.memory.offloaded_bytes() / PCIE_BYTES_PER_SECOND
         # optimizer offload of the group's trained models (PCIe, then the step on the CPU) per optimizer step,
         # and parameter / activation offload per micro-batch
-        step_bytes, micro_bytes = g.memory.pcie(micro)
-        upd += (offloaded_step_seconds(step_bytes, gpus_per_node)
-                + -(-mini // (micro * dp)) * micro_bytes / PCIE_BYTES_PER_SECOND) * steps_per_unit
+        upd += offloaded_step_seconds(g.memory.pcie(micro), -(-mini // (micro * dp)), gpus_per_node) * steps_per_unit
         if generation is None and g.key == "actor":  # colocated generation: the actor's group generates
             generation = sum(f / (gpus * peak * mfu) for k, f, mfu in passes if k.startswith("generation/"))
         experience[g.key], update[g.key] = exp, upd

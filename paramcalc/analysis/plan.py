@@ -47,8 +47,8 @@ from paramcalc.analysis.flops import backward_flops, forward_flops
 from paramcalc.analysis.memory import CUDA_CONTEXT, estimate_memory, kv_cache_bytes
 from paramcalc.analysis.offload import (
     HOST_MEMORY_BYTES_PER_SECOND,
-    OFFLOAD_PCIE_BYTES_PER_PARAM,
     PCIE_BYTES_PER_SECOND,
+    OffloadTraffic,
     cpu_adam_seconds,
     offloaded_step_seconds,
 )
@@ -313,10 +313,9 @@ class _Planner:
             # offload's PCIe traffic (ZeRO-Offload, parameter and activation offload) and ZeRO-Offload's optimizer
             # step on the CPU, not overlapped with compute (errs slow: DeepSpeed and torchtune overlap part of the
             # traffic on side streams)
-            pcie_step, pcie_micro = w.memory.pcie(st.micro_batch)
+            traffic = w.memory.pcie(st.micro_batch)
             per_node = s.gpu.gpus_per_node
-            pcie_seconds = (offloaded_step_seconds(pcie_step, per_node)
-                            + (accum or 1) * pcie_micro / PCIE_BYTES_PER_SECOND) * w.steps_per_unit
+            pcie_seconds = offloaded_step_seconds(traffic, accum or 1, per_node) * w.steps_per_unit
             if w.frozen_pcie:  # offloaded frozen models streamed in for each use, not overlapped (errs slow)
                 frozen_seconds = w.frozen_pcie / PCIE_BYTES_PER_SECOND
                 gpu_hours += gpus * w.units * frozen_seconds / 3600
@@ -327,8 +326,9 @@ class _Planner:
             if pcie_seconds:
                 gpu_hours += gpus * w.units * pcie_seconds / 3600
                 unit_seconds += pcie_seconds
-                cpu = cpu_adam_seconds(pcie_step // OFFLOAD_PCIE_BYTES_PER_PARAM, per_node)
-                w.notes.append(f"offload: {human_bytes(pcie_step + (accum or 1) * pcie_micro)} over PCIe per GPU and "
+                cpu = cpu_adam_seconds(traffic.cpu_params, per_node)
+                moved = traffic.step_bytes + (accum or 1) * traffic.micro_bytes
+                w.notes.append(f"offload: {human_bytes(moved)} over PCIe per GPU and "
                                f"optimizer step at {PCIE_BYTES_PER_SECOND / 1e9:.0f} GB/s (PCIe Gen5 x16, effective)"
                                + (f", then the optimizer step on the CPU (DeepSpeed's CPUAdam, memory-bound: 30 bytes "
                                   f"a parameter at 1/{per_node} of the host's {HOST_MEMORY_BYTES_PER_SECOND / 1e9:.0f} "
@@ -1061,17 +1061,19 @@ class _Memory:
         busiest = max((total - states for total, states in totals), default=CUDA_CONTEXT)
         return sum(m.model_states_per_gpu for m in reports) + busiest + sum(frozen.values()), out
 
-    def pcie(self, micro: int) -> tuple[int, int]:
-        """PCIe bytes per GPU of every trained model's offload: (per optimizer step, per micro-batch)."""
+    def pcie(self, micro: int) -> OffloadTraffic:
+        """Every trained model's offload per GPU: PCIe bytes per optimizer step and per micro-batch,
+        and the parameters stepped on the CPU."""
         p = self.par
         if p.offload == "none" and not p.offload_activations:
-            return 0, 0
-        step = per_micro = 0
+            return OffloadTraffic(0, 0)
+        step = per_micro = params = 0
         for _, model in self.trained:
             m = self._memory(model, micro)
             step += m.pcie_bytes_per_step
             per_micro += m.pcie_bytes_per_micro_batch
-        return step, per_micro
+            params += m.cpu_optimizer_params
+        return OffloadTraffic(step, per_micro, params)
 
 
 def _frozen_bytes(model: _Model, par: Parallel, dtype: str) -> int:

@@ -9,8 +9,10 @@ the command line shows it as its flag, a budget or pipeline file as its key.
 from __future__ import annotations
 
 from paramcalc.blocks.base import Pass
+from paramcalc.blocks.mla import LatentAttention
+from paramcalc.blocks.moe import MoE
 from paramcalc.errors import UserError
-from paramcalc.network import Network
+from paramcalc.network import Network, transformer_layer
 from paramcalc.units import parse_positive, parse_positive_int
 
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
@@ -68,6 +70,16 @@ TRAIN_RECOMPUTE = (*RECOMPUTE, "op", "deepseek")
 # and section 3.3.3 ("Inputs of the SwiGLU operator in MoE": the experts' SwiGLU output); Megatron
 # Bridge's DeepSeek-V3 recipe names the same three: layernorm, mla_up_proj, moe_act.
 RECOMPUTE_MODULES = {"deepseek": frozenset({"layernorm", "mla_up_proj", "moe_act"})}
+
+
+def recipe_layers(net: Network) -> tuple[bool, bool]:
+    """(MLA layers, MoE layers) in `net`: what DeepSeek-V3's recipe reaches beyond the norms and
+    the Linears (mla_up_proj reruns MLA's up-projections, moe_act the routed experts' SwiGLU). A
+    dense attention model (Llama) has neither; a layers network (ResNet) no transformer layer."""
+    layers = [transformer_layer(stage) for stage in net.layers]
+    return (any(isinstance(layer.attention, LatentAttention) for layer in layers),
+            any(isinstance(layer.mlp, MoE) for layer in layers))
+
 
 # One attention vocabulary for every command. eager: what transformers' eager attention
 # computes and keeps (the full s x s scores and probabilities; FLOPs count the whole

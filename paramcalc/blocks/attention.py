@@ -142,10 +142,16 @@ class Attention(Block):
         GPT-3): the QKV GEMM's input, q, k and v (its unfused core expands K/V to every
         query head; flash keeps them as they are, with the logsumexp), the softmax
         output (16-bit), the attention dropout's 1-byte mask and output, the output
-        projection's input."""
+        projection's input.
+
+        Under fp8 caching (`a.fp8_cache`; DeepSeek-V3 report, section 3.3.3, as blocks/mla.py):
+        q, k and v's shared input in fp8, the attention output (o_proj's input) in E5M6. The
+        report's attention backward reads that E5M6 copy too (3.3.3 (1): "also used in the
+        backward pass of the attention operator"), so flash keeps no 16-bit O beside it; q, k, v
+        and the norms' inputs stay 16-bit (section 3.3.1)."""
         x, b, s, k, T = a.x, p.batch, p.seq, p.keys, p.tokens
         n, g, d = self.heads, self.kv_heads, self.head_dim
-        out = {"input": x * T * self.hidden}
+        out = {"input": a.linear_input(T * self.hidden)}
         if self.q_norm:
             out["q_norm"] = x * T * n * d
         if self.k_norm:
@@ -157,9 +163,9 @@ class Attention(Block):
             if a.attention_dropout:
                 out["dropout"] = pairs + x * pairs  # the mask and the dropped probabilities
         else:
-            out["qkv"] = x * (T * n * d + 2 * b * k * g * d)
+            out["qkv"] = x * (T * n * d + 2 * b * k * g * d)  # the kernel's output is o_proj_input
             out["logsumexp"] = 4 * b * n * s
-        out["o_proj_input"] = x * T * n * d
+        out["o_proj_input"] = a.linear_input(T * n * d, bits=12)
         return out
 
     def backward_steps(self, p: Pass, a: Activations) -> list[Step]:

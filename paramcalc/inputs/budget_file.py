@@ -28,7 +28,8 @@ class Train(BaseModel):
     batch: Count = Field(1, description="sequences per step (FLOPs scale per token, so it rarely matters)")
     dtype: str = Field("bf16", description="the dtype whose dense peak sets GPU-hours")
     usd_per_hour: Positive | None = Field(None, description="USD per GPU-hour [default: the built-in price table]")
-    recompute: str = Field("none", description="none | selective | full: hardware FLOPs only, never GPU-hours")
+    recompute: str = Field("none", description="none | selective | full | op | deepseek: hardware FLOPs only, "
+                                               "never GPU-hours")
 
 
 class MemorySettings(BaseModel):
@@ -41,14 +42,17 @@ class MemorySettings(BaseModel):
     batch: Count = Field(1, description="micro-batch per GPU")
     dtype: str = Field("bf16", description="weights and activations")
     kv_dtype: str | None = Field(None, description="KV cache dtype (infer) [default: dtype]")
-    precision: str = Field("mixed", description="mixed | fp32 | amp | megatron")
-    optimizer: str = Field("adamw", description="adamw | adam | adam-8bit | sgd | sgd-momentum | lion | adafactor")
+    precision: str = Field("mixed", description="mixed | fp32 | amp | megatron | bf16")
+    optimizer: str = Field("adamw", description="adamw | adamw-bf16 | adam | adam-8bit | sgd | sgd-momentum | lion "
+                                                "| adafactor")
     zero: int = Field(0, ge=0, le=3, description="ZeRO stage 0-3")
     dp: Count = Field(1, description="data-parallel GPUs")
     tp: Count = Field(1, description="tensor-parallel GPUs")
     pp: Count = Field(1, description="pipeline stages")
     sequence_parallel: bool = Field(False, description="sequence parallelism with TP")
-    recompute: str = Field("none", description="none | selective | full")
+    recompute: str = Field("none", description="none | selective | full | op | deepseek")
+    fp8_activations: bool = Field(False, description="with dtype fp8: the Linears' inputs cached in fp8 for "
+                                                     "backward (DeepSeek-V3)")
     attention: str = Field("flash", description="eager | flash")
 
 

@@ -15,8 +15,8 @@ KINDS = ("pretrain", "sft", "reward", "ppo", "dpo", "grpo", "rloo")
 # The choices of analysis/settings.py's tables (tests/test_plan.py holds them equal).
 Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4"]
 Precision = Literal["mixed", "fp32", "amp", "megatron", "bf16"]
-Optimizer = Literal["adamw", "adam", "adam-8bit", "adamw-8bit", "paged-adamw", "paged-adamw-8bit", "sgd",
-                    "sgd-momentum", "lion", "adafactor"]
+Optimizer = Literal["adamw", "adamw-bf16", "adam", "adam-8bit", "adamw-8bit", "paged-adamw", "paged-adamw-8bit",
+                    "sgd", "sgd-momentum", "lion", "adafactor"]
 
 
 class Input(BaseModel):
@@ -33,7 +33,9 @@ class Parallel(Input):
     pp: Count = Field(1, description="pipeline stages")
     zero: int = Field(0, ge=0, le=3, description="ZeRO stage 0-3 (3 = FSDP full sharding)")
     sequence_parallel: bool = Field(False, description="sequence parallelism with TP (Korthikanti et al. 2022)")
-    recompute: Literal["none", "selective", "full"] = Field("none", description="activation recomputation")
+    recompute: Literal["none", "selective", "full", "op", "deepseek"] = Field(
+        "none", description="activation recomputation (op: torchtitan's op-level selective; deepseek: DeepSeek-V3's "
+                            "norms, MLA up-projections and MoE SwiGLU)")
     attention: Literal["eager", "flash"] = Field("flash", description="attention kernel, for activation memory")
     precision: Precision = Field("mixed", description="mixed (16 B/param with Adam) | fp32 | amp "
                                                                      "| megatron")

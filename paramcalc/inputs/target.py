@@ -51,6 +51,12 @@ def read_target(target: str | Path, *, base: Path | None = None, revision: str |
     path = Path(text)
     if base is not None and not path.is_absolute():
         path = base / path
+    try:
+        path.exists()
+    except OSError as e:  # a name the file system refuses (ENAMETOOLONG): it cannot be a file, nor a model
+        raise UserError(f"{text[:40]}... ({len(text):,} characters) is no preset, file, Hub id or count "
+                        f"({e.strerror})", field="target",
+                        fix="name a preset, a config.json, a .yaml spec, a checkpoint, org/name or a count") from None
     if ":" in text and not path.exists():
         from paramcalc.inputs.factory import is_factory, read_factory
 

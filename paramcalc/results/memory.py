@@ -74,9 +74,13 @@ class Memory(Result):
     fits: bool | None = Field(None, description="with a GPU: whether total_per_gpu fits its memory")
     cpu_bytes: int = Field(0, description="bytes per GPU held in CPU memory by offload (beside total_per_gpu)")
     pcie_bytes_per_step: int = Field(0, description="bytes each GPU moves over PCIe per optimizer step "
-                                                    "(optimizer offload: gradients out, 16-bit weights in)")
+                                                    "(optimizer offload: the gradients' last copy out, 16-bit "
+                                                    "weights in)")
     pcie_bytes_per_micro_batch: int = Field(0, description="bytes each GPU moves over PCIe per micro-batch "
-                                                           "(parameter and activation offload)")
+                                                           "(parameter and activation offload; ZeRO-Offload's "
+                                                           "gradient accumulation round trip)")
+    cpu_optimizer_params: int = Field(0, description="parameters each GPU's process steps on the CPU "
+                                                     "(optimizer offload)")
 
 
 class MemoryReport(Report):
