@@ -410,3 +410,19 @@ def test_bad_bayesian_values_exit_2_at_the_key(tmp_path, search, fragments):
     assert r.code == 2
     for fragment in fragments:
         assert fragment in r.err, r.err
+
+
+def test_the_pipeline_files_choices_are_the_settings_tables():
+    """A pipeline file accepts exactly the values the library accepts (inputs/pipeline_file.py
+    spells them as Literals for its JSON Schema): a table that grows must grow both."""
+    from typing import get_args
+
+    from paramcalc.analysis.settings import DTYPE_BYTES, OFFLOAD, OPTIMIZER_STATE, PRECISION, TRAIN_RECOMPUTE
+    from paramcalc.inputs import pipeline_file as pf
+
+    parallel = pf.Parallel.model_fields
+    assert set(get_args(pf.Dtype)) == set(DTYPE_BYTES)
+    assert set(get_args(pf.Precision)) == set(PRECISION)
+    assert set(get_args(pf.Optimizer)) == set(OPTIMIZER_STATE)
+    assert set(get_args(parallel["recompute"].annotation)) == set(TRAIN_RECOMPUTE)
+    assert set(get_args(parallel["offload"].annotation)) == set(OFFLOAD)
