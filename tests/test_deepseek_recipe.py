@@ -238,3 +238,22 @@ def test_a_budget_measures_memory_with_the_recipes_settings(tmp_path):
     actual = r.json["results"][0]["limits"][0]["actual"]
     assert actual == estimate_memory("llama-3.1-8b", **settings).memory.total_per_gpu
     assert actual < estimate_memory("llama-3.1-8b", **(settings | {"fp8_activations": False})).memory.total_per_gpu
+
+
+def test_a_pipeline_stage_caches_its_activations_in_fp8_when_asked(tmp_path):
+    import yaml
+
+    from paramcalc.analysis.plan import plan_pipeline
+
+    parallel = {"dp": 8, "tp": 2, "sequence_parallel": True, "zero": 1, "attention": "flash",
+                "recompute": "deepseek", "fp8_activations": True}
+    stage = {"name": "pretrain", "kind": "pretrain", "tokens": "1e11", "seq_len": 4096, "global_batch": 64,
+             "micro_batch": 1, "dtype": "fp8", "parallel": parallel}
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-3.1-8b", "gpu": "h100-sxm", "stages": [stage]}))
+    s = plan_pipeline(path).stages[0]
+    same = dict(seq_len=4096, dtype="fp8", zero=1, dp=8, tp=2, sequence_parallel=True, attention="flash",
+                recompute="deepseek")
+    cached = estimate_memory("llama-3.1-8b", fp8_activations=True, **same).memory.total_per_gpu
+    assert s.memory.peak_per_gpu == cached
+    assert cached < estimate_memory("llama-3.1-8b", **same).memory.total_per_gpu

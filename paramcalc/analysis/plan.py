@@ -1031,7 +1031,8 @@ class _Memory:
                                    dp=p.dp, tp=p.tp, pp=p.pp, sequence_parallel=p.sequence_parallel,
                                    recompute=p.recompute, attention=p.attention, offload=p.offload,
                                    offload_activations=p.offload_activations, chunked_loss=p.chunked_loss,
-                                   optimizer_in_backward=p.optimizer_in_backward).memory
+                                   optimizer_in_backward=p.optimizer_in_backward,
+                                   fp8_activations=p.fp8_activations).memory
 
     def peak(self, micro: int) -> tuple[int | None, dict[str, int | None]]:
         p, reports = self.par, []

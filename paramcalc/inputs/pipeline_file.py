@@ -47,6 +47,8 @@ class Parallel(Input):
                                                          "needs recompute: full)")
     chunked_loss: bool = Field(False, description="fused linear cross-entropy, no full logits (Liger Kernel)")
     optimizer_in_backward: bool = Field(False, description="step and free each gradient in backward (torchtune)")
+    fp8_activations: bool = Field(False, description="Linear inputs cached in fp8, the attention output in E5M6 "
+                                                     "(DeepSeek-V3 report, section 3.3.3; needs dtype fp8)")
 
 
 class Schedule(Input):
@@ -394,4 +396,5 @@ STAGE_KEYS = {"seq_len": ("seq_len",), "dtype": ("dtype",), "precision": ("paral
               "lora_targets": ("lora", "targets"), "offload": ("parallel", "offload"),
               "offload_activations": ("parallel", "offload_activations"),
               "chunked_loss": ("parallel", "chunked_loss"),
-              "optimizer_in_backward": ("parallel", "optimizer_in_backward")}
+              "optimizer_in_backward": ("parallel", "optimizer_in_backward"),
+              "fp8_activations": ("parallel", "fp8_activations")}
