@@ -13,7 +13,7 @@ from cli import assert_user_error, run
 from paramcalc.analysis.flops import count_flops
 from paramcalc.analysis.memory import estimate_memory, model_states
 from paramcalc.analysis.settings import RECOMPUTE_MODULES
-from paramcalc.analysis.step import optimizer_step_bytes
+from paramcalc.analysis.settings import optimizer_step_bytes
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Pass
 from paramcalc.blocks.disentangled import DisentangledAttention

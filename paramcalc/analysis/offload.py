@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from paramcalc.analysis.settings import OPTIMIZER_BYTES
+
 # Host-device copies of offloaded state: PCIe Gen5 x16 moves 64 GB/s per direction on paper and
 # about 55 GB/s in practice (pinned memory, large copies; NVIDIA's nvbandwidth on H100 hosts measures
 # 53-57 GB/s). Per GPU: each GPU of an HGX node has its own x16 link to a CPU or switch.
@@ -72,14 +74,12 @@ def cpu_adam_seconds(params: int, gpus_per_node: int) -> float:
     steps the fp32 master, momentum and variance where they live, on the CPU, with DeepSpeed's CPUAdam
     (vectorised and multithreaded: DeepSpeed's ZeRO-Offload tutorial), and the GPUs wait for it. A
     streaming update is bound by memory bandwidth: per parameter it reads and writes the fp32 master, m
-    and v, reads the fp32 gradient and writes the 16-bit weight copy, analysis/step.py's OPTIMIZER_BYTES
+    and v, reads the fp32 gradient and writes the 16-bit weight copy, analysis/settings.py's OPTIMIZER_BYTES
     (30; DeepSpeed keeps offloaded optimizer states in fp32). Each GPU's process steps its
     shard at once with the others of its node, so it holds 1 / gpus_per_node of the host's bandwidth.
     Errs fast by the DRAM peak (above) and by CPUAdam's arithmetic where the cores, not the memory, bound
     it; errs slow where fewer of the node's GPUs step at once (RL groups smaller than a node), and by the
     GPU optimizer step step.py still counts in the MFU of an offloaded stage."""
-    from paramcalc.analysis.step import OPTIMIZER_BYTES
-
     return params * OPTIMIZER_BYTES / (HOST_MEMORY_BYTES_PER_SECOND / gpus_per_node)
 
 

@@ -34,6 +34,19 @@ OPTIMIZER_STATE = {
     "adafactor": None,  # factored second moment: rows + cols per matrix (Shazeer & Stern 2018), see memory.py
 }
 
+# Bytes per parameter the optimizer step moves: Adam reads and writes its fp32 master weight,
+# momentum and variance (24), reads the fp32 gradient (4) and writes the 16-bit weight (2).
+OPTIMIZER_BYTES = 30
+
+
+def optimizer_step_bytes(optimizer: str) -> int:
+    """OPTIMIZER_BYTES for `optimizer`'s state: the fp32 master and the state read and written
+    (2 x (4 + state)), the fp32 gradient read (4), the 16-bit weight written (2): adamw 30,
+    adamw-bf16 (DeepSeek-V3's bf16 moments, report section 3.3.3) 22."""
+    state = OPTIMIZER_STATE[optimizer]
+    return 2 * (4 + (8 if state is None else state)) + 4 + 2
+
+
 # Training recipes: bytes per parameter of (weights, gradients, master copy); None: the --dtype's.
 PRECISION = {
     "mixed": (None, None, 4),  # ZeRO's recipe: 16-bit weights and gradients (--dtype), fp32 master

@@ -78,7 +78,7 @@ from paramcalc.analysis.memory import (
     recipe_activations,
 )
 from paramcalc.analysis.op_checkpoint import op_checkpoint
-from paramcalc.analysis.settings import DTYPE_BYTES, OPTIMIZER_STATE
+from paramcalc.analysis.settings import DTYPE_BYTES, optimizer_step_bytes
 from paramcalc.blocks.base import Activations, Pass
 from paramcalc.blocks.moe import MoE
 from paramcalc.inputs.gpu_file import Gpu
@@ -104,18 +104,6 @@ FLASH_BACKWARD = 2.5
 # element of a 16-bit tensor, about the tensors a layer keeps: 1.5 x the elementwise traffic
 # proxy (Transformer Engine's per-tensor casts; fused into norms where it can, so errs slow).
 FP8_CAST = 1.5
-
-# Bytes per parameter the optimizer step moves: Adam reads and writes its fp32 master weight,
-# momentum and variance (24), reads the fp32 gradient (4) and writes the 16-bit weight (2).
-OPTIMIZER_BYTES = 30
-
-
-def optimizer_step_bytes(optimizer: str) -> int:
-    """OPTIMIZER_BYTES for `optimizer`'s state: the fp32 master and the state read and written
-    (2 x (4 + state)), the fp32 gradient read (4), the 16-bit weight written (2): adamw 30,
-    adamw-bf16 (DeepSeek-V3's bf16 moments, report section 3.3.3) 22."""
-    state = OPTIMIZER_STATE[optimizer]
-    return 2 * (4 + (8 if state is None else state)) + 4 + 2
 
 # DualPipe's overlap is not free: DeepSeek's all-to-all kernels run on 20 of the H800's 132 SMs
 # while the paired chunks compute on the rest (DeepSeek-V3 report, section 3.2.2), so a pair's

@@ -596,10 +596,3 @@ def _run(args: list[str], debug: bool) -> int:
               "(rerun with --debug for the traceback)", file=sys.stderr)
         return 3
     return 0
-
-
-def main() -> None:
-    """The program's entry before the fast path (cli/fast.py) took it; kept for scripts that name it."""
-    from paramcalc.cli.fast import main as entry
-
-    entry()
