@@ -120,10 +120,23 @@ def test_megatron_plans_keep_their_fused_loss():
 
 def test_fsdp2_accumulates_unsharded_gradients_in_fp32_across_pipeline_micro_batches():
     net = lower("llama-3.1-405b")
-    s = _setup(tp=8, pp=8, dp=8, sp=True, micro_batch=4, global_batch=256, reshard=False, dtype="fp8")
-    b = memory_terms(net, Pass(4, 8192), s).breakdown
+    s_kw = dict(tp=8, pp=8, dp=8, sp=True, micro_batch=4, global_batch=256, reshard=False, dtype="fp8")
+    b = memory_terms(net, Pass(4, 8192), _setup(**s_kw)).breakdown
     # reduce_dtype float32 (pytorch/pytorch#125191): twice the bf16 weights gathered for the stage
     assert b["overhead/unsharded_gradients"] == 2 * b["overhead/unsharded_weights"]
+    bf16 = memory_terms(net, Pass(4, 8192), _setup(**{**s_kw, "grad_reduce": "bf16"})).breakdown
+    assert bf16["overhead/unsharded_gradients"] == bf16["overhead/unsharded_weights"]  # reduce_dtype bf16: 2 bytes
+
+
+def test_setup_fsdp2_decides_torchtitans_loss_not_the_other_settings():
+    """The same Megatron-profile ZeRO-3 setup keeps Megatron's fused loss when its ZeRO-3 is not FSDP2
+    (Setup.fsdp2: step.Plan sets it, `memory --no-fsdp2` clears it)."""
+    net, seq = lower("llama-3.1-8b"), 4096
+    setup = _setup(tp=2, dp=4, sp=True).model_copy(update={"fsdp2": False})
+    b = memory_terms(net, Pass(1, seq), setup).breakdown
+    assert b["overhead/logits_gradient"] == 4 * seq * V // 2 and "overhead/loss_backward" not in b
+    plan = memory_terms(net, Pass(1, seq), _setup(tp=2, dp=4, sp=True)).breakdown
+    assert plan["overhead/loss_backward"] == 12 * (seq * V // 2) and "overhead/logits_gradient" not in plan
 
 
 def test_every_pipeline_stage_keeps_each_micro_batchs_output_until_the_step_ends():
@@ -137,3 +150,15 @@ def test_every_pipeline_stage_keeps_each_micro_batchs_output_until_the_step_ends
 
     last = _stage_outputs(net, Pass(mb, seq), s, head=True)
     assert last == m * (2 * (mb * seq * V // 8) + 2 * (mb * seq // 8) * h)  # logits of the last stage + stage 7's
+
+
+def test_memory_takes_zero3_with_the_megatron_profile_as_fsdp2_unless_told_otherwise():
+    from cli import assert_user_error, run
+
+    args = ["memory", "llama-3.1-8b", "--seq-len", "4096", "--zero", "3", "--dp", "4", "--tp", "2", "--sp", "--json"]
+    auto, off = run(*args).json, run(*args, "--no-fsdp2").json
+    assert auto["settings"]["fsdp2"] is True and off["settings"]["fsdp2"] is False
+    assert auto["breakdown"]["overhead/loss_backward"] == 12 * (4096 * V // 2)
+    assert off["breakdown"]["overhead/logits_gradient"] == 4 * 4096 * V // 2
+    assert_user_error(run("memory", "llama-3.1-8b", "--zero", "1", "--dp", "4", "--tp", "2", "--fsdp2"),
+                      "--fsdp2", "ZeRO-3")

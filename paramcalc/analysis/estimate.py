@@ -21,9 +21,15 @@ from paramcalc.analysis.comm import measured_efficiency, measured_link_bandwidth
 from paramcalc.analysis.cost import CHINCHILLA_TOKENS_PER_PARAM, estimate_cost, parse_mfu
 from paramcalc.analysis.count import count_params
 from paramcalc.analysis.flops import count_flops
-from paramcalc.analysis.memory import SCHEDULES, TRAIN_RECOMPUTE, dualpipe_error, dualpipe_problem
+from paramcalc.analysis.memory import SCHEDULES, dualpipe_error, dualpipe_problem
 from paramcalc.analysis.plans import Knobs, Outcome, candidates, search
-from paramcalc.analysis.settings import OPTIMIZER_STATE, choose, parse_attention
+from paramcalc.analysis.settings import (
+    OPTIMIZER_STATE,
+    TRAIN_RECOMPUTE,
+    check_fp8_activations,
+    choose,
+    parse_attention,
+)
 from paramcalc.analysis.step import GRAD_REDUCE, Plan
 from paramcalc.catalog import load_gpu
 from paramcalc.errors import UserError
@@ -69,9 +75,7 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
     knobs = _knobs(tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, micro_batch=micro_batch, global_batch=global_batch,
                    zero=zero, recompute=recompute, sp=sp, schedule=schedule, grad_reduce=grad_reduce,
                    optimizer=optimizer, fp8_activations=fp8_activations)
-    if knobs.fp8_activations and dtype != "fp8":
-        raise UserError(f"fp8 activation caching is part of fp8 training, not {dtype}", field="fp8_activations",
-                        fix="give {dtype} fp8, or drop the option")
+    check_fp8_activations(knobs.fp8_activations, dtype)
     card = load_gpu(gpu)
     notes: list[str] = []
     if kernels_file is not None:

@@ -31,6 +31,7 @@ from paramcalc.analysis.settings import (
     RECOMPUTE_MODULES,
     STATE_IN_BF16,
     TRAIN_RECOMPUTE,
+    check_fp8_activations,
     choose,
     make_pass,
     parse_attention,
@@ -77,9 +78,11 @@ def check_setup(s: Setup) -> Setup:
     if s.mode == "train" and s.offload in ("params", "both") and s.zero < 3:
         raise UserError(f"offloading parameters needs ZeRO-3 / FSDP (they are fetched per layer), got ZeRO-{s.zero}",
                         field="offload", fix="give {zero} 3, or offload the optimizer only")
-    if s.mode == "train" and s.fp8_activations and s.dtype != "fp8":
-        raise UserError(f"fp8 activation caching is part of fp8 training, not {s.dtype}", field="fp8_activations",
-                        fix="give {dtype} fp8, or drop the option")
+    if s.mode == "train":
+        check_fp8_activations(s.fp8_activations, s.dtype)
+    if s.mode == "train" and s.fsdp2 and s.zero < 3:
+        raise UserError(f"FSDP2 shards the weights, gradients and optimizer state: it is ZeRO-3, not ZeRO-{s.zero}",
+                        field="fsdp2", fix="give {zero} 3, or drop the option")
     if s.mode == "train" and (s.recompute == "deepseek" or s.fp8_activations) and s.profile == "transformers":
         raise UserError("DeepSeek-V3's recomputation and fp8 activation caching are Megatron-style kernels: "
                         "transformers' eager layers keep other tensors", field="profile",
@@ -326,9 +329,9 @@ def recipe_activations(net: Network, s: Setup) -> Activations:
     (fused dropout: 1-byte masks), with the recomputed modules and fp8 caching the setup asks for."""
     a = net.activations(activation_precision(s), s.attention)
     if a.megatron or s.profile == "megatron":
-        a = replace(a, profile="megatron", mask_bytes=1)  # Megatron's fused dropout keeps 1-byte masks
-        a = replace(a, recompute_modules=RECOMPUTE_MODULES.get(s.recompute, frozenset()),
-                    fp8_cache=s.fp8_activations)
+        # Megatron's fused dropout keeps 1-byte masks
+        a = replace(a, profile="megatron", mask_bytes=1,
+                    recompute_modules=RECOMPUTE_MODULES.get(s.recompute, frozenset()), fp8_cache=s.fp8_activations)
     return a
 
 
@@ -578,7 +581,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                     kv_dtype: str | None = None, precision: str | None = None, optimizer: str = "adamw", zero=0, dp=1,
                     tp=1, pp=1, cp=1, ep=1, vpp=1, micro_batches=None, sequence_parallel: bool = False,
                     recompute: str = "none", attention: str = "flash", reshard: bool = True, profile: str = "auto",
-                    schedule: str = "1f1b",
+                    schedule: str = "1f1b", fsdp2: bool | None = None,
                     gpu: str | None = None, lora_rank=None, lora_targets: str | None = None,
                     context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION, offload: str = "none",
                     offload_activations: bool = False, chunked_loss: bool = False,
@@ -588,7 +591,8 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     Training at the model's pre-training context (`seq_len` default) with flash attention by
     default; a plan's degrees (dp, tp, pp, cp, ep, vpp) split it as Megatron-LM does, and
     `micro_batches` per step set how many a pipeline's first stage holds (default: pp; 2 x pp, its
-    least, under DualPipe).
+    least, under DualPipe). `fsdp2`: ZeRO-3 is torchtitan's FSDP2 (`torchtitan`), as `estimate`'s
+    plans take it; by default, where the Megatron profile's ZeRO-3 runs the 1F1B schedule.
 
     >>> estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2).memory.kv_cache
     2147483648
@@ -608,7 +612,10 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                   parse_positive_int(micro_batches, field="micro_batches"), offload=offload, schedule=schedule,
                   offload_activations=offload_activations, chunked_loss=chunked_loss,
                   optimizer_in_backward=optimizer_in_backward, fp8_activations=fp8_activations)
-    setup = check_setup(setup.model_copy(update={"profile": resolve_profile(profile, setup)}))
+    profile = resolve_profile(profile, setup)
+    if fsdp2 is None:  # ZeRO-3 beside TP, PP or CP is in practice torchtitan's FSDP2, as the plans take it
+        fsdp2 = setup.zero >= 3 and profile == "megatron" and setup.schedule == "1f1b"
+    setup = check_setup(setup.model_copy(update={"profile": profile, "fsdp2": fsdp2}))
     if setup.tp > 1:
         net.check_tensor_parallel(setup.tp)
     if setup.ep > 1 and setup.shards % setup.ep:
@@ -890,21 +897,20 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
                 out["zero3_gathered"] = _ceil(3 * x * largest, s.tp)
             else:
                 out["unsharded_weights"] = x * stage_params
-                if s.micro_batches > 1:  # gradients accumulate unsharded, in fp32, until the last micro-batch
-                    out["unsharded_gradients"] = FSDP2_REDUCE_BYTES * stage_params
+                if s.micro_batches > 1:  # gradients accumulate unsharded until the last micro-batch reduces them
+                    # FSDP2 in its reduce_dtype (torchtitan's mixed_precision_reduce, default "float32"),
+                    # other ZeRO-3s in the 16-bit compute dtype
+                    reduce = int(DTYPE_BYTES[s.grad_reduce]) if torchtitan(s) else x
+                    out["unsharded_gradients"] = reduce * stage_params
     return out
 
 
-# FSDP2's reduce_dtype in torchtitan (job_config.training.mixed_precision_reduce, default "float32")
-FSDP2_REDUCE_BYTES = 4
-
-
 def torchtitan(s: Setup) -> bool:
-    """Whether the plan runs as torchtitan runs it: a plan's ZeRO-3 is FSDP2 (the plans' only FSDP
-    recipe: fp32 sharded masters, reshard_after_forward off under pipelining, torch's pipelining
-    with its 1F1B schedules), whose loss is PyTorch's cross-entropy on upcast logits, not
-    Megatron's fused vocab-parallel kernel."""
-    return s.mode == "train" and s.zero >= 3 and s.profile == "megatron" and s.schedule == "1f1b"
+    """Whether the plan runs as torchtitan runs it (`Setup.fsdp2`, which step.Plan sets): a plan's
+    ZeRO-3 is FSDP2 (the plans' only FSDP recipe: fp32 sharded masters, reshard_after_forward off
+    under pipelining, torch's pipelining with its 1F1B schedules), whose loss is PyTorch's
+    cross-entropy on upcast logits, not Megatron's fused vocab-parallel kernel."""
+    return s.mode == "train" and s.fsdp2 and s.zero >= 3
 
 
 def _torchtitan_loss(logits: int, s: Setup) -> Breakdown:

@@ -42,6 +42,13 @@ class OffloadTraffic(NamedTuple):
     cpu_params: int = 0  # parameters CPUAdam steps (ZeRO-Offload's shard)
 
 
+def streamed_bytes(sequences: int, micro: int, dp: int, offloaded: int) -> int:
+    """PCIe bytes per GPU that offloaded frozen weights (the reference and reward model: DeepSpeed-Chat's
+    --offload_reference_model, OpenRLHF's --ref_reward_offload) cost over `sequences` forwards: each of
+    the `dp` ranks streams its `offloaded` bytes in once per micro-batch of `micro` sequences."""
+    return -(-sequences // (micro * dp)) * offloaded
+
+
 def zero_offload_pcie(shard: int, zero: int) -> tuple[int, int]:
     """(per optimizer step, per micro-batch) PCIe bytes of ZeRO-Offload's gradients and weights for a
     shard of `shard` trained parameters, as DeepSpeed v0.13.2 (OpenRLHF's benchmark version) runs

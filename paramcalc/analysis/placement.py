@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from paramcalc.analysis.offload import PCIE_BYTES_PER_SECOND, OffloadTraffic, offloaded_step_seconds
+from paramcalc.analysis.offload import PCIE_BYTES_PER_SECOND, OffloadTraffic, offloaded_step_seconds, streamed_bytes
 from paramcalc.errors import UserError
 from paramcalc.inputs.files import dotted, locate
 from paramcalc.inputs.pipeline_file import Grpo, Parallel, Ppo, Rloo
@@ -195,7 +195,7 @@ def iteration(groups: list[Group[M]], passes: list[tuple[str, int, float]], phas
         exp = sum(f / flop_rate for k, f in mine if k.endswith(_EXPERIENCE))
         upd = sum(f / flop_rate for k, f in mine if k.endswith(_UPDATE))
         # offloaded frozen weights stream in for each micro-batch's forward (a shard per GPU of the group)
-        exp += -(-B // (micro * dp)) * g.memory.offloaded_bytes() / PCIE_BYTES_PER_SECOND
+        exp += streamed_bytes(B, micro, dp, g.memory.offloaded_bytes()) / PCIE_BYTES_PER_SECOND
         # optimizer offload of the group's trained models (PCIe, then the step on the CPU) per optimizer step,
         # and parameter / activation offload per micro-batch
         upd += offloaded_step_seconds(g.memory.pcie(micro), -(-mini // (micro * dp)), gpus_per_node) * steps_per_unit

@@ -51,10 +51,11 @@ from paramcalc.analysis.offload import (
     OffloadTraffic,
     cpu_adam_seconds,
     offloaded_step_seconds,
+    streamed_bytes,
 )
 from paramcalc.analysis.placement import Group, actor_parallel, iteration, layout
 from paramcalc.analysis.search import cost_search
-from paramcalc.analysis.settings import DTYPE_BYTES
+from paramcalc.analysis.settings import DTYPE_BYTES, OPTIMIZER_BYTES
 from paramcalc.blocks.base import Pass
 from paramcalc.catalog import load_gpu, price
 from paramcalc.errors import UserError
@@ -330,9 +331,9 @@ class _Planner:
                 moved = traffic.step_bytes + (accum or 1) * traffic.micro_bytes
                 w.notes.append(f"offload: {human_bytes(moved)} over PCIe per GPU and "
                                f"optimizer step at {PCIE_BYTES_PER_SECOND / 1e9:.0f} GB/s (PCIe Gen5 x16, effective)"
-                               + (f", then the optimizer step on the CPU (DeepSpeed's CPUAdam, memory-bound: 30 bytes "
-                                  f"a parameter at 1/{per_node} of the host's {HOST_MEMORY_BYTES_PER_SECOND / 1e9:.0f} "
-                                  f"GB/s) {cpu:.2f} s" if cpu else "")
+                               + (f", then the optimizer step on the CPU (DeepSpeed's CPUAdam, memory-bound: "
+                                  f"{OPTIMIZER_BYTES} bytes a parameter at 1/{per_node} of the host's "
+                                  f"{HOST_MEMORY_BYTES_PER_SECOND / 1e9:.0f} GB/s) {cpu:.2f} s" if cpu else "")
                                + f"; {pcie_seconds / w.steps_per_unit:.2f} s a step, not overlapped (errs slow)")
             rollout, all_gpus = None, gpus
             if w.rollout is not None:
@@ -530,11 +531,11 @@ class _Planner:
         frozen = _frozen_roles(policy, frozen_roles, notes)
         trained = [("policy", policy)] + ([("critic", critic)] if critic is not None else [])
         offloaded = _offloaded(st, [r for r, _ in frozen], notes)
-        memory = _Memory(trained, frozen, S, 1, st.parallel, s.dtype, self.path, here, offloaded)
         roles = {"policy": policy, "reference": ref, "reward_model": reward, "critic": critic}
         groups = self._groups(st, here, s, roles, frozen, offloaded, S, min(mini, B)) if st.placement else None
-        if groups:  # colocated generation runs on the actor's group, beside its models only
-            memory = groups[0].memory
+        # colocated generation runs on the actor's group, beside its models only
+        memory = groups[0].memory if groups else _Memory(trained, frozen, S, 1, st.parallel, s.dtype, self.path,
+                                                         here, offloaded)
         mini_seqs = min(mini, B)
         mfu = self._mfu(st, s, policy, S, 1, mini_seqs, notes)
         gpus = st.parallel.dp * st.parallel.tp * st.parallel.pp
@@ -642,7 +643,7 @@ class _Planner:
                      iterations=iterations, generated=iterations * B * R,
                      rollout=_Phases(gen_seconds, g.gpus if separate and g.gpus else 0, g.overlap and separate, sync,
                                      G, B),
-                     frozen_pcie=-(-B // (st.micro_batch * st.parallel.dp)) * memory.offloaded_bytes(),
+                     frozen_pcie=streamed_bytes(B, st.micro_batch, st.parallel.dp, memory.offloaded_bytes()),
                      groups=groups)
 
     # ------------------------------------------------ placement (each model on GPUs of its own)

@@ -34,17 +34,24 @@ OPTIMIZER_STATE = {
     "adafactor": None,  # factored second moment: rows + cols per matrix (Shazeer & Stern 2018), see memory.py
 }
 
-# Bytes per parameter the optimizer step moves: Adam reads and writes its fp32 master weight,
-# momentum and variance (24), reads the fp32 gradient (4) and writes the 16-bit weight (2).
-OPTIMIZER_BYTES = 30
-
-
 def optimizer_step_bytes(optimizer: str) -> int:
-    """OPTIMIZER_BYTES for `optimizer`'s state: the fp32 master and the state read and written
+    """Bytes per parameter `optimizer`'s step moves: the fp32 master and the state read and written
     (2 x (4 + state)), the fp32 gradient read (4), the 16-bit weight written (2): adamw 30,
     adamw-bf16 (DeepSeek-V3's bf16 moments, report section 3.3.3) 22."""
     state = OPTIMIZER_STATE[optimizer]
     return 2 * (4 + (8 if state is None else state)) + 4 + 2
+
+
+def check_fp8_activations(on: bool, dtype: str) -> None:
+    """DeepSeek-V3's fp8 activation caching (report, section 3.3.3) belongs to fp8 training."""
+    if on and dtype != "fp8":
+        raise UserError(f"fp8 activation caching is part of fp8 training, not {dtype}", field="fp8_activations",
+                        fix="give {dtype} fp8, or drop the option")
+
+
+# Adam's step: its fp32 master weight, momentum and variance read and written (24), the fp32 gradient
+# read (4), the 16-bit weight written (2)
+OPTIMIZER_BYTES = optimizer_step_bytes("adamw")
 
 
 # Training recipes: bytes per parameter of (weights, gradients, master copy); None: the --dtype's.

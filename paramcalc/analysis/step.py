@@ -157,13 +157,15 @@ class Plan:
         2 + 4 + 4 + 8 bytes, 6 + 12/d with the distributed optimizer, Megatron-LM's
         docs/source/api-guide/dist_optimizer.md), a 2-byte one in bf16; FSDP2 (ZeRO-3)
         keeps fp32 sharded parameters that are the master copy and fp32 sharded gradients,
-        (4 + 4 + 8) / d bytes: the same total as the mixed recipe's (2 + 2 + 12) / d."""
+        (4 + 4 + 8) / d bytes: the same total as the mixed recipe's (2 + 2 + 12) / d. A plan's ZeRO-3
+        is FSDP2 as torchtitan runs it (`fsdp2`: memory.torchtitan)."""
         precision = "megatron" if self.grad_reduce == "fp32" and self.zero <= 2 else "mixed"
         return Setup(mode="train", dtype=self.dtype, precision=precision, zero=self.zero, dp=self.dp, tp=self.tp,
                      pp=self.pp, cp=self.cp, ep=self.ep, vpp=self.vpp, micro_batches=self.micro_batches,
                      sequence_parallel=self.sp, recompute=self.recompute, attention=self.attention,
                      reshard=self.reshard, profile="megatron", schedule=self.schedule, optimizer=self.optimizer,
-                     fp8_activations=self.fp8_activations)
+                     fp8_activations=self.fp8_activations, grad_reduce=self.grad_reduce,
+                     fsdp2=self.zero >= 3 and self.schedule == "1f1b")
 
 
 @dataclass(frozen=True)

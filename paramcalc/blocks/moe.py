@@ -81,7 +81,7 @@ class MoE(Block):
             up = S * f * (2 if self.expert.gated else 1)
             down = 0 if a.recomputes("moe_act") else a.linear_input(S * f)
             out = {"input": x * T * h, "routing": 4 * T * E + 8 * S + 4 * S,
-                   "experts": a.linear_input(S * h) + (a.linear_input(up) if a.fp8_cache else x * up) + down}
+                   "experts": a.linear_input(S * h) + a.linear_input(up) + down}
             if self.shared:
                 shared = self.shared.saved(p, a)
                 shared.pop("input")

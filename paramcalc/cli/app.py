@@ -124,6 +124,10 @@ def memory(target: TargetArg,
            reshard: bool = typer.Option(True, "--reshard/--no-reshard",
                                         help="ZeRO-3/FSDP frees gathered weights after forward (--no-reshard: "
                                              "keeps them to backward, as Llama 3 did for its pipeline stages)"),
+           fsdp2: Optional[bool] = typer.Option(None, "--fsdp2/--no-fsdp2", help=(
+               "ZeRO-3 as torchtitan's FSDP2 runs it, as `estimate` plans take ZeRO-3: the loss on fp32-upcast "
+               "logits, unsharded gradients accumulated in fp32 [default: with --zero 3 and the Megatron profile; "
+               "--no-fsdp2: Megatron's fused loss]")),
            profile: str = typer.Option("auto", metavar="auto|transformers|megatron", help=(
                "whose saved tensors: transformers' eager reference, or Megatron-LM with Transformer Engine "
                "[default: megatron with --tp/--pp/--cp/--sp, else transformers]")),
@@ -150,7 +154,7 @@ def memory(target: TargetArg,
                          precision=precision, optimizer=optimizer, zero=zero, dp=dp, tp=tp, pp=pp, cp=cp, ep=ep,
                          vpp=vpp, micro_batches=micro_batches, sequence_parallel=sequence_parallel,
                          recompute=recompute, attention=attention, reshard=reshard, profile=profile, gpu=gpu,
-                         schedule=schedule,
+                         schedule=schedule, fsdp2=fsdp2,
                          context_bytes=_gib(context_bytes), fragmentation=fragmentation,
                          lora_rank=lora_rank, lora_targets=lora_targets, offload=offload,
                          offload_activations=offload_activations, chunked_loss=chunked_loss,

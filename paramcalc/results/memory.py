@@ -31,6 +31,10 @@ class Setup(Result):
                                                      "(DeepSeek-V3, section 3.3.3)")
     attention: str = Field("flash", description="eager | flash")
     reshard: bool = Field(True, description="ZeRO-3 / FSDP frees the gathered weights after forward")
+    fsdp2: bool = Field(False, description="ZeRO-3 as torchtitan's FSDP2 runs it (the plans' ZeRO-3, and by "
+                                           "default the Megatron profile's): PyTorch's loss on fp32-upcast logits, "
+                                           "unsharded gradients accumulated in the reduce dtype")
+    grad_reduce: str = Field("fp32", description="the dtype gradients are reduced and accumulated in: fp32 | bf16")
     profile: str = Field("transformers", description="whose saved tensors: transformers (eager reference) | "
                                                      "megatron (Megatron-LM + Transformer Engine)")
     quantized_base: bool = Field(False, description="QLoRA: the frozen base stored in int4, adapters trained in bf16")
