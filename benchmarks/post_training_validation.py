@@ -23,6 +23,9 @@ from paramcalc.analysis.memory import estimate_memory, nf4_bytes  # noqa: E402
 from paramcalc.analysis.plan import plan_pipeline  # noqa: E402
 from paramcalc.units import GIB  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from litgpt_config_hub import litgpt_rows, tensor_bytes  # noqa: E402
+
 ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 # LLaMA 33B and 65B (Touvron et al. 2023, table 2; huggyllama/llama-30b and -65b config.json)
 SPECS = {
@@ -53,14 +56,17 @@ def spec(folder: Path, name: str) -> str:
 def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     out = []
     # 1-2. QLoRA (Dettmers et al. 2023, abstract, sections 1 and 4): 65B on one 48 GB GPU, 33B on a 24 GB one;
-    # r = 64 on every linear, paged AdamW, gradient checkpointing; batch 1 x 512 tokens (figure 6's setting)
-    qlora = dict(seq_len=512, dtype="int4", lora_rank=64, lora_targets=ALL, recompute="full")
+    # r = 64 on every linear, paged AdamW, gradient checkpointing; batch 1 x 512 tokens (figure 6's setting); LoRA
+    # dropout 0.05 for 33B and 65B (appendix B.2)
+    qlora = dict(seq_len=512, dtype="int4", lora_rank=64, lora_targets=ALL, recompute="full", lora_dropout=0.05,
+                 optimizer="paged-adamw")
     for name, gpu, gb in (("llama-33b", "rtx-4090", 24), ("llama-65b", "l40s", 48)):
         r = estimate_memory(spec(folder, name), gpu=gpu, **qlora)
         assert r.fits is not None and r.memory.total_per_gpu is not None
         out.append(("QLoRA paper, abstract and section 4", f"{name} QLoRA r=64 all linears, 1 x 512, "
-                    f"checkpointing, {gb} GB", "fits", f"{'fits' if r.fits.fits else 'does not fit'} "
-                    f"({r.memory.total_per_gpu / GIB:.1f} GiB of {r.fits.gpu_bytes / GIB:.0f})",
+                    f"checkpointing, paged AdamW, {gb} GB", "fits", f"{'fits' if r.fits.fits else 'does not fit'}"
+                    + (" by paging" if any(n.startswith("fits by paging") for n in r.notes) else "")
+                    + f" ({r.memory.total_per_gpu / GIB:.1f} GiB of {r.fits.gpu_bytes / GIB:.0f})",
                     "right" if r.fits.fits else "WRONG"))
     # 3. QLoRA section 3, Double Quantization: 0.127 bits a parameter of quantization constants
     n = 4096 * 4096
@@ -76,14 +82,18 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     mb = c.checkpoint.weights / 1e6
     out.append(("LoRA paper, section 4.2", "GPT-3 175B adapters r=4 on Wq, Wv, fp16", "35 MB",
                 f"{mb:.1f} MB", f"{(mb / 35 - 1) * 100:+.1f}%"))
-    # 6. Stanford Alpaca README: LLaMA-7B, 52K examples, 3 epochs, 8 x A100 80GB, FSDP full_shard, ~3 hours
+    # 6. Stanford Alpaca README: LLaMA-7B, 52K examples, 3 epochs, 8 x A100 80GB, FSDP full_shard, ~3 hours.
+    # train.py tokenizes each example unpadded and its collator pads a batch to its longest (pad_sequence), at
+    # most model_max_length 512: 512 is the ceiling, so the row errs slow. LLaMA reached transformers in March
+    # 2023 with eager attention only (matmul, mask, fp32 softmax; SDPA came in v4.36, FlashAttention-2 in v4.34)
     alpaca = {"model": "llama-2-7b", "gpu": "a100-80gb", "stages": [
         {"name": "alpaca", "kind": "sft", "samples": 52_000, "epochs": 3, "seq_len": 512, "global_batch": 128,
-         "micro_batch": 4, "parallel": {"dp": 8, "zero": 3}}]}
+         "micro_batch": 4, "parallel": {"dp": 8, "zero": 3, "attention": "eager"}}]}
     path = folder / "alpaca.yaml"
     path.write_text(yaml.safe_dump(alpaca))
     s = plan_pipeline(path).stages[0]
-    out.append(("Stanford Alpaca README", "7B full SFT, 52K x 3 epochs, 512 tokens padded, 8 x A100-80GB",
+    out.append(("Stanford Alpaca README", "7B full SFT, 52K x 3 epochs, at most 512 tokens, eager attention, "
+                "8 x A100-80GB",
                 "~3 h", f"{s.wall_clock_hours:.2f} h", f"{(s.wall_clock_hours / 3 - 1) * 100:+.0f}%"))
     # 7. OpenRLHF README and paper (Hu et al. 2024): "RLHF training spends 80% of the time on the sample
     # generation stage". The sentence names no setup (no model split, GPUs, batch or lengths): it motivates
@@ -103,23 +113,25 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     # 8-12. LitGPT's resource tables (tutorials/resource-tables.md, 10/20/2023): finetune/lora.py on one
     # A100-SXM4-40GB, --precision bf16-true (bf16 weights, adapters and AdamW state: the pure-bf16 recipe),
     # r = 8 on query and value, Alpaca padded to its longest sample (1,304 Llama-2 tokens), no checkpointing;
-    # "Max GPU RAM" is torch.cuda.max_memory_allocated / 1e9
-    litgpt = dict(seq_len=1304, lora_rank=8, gpu="a100-40gb")
+    # "Max GPU RAM" is torch.cuda.max_memory_allocated / 1e9: the tensors' peak, compared with paramcalc's tensors
+    # (tensor_bytes: less the CUDA context, fragmentation and NCCL buffers the caching allocator never counts);
+    # lit-gpt's finetune/lora.py at that commit: lora_dropout = 0.05 on each adapter's input
+    litgpt = dict(seq_len=1304, lora_rank=8, gpu="a100-40gb", lora_dropout=0.05)
     for name, extra, measured in (("llama-2-7b", dict(precision="bf16"), 21.30),
                                   ("llama-2-7b", dict(precision="bf16", batch=2), 29.07),
                                   ("llama-2-13b", dict(precision="bf16"), 38.12),
                                   ("llama-2-7b", dict(dtype="int4"), 13.84)):
         r = estimate_memory(name, **litgpt, **extra)
         assert r.memory.total_per_gpu is not None
-        gb = r.memory.total_per_gpu / 1e9
+        gb = tensor_bytes(r) / 1e9
         what = "QLoRA nf4-dq" if extra.get("dtype") == "int4" else "LoRA"
-        out.append(("LitGPT resource tables (LoRA on 1 GPU)", f"{name} {what} r=8 q,v, micro-batch "
+        out.append(("LitGPT resource tables (LoRA on 1 GPU)", f"{name} {what} r=8 q,v, dropout 0.05, micro-batch "
                     f"{extra.get('batch', 1)}, 1304 tokens, bf16-true, A100-40GB", f"{measured:.2f} GB",
                     f"{gb:.2f} GB", f"{(gb / measured - 1) * 100:+.1f}%"))
     r = estimate_memory("llama-2-7b", **litgpt, precision="bf16", batch=4)
     assert r.fits is not None
-    out.append(("LitGPT resource tables (LoRA on 1 GPU)", "llama-2-7b LoRA r=8 q,v, micro-batch 4, 1304 tokens, "
-                "A100-40GB", "OOM", "does not fit" if not r.fits.fits else "fits",
+    out.append(("LitGPT resource tables (LoRA on 1 GPU)", "llama-2-7b LoRA r=8 q,v, micro-batch 4, dropout 0.05, "
+                "1304 tokens, A100-40GB", "OOM", "does not fit" if not r.fits.fits else "fits",
                 "right" if not r.fits.fits else "WRONG"))
     # 13. HF PEFT README: bigscience/bloomz-7b1 (7,069,016,064 parameters) full fine-tuning on one A100-80GB: OOM
     r = estimate_memory("7069016064")
@@ -135,8 +147,8 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     # model, --colocate_critic_reward), reference and reward offloaded (--ref_reward_offload), Adam on the CPU
     # (--adam_offload, the README's "placing the Adam optimizer on the CPU"), gradient checkpointing, ZeRO-3
     # (ZeRO-2 for 7B, as examples/scripts/train_ppo_llama_ray.sh), train_batch_size 128; the micro-batches are
-    # not published (the guide says "as large as possible"): 8, 4, 2, 1. The A800 is the A100-80GB with a slower
-    # NVLink
+    # not published (the guide says "as large as possible"): 8, 4, 2, 1. The A800 is the A100-80GB with NVLink cut
+    # to 400 GB/s and the A100's PCIe Gen4 host link (presets/gpus/a800-80gb.yaml)
     for name, target, gpus, tp, micro, zero, measured in (
             ("llama-2-7b", "llama-2-7b", 16, 1, 8, 2, 471.11), ("llama-2-13b", "llama-2-13b", 32, 2, 4, 3, 608.93),
             ("codellama-34b", spec(folder, "codellama-34b"), 32, 4, 2, 3, 1526.4),
@@ -206,6 +218,9 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
             (3, "opt-66b", "a100-80gb", 64, 7.5 * 3600, {"kind": "ppo", "prompts": 264_292, "rollout_batch": 256,
                                                          "global_batch": 256, "micro_batch": 4, "tp": 8})):
         out.append(_dschat(folder, step, model, gpu, gpus, measured, dict(stage)))
+    # 28-61. LitGPT's config hub table (config_hub/finetune/README.md): every row with figures, on A10Gs
+    # (benchmarks/litgpt_config_hub.py)
+    out += litgpt_rows(folder)
     return out
 
 
@@ -213,7 +228,9 @@ def _dschat(folder: Path, step: int, model: str, gpu: str, gpus: int, measured: 
     """One DeepSpeed-Chat step as its release scripts run it (rows 22-27), and the row that compares it."""
     kind = stage["kind"]
     zero, recompute = (0, "none") if kind == "reward" else (3, "full")
-    stage["parallel"] = {"dp": gpus, "zero": zero, "recompute": recompute}
+    # transformers of April 2023 (v4.28) computed OPT's attention eagerly only: bmm scores, the fp32 softmax
+    # upcast, bmm (modeling_opt.OPTAttention; SDPA and FlashAttention-2 reached transformers later that year)
+    stage["parallel"] = {"dp": gpus, "zero": zero, "recompute": recompute, "attention": "eager"}
     if kind == "ppo":
         # --actor_lora_dim 128 on every nn.Linear under decoder.layers.: DeepSpeed-Chat's LinearLayer_LoRA
         # (training/utils/module/lora.py at e468799f) sets `self.weight.requires_grad = False`, so the layers'
@@ -230,9 +247,10 @@ def _dschat(folder: Path, step: int, model: str, gpu: str, gpus: int, measured: 
     card = gpu.replace("a100-", "A100-").replace("gb", "G")
     m = stage["micro_batch"]
     if step == 1:
-        what = f"step 1 SFT, {stage['samples']:,} x 2 epochs x 512 padded, micro-batch {m}, ZeRO-3, checkpointing"
+        what = (f"step 1 SFT, {stage['samples']:,} x 2 epochs x 512 padded, micro-batch {m}, ZeRO-3, checkpointing, "
+                "eager attention")
     elif step == 2:
-        what = f"step 2 reward model, {stage['samples']:,} pairs x 512 padded, micro-batch {m}, ZeRO-0"
+        what = f"step 2 reward model, {stage['samples']:,} pairs x 512 padded, micro-batch {m}, ZeRO-0, eager attention"
     else:
         what = (f"step 3 PPO + opt-350m critic and reward, {stage['prompts']:,} prompts, 256 + 256 tokens, {m} a GPU, "
                 f"ZeRO-3, hybrid engine tp {stage['generation']['tp']}")
@@ -251,9 +269,9 @@ def _hours(seconds: float) -> str:
 
 def _openrlhf(folder: Path, name: str, target: str, *, micro: int, zero: int, generation: dict, placement: dict,
               offload_frozen: bool = False):
-    """One OpenRLHF PPO iteration (1,024 prompts, 1024 + 1024 tokens) on A800s (as the A100-80GB), each model
-    on its own Ray group, Adam offloaded, gradient checkpointing."""
-    ppo = {"model": target, "gpu": "a100-80gb", "stages": [
+    """One OpenRLHF PPO iteration (1,024 prompts, 1024 + 1024 tokens) on A800s (presets/gpus/a800-80gb.yaml), each
+    model on its own Ray group, Adam offloaded, gradient checkpointing."""
+    ppo = {"model": target, "gpu": "a800-80gb", "stages": [
         {"name": "ppo", "kind": "ppo", "iterations": 1, "rollout_batch": 1024, "prompt_tokens": 1024,
          "response_tokens": 1024, "global_batch": 128, "micro_batch": micro, "offload_frozen": offload_frozen,
          "parallel": {"zero": zero, "recompute": "full", "offload": "optimizer"},

@@ -11,11 +11,14 @@ import yaml
 from cli import assert_user_error, run
 
 from paramcalc.analysis.memory import CUDA_CONTEXT, estimate_memory, inference_kv_dtype
-from paramcalc.analysis.plan import PCIE_BYTES_PER_SECOND, plan_pipeline
+from paramcalc.analysis.offload import host_rate
+from paramcalc.analysis.plan import plan_pipeline
 from paramcalc.analysis.serve import decode_time, kv_shards, prefill_time, serving_rates, serving_weight_bytes
 from paramcalc.catalog import load_gpu
 from paramcalc.network import lower
 from paramcalc.units import human_bytes
+
+A100_HOST = host_rate(load_gpu("a100-80gb"))  # its PCIe Gen4 x16 host link's copies
 
 N = 6_738_415_616  # Llama-2-7B's parameters
 PEAK = 312e12  # A100's dense bf16 peak
@@ -188,7 +191,7 @@ def test_each_group_s_update_waits_for_its_offloaded_optimizer_step_on_the_cpu(t
     shard = -(-N // 4)  # the policy's parameters over the actor's 4 GPUs (ZeRO-3)
     # per optimizer step (2 an iteration) of 32 / 4 = 8 micro-batches: DeepSpeed's ZeRO-3 offload moves 8 x 8 + 6
     # bytes a parameter over PCIe, then CPUAdam's 30 bytes a parameter at an eighth of the host's 2 x 204.8 GB/s
-    offload = 2 * ((8 * 8 + 6) * shard / PCIE_BYTES_PER_SECOND + 30 * shard / (2 * 204.8e9 / 8))
+    offload = 2 * ((8 * 8 + 6) * shard / A100_HOST + 30 * shard / (2 * 204.8e9 / 8))
     assert r.groups[0].update_seconds == pytest.approx(f["policy/train"] / (4 * PEAK * MFU) + offload)
 
 

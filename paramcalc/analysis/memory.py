@@ -47,7 +47,7 @@ from paramcalc.errors import UserError
 from paramcalc.network import Model, Network, lower, stage_of, transformer_layer
 from paramcalc.network.measured import MeasuredCount
 from paramcalc.results.memory import Fit, Memory, MemoryReport, Setup
-from paramcalc.units import GIB, parse_number, parse_positive_int
+from paramcalc.units import GIB, human_bytes, parse_number, parse_positive_int
 
 # Runtime overheads outside the tensors PyTorch allocates, as calibratable terms.
 CUDA_CONTEXT = 512 * 2**20  # CUDA context + cuBLAS/cuDNN workspaces, typically 0.4-0.6 GiB on H100 with torch
@@ -328,6 +328,8 @@ def recipe_activations(net: Network, s: Setup) -> Activations:
     """How the plan's training forward keeps tensors: the network's own profile, or Megatron-LM's
     (fused dropout: 1-byte masks), with the recomputed modules and fp8 caching the setup asks for."""
     a = net.activations(activation_precision(s), s.attention)
+    if s.quantized_base:  # bitsandbytes' 4-bit linears keep their inputs (blocks/lora.py Adapted.saved)
+        a = replace(a, quantized_base=True)
     if a.megatron or s.profile == "megatron":
         # Megatron's fused dropout keeps 1-byte masks
         a = replace(a, profile="megatron", mask_bytes=1,
@@ -582,7 +584,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                     tp=1, pp=1, cp=1, ep=1, vpp=1, micro_batches=None, sequence_parallel: bool = False,
                     recompute: str = "none", attention: str = "flash", reshard: bool = True, profile: str = "auto",
                     schedule: str = "1f1b", fsdp2: bool | None = None,
-                    gpu: str | None = None, lora_rank=None, lora_targets: str | None = None,
+                    gpu: str | None = None, lora_rank=None, lora_targets: str | None = None, lora_dropout=None,
                     context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION, offload: str = "none",
                     offload_activations: bool = False, chunked_loss: bool = False,
                     optimizer_in_backward: bool = False, fp8_activations: bool = False) -> MemoryReport:
@@ -597,7 +599,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     >>> estimate_memory("llama-3.1-8b", mode="infer", seq_len=8192, batch=2).memory.kv_cache
     2147483648
     """
-    net = with_lora_flags(lower(model), lora_rank, lora_targets)
+    net = with_lora_flags(lower(model), lora_rank, lora_targets, lora_dropout)
     if precision is None:  # fp32 weights train in fp32; 16- and 8-bit ones in ZeRO's mixed recipe
         precision = "fp32" if dtype in ("fp32", "tf32") else "mixed"
     params = net.total_params
@@ -670,8 +672,14 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                         f"{setup.optimizer} state in 32 bits (QLoRA's paged_adamw_32bit: paging moves it to CPU "
                         "memory under pressure, so a peak over the GPU's memory may still run, slower)"
                         if quantized else "")
-                     + ("" if measured else "; activations as if every layer trained (errs high: frozen layers "
-                                            "keep less)"))
+                     + ("" if measured else
+                        "; activations as autograd keeps them with the base frozen: a frozen linear keeps no input "
+                        "(the adapters keep what they read" + (", bitsandbytes' 4-bit linears theirs" if quantized
+                                                               else "") + "), a frozen norm no normalised copy"
+                        + (f", each adapter its lora_dropout copy and mask (p = {net.adapters.dropout:g})"
+                           if net.adapters.dropout else "")
+                        if net.adapters is not None else
+                        "; activations as if every layer trained (errs high: frozen layers keep less)"))
     if net.has_architecture and not net.layers and setup.mode == "train" \
             and (setup.recompute != "none" or setup.tp > 1 or setup.pp > 1 or setup.cp > 1):
         notes.append("recomputation and tensor/pipeline/context splits of activations are not modelled for layers "
@@ -735,6 +743,14 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
             return at_b
 
         fits = total <= card.memory_bytes
+        if not fits and setup.optimizer.startswith("paged") and total - terms.optimizer <= card.memory_bytes:
+            # bitsandbytes' paged optimizers keep their state in CUDA unified memory, which the driver evicts to CPU
+            # memory when the GPU runs out and pages back for each step (Dettmers et al. 2023, QLoRA, section 3,
+            # "Paged Optimizers"): the run fits when everything but that state does
+            fits = True
+            notes.append(f"fits by paging: {human_bytes(total - card.memory_bytes)} of the {setup.optimizer} state "
+                         "lives in CPU memory (bitsandbytes' paged optimizers on CUDA unified memory), paged in for "
+                         "each optimizer step: slower steps")
         fit = Fit(gpu=card.name, gpu_bytes=card.memory_bytes, fits=fits, headroom=card.memory_bytes - total,
                   gpus=setup.world, max_batch=_largest_batch(total_at, card.memory_bytes))
     return MemoryReport(

@@ -11,17 +11,22 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from paramcalc.analysis.settings import OPTIMIZER_BYTES
+from paramcalc.inputs.gpu_file import Gpu
 
-# Host-device copies of offloaded state: PCIe Gen5 x16 moves 64 GB/s per direction on paper and
-# about 55 GB/s in practice (pinned memory, large copies; NVIDIA's nvbandwidth on H100 hosts measures
-# 53-57 GB/s). Per GPU: each GPU of an HGX node has its own x16 link to a CPU or switch.
-PCIE_BYTES_PER_SECOND = 55e9
+# Host-device copies of offloaded state run over each GPU's own host link (each GPU of an HGX node has its
+# own x16 link to a CPU or switch): the catalog's `host_link`, per direction. Copies sustain about 55 of PCIe
+# Gen5 x16's 64 GB/s (pinned memory, large copies; NVIDIA's nvbandwidth on H100 hosts measures 53-57 GB/s),
+# the share taken for every generation (an A100's Gen4 x16 copies ~25 of 32 GB/s in bandwidthTest: errs
+# fast there by a few percent). A card file without `host_link` gets PCIe Gen5 x16.
+PCIE_GEN5_X16 = 64e9
+PCIE_EFFICIENCY = 55 / 64
+PCIE_BYTES_PER_SECOND = PCIE_GEN5_X16 * PCIE_EFFICIENCY  # 55 GB/s: the default host link's copies
 
 # The host's memory bandwidth, per node: a DGX A100 (2 x AMD EPYC 7742, NVIDIA's DGX A100 system
 # specifications), whose sockets each drive 8 channels of DDR4-3200: 8 x 3200 MT/s x 8 bytes = 204.8 GB/s
 # (AMD's EPYC 7002 product specifications, "Per Socket Mem BW 204.8 GB/s"). The DRAM peak: streaming
 # kernels sustain less of it, so times from it err fast; newer hosts (DDR5, 12 channels a socket) have
-# more, so on them they err slow. One figure for every card, as PCIE_BYTES_PER_SECOND is.
+# more, so on them they err slow. One figure for every card.
 HOST_MEMORY_BYTES_PER_SECOND = 2 * 204.8e9
 
 # ZeRO-Offload's minimal per-step PCIe traffic per offloaded parameter (Ren et al. 2021, section 4.1): its
@@ -90,10 +95,16 @@ def cpu_adam_seconds(params: int, gpus_per_node: int) -> float:
     return params * OPTIMIZER_BYTES / (HOST_MEMORY_BYTES_PER_SECOND / gpus_per_node)
 
 
-def offloaded_step_seconds(traffic: OffloadTraffic, micro_batches: int, gpus_per_node: int) -> float:
+def host_rate(card: Gpu) -> float:
+    """Bytes/s one GPU's host-device copies sustain per direction: its host link x PCIE_EFFICIENCY."""
+    return (card.host_link.bandwidth if card.host_link is not None else PCIE_GEN5_X16) * PCIE_EFFICIENCY
+
+
+def offloaded_step_seconds(traffic: OffloadTraffic, micro_batches: int, card: Gpu) -> float:
     """Seconds offload adds to each GPU's optimizer step of `micro_batches` micro-batches: the PCIe
-    traffic (memory.py's pcie_bytes_per_step, and pcie_bytes_per_micro_batch for each micro-batch), then
-    CPUAdam over the shard; one after the other and not overlapped with the GPU's work (errs slow where
-    DeepSpeed's ZeRO-3 overlaps the gradient copies with backward: zero_offload_pcie)."""
+    traffic (memory.py's pcie_bytes_per_step, and pcie_bytes_per_micro_batch for each micro-batch) over
+    the card's host link, then CPUAdam over the shard; one after the other and not overlapped with the
+    GPU's work (errs slow where DeepSpeed's ZeRO-3 overlaps the gradient copies with backward:
+    zero_offload_pcie)."""
     pcie = traffic.step_bytes + micro_batches * traffic.micro_bytes
-    return pcie / PCIE_BYTES_PER_SECOND + cpu_adam_seconds(traffic.cpu_params, gpus_per_node)
+    return pcie / host_rate(card) + cpu_adam_seconds(traffic.cpu_params, card.gpus_per_node)

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from paramcalc.analysis.offload import PCIE_BYTES_PER_SECOND, OffloadTraffic, offloaded_step_seconds, streamed_bytes
+from paramcalc.analysis.offload import OffloadTraffic, host_rate, offloaded_step_seconds, streamed_bytes
 from paramcalc.errors import UserError
 from paramcalc.inputs.files import dotted, locate
+from paramcalc.inputs.gpu_file import Gpu
 from paramcalc.inputs.pipeline_file import Grpo, Parallel, Ppo, Rloo
 from paramcalc.results.plan import Break, PlacementGroup, Rollout, StageMemory
 
@@ -160,7 +161,7 @@ def layout(st: Ppo | Grpo | Rloo, present: set[str], ref_shared: bool, path: Pat
 
 
 def iteration(groups: list[Group[M]], passes: list[tuple[str, int, float]], phases: Phases, *, peak: float,
-              micro: int, mini: int, steps_per_unit: int, gpus_per_node: int,
+              micro: int, mini: int, steps_per_unit: int, card: Gpu,
               fit: Callable[[Group[M]], tuple[StageMemory, list[Break]]]) -> Placed:
     """An RL iteration under `placement:`, as OpenRLHF's PPO trainer runs it (PPOTrainer.fit,
     RemoteExperienceMaker.make_experience, ActorPPOTrainer.ppo_train in openrlhf/trainer/ray):
@@ -178,9 +179,9 @@ def iteration(groups: list[Group[M]], passes: list[tuple[str, int, float]], phas
     not overlapped (errs slow), and so is ZeRO-Offload's optimizer step on the CPU (analysis/offload.py).
 
     passes: (breakdown key, FLOPs per iteration, MFU) with keys `role/pass`; peak: the dense
-    FLOP/s of one GPU; micro, mini: sequences per micro-batch and per optimizer step; gpus_per_node:
-    the GPUs whose processes share a host's memory bandwidth; fit: a group's memory at the stage's
-    micro-batch, and the breaks it finds."""
+    FLOP/s of one GPU; micro, mini: sequences per micro-batch and per optimizer step; card: the GPU
+    (its host link, and the GPUs per node whose processes share a host's memory bandwidth); fit: a
+    group's memory at the stage's micro-batch, and the breaks it finds."""
     B = phases.sequences
     results: list[PlacementGroup] = []
     update: dict[str, float] = {}
@@ -195,10 +196,10 @@ def iteration(groups: list[Group[M]], passes: list[tuple[str, int, float]], phas
         exp = sum(f / flop_rate for k, f in mine if k.endswith(_EXPERIENCE))
         upd = sum(f / flop_rate for k, f in mine if k.endswith(_UPDATE))
         # offloaded frozen weights stream in for each micro-batch's forward (a shard per GPU of the group)
-        exp += streamed_bytes(B, micro, dp, g.memory.offloaded_bytes()) / PCIE_BYTES_PER_SECOND
+        exp += streamed_bytes(B, micro, dp, g.memory.offloaded_bytes()) / host_rate(card)
         # optimizer offload of the group's trained models (PCIe, then the step on the CPU) per optimizer step,
         # and parameter / activation offload per micro-batch
-        upd += offloaded_step_seconds(g.memory.pcie(micro), -(-mini // (micro * dp)), gpus_per_node) * steps_per_unit
+        upd += offloaded_step_seconds(g.memory.pcie(micro), -(-mini // (micro * dp)), card) * steps_per_unit
         if generation is None and g.key == "actor":  # colocated generation: the actor's group generates
             generation = sum(f / (gpus * peak * mfu) for k, f, mfu in passes if k.startswith("generation/"))
         experience[g.key], update[g.key] = exp, upd

@@ -47,9 +47,9 @@ from paramcalc.analysis.flops import backward_flops, forward_flops
 from paramcalc.analysis.memory import CUDA_CONTEXT, estimate_memory, kv_cache_bytes
 from paramcalc.analysis.offload import (
     HOST_MEMORY_BYTES_PER_SECOND,
-    PCIE_BYTES_PER_SECOND,
     OffloadTraffic,
     cpu_adam_seconds,
+    host_rate,
     offloaded_step_seconds,
     streamed_bytes,
 )
@@ -239,10 +239,11 @@ class _Planner:
         if lora is not None:
             from paramcalc.network.adapters import with_lora
 
-            keys = {"rank": ("rank",), "target_modules": ("targets",), "modules_to_save": ("modules_to_save",)}
+            keys = {"rank": ("rank",), "target_modules": ("targets",), "modules_to_save": ("modules_to_save",),
+                    "dropout": ("dropout",)}
             with placed(self.path, lora_loc, keys):
                 net = with_lora(net, lora.rank, alpha=float(lora.alpha), targets=tuple(lora.targets),
-                                modules_to_save=tuple(lora.modules_to_save))
+                                modules_to_save=tuple(lora.modules_to_save), dropout=float(lora.dropout))
         return _Model(target, net)
 
     def settings(self, stage, i: int) -> _Setting:
@@ -303,7 +304,7 @@ class _Planner:
                 return _memory(g.memory, s, micro, max(micro, mini // g.par.dp), here, local), local
 
             by_group = iteration(w.groups, w.passes, w.rollout, peak=s.peak, micro=micro, mini=mini,
-                                steps_per_unit=w.steps_per_unit, gpus_per_node=s.gpu.gpus_per_node, fit=fit)
+                                steps_per_unit=w.steps_per_unit, card=s.gpu, fit=fit)
             breaks += by_group.breaks
             w.notes.append(by_group.note)
             rollout, mem, gpus, unit_seconds = by_group.rollout, by_group.memory, by_group.gpus, by_group.seconds
@@ -315,22 +316,23 @@ class _Planner:
             # step on the CPU, not overlapped with compute (errs slow: DeepSpeed and torchtune overlap part of the
             # traffic on side streams)
             traffic = w.memory.pcie(st.micro_batch)
-            per_node = s.gpu.gpus_per_node
-            pcie_seconds = offloaded_step_seconds(traffic, accum or 1, per_node) * w.steps_per_unit
+            per_node, host = s.gpu.gpus_per_node, host_rate(s.gpu)
+            link = s.gpu.host_link.name if s.gpu.host_link is not None else "PCIe Gen5 x16"
+            pcie_seconds = offloaded_step_seconds(traffic, accum or 1, s.gpu) * w.steps_per_unit
             if w.frozen_pcie:  # offloaded frozen models streamed in for each use, not overlapped (errs slow)
-                frozen_seconds = w.frozen_pcie / PCIE_BYTES_PER_SECOND
+                frozen_seconds = w.frozen_pcie / host
                 gpu_hours += gpus * w.units * frozen_seconds / 3600
                 unit_seconds += frozen_seconds
                 w.notes.append(f"frozen-model offload: {human_bytes(w.frozen_pcie)} over PCIe per GPU and "
-                               f"{'iteration' if w.rollout else 'optimizer step'} at {PCIE_BYTES_PER_SECOND / 1e9:.0f} "
-                               f"GB/s, {frozen_seconds:.2f} s, not overlapped with compute (errs slow)")
+                               f"{'iteration' if w.rollout else 'optimizer step'} at {host / 1e9:.0f} GB/s ({link}, "
+                               f"effective), {frozen_seconds:.2f} s, not overlapped with compute (errs slow)")
             if pcie_seconds:
                 gpu_hours += gpus * w.units * pcie_seconds / 3600
                 unit_seconds += pcie_seconds
                 cpu = cpu_adam_seconds(traffic.cpu_params, per_node)
                 moved = traffic.step_bytes + (accum or 1) * traffic.micro_bytes
                 w.notes.append(f"offload: {human_bytes(moved)} over PCIe per GPU and "
-                               f"optimizer step at {PCIE_BYTES_PER_SECOND / 1e9:.0f} GB/s (PCIe Gen5 x16, effective)"
+                               f"optimizer step at {host / 1e9:.0f} GB/s ({link}, effective)"
                                + (f", then the optimizer step on the CPU (DeepSpeed's CPUAdam, memory-bound: "
                                   f"{OPTIMIZER_BYTES} bytes a parameter at 1/{per_node} of the host's "
                                   f"{HOST_MEMORY_BYTES_PER_SECOND / 1e9:.0f} GB/s) {cpu:.2f} s" if cpu else "")
@@ -833,9 +835,11 @@ def _step_mfu(model: _Model, par: Parallel, micro: int, batch: int, seq: int, s:
         trainable = sum(net.trainable_params().values())
         work = replace(work, gemm=work.gemm * 2 / 3, expert_gemm=work.expert_gemm * 2 / 3, head=work.head * 2 / 3,
                        dense_params=trainable, expert_params=0)
+    # pipeline stages train transformers models (TRL, DeepSpeed-Chat, OpenRLHF, Alpaca's and LitGPT-style
+    # loops): eager attention runs its op-by-op kernels (analysis/step.py eager_score_bytes)
     plan = Plan(tp=par.tp, pp=par.pp, dp=par.dp, micro_batch=micro, global_batch=batch, zero=par.zero,
                 recompute=par.recompute, sp=par.sequence_parallel, attention=par.attention,
-                dtype="fp8" if s.dtype == "fp8" else "bf16")
+                dtype="fp8" if s.dtype == "fp8" else "bf16", kernels="transformers")
     seconds = step_time(net, work, plan, s.gpu).seconds
     if s.dtype == "int4" and model.lora:
         # QLoRA: bitsandbytes' matmul_4bit dequantizes each NF4 weight to bf16 before the GEMM, in forward

@@ -13,7 +13,7 @@ from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.moe import MoE
 from paramcalc.errors import UserError
 from paramcalc.network import Network, transformer_layer
-from paramcalc.units import parse_positive, parse_positive_int
+from paramcalc.units import parse_number, parse_positive, parse_positive_int
 
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
 
@@ -140,21 +140,22 @@ def make_pass(net: Network, seq_len, batch, attention: str = "eager") -> Pass:
                 attention=flops_convention(parse_attention(attention)))
 
 
-def with_lora_flags(net: Network, rank, targets: str | None) -> Network:
-    """The network with LoRA adapters from the `lora_rank` / `lora_targets` settings."""
+def with_lora_flags(net: Network, rank, targets: str | None, dropout=None) -> Network:
+    """The network with LoRA adapters from the `lora_rank` / `lora_targets` / `lora_dropout` settings."""
     if rank is None:
-        if targets:
-            raise UserError("LoRA targets need a LoRA rank", field="lora_targets", fix="give {lora_rank} too")
+        if targets or dropout is not None:
+            field = "lora_targets" if targets else "lora_dropout"
+            raise UserError(f"{field.replace('_', ' ')} needs a LoRA rank", field=field, fix="give {lora_rank} too")
         return net
     from paramcalc.network.adapters import with_lora
 
     chosen = tuple(t.strip() for t in targets.split(",") if t.strip()) if targets else ("q_proj", "v_proj")
+    p = 0.0 if dropout is None else parse_number(dropout, field="lora_dropout")
     try:
-        return with_lora(net, parse_positive_int(rank, field="lora_rank"), targets=chosen)
+        return with_lora(net, parse_positive_int(rank, field="lora_rank"), targets=chosen, dropout=float(p))
     except UserError as e:
-        raise UserError(e.message, field={"rank": "lora_rank", "target_modules": "lora_targets"}.get(e.field or "",
-                                                                                                     e.field),
-                        fix=e.fix) from None
+        names = {"rank": "lora_rank", "target_modules": "lora_targets", "dropout": "lora_dropout"}
+        raise UserError(e.message, field=names.get(e.field or "", e.field), fix=e.fix) from None
 
 
 def positive_float(value, field: str) -> float:

@@ -14,7 +14,14 @@ Large-Scale Language Model Training on GPU Clusters", section 2):
 - the attention core (QK^T and PV) at the bf16 peak x `efficiency.attention`:
   flash kernels compute the causal half, and their backward reruns the
   scores: 5 matmuls against the forward's 2, so 2.5 x the forward (Dao 2023,
-  FlashAttention-2, section 3.1.2); eager attention computes every pair;
+  FlashAttention-2, section 3.1.2); eager attention computes every pair, and
+  its score-sized kernels (the matmuls' reads and writes of the s x s scores,
+  softmax, mask, dropout) move `eager_score_bytes` a score at HBM bandwidth:
+  with a head dimension of 64 to 128 they are memory-bound, and for small
+  models and long sequences they outweigh the GEMMs. The plan's `kernels` say
+  whose: Megatron-LM's fused scale-mask-softmax, or transformers' op by op
+  (fp32 softmax; OPT and LLaMA ran only this before SDPA and FlashAttention
+  reached transformers);
 - elementwise kernels (norms, activations, residuals, rotary, dropout) moving
   about the bytes a layer keeps for backward, once in forward and twice in
   backward, at HBM bandwidth x `efficiency.memory`: a proxy (errs high for
@@ -79,7 +86,9 @@ from paramcalc.analysis.memory import (
 )
 from paramcalc.analysis.op_checkpoint import op_checkpoint
 from paramcalc.analysis.settings import DTYPE_BYTES, optimizer_step_bytes
+from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Pass
+from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.moe import MoE
 from paramcalc.inputs.gpu_file import Gpu
 from paramcalc.network import Network, stage_of, transformer_layer
@@ -113,6 +122,42 @@ DUALPIPE_COMM_SMS = 20 / 132
 GRAD_REDUCE = ("fp32", "bf16")
 
 
+KERNELS = ("megatron", "transformers")
+
+
+def eager_score_bytes(x: int, softmax_fp32: bool, dropout: bool, kernels: str = "transformers") -> tuple[float, float]:
+    """(forward, backward) bytes a score element moves through eager attention's kernels, each
+    reading its inputs from HBM and writing its outputs.
+
+    transformers (modeling_llama's eager_attention_forward; OPT's and LLaMA's 2023 attention ran the
+    same ops): forward, QK^T writes the scores (x), the scaling multiply and the mask add each read
+    and write them (2x, 2x; the broadcast mask left out: it is 1/heads of the scores and stays in
+    cache, errs fast), the upcast to fp32 (x + 4), softmax (4 + 4), the cast back (4 + x), PV reads
+    the probabilities (x): 8x + 16. Backward: PV's two matmuls write the probabilities' gradient and
+    read the probabilities, QK^T's two read the scores' gradient (4x), the casts' gradients (x + 4,
+    4 + x), softmax's backward reads its output and gradient and writes one (12), the scaling's
+    gradient (2x): 8x + 20. Without the fp32 upcast (GPT-2, BERT, Falcon) softmax runs in x: 8x, 9x.
+    tests/test_eager_scores.py counts these bytes on transformers' attention with a TorchDispatchMode.
+
+    megatron (Megatron-LM's core attention: baddbmm with the scale folded in, then its fused
+    scale-mask-softmax kernel, scaled_upper_triang_masked_softmax, 16-bit in and out): forward, the
+    scores written (x), softmax reads and writes them (2x), PV reads the probabilities (x): 4x.
+    Backward: PV's matmuls (2x), the fused softmax backward reads the gradient and the output and
+    writes one (3x), QK^T's matmuls read the scores' gradient (2x): 7x.
+
+    Dropout on the probabilities adds CUDA's native_dropout: x read, x and a 1-byte mask written,
+    and the same back."""
+    if kernels == "megatron":
+        forward, backward = 4.0 * x, 7.0 * x
+    elif softmax_fp32:
+        forward, backward = 8 * x + 16.0, 8 * x + 20.0
+    else:
+        forward, backward = 8.0 * x, 9.0 * x
+    if dropout:
+        forward, backward = forward + 2 * x + 1, backward + 2 * x + 1
+    return forward, backward
+
+
 @dataclass(frozen=True)
 class Plan:
     """How one optimizer step is spread over GPUs (Megatron-LM's vocabulary)."""
@@ -140,6 +185,9 @@ class Plan:
     optimizer: str = "adamw"
     # fp8 training that caches the Linears' inputs in fp8 (DeepSeek-V3 report, section 3.3.3): memory only
     fp8_activations: bool = False
+    # whose kernels eager attention runs (eager_score_bytes): Megatron-LM's fused softmax, or transformers'
+    # op by op (what post-training stacks run: TRL, DeepSpeed-Chat, OpenRLHF load transformers models)
+    kernels: str = "megatron"
 
     @property
     def gpus(self) -> int:
@@ -297,19 +345,23 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     core_flops = work.core_causal if plan.attention == "flash" else work.core_dense
     core = core_flops / L * mb / split / (bf16_peak * eff.attention)
     core_bwd = FLASH_BACKWARD if plan.attention == "flash" else 2.0
-    # elementwise kernels run whatever is kept: the traffic of a plan without recomputation; selective
+    # elementwise kernels run whatever is kept: the traffic of a plan without recomputation, the
+    # s x s tensors of eager attention apart (their own kernels' bytes: eager_score_bytes); selective
     # recomputation reruns the attention core's elementwise work (softmax, dropout) in backward
-    moved = _traffic(net, work, plan, "none") / L
-    rerun = moved - _traffic(net, work, plan, "selective") / L
+    hbm = card.memory_bandwidth * eff.memory
+    kept = plan if plan.attention == "flash" else replace(plan, attention="flash")
+    moved = _traffic(net, work, kept, "none") / L
+    rerun = moved - _traffic(net, work, kept, "selective") / L
+    scores_f, scores_b = (s / L / hbm for s in _score_traffic(net, work, plan))
     if fp8:  # casts: every 16-bit GEMM input (about the saved tensors) read and written again as fp8
         moved *= 1 + FP8_CAST
-    elementwise = moved / (card.memory_bandwidth * eff.memory)
-    forward = gemm + core + elementwise
-    layer = forward + 2 * gemm + core_bwd * core + 2 * elementwise
+    elementwise = moved / hbm
+    forward = gemm + core + elementwise + scores_f
+    layer = forward + 2 * gemm + core_bwd * core + 2 * elementwise + scores_b
     if plan.recompute == "full":
         layer += forward
     elif plan.recompute == "selective":
-        layer += core + rerun * (1 + FP8_CAST if fp8 else 1) / (card.memory_bandwidth * eff.memory)
+        layer += core + scores_f + rerun * (1 + FP8_CAST if fp8 else 1) / hbm
     elif plan.recompute == "op":  # every second matmul (all of them in fp8) and every elementwise kernel, once more
         layer += op_rerun_flops(net, work, fp8) / L * mb / split / (gemm_rate * shape) + elementwise
     elif plan.recompute == "deepseek":
@@ -472,6 +524,28 @@ def _traffic(net: Network, work: Work, plan: Plan, recompute: str) -> float:
     return work.traffic[key]
 
 
+def _score_traffic(net: Network, work: Work, plan: Plan) -> tuple[float, float]:
+    """(forward, backward) bytes eager attention's score-sized kernels move in one micro-batch on one
+    GPU, all layers (eager_score_bytes); nothing under flash, whose scores never leave the chip."""
+    if plan.attention == "flash":
+        return 0.0, 0.0
+    key = ("scores", plan.micro_batch, plan.cp, plan.tp, plan.dtype, plan.kernels)
+    if key not in work.traffic:
+        a = net.activations(2, "eager")
+        per = eager_score_bytes(2, a.softmax_fp32, a.attention_dropout, plan.kernels)
+        p = Pass(plan.micro_batch, work.seq // plan.cp)
+        pairs = 0
+        for stage in net.layers:
+            layer = transformer_layer(stage)
+            for mixer in (layer.attention, layer.cross_attention):
+                if isinstance(mixer, Attention):  # eager computes (and masks) the full rectangle
+                    pairs += stage.count * p.batch * mixer.heads // plan.tp * p.seq * mixer._keys(p).keys
+                elif isinstance(mixer, LatentAttention):
+                    pairs += stage.count * p.batch * mixer.heads // plan.tp * p.seq * p.seq
+        work.traffic[key] = (pairs * per[0], pairs * per[1])
+    return work.traffic[key]
+
+
 def _rerun_traffic(net: Network, work: Work, plan: Plan) -> float:
     """The 16-bit bytes `deepseek` recomputation drops from one micro-batch's layers (Megatron's
     tensors, as the memory model keeps them): what its elementwise reruns write again."""
@@ -498,4 +572,4 @@ def mfu(t: StepTime, plan: Plan, card: Gpu, dtype: str | None = None) -> float:
 
 
 __all__ = ["Plan", "StepTime", "Work", "step_time", "mfu", "link", "ring", "op_rerun_flops", "DTYPE_BYTES",
-           "SCHEDULES", "GRAD_REDUCE"]
+           "SCHEDULES", "GRAD_REDUCE", "KERNELS", "eager_score_bytes"]

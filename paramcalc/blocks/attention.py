@@ -137,6 +137,18 @@ class Attention(Block):
         out["o_proj_input"] = x * T * n * d
         return out
 
+    def linear_inputs(self, p: Pass, a: Activations) -> dict[str, tuple[int, tuple[str, ...]]]:
+        """Saved bytes that only linears' weight gradients keep: {key: (bytes, the linears reading them)}.
+        The projections' shared input; eager attention's o_proj input (the attention output made
+        contiguous: a copy only o_proj keeps, where flash's output is that storage, kept by the kernel).
+        Cross-attention's k/v input is the encoder's output, kept for every layer: left alone."""
+        x, T = a.x, p.tokens
+        reads: tuple[str, ...] = ("q_proj",) if self.memory else ("q_proj", "k_proj", "v_proj")
+        out = {"input": (x * T * self.hidden, reads)}
+        if a.eager:
+            out["o_proj_input"] = (x * T * self.heads * self.head_dim, ("o_proj",))
+        return out
+
     def _saved_megatron(self, p: Pass, a: Activations) -> Breakdown:
         """Megatron-LM's attention (Korthikanti et al. 2022, section 4.1: 11 sbh + 5 as^2 b for
         GPT-3): the QKV GEMM's input, q, k and v (its unfused core expands K/V to every

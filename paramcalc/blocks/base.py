@@ -197,6 +197,10 @@ class Activations:
     # FP8 training that caches each Linear's input in fp8 for its weight-gradient GEMM (DeepSeek-V3
     # report, section 3.3.3, "Low-Precision Activation"): see `linear_input`. Megatron profile only.
     fp8_cache: bool = False
+    # QLoRA: bitsandbytes' MatMul4Bit keeps every 4-bit linear's input for backward, frozen or not
+    # (autograd/_functions.py: `ctx.tensors = (A, B)` whenever A or B needs a gradient), where a frozen
+    # 16-bit nn.Linear keeps none (blocks/lora.py Adapted.saved)
+    quantized_base: bool = False
 
     @property
     def megatron(self) -> bool:

@@ -22,6 +22,7 @@ class LoRA(Block):
     d_out: int
     rank: int
     alpha: float = 16.0
+    dropout: float = 0.0  # PEFT's lora_dropout on the adapter's input (LitGPT's default 0.05; PEFT's 0)
     kind = "lora"
 
     def params(self) -> Breakdown:
@@ -31,8 +32,13 @@ class LoRA(Block):
         return {"lora_A": 2 * p.tokens * self.d_in * self.rank, "lora_B": 2 * p.tokens * self.rank * self.d_out}
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
-        # A reads the base linear's input (saved already); B keeps A's r-wide output
-        return {"lora_B_input": a.x * p.tokens * self.rank}
+        """B keeps A's r-wide output. A keeps what it reads: the base linear's input, one storage with
+        it (Adapted.saved keeps that once), or, under lora_dropout, its own dropped copy beside the
+        dropout's noise (PEFT's `lora_B(lora_A(dropout(x)))`, one dropout per adapted linear)."""
+        out = {"lora_B_input": a.x * p.tokens * self.rank}
+        if self.dropout:
+            out["lora_A_input"] = (a.x + a.mask_bytes) * p.tokens * self.d_in
+        return out
 
     def module(self, a: Activations | None = None):
         return _module_class()(self)
@@ -82,7 +88,27 @@ class Adapted(Block):
         return self._with(self.base.flops(p), lambda adapter: adapter.flops(p))
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
-        return self._with(self.base.saved(p, a), lambda adapter: adapter.saved(p, a))
+        """The base's saved bytes and the adapters', less the inputs of frozen linears that nothing
+        keeps: autograd saves a linear's input for its weight gradient only, so a frozen 16-bit
+        nn.Linear keeps none, and an input survives only where an adapter without dropout reads it
+        (lora_A keeps that storage). bitsandbytes' 4-bit linears keep theirs (QLoRA:
+        `a.quantized_base`); Megatron's profile is left whole. tests/test_lora_memory.py measures
+        transformers layers with frozen weights and adapters."""
+        out = self._with(self.base.saved(p, a), lambda adapter: adapter.saved(p, a))
+        if a.megatron:
+            return out
+        from paramcalc.blocks.norm import Norm
+
+        for name, part in getattr(self.base, "parts", dict)().items():  # frozen norms' weight multiplies
+            if isinstance(part, Norm) and name in out:
+                out[name] = max(0, out[name] - part.weight_input_rows(p.tokens, a))
+        if a.quantized_base:
+            return out
+        keeps = {path for path, lora in self.adapters if not lora.dropout}
+        for part, key, size, readers in _linear_inputs(self.base, p, a):
+            if f"{part}/{key}" in out and not any(r in keeps for r in readers):
+                out[f"{part}/{key}"] = max(0, out[f"{part}/{key}"] - size)
+        return out
 
     def output_elements(self, p: Pass) -> int:
         return self.base.output_elements(p)
@@ -97,15 +123,36 @@ class Adapted(Block):
         return module
 
 
-def adapt(block: Block, rank: int, alpha: float, targets: tuple[str, ...]) -> Block:
+def _linear_inputs(block: Block, p: Pass, a: Activations) -> Iterator[tuple[str, str, int, tuple[str, ...]]]:
+    """(part, saved key, bytes, paths of the linears reading it) of a transformer layer's linear inputs
+    (blocks' `linear_inputs`); where an MLP reads the attention's normed input (parallel-shared layouts) the
+    attention's input has the MLP's readers too, and the MLP's own is counted as nothing already."""
+    parts: dict[str, Block] = getattr(block, "parts", dict)()
+    from paramcalc.blocks.attention import Attention
+    from paramcalc.blocks.mlp import MLP
+
+    found = {name: part.linear_inputs(p, a) for name, part in parts.items()
+             if isinstance(part, (Attention, MLP)) and name != "cross_attention"}
+    shared = getattr(block, "layout", None) == "parallel-shared" and "mlp" in found and "attention" in found
+    for name, inputs in found.items():
+        for key, (size, readers) in inputs.items():
+            if shared and name == "mlp" and key == "input":
+                continue
+            paths = tuple(f"{name}/{r}" for r in readers)
+            if shared and name == "attention" and key == "input":
+                paths += tuple(f"mlp/{r}" for r in found["mlp"]["input"][1])
+            yield name, key, size, paths
+
+
+def adapt(block: Block, rank: int, alpha: float, targets: tuple[str, ...], dropout: float = 0.0) -> Block:
     """The block with an adapter on every linear whose name is in `targets` (inside a fixed-length
     wrapper, so that the adapters run at the block's length: Whisper's encoder)."""
     from paramcalc.blocks.fixed import FixedLength
 
     if isinstance(block, FixedLength):
-        inner = adapt(block.base, rank, alpha, targets)
+        inner = adapt(block.base, rank, alpha, targets, dropout)
         return block if inner is block.base else FixedLength(inner, block.seq)
-    found = tuple((path, LoRA(lin.d_in, lin.d_out, rank, alpha)) for path, lin in linears(block)
+    found = tuple((path, LoRA(lin.d_in, lin.d_out, rank, alpha, dropout)) for path, lin in linears(block)
                   if path.rsplit("/", 1)[-1] in targets)
     return Adapted(block, found) if found else block
 

@@ -66,6 +66,17 @@ class MLP(Block):
                 out["down_input"] += x * T * f  # the relu output is saved apart from the dropped copy
         return out
 
+    def linear_inputs(self, p: Pass, a: Activations) -> dict[str, tuple[int, tuple[str, ...]]]:
+        """Saved bytes that only linears' weight gradients keep: {key: (bytes, the linears reading them)}.
+        The MLP's input (gate and up, or fc1); the down projection's input, the product or the activation's
+        output, except a ReLU's output without dropout, which the ReLU's backward keeps itself."""
+        x, T, f = a.x, p.tokens, self.ffn
+        first: tuple[str, ...] = ("gate_proj", "up_proj") if self.gated else ("up_proj",)
+        out = {"input": (x * T * self.hidden, first)}
+        if self.gated or self.act != "relu" or (self.inner_dropout and a.hidden_dropout):
+            out["down_input"] = (x * T * f, ("down_proj",))
+        return out
+
     def backward_steps(self, p: Pass, a: Activations) -> list[Step]:
         """down_proj first (its weight gradient and a T x f input gradient),
         then the activation and the up/gate projections once down_proj's input

@@ -58,6 +58,14 @@ class Norm(Block):
         keeps_input = self.style == "t5" and a.x != 4  # in fp32 the "copy" is the input itself
         return upcast + a.x * rows * w if keeps_input else upcast
 
+    def weight_input_rows(self, rows: int, a: Activations) -> int:
+        """Of `saved_rows`, the bytes only the weight's gradient keeps (none when the weight is frozen):
+        the normalised x the weight multiply saves (model dtype; fp32 for Gemma's and OLMo 2's, Cohere's
+        composed LayerNorm). aten's native_layer_norm and Transformer Engine keep the same either way."""
+        if not self.affine or a.megatron or (self.kind_ == "layernorm" and self.style != "cohere"):
+            return 0
+        return (4 if self.style in ("gemma", "olmo2", "cohere") else a.x) * rows * self.dim
+
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         return {"": self.saved_rows(p.tokens, a)}
 

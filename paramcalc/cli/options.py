@@ -45,3 +45,6 @@ LoraRankOpt = Annotated[Optional[str], typer.Option(
     "--lora-rank", metavar="R", help="add LoRA adapters of this rank (Hu et al. 2021) and freeze the base model")]
 LoraTargetsOpt = Annotated[Optional[str], typer.Option(
     "--lora-targets", metavar="NAMES", help="comma-separated linears to adapt [default: q_proj,v_proj]")]
+LoraDropoutOpt = Annotated[Optional[str], typer.Option(
+    "--lora-dropout", metavar="P", help=("dropout on each adapter's input (PEFT's lora_dropout): each adapter "
+                                         "keeps its dropped copy and mask for backward [default: 0]"))]

@@ -19,7 +19,7 @@ Dtype = Literal["fp32", "tf32", "bf16", "fp16", "fp8", "int8", "int4", "fp4"]
 
 
 class Link(BaseModel):
-    """A GPU-to-GPU link, per GPU and direction."""
+    """A link of one GPU (to other GPUs, or to its host), per GPU and direction."""
 
     model_config = STRICT
     name: Text = Field(description="e.g. NVLink 4, InfiniBand NDR")
@@ -52,6 +52,8 @@ class Gpu(BaseModel):
     memory_bandwidth: Positive = Field(description="HBM bandwidth, bytes/s (3.35T)")
     interconnect: Link | None = Field(None, description="the scale-up link inside a node (NVLink, Infinity Fabric)")
     network: Link | None = Field(None, description="the scale-out link between nodes, per GPU (InfiniBand, RoCE)")
+    host_link: Link | None = Field(None, description="the link to the host's memory, per GPU (PCIe), which offload "
+                                                     "copies cross [default: PCIe Gen5 x16, 64G]")
     gpus_per_node: Count = Field(8, description="GPUs that share the scale-up link (an HGX node: 8; NVL72: 72)")
     efficiency: Efficiency = Field(Efficiency(), description="kernel efficiencies on this card")
     tdp_watts: Positive | None = Field(None, description="board power, for energy estimates")

@@ -73,6 +73,8 @@ class Lora(Input):
     alpha: Positive = Field(16, description="LoRA alpha (scales the update; no effect on cost)")
     targets: list[Text] = Field(["q_proj", "v_proj"], description="linears adapted (PEFT's target_modules)")
     modules_to_save: list[Text] = Field([], description="parts trained in full beside the adapters")
+    dropout: float = Field(0.0, ge=0, lt=1, description="lora_dropout on each adapter's input (memory: each "
+                                                        "keeps its dropped copy and mask)")
 
 
 class _Stage(Input):

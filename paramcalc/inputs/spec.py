@@ -202,6 +202,9 @@ class LoRASpec(_Spec):
     modules_to_save: tuple[str, ...] = Field(
         (), description="breakdown-key patterns trained in full beside the adapters (PEFT's modules_to_save), e.g. "
                     "head")
+    dropout: Number = Field(0.0, ge=0, lt=1, description=(
+        "lora_dropout on each adapter's input: each adapter then keeps its own dropped copy and mask for "
+        "backward (memory only; PEFT's default 0, LitGPT's 0.05)"))
 
 
 class TransformerSpec(_Spec):

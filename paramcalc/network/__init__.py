@@ -70,7 +70,7 @@ def lower_spec(spec: Spec) -> Network:
             lora = spec.lora
             try:
                 net = with_lora(net, lora.rank, alpha=lora.alpha, targets=lora.target_modules,
-                                modules_to_save=lora.modules_to_save)
+                                modules_to_save=lora.modules_to_save, dropout=float(lora.dropout))
             except UserError as error:
                 raise error.under("lora") from None
         return freeze(net, spec.freeze)

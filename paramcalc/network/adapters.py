@@ -26,15 +26,19 @@ def freeze(net: Network, patterns: tuple[str, ...], *, field: str = "freeze") ->
 
 
 def with_lora(net: Network, rank: int, *, alpha: float = 16.0, targets: tuple[str, ...] = ("q_proj", "v_proj"),
-              modules_to_save: tuple[str, ...] = ()) -> Network:
-    """The network with LoRA adapters of `rank` on `targets`, its base frozen.
-    Errors name `rank`, `target_modules` or `modules_to_save` (nest them: `lora.rank`)."""
+              modules_to_save: tuple[str, ...] = (), dropout: float = 0.0) -> Network:
+    """The network with LoRA adapters of `rank` on `targets`, its base frozen; `dropout` is PEFT's
+    lora_dropout on each adapter's input (what it keeps for backward: blocks/lora.py).
+    Errors name `rank`, `target_modules`, `modules_to_save` or `dropout` (nest them: `lora.rank`)."""
     from paramcalc.blocks.lora import adapt, adapters_of  # imported only when used: cold starts stay short
 
     if not net.layers:
         raise UserError("LoRA adapters need a transformer architecture", field="rank",
                         fix="give a preset, config.json or transformer YAML spec")
-    stages = tuple(Stage(s.name, adapt(s.block, rank, alpha, targets), s.count) for s in net.stages)
+    if not 0 <= dropout < 1:
+        raise UserError(f"lora dropout must be a probability in [0, 1), got {dropout}", field="dropout",
+                        fix="write 0.05 for 5% (PEFT's lora_dropout)")
+    stages = tuple(Stage(s.name, adapt(s.block, rank, alpha, targets, dropout), s.count) for s in net.stages)
     adapted = {path.rsplit("/", 1)[-1] for s in stages for path, _ in adapters_of(s.block)}
     missing = [t for t in targets if t not in adapted]
     if missing:
@@ -43,7 +47,7 @@ def with_lora(net: Network, rank: int, *, alpha: float = 16.0, targets: tuple[st
     check_patterns(net, modules_to_save, field="modules_to_save")
     return replace(net, stages=stages, freeze=("*", *net.freeze),
                    train=("*/lora_A", "*/lora_B", *modules_to_save),
-                   adapters=Adapters(rank, alpha, tuple(targets), tuple(modules_to_save)))
+                   adapters=Adapters(rank, alpha, tuple(targets), tuple(modules_to_save), dropout))
 
 
 def check_patterns(net: Network, patterns: tuple[str, ...], *, field: str) -> None:

@@ -35,6 +35,7 @@ from typing import ClassVar
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, merge, scale
 from paramcalc.blocks.embed import DecoderPositions, LMHead
 from paramcalc.blocks.layer import TransformerLayer
+from paramcalc.blocks.norm import Norm
 from paramcalc.errors import UserError
 
 
@@ -64,6 +65,7 @@ class Adapters:
     alpha: float
     targets: tuple[str, ...]
     modules_to_save: tuple[str, ...] = ()
+    dropout: float = 0.0  # lora_dropout: the adapters' input dropout (memory only)
 
 
 @dataclass(frozen=True)
@@ -283,7 +285,19 @@ class TransformerNetwork(Network):
         return replace(self.profile, dtype_bytes=dtype_bytes, mask_bytes=dtype_bytes, attention=attention)
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
-        out = super().saved(p, a)
+        out = dict(super().saved(p, a))
+        if self.adapters is not None and not a.megatron:
+            # LoRA: outside the layers the base is frozen too (blocks/lora.py Adapted.saved for the layers'):
+            # a frozen table keeps no ids, a frozen head no input, a frozen final norm no normalised x
+            def frozen(stage: str) -> bool:
+                return all(self.is_frozen(k) for k in self.params() if k.startswith(stage + "/"))
+
+            for key, stage in (("embedding/ids", "embedding"), ("head/input", "head")):
+                if key in out and frozen(stage):
+                    out[key] = 0
+            norm = next((s.block for s in self.stages if s.name == "final_norm"), None)
+            if isinstance(norm, Norm) and "final_norm" in out and frozen("final_norm"):
+                out["final_norm"] = max(0, out["final_norm"] - norm.weight_input_rows(p.tokens, a))
         if self.rotary_dim:
             out["rotary"] = 2 * a.x * p.seq * self.rotary_dim  # cos and sin, (1, s, rotary dims) each
         if self.kind == "encoder-decoder":

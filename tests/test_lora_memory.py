@@ -1,0 +1,165 @@
+"""LoRA's activation memory against what autograd saves in transformers' own layers with frozen
+weights and PEFT-style adapters (meta device, bf16, saved_tensors_hooks): a frozen nn.Linear keeps
+no input, an adapter keeps the one it reads (or, under lora_dropout, its own dropped copy and the
+noise), and bitsandbytes' 4-bit linears (QLoRA) keep theirs (blocks/lora.py Adapted.saved)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from torch import nn  # noqa: E402
+
+from hf_reference import hf_model  # noqa: E402
+from paramcalc.analysis.memory import estimate_memory  # noqa: E402
+from paramcalc.inputs.hf import from_config  # noqa: E402
+from saved_bytes import saved_bytes  # noqa: E402
+
+LLAMA = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=101, hidden_size=64,
+             intermediate_size=176, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             max_position_embeddings=64, pad_token_id=0)
+OPT = dict(model_type="opt", architectures=["OPTForCausalLM"], vocab_size=101, hidden_size=64, ffn_dim=256,
+           num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64, word_embed_proj_dim=64,
+           dropout=0.0, attention_dropout=0.0, pad_token_id=0)
+R = 4
+
+
+class LoraLinear(nn.Module):
+    """PEFT's lora.Linear forward: base(x) + lora_B(lora_A(dropout(x))) * scaling."""
+
+    def __init__(self, base: nn.Linear, rank: int, dropout: float):
+        super().__init__()
+        self.base = base
+        self.lora_A = nn.Linear(base.in_features, rank, bias=False, device="meta", dtype=base.weight.dtype)
+        self.lora_B = nn.Linear(rank, base.out_features, bias=False, device="meta", dtype=base.weight.dtype)
+        self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
+
+    def forward(self, x):
+        return self.base(x) + self.lora_B(self.lora_A(self.dropout(x))) * 2.0
+
+
+def measured(cfg: dict, targets: tuple[str, ...], dropout: float, seq: int, batch: int) -> int:
+    model = hf_model(cfg, dtype=torch.bfloat16)
+    model.requires_grad_(False)
+    for name, module in list(model.named_modules()):
+        for child, linear in list(module.named_children()):
+            if child in targets and isinstance(linear, nn.Linear):
+                setattr(module, child, LoraLinear(linear, R, dropout))
+    # PEFT's enable_input_require_grads: the embeddings' output requires grad, so the first layer's
+    # ops before its first adapter are recorded like every other layer's
+    model.get_input_embeddings().register_forward_hook(lambda _m, _i, out: out.requires_grad_(True))
+    model.train()
+    ids = torch.zeros(batch, seq, dtype=torch.long, device="meta")
+    return saved_bytes(model, buffers=True, input_ids=ids, labels=ids)
+
+
+def predicted(cfg: dict, targets: tuple[str, ...], dropout: float, seq: int, batch: int) -> int:
+    return estimate_memory(from_config(cfg), mode="train", seq_len=seq, batch=batch, dtype="bf16",
+                           attention="eager", lora_rank=R, lora_targets=",".join(targets),
+                           lora_dropout=dropout or None).memory.activations
+
+
+@pytest.mark.parametrize("cfg,targets", [
+    (LLAMA, ("q_proj", "v_proj")),
+    (LLAMA, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")),
+    (LLAMA, ("down_proj",)),
+    (OPT, ("q_proj", "v_proj")),
+    (OPT, ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")),
+], ids=["llama-qv", "llama-all", "llama-down", "opt-qv", "opt-all"])
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_lora_activations_match_transformers_with_frozen_weights(cfg, targets, dropout):
+    names = {"out_proj": "o_proj", "fc1": "up_proj", "fc2": "down_proj"}  # paramcalc's names for OPT's linears
+    ours = tuple(names.get(t, t) for t in targets)
+    assert predicted(cfg, ours, dropout, 16, 2) == measured(cfg, targets, dropout, 16, 2)
+
+
+def test_each_adapter_keeps_its_dropped_copy_and_the_frozen_mlp_keeps_no_input():
+    """Llama-2-7B at 1,024 tokens, adapters on q and v: the MLP's input (h) and down_proj's (ffn) go
+    (frozen gate, up and down keep no input), the two norms' normalised copies (2h) go, and dropout
+    gives q's and v's adapters a dropped copy of the attention input and its noise each (2 x 2 x 2h)."""
+    from paramcalc.analysis.memory import estimate_memory as memory
+
+    T, h, f, layers = 1024, 4096, 11008, 32
+    kw = dict(seq_len=T, precision="bf16", lora_rank=8, attention="flash")
+    plain, dropped = memory("llama-2-7b", **kw), memory("llama-2-7b", **kw, lora_dropout=0.05)
+    full = memory("llama-2-7b", seq_len=T, precision="bf16", attention="flash")
+    adapters = 2 * 2 * T * 8  # lora_B's r-wide inputs (q and v)
+    frozen = 2 * T * (h + f + 2 * h)  # MLP input, down_proj input, two normalised copies
+    outside = 2 * T * h + 8 * T + 2 * T * h  # the head's input, the ids, the final norm's normalised copy
+    assert full.memory.activations - plain.memory.activations == layers * (frozen - adapters) + outside
+    # with dropout the attention input (h) is no longer lora_A's: each adapter keeps a copy and its noise
+    assert dropped.memory.activations - plain.memory.activations == layers * (2 * (2 + 2) * T * h - 2 * T * h)
+
+
+def test_qlora_keeps_every_4_bit_linear_input():
+    """bitsandbytes' MatMul4Bit saves its input whenever it needs a gradient (ctx.tensors = (A, B)): the
+    frozen linears' inputs stay, the norms' normalised copies still go (they are not bitsandbytes')."""
+    from paramcalc.analysis.memory import estimate_memory as memory
+
+    T, h, f, layers = 1024, 4096, 11008, 32
+    kw = dict(seq_len=T, lora_rank=8, attention="flash")
+    lora = memory("llama-2-7b", **kw, precision="bf16").memory.activations
+    qlora = memory("llama-2-7b", **kw, dtype="int4").memory.activations
+    assert qlora - lora == layers * 2 * T * (h + f)
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (("--lora-dropout", "0.1"), "--lora-rank"),
+    (("--lora-rank", "8", "--lora-dropout", "1"), "[0, 1)"),
+    (("--lora-rank", "8", "--lora-dropout", "x"), "--lora-dropout"),
+])
+def test_lora_dropout_mistakes_exit_2_naming_the_flag(args, fragment):
+    from cli import assert_user_error, run
+
+    assert_user_error(run("memory", "llama-2-7b", *args), "--lora-dropout", fragment)
+
+
+def test_a_pipeline_s_lora_dropout_is_checked_and_kept(tmp_path):
+    import yaml
+    from cli import assert_user_error, run
+
+    from paramcalc.analysis.plan import plan_pipeline
+
+    def write(dropout):
+        path = tmp_path / "p.yaml"
+        path.write_text(yaml.safe_dump({"model": "llama-2-7b", "gpu": "a100-80gb", "stages": [
+            {"kind": "sft", "tokens": "1B", "seq_len": 1024, "global_batch": 8, "micro_batch": 1,
+             "lora": {"rank": 8, "dropout": dropout}, "parallel": {"dp": 8}}]}))
+        return path
+
+    assert_user_error(run("plan", str(write(1.5))), "p.yaml", "dropout")
+    plain, dropped = (plan_pipeline(write(p)).stages[0].memory.peak_per_gpu for p in (0, 0.1))
+    assert dropped > plain
+
+
+def test_the_validation_specs_count_their_published_parameters():
+    """tests/data/specs: each model file the validation tables use counts what its source publishes."""
+    from pathlib import Path
+
+    import yaml
+
+    from paramcalc.analysis.count import count_params
+
+    for path in sorted((Path(__file__).parent / "data" / "specs").glob("*.yaml")):
+        want = yaml.safe_load(path.read_text()).get("expected_params")
+        if want:
+            assert count_params(str(path)).params.total == want, path.name
+
+
+def test_a_paged_optimizer_fits_when_all_but_its_state_does():
+    """bitsandbytes' paged optimizers keep their state in CUDA unified memory, evicted to CPU memory when the
+    GPU runs out (QLoRA, section 3): the verdict counts the rest, and says the state pages."""
+    from pathlib import Path
+
+    from paramcalc.analysis.memory import estimate_memory as memory
+
+    spec = str(Path(__file__).parent / "data" / "specs" / "llama-3.2-1b.yaml")
+    kw = dict(seq_len=2048, gpu="rtx-4090")
+    plain, paged = memory(spec, **kw, optimizer="adamw"), memory(spec, **kw, optimizer="paged-adamw")
+    assert plain.fits is not None and paged.fits is not None
+    assert plain.memory.total_per_gpu == paged.memory.total_per_gpu > plain.fits.gpu_bytes
+    assert paged.memory.total_per_gpu - paged.memory.optimizer <= paged.fits.gpu_bytes
+    assert not plain.fits.fits and paged.fits.fits and paged.fits.headroom < 0
+    assert any(n.startswith("fits by paging") for n in paged.notes)
