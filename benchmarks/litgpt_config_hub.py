@@ -211,7 +211,8 @@ def _settings(model: str, kind: str, r: int, targets: str, micro: int, devices: 
         # quantize bnb.nf4: Lightning's BitsandbytesPrecision("nf4", bfloat16) swaps every nn.Linear, the LM head's
         # included (no ignore_modules), for bitsandbytes' Linear4bit without double quantization; the optimizer is
         # bitsandbytes' PagedAdamW (32-bit state; lora.py at 5895df10, utils.instantiate_bnb_optimizer later)
-        kw |= dict(dtype="int4", optimizer="paged-adamw")
+        # bitsandbytes 0.42.0 (LitGPT's pyproject at 5895df10): MatMul4Bit kept each input (fixed in 0.43.2)
+        kw |= dict(dtype="int4", optimizer="paged-adamw", bnb_legacy=True)
     return kw
 
 

@@ -57,9 +57,9 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     out = []
     # 1-2. QLoRA (Dettmers et al. 2023, abstract, sections 1 and 4): 65B on one 48 GB GPU, 33B on a 24 GB one;
     # r = 64 on every linear, paged AdamW, gradient checkpointing; batch 1 x 512 tokens (figure 6's setting); LoRA
-    # dropout 0.05 for 33B and 65B (appendix B.2)
+    # dropout 0.05 for 33B and 65B (appendix B.2); bitsandbytes of 2023, whose 4-bit linears kept their inputs
     qlora = dict(seq_len=512, dtype="int4", lora_rank=64, lora_targets=ALL, recompute="full", lora_dropout=0.05,
-                 optimizer="paged-adamw")
+                 optimizer="paged-adamw", bnb_legacy=True)
     for name, gpu, gb in (("llama-33b", "rtx-4090", 24), ("llama-65b", "l40s", 48)):
         r = estimate_memory(spec(folder, name), gpu=gpu, **qlora)
         assert r.fits is not None and r.memory.total_per_gpu is not None
@@ -120,7 +120,7 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     for name, extra, measured in (("llama-2-7b", dict(precision="bf16"), 21.30),
                                   ("llama-2-7b", dict(precision="bf16", batch=2), 29.07),
                                   ("llama-2-13b", dict(precision="bf16"), 38.12),
-                                  ("llama-2-7b", dict(dtype="int4"), 13.84)):
+                                  ("llama-2-7b", dict(dtype="int4", bnb_legacy=True), 13.84)):  # bitsandbytes 0.41.1
         r = estimate_memory(name, **litgpt, **extra)
         assert r.memory.total_per_gpu is not None
         gb = tensor_bytes(r) / 1e9

@@ -10,12 +10,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from torch import nn  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 from hf_reference import hf_model  # noqa: E402
+from saved_bytes import saved_bytes  # noqa: E402
+from torch import nn  # noqa: E402
+
 from paramcalc.analysis.memory import estimate_memory  # noqa: E402
 from paramcalc.inputs.hf import from_config  # noqa: E402
-from saved_bytes import saved_bytes  # noqa: E402
 
 LLAMA = dict(model_type="llama", architectures=["LlamaForCausalLM"], vocab_size=101, hidden_size=64,
              intermediate_size=176, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -43,7 +45,7 @@ class LoraLinear(nn.Module):
 def measured(cfg: dict, targets: tuple[str, ...], dropout: float, seq: int, batch: int) -> int:
     model = hf_model(cfg, dtype=torch.bfloat16)
     model.requires_grad_(False)
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child, linear in list(module.named_children()):
             if child in targets and isinstance(linear, nn.Linear):
                 setattr(module, child, LoraLinear(linear, R, dropout))
@@ -93,16 +95,41 @@ def test_each_adapter_keeps_its_dropped_copy_and_the_frozen_mlp_keeps_no_input()
     assert dropped.memory.activations - plain.memory.activations == layers * (2 * (2 + 2) * T * h - 2 * T * h)
 
 
-def test_qlora_keeps_every_4_bit_linear_input():
-    """bitsandbytes' MatMul4Bit saves its input whenever it needs a gradient (ctx.tensors = (A, B)): the
-    frozen linears' inputs stay, the norms' normalised copies still go (they are not bitsandbytes')."""
+def test_qlora_keeps_4_bit_linear_inputs_only_on_bitsandbytes_before_0_43_2():
+    """bitsandbytes' MatMul4Bit kept its input in `ctx.tensors = (A, B)` until PR #1270 (0.43.2) made it
+    `(None, B)`: a 4-bit linear now keeps no input, as a frozen nn.Linear; `bnb_legacy` keeps the old
+    behaviour (the frozen linears' inputs stay, the norms' normalised copies still go)."""
     from paramcalc.analysis.memory import estimate_memory as memory
 
     T, h, f, layers = 1024, 4096, 11008, 32
     kw = dict(seq_len=T, lora_rank=8, attention="flash")
     lora = memory("llama-2-7b", **kw, precision="bf16").memory.activations
-    qlora = memory("llama-2-7b", **kw, dtype="int4").memory.activations
-    assert qlora - lora == layers * 2 * T * (h + f)
+    qlora = memory("llama-2-7b", **kw, dtype="int4")
+    legacy = memory("llama-2-7b", **kw, dtype="int4", bnb_legacy=True)
+    assert qlora.memory.activations == lora
+    assert legacy.memory.activations - lora == layers * 2 * T * (h + f)
+    assert any("since 0.43.2" in n for n in qlora.notes) and any("before 0.43.2" in n for n in legacy.notes)
+
+
+def test_bnb_legacy_without_qlora_exits_2():
+    from cli import assert_user_error, run
+
+    assert_user_error(run("memory", "llama-2-7b", "--lora-rank", "8", "--bnb-legacy"), "bnb_legacy", "int4")
+
+
+def test_layers_trained_in_full_beside_the_adapters_keep_their_inputs(tmp_path):
+    """modules_to_save inside the layers (a spec's lora.modules_to_save) trains their weights: the layers keep
+    what trained layers keep, the adapters' own tensors besides."""
+    import yaml
+
+    from paramcalc.analysis.memory import estimate_memory as memory
+
+    spec = yaml.safe_load((Path(__file__).parent.parent / "presets" / "models" / "llama-2-7b.yaml").read_text())
+    lora = tmp_path / "lora.yaml"
+    lora.write_text(yaml.safe_dump(spec | {"lora": {"rank": 8, "modules_to_save": ["layers"]}}))
+    full = memory("llama-2-7b", seq_len=1024).memory.activations
+    trained = memory(str(lora), seq_len=1024).memory.activations
+    assert trained - full == 32 * 2 * 2 * 1024 * 8  # lora_B's r-wide inputs on q and v, nothing dropped
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -136,8 +163,6 @@ def test_a_pipeline_s_lora_dropout_is_checked_and_kept(tmp_path):
 
 def test_the_validation_specs_count_their_published_parameters():
     """tests/data/specs: each model file the validation tables use counts what its source publishes."""
-    from pathlib import Path
-
     import yaml
 
     from paramcalc.analysis.count import count_params
@@ -151,8 +176,6 @@ def test_the_validation_specs_count_their_published_parameters():
 def test_a_paged_optimizer_fits_when_all_but_its_state_does():
     """bitsandbytes' paged optimizers keep their state in CUDA unified memory, evicted to CPU memory when the
     GPU runs out (QLoRA, section 3): the verdict counts the rest, and says the state pages."""
-    from pathlib import Path
-
     from paramcalc.analysis.memory import estimate_memory as memory
 
     spec = str(Path(__file__).parent / "data" / "specs" / "llama-3.2-1b.yaml")
@@ -163,3 +186,4 @@ def test_a_paged_optimizer_fits_when_all_but_its_state_does():
     assert paged.memory.total_per_gpu - paged.memory.optimizer <= paged.fits.gpu_bytes
     assert not plain.fits.fits and paged.fits.fits and paged.fits.headroom < 0
     assert any(n.startswith("fits by paging") for n in paged.notes)
+    assert plain.fits.max_batch == 0 < paged.fits.max_batch  # the largest micro-batch pages the state too

@@ -328,8 +328,8 @@ def recipe_activations(net: Network, s: Setup) -> Activations:
     """How the plan's training forward keeps tensors: the network's own profile, or Megatron-LM's
     (fused dropout: 1-byte masks), with the recomputed modules and fp8 caching the setup asks for."""
     a = net.activations(activation_precision(s), s.attention)
-    if s.quantized_base:  # bitsandbytes' 4-bit linears keep their inputs (blocks/lora.py Adapted.saved)
-        a = replace(a, quantized_base=True)
+    if s.quantized_base and s.bnb_legacy:  # bitsandbytes < 0.43.2 keeps 4-bit linears' inputs (blocks/base.py)
+        a = replace(a, quantized_inputs=True)
     if a.megatron or s.profile == "megatron":
         # Megatron's fused dropout keeps 1-byte masks
         a = replace(a, profile="megatron", mask_bytes=1,
@@ -585,6 +585,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                     recompute: str = "none", attention: str = "flash", reshard: bool = True, profile: str = "auto",
                     schedule: str = "1f1b", fsdp2: bool | None = None,
                     gpu: str | None = None, lora_rank=None, lora_targets: str | None = None, lora_dropout=None,
+                    bnb_legacy: bool = False,
                     context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION, offload: str = "none",
                     offload_activations: bool = False, chunked_loss: bool = False,
                     optimizer_in_backward: bool = False, fp8_activations: bool = False) -> MemoryReport:
@@ -605,11 +606,15 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     params = net.total_params
     trainable = sum(net.trainable_params().values())
     quantized = mode == "train" and dtype == "int4" and trainable < params
+    if bnb_legacy and not quantized:
+        raise UserError("bnb_legacy describes QLoRA's 4-bit base", field="bnb_legacy",
+                        fix="give it with --dtype int4 and --lora-rank (training)")
     ranks = {k: parse_positive_int(v, field=k) for k, v in (("dp", dp), ("tp", tp), ("pp", pp), ("cp", cp),
                                                               ("ep", ep), ("vpp", vpp))}
     setup = Setup(mode=mode, dtype=dtype, kv_dtype=kv_dtype, precision=precision, optimizer=optimizer,
                   zero=_stage(zero), **ranks, sequence_parallel=sequence_parallel, recompute=recompute,
                   attention=parse_attention(attention), reshard=reshard, quantized_base=quantized,
+                  bnb_legacy=bnb_legacy and quantized,
                   micro_batches=ranks["pp"] * (2 if schedule == "dualpipe" else 1) if micro_batches is None else
                   parse_positive_int(micro_batches, field="micro_batches"), offload=offload, schedule=schedule,
                   offload_activations=offload_activations, chunked_loss=chunked_loss,
@@ -672,14 +677,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                         f"{setup.optimizer} state in 32 bits (QLoRA's paged_adamw_32bit: paging moves it to CPU "
                         "memory under pressure, so a peak over the GPU's memory may still run, slower)"
                         if quantized else "")
-                     + ("" if measured else
-                        "; activations as autograd keeps them with the base frozen: a frozen linear keeps no input "
-                        "(the adapters keep what they read" + (", bitsandbytes' 4-bit linears theirs" if quantized
-                                                               else "") + "), a frozen norm no normalised copy"
-                        + (f", each adapter its lora_dropout copy and mask (p = {net.adapters.dropout:g})"
-                           if net.adapters.dropout else "")
-                        if net.adapters is not None else
-                        "; activations as if every layer trained (errs high: frozen layers keep less)"))
+                     + ("" if measured else _frozen_note(net, setup, quantized)))
     if net.has_architecture and not net.layers and setup.mode == "train" \
             and (setup.recompute != "none" or setup.tp > 1 or setup.pp > 1 or setup.cp > 1):
         notes.append("recomputation and tensor/pipeline/context splits of activations are not modelled for layers "
@@ -742,17 +740,17 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
             assert at_b is not None  # the same network and settings as `total`, which is known
             return at_b
 
-        fits = total <= card.memory_bytes
-        if not fits and setup.optimizer.startswith("paged") and total - terms.optimizer <= card.memory_bytes:
-            # bitsandbytes' paged optimizers keep their state in CUDA unified memory, which the driver evicts to CPU
-            # memory when the GPU runs out and pages back for each step (Dettmers et al. 2023, QLoRA, section 3,
-            # "Paged Optimizers"): the run fits when everything but that state does
-            fits = True
+        # bitsandbytes' paged optimizers keep their state in CUDA unified memory, which the driver evicts to CPU
+        # memory when the GPU runs out and pages back for each step (Dettmers et al. 2023, QLoRA, section 3,
+        # "Paged Optimizers"): a run fits when everything but that state does
+        pageable = terms.optimizer if setup.mode == "train" and setup.optimizer.startswith("paged") else 0
+        fits = total - pageable <= card.memory_bytes
+        if fits and total > card.memory_bytes:
             notes.append(f"fits by paging: {human_bytes(total - card.memory_bytes)} of the {setup.optimizer} state "
                          "lives in CPU memory (bitsandbytes' paged optimizers on CUDA unified memory), paged in for "
                          "each optimizer step: slower steps")
         fit = Fit(gpu=card.name, gpu_bytes=card.memory_bytes, fits=fits, headroom=card.memory_bytes - total,
-                  gpus=setup.world, max_batch=_largest_batch(total_at, card.memory_bytes))
+                  gpus=setup.world, max_batch=_largest_batch(total_at, card.memory_bytes + pageable))
     return MemoryReport(
         model=net.name, mode=setup.mode, seq_len=p.seq, batch=p.batch, notes=notes, settings=setup,
         memory=Memory(weights=terms.weights, gradients=terms.gradients, optimizer=terms.optimizer,
@@ -761,6 +759,19 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                       pcie_bytes_per_step=terms.pcie_step, pcie_bytes_per_micro_batch=terms.pcie_micro,
                       cpu_optimizer_params=terms.cpu_params),
         breakdown=terms.breakdown, fits=fit)
+
+
+def _frozen_note(net: Network, s: Setup, quantized: bool) -> str:
+    """How a partly frozen network's activations are counted (blocks/lora.py Adapted.saved)."""
+    if not net.frozen_base() or net.adapters is None:
+        return "; activations as if every layer trained (errs high: frozen layers keep less)"
+    bnb = (", bitsandbytes' 4-bit linears theirs, as before 0.43.2" if s.bnb_legacy else
+           "; so do bitsandbytes' 4-bit linears since 0.43.2" if quantized else "")
+    dropout = net.adapters.dropout
+    return ("; activations as autograd keeps them with the base frozen: a frozen linear keeps no input (the adapters "
+            f"keep what they read{bnb}), a frozen norm no normalised copy (attention, dense MLPs and layer norms; MoE "
+            "experts, MLA projections, cross-attention and q/k norms as if trained: errs high)"
+            + (f", each adapter its lora_dropout copy and mask (p = {dropout:g})" if dropout else ""))
 
 
 def _saver_notes(s: Setup) -> list[str]:
@@ -777,7 +788,8 @@ def _saver_notes(s: Setup) -> list[str]:
     if "8bit" in s.optimizer or s.optimizer.startswith("paged"):
         notes.append(f"{s.optimizer}: bitsandbytes' " + ("8-bit states (2 bytes a parameter, block scales left "
                                                          "out)" if "8bit" in s.optimizer else "32-bit states")
-                     + ("; paged: unified memory that moves to the CPU under pressure, counted on the GPU"
+                     + ("; paged: unified memory that moves to the CPU under pressure: counted in the total, "
+                        "and the fit verdict lets it page out"
                         if s.optimizer.startswith("paged") else ""))
     if s.chunked_loss:
         notes.append("chunked loss: Liger Kernel's fused linear cross-entropy (Hsu et al. 2024): one chunk of "

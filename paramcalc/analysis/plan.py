@@ -1067,6 +1067,13 @@ class _Memory:
         busiest = max((total - states for total, states in totals), default=CUDA_CONTEXT)
         return sum(m.model_states_per_gpu for m in reports) + busiest + sum(frozen.values()), out
 
+    def pageable(self, micro: int) -> int:
+        """Per GPU, the optimizer state a paged optimizer may evict to CPU memory (analysis/memory.py's fit
+        verdict: bitsandbytes' paged optimizers on CUDA unified memory); 0 for other optimizers."""
+        if not self.par.optimizer.startswith("paged"):
+            return 0
+        return sum(self._memory(model, micro).optimizer for _, model in self.trained)
+
     def pcie(self, micro: int) -> OffloadTraffic:
         """Every trained model's offload per GPU: PCIe bytes per optimizer step and per micro-batch,
         and the parameters stepped on the CPU."""
@@ -1123,11 +1130,11 @@ def _memory(memory: _Memory, s: _Setting, micro: int, cap: int, here: tuple, bre
         mid = (lo + hi + 1) // 2
         at_mid = peak if mid == micro else memory.peak(mid)[0]
         assert at_mid is not None  # None only without an architecture, at every micro-batch
-        if at_mid <= limit:
+        if at_mid - memory.pageable(mid) <= limit:
             lo = mid
         else:
             hi = mid - 1
-    fits = peak <= limit
+    fits = peak - memory.pageable(micro) <= limit
     if not fits:
         unit = "pairs" if memory.per == 2 else "sequences"
         fix = (f"use micro_batch {lo} (the largest that fits)" if lo else

@@ -363,7 +363,7 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     elif plan.recompute == "selective":
         layer += core + scores_f + rerun * (1 + FP8_CAST if fp8 else 1) / hbm
     elif plan.recompute == "op":  # every second matmul (all of them in fp8) and every elementwise kernel, once more
-        layer += op_rerun_flops(net, work, fp8) / L * mb / split / (gemm_rate * shape) + elementwise
+        layer += op_rerun_flops(net, work, fp8) / L * mb / split / (gemm_rate * shape) + elementwise + scores_f
     elif plan.recompute == "deepseek":
         # DeepSeek-V3 (report, section 3.2.3): MLA's up-projection GEMMs once more, and the elementwise kernels
         # that remake what the mode drops (norm outputs, q/k/v with rotary, the SwiGLU output) at HBM bandwidth:
@@ -562,7 +562,9 @@ def _layer_traffic(net: Network, p: Pass, s: Setup, a: Activations | None = None
     """Bytes the layers keep for backward at the plan's splits, all layers of one micro-batch:
     the elementwise kernels' traffic proxy (module docstring)."""
     names = {st.name for st in net.layers}
-    saved = net.saved(p, a or net.activations(activation_precision(s), s.attention))
+    # the kernels run whatever a frozen base keeps: LoRA's layers compute what trained ones do (blocks/lora.py)
+    a = replace(a or net.activations(activation_precision(s), s.attention), frozen_base=False)
+    saved = net.saved(p, a)
     return float(sum(_layer_share(k, v, s) for k, v in saved.items() if stage_of(k, names)))
 
 

@@ -197,10 +197,13 @@ class Activations:
     # FP8 training that caches each Linear's input in fp8 for its weight-gradient GEMM (DeepSeek-V3
     # report, section 3.3.3, "Low-Precision Activation"): see `linear_input`. Megatron profile only.
     fp8_cache: bool = False
-    # QLoRA: bitsandbytes' MatMul4Bit keeps every 4-bit linear's input for backward, frozen or not
-    # (autograd/_functions.py: `ctx.tensors = (A, B)` whenever A or B needs a gradient), where a frozen
-    # 16-bit nn.Linear keeps none (blocks/lora.py Adapted.saved)
-    quantized_base: bool = False
+    # LoRA: the layers' base weights are frozen, so frozen linears keep no input and frozen norms no
+    # normalised copy (blocks/lora.py Adapted.saved; TransformerNetwork.activations sets it)
+    frozen_base: bool = False
+    # QLoRA on bitsandbytes before 0.43.2: MatMul4Bit kept every 4-bit linear's input in `ctx.tensors = (A, B)`
+    # for the graph's life though backward never reads it (fixed by bitsandbytes PR #1270, 2024-07-16:
+    # `(None, B)`); later versions keep none, as a frozen nn.Linear
+    quantized_inputs: bool = False
 
     @property
     def megatron(self) -> bool:

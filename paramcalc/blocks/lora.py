@@ -91,18 +91,21 @@ class Adapted(Block):
         """The base's saved bytes and the adapters', less the inputs of frozen linears that nothing
         keeps: autograd saves a linear's input for its weight gradient only, so a frozen 16-bit
         nn.Linear keeps none, and an input survives only where an adapter without dropout reads it
-        (lora_A keeps that storage). bitsandbytes' 4-bit linears keep theirs (QLoRA:
-        `a.quantized_base`); Megatron's profile is left whole. tests/test_lora_memory.py measures
+        (lora_A keeps that storage); so do bitsandbytes' 4-bit linears since 0.43.2 (before, they kept
+        theirs: `a.quantized_inputs`). Only when the network's base is frozen (`a.frozen_base`: no
+        modules_to_save inside the layers); Megatron's profile is left whole. Attention, dense MLPs
+        and the layers' norms only: MoE experts and routers, MLA's projections, cross-attention and
+        per-head q/k norms are kept as if they trained (errs high). tests/test_lora_memory.py measures
         transformers layers with frozen weights and adapters."""
         out = self._with(self.base.saved(p, a), lambda adapter: adapter.saved(p, a))
-        if a.megatron:
+        if a.megatron or not a.frozen_base:
             return out
         from paramcalc.blocks.norm import Norm
 
         for name, part in getattr(self.base, "parts", dict)().items():  # frozen norms' weight multiplies
             if isinstance(part, Norm) and name in out:
                 out[name] = max(0, out[name] - part.weight_input_rows(p.tokens, a))
-        if a.quantized_base:
+        if a.quantized_inputs:
             return out
         keeps = {path for path, lora in self.adapters if not lora.dropout}
         for part, key, size, readers in _linear_inputs(self.base, p, a):

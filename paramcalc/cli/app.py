@@ -138,6 +138,8 @@ def memory(target: TargetArg,
            fragmentation: str = typer.Option("0.05", "--fragmentation", metavar="SHARE",
                                              help="calibrate: allocator slack as a share of the tensors"),
            lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None, lora_dropout: LoraDropoutOpt = None,
+           bnb_legacy: bool = typer.Option(False, "--bnb-legacy", help=(
+               "QLoRA on bitsandbytes before 0.43.2, whose 4-bit linears keep their inputs for the graph's life")),
            offload: str = typer.Option("none", "--offload", metavar="none|optimizer|params|both", help=(
                "training state in CPU memory: optimizer (ZeRO-Offload), params (offload_param, ZeRO-3), both "
                "(FSDP CPU offload); reported as cpu_bytes")),
@@ -157,7 +159,8 @@ def memory(target: TargetArg,
                          recompute=recompute, attention=attention, reshard=reshard, profile=profile, gpu=gpu,
                          schedule=schedule, fsdp2=fsdp2,
                          context_bytes=_gib(context_bytes), fragmentation=fragmentation,
-                         lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout, offload=offload,
+                         lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
+                         bnb_legacy=bnb_legacy, offload=offload,
                          offload_activations=offload_activations, chunked_loss=chunked_loss,
                          optimizer_in_backward=optimizer_in_backward, fp8_activations=fp8_activations),
          json, _render("memory"))

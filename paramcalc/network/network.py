@@ -121,6 +121,10 @@ class Network:
     def is_frozen(self, key: str) -> bool:
         return matches(key, self.freeze) and not matches(key, self.train)
 
+    def frozen_base(self) -> bool:
+        """Whether a LoRA network's layers are frozen but for their adapters (transformers only)."""
+        return False
+
     def trainable_params(self) -> Breakdown:
         return self._memo("trainable", lambda: {k: v for k, v in self.params().items() if not self.is_frozen(k)})
 
@@ -282,11 +286,19 @@ class TransformerNetwork(Network):
         return [self.fixed_seq_note + (" (the sequence length asked is ignored)" if asked is not None else "")]
 
     def activations(self, dtype_bytes: int, attention: str) -> Activations:
-        return replace(self.profile, dtype_bytes=dtype_bytes, mask_bytes=dtype_bytes, attention=attention)
+        return replace(self.profile, dtype_bytes=dtype_bytes, mask_bytes=dtype_bytes, attention=attention,
+                       frozen_base=self.frozen_base())
+
+    def frozen_base(self) -> bool:
+        """LoRA with every layer weight frozen but the adapters' (no modules_to_save inside the layers)."""
+        if self.adapters is None:
+            return False
+        names = {s.name for s in self.layers}
+        return all(self.is_frozen(k) for k in self.params() if "lora_" not in k and stage_of(k, names))
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         out = dict(super().saved(p, a))
-        if self.adapters is not None and not a.megatron:
+        if a.frozen_base and not a.megatron:
             # LoRA: outside the layers the base is frozen too (blocks/lora.py Adapted.saved for the layers'):
             # a frozen table keeps no ids, a frozen head no input, a frozen final norm no normalised x
             def frozen(stage: str) -> bool:

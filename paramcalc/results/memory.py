@@ -38,6 +38,8 @@ class Setup(Result):
     profile: str = Field("transformers", description="whose saved tensors: transformers (eager reference) | "
                                                      "megatron (Megatron-LM + Transformer Engine)")
     quantized_base: bool = Field(False, description="QLoRA: the frozen base stored in int4, adapters trained in bf16")
+    bnb_legacy: bool = Field(False, description="QLoRA on bitsandbytes before 0.43.2, whose 4-bit linears keep "
+                                                "their inputs until the graph is freed")
     offload: str = Field("none", description="training state on the CPU: none | optimizer (ZeRO-Offload) | params "
                                              "(DeepSpeed offload_param) | both (FSDP CPUOffload)")
     offload_activations: bool = Field(False, description="checkpointed layer inputs kept on the CPU (torchtune)")
