@@ -189,6 +189,10 @@ class Plan:
     # op by op (what post-training stacks run: TRL, DeepSpeed-Chat, OpenRLHF load transformers models)
     kernels: str = "megatron"
 
+    def __post_init__(self) -> None:
+        if self.kernels not in KERNELS:
+            raise ValueError(f"Plan.kernels must be one of {KERNELS}, not {self.kernels!r}")
+
     @property
     def gpus(self) -> int:
         return self.tp * self.pp * self.cp * self.dp
@@ -533,15 +537,16 @@ def _score_traffic(net: Network, work: Work, plan: Plan) -> tuple[float, float]:
     if key not in work.traffic:
         a = net.activations(2, "eager")
         per = eager_score_bytes(2, a.softmax_fp32, a.attention_dropout, plan.kernels)
-        p = Pass(plan.micro_batch, work.seq // plan.cp)
+        # this GPU's 1/cp of the queries against every key (a ring passes the keys round); eager computes (and
+        # masks) the full rectangle; cross-attention's keys are its memory's
+        queries, whole = work.seq // plan.cp, Pass(plan.micro_batch, work.seq)
         pairs = 0
         for stage in net.layers:
             layer = transformer_layer(stage)
             for mixer in (layer.attention, layer.cross_attention):
-                if isinstance(mixer, Attention):  # eager computes (and masks) the full rectangle
-                    pairs += stage.count * p.batch * mixer.heads // plan.tp * p.seq * mixer._keys(p).keys
-                elif isinstance(mixer, LatentAttention):
-                    pairs += stage.count * p.batch * mixer.heads // plan.tp * p.seq * p.seq
+                if isinstance(mixer, (Attention, LatentAttention)):
+                    keys = mixer._keys(whole).keys if isinstance(mixer, Attention) else work.seq
+                    pairs += stage.count * plan.micro_batch * mixer.heads // plan.tp * queries * keys
         work.traffic[key] = (pairs * per[0], pairs * per[1])
     return work.traffic[key]
 
