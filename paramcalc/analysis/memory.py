@@ -674,8 +674,10 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                      + ("; QLoRA: the layers' frozen linears in NF4 (blocks of 64, double-quantized "
                         "scales: 4.127 bits a weight), embeddings, lm_head and norms in bf16 (as bitsandbytes "
                         "and PEFT leave them), bf16 adapters and gradients without an fp32 master copy, "
-                        f"{setup.optimizer} state in 32 bits (QLoRA's paged_adamw_32bit: paging moves it to CPU "
-                        "memory under pressure, so a peak over the GPU's memory may still run, slower)"
+                        f"{setup.optimizer} state in 32 bits" + (
+                            "" if setup.optimizer.startswith("paged") else
+                            " (QLoRA's own optimizer is paged_adamw_32bit, which pages its state to CPU memory under "
+                            "pressure: --optimizer paged-adamw lets the fit verdict count on that)")
                         if quantized else "")
                      + ("" if measured else _frozen_note(net, setup, quantized)))
     if net.has_architecture and not net.layers and setup.mode == "train" \
