@@ -187,3 +187,24 @@ def test_a_paged_optimizer_fits_when_all_but_its_state_does():
     assert not plain.fits.fits and paged.fits.fits and paged.fits.headroom < 0
     assert any(n.startswith("fits by paging") for n in paged.notes)
     assert plain.fits.max_batch == 0 < paged.fits.max_batch  # the largest micro-batch pages the state too
+
+
+MIXTRAL = dict(model_type="mixtral", architectures=["MixtralForCausalLM"], vocab_size=101, hidden_size=64,
+               intermediate_size=96, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+               num_local_experts=4, num_experts_per_tok=2, max_position_embeddings=64, pad_token_id=0)
+
+
+def test_frozen_moe_layers_keep_no_gathered_tokens_or_down_inputs():
+    """Mixtral with adapters on q and v: the frozen router and experts keep none of their inputs (transformers'
+    grouped-matmul experts path, as test_activations measures MoE)."""
+    model = hf_model(MIXTRAL, dtype=torch.bfloat16, experts="grouped_mm")
+    model.requires_grad_(False)
+    for module in list(model.modules()):
+        for child, linear in list(module.named_children()):
+            if child in ("q_proj", "v_proj") and isinstance(linear, nn.Linear):
+                setattr(module, child, LoraLinear(linear, R, 0.0))
+    model.get_input_embeddings().register_forward_hook(lambda _m, _i, out: out.requires_grad_(True))
+    model.train()
+    ids = torch.zeros(2, 16, dtype=torch.long, device="meta")
+    measured = saved_bytes(model, buffers=True, input_ids=ids, labels=ids)
+    assert predicted(MIXTRAL, ("q_proj", "v_proj"), 0.0, 16, 2) == measured

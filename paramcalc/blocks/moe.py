@@ -109,6 +109,22 @@ class MoE(Block):
             out["shared_expert_gate"] = x * T + x * T * h
         return out
 
+    def linear_inputs(self, p: Pass, a: Activations) -> dict[str, tuple[int, tuple[str, ...]]]:
+        """Saved bytes that only linears' weight gradients keep (blocks/lora.py Adapted.saved): the layer's
+        input (the router's, the shared expert's and its gate's), the gathered tokens (the routed up and gate
+        grouped matmuls') and the down matmul's input (the product, or the activation's output but a ReLU's),
+        the shared expert's down input, the shared gate's input. No adapter reaches inside an MoE block, so
+        these go whenever the base is frozen."""
+        x, T, h, S, f = a.x, p.tokens, self.hidden, p.tokens * self.top_k, self.expert.ffn
+        routed = x * S * h + (x * S * f if self.expert.gated or self.expert.act != "relu" else 0)
+        out: dict[str, tuple[int, tuple[str, ...]]] = {"input": (x * T * h, ("router",)),
+                                                       "experts": (routed, ("experts",))}
+        if self.shared:
+            out["shared_expert"] = (self.shared.linear_inputs(p, a).get("down_input", (0, ()))[0], ("shared",))
+        if self.shared_gate:
+            out["shared_expert_gate"] = (x * T * h, ("shared_expert_gate",))
+        return out
+
     def module(self, a: Activations | None = None):
         return _module_class()(self)
 
