@@ -771,8 +771,8 @@ def _frozen_note(net: Network, s: Setup, quantized: bool) -> str:
            "; so do bitsandbytes' 4-bit linears since 0.43.2" if quantized else "")
     dropout = net.adapters.dropout
     return ("; activations as autograd keeps them with the base frozen: a frozen linear keeps no input (the adapters "
-            f"keep what they read{bnb}), a frozen norm no normalised copy (attention, dense and MoE MLPs and layer "
-            "norms; MLA projections, cross-attention and q/k norms as if trained: errs high)"
+            f"keep what they read{bnb}), a frozen norm no normalised copy (attention, dense and MoE MLPs, layer and "
+            "q/k norms; MLA projections and cross-attention as if trained: errs high)"
             + (f", each adapter its lora_dropout copy and mask (p = {dropout:g})" if dropout else ""))
 
 

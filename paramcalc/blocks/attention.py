@@ -138,15 +138,22 @@ class Attention(Block):
         return out
 
     def linear_inputs(self, p: Pass, a: Activations) -> dict[str, tuple[int, tuple[str, ...]]]:
-        """Saved bytes that only linears' weight gradients keep: {key: (bytes, the linears reading them)}.
-        The projections' shared input; eager attention's o_proj input (the attention output made
-        contiguous: a copy only o_proj keeps, where flash's output is that storage, kept by the kernel).
-        Cross-attention's k/v input is the encoder's output, kept for every layer: left alone."""
-        x, T = a.x, p.tokens
+        """Saved bytes that only weights' gradients keep: {key: (bytes, the linears or norms reading them)}.
+        The projections' shared input; q and k norms' normalised copies; eager attention's o_proj input
+        (the attention output made contiguous: a copy only o_proj keeps, where flash's output is that
+        storage, kept by the kernel). Cross-attention's k/v input is the encoder's output, kept for
+        every layer: left alone."""
+        x, T, d = a.x, p.tokens, self.head_dim
         reads: tuple[str, ...] = ("q_proj",) if self.memory else ("q_proj", "k_proj", "v_proj")
         out = {"input": (x * T * self.hidden, reads)}
         if a.eager:
-            out["o_proj_input"] = (x * T * self.heads * self.head_dim, ("o_proj",))
+            out["o_proj_input"] = (x * T * self.heads * d, ("o_proj",))
+        keys = self._keys(p)  # q and k norms (Qwen3, OLMo 2): the normalised copy their weights keep
+        if self.q_norm:
+            out["q_norm"] = (self.q_norm.weight_input_rows(T * self.heads * d // self.q_norm.dim, a), ("q_norm",))
+        if self.k_norm:
+            rows = keys.batch * keys.keys * self.kv_heads * d // self.k_norm.dim
+            out["k_norm"] = (self.k_norm.weight_input_rows(rows, a), ("k_norm",))
         return out
 
     def _saved_megatron(self, p: Pass, a: Activations) -> Breakdown:

@@ -93,9 +93,9 @@ class Adapted(Block):
         nn.Linear keeps none, and an input survives only where an adapter without dropout reads it
         (lora_A keeps that storage); so do bitsandbytes' 4-bit linears since 0.43.2 (before, they kept
         theirs: `a.quantized_inputs`). Only when the network's base is frozen (`a.frozen_base`: no
-        modules_to_save inside the layers); Megatron's profile is left whole. Attention, dense and MoE
-        MLPs and the layers' norms only: MLA's projections, cross-attention and per-head q/k norms are
-        kept as if they trained (errs high). tests/test_lora_memory.py measures
+        modules_to_save inside the layers); Megatron's profile is left whole. Attention (q/k norms
+        included), dense and MoE MLPs and the layers' norms only: MLA's projections and cross-attention
+        are kept as if they trained (errs high). tests/test_lora_memory.py measures
         transformers layers with frozen weights and adapters."""
         out = self._with(self.base.saved(p, a), lambda adapter: adapter.saved(p, a))
         if a.megatron or not a.frozen_base:
