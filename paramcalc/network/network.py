@@ -294,7 +294,8 @@ class TransformerNetwork(Network):
         if self.adapters is None:
             return False
         names = {s.name for s in self.layers}
-        return all(self.is_frozen(k) for k in self.params() if "lora_" not in k and stage_of(k, names))
+        return self._memo("frozen_base", lambda: all(self.is_frozen(k) for k in self.params()
+                                                     if "lora_" not in k and stage_of(k, names)))
 
     def saved(self, p: Pass, a: Activations) -> Breakdown:
         out = dict(super().saved(p, a))
