@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 
+from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Block, Breakdown, Pass, nest
 from paramcalc.blocks.linear import Linear
+from paramcalc.blocks.mlp import MLP
+from paramcalc.blocks.moe import MoE
+from paramcalc.blocks.norm import Norm
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,6 @@ class Adapted(Block):
         out = self._with(self.base.saved(p, a), lambda adapter: adapter.saved(p, a))
         if a.megatron or not a.frozen_base:
             return out
-        from paramcalc.blocks.norm import Norm
-
         for name, part in getattr(self.base, "parts", dict)().items():  # frozen norms' weight multiplies
             if isinstance(part, Norm) and name in out:
                 out[name] = max(0, out[name] - part.weight_input_rows(p.tokens, a))
@@ -131,10 +133,6 @@ def _linear_inputs(block: Block, p: Pass, a: Activations) -> Iterator[tuple[str,
     (blocks' `linear_inputs`); where an MLP reads the attention's normed input (parallel-shared layouts) the
     attention's input has the MLP's readers too, and the MLP's own is counted as nothing already."""
     parts: dict[str, Block] = getattr(block, "parts", dict)()
-    from paramcalc.blocks.attention import Attention
-    from paramcalc.blocks.mlp import MLP
-    from paramcalc.blocks.moe import MoE
-
     found = {name: part.linear_inputs(p, a) for name, part in parts.items()
              if isinstance(part, (Attention, MLP, MoE)) and name != "cross_attention"}
     shared = getattr(block, "layout", None) == "parallel-shared" and "mlp" in found and "attention" in found
