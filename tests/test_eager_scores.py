@@ -126,3 +126,18 @@ def test_eager_attention_adds_its_score_traffic_to_the_step_at_hbm_bandwidth():
                                                                   card).seconds
     assert rerun - got == pytest.approx(pairs * fwd / hbm + (work.core_dense - work.core_causal) * micro
                                         / (card.peak("bf16") * card.efficiency.attention), rel=1e-9)
+
+
+def test_context_parallel_ranks_each_score_their_queries_against_every_key():
+    """Under context parallelism a rank holds 1/cp of the queries and sees every key as the ring passes them:
+    half the score traffic of one GPU at cp = 2 (s/cp x s pairs, not (s/cp)^2)."""
+    from paramcalc.analysis.step import _score_traffic
+
+    net = lower("llama-2-7b")
+    work = Work.of(net, 1024)
+    one = Plan(micro_batch=1, global_batch=1, attention="eager", kernels="transformers")
+    two = replace(one, cp=2)
+    assert _score_traffic(net, work, two)[0] * 2 == _score_traffic(net, work, one)[0]
+    assert _score_traffic(net, work, replace(one, attention="flash")) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="kernels"):
+        Plan(kernels="cudnn")

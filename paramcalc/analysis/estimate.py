@@ -128,7 +128,8 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
                          compute_seconds=t.compute * scale, exposed_seconds=t.exposed_comm * scale,
                          bubble_fraction=t.bubble / t.seconds)
     layout = _describe(plan)
-    fit = (f"fits ({human_bytes(m.total or 0)} of {human_bytes(card.memory_bytes)} per GPU)" if outcome.fits
+    paging = " by paging its optimizer state" if outcome.fits and (m.total or 0) > card.memory_bytes else ""
+    fit = (f"fits{paging} ({human_bytes(m.total or 0)} of {human_bytes(card.memory_bytes)} per GPU)" if outcome.fits
            else f"DOES NOT FIT ({human_bytes(m.total or 0)} of {human_bytes(card.memory_bytes)} per GPU)")
     verdict = (f"{human_count(params.total)} params on {plan.gpus:,} x {card.name}: {layout}; {fit}; "
                f"{seconds:,.2f} s/step at MFU {step_mfu:.2f}; {human_hours(cost.gpu_hours)} GPU-hours, "

@@ -768,7 +768,7 @@ def _frozen_note(net: Network, s: Setup, quantized: bool) -> str:
     if not net.frozen_base() or net.adapters is None:
         return "; activations as if every layer trained (errs high: frozen layers keep less)"
     bnb = (", bitsandbytes' 4-bit linears theirs, as before 0.43.2" if s.bnb_legacy else
-           "; so do bitsandbytes' 4-bit linears since 0.43.2" if quantized else "")
+           "; bitsandbytes' 4-bit linears keep none either, since 0.43.2" if quantized else "")
     dropout = net.adapters.dropout
     return ("; activations as autograd keeps them with the base frozen: a frozen linear keeps no input (the adapters "
             f"keep what they read{bnb}), a frozen norm no normalised copy (attention, dense and MoE MLPs, layer and "

@@ -312,6 +312,11 @@ class _Planner:
             gpu_hours = all_gpus * w.units * unit_seconds / 3600  # every group is held for the whole iteration
         else:
             mem = _memory(w.memory, s, st.micro_batch, max(st.micro_batch, w.global_batch // par.dp), here, breaks)
+            if mem.fits and mem.peak_per_gpu is not None and mem.peak_per_gpu > mem.gpu_bytes:
+                # the verdict of analysis/memory.py: a paged optimizer's state moves to CPU memory under pressure
+                w.notes.append(f"fits by paging: {human_bytes(mem.peak_per_gpu - mem.gpu_bytes)} of the "
+                               f"{par.optimizer} state lives in CPU memory, paged in for each optimizer step "
+                               "(slower steps, not timed)")
             # offload's PCIe traffic (ZeRO-Offload, parameter and activation offload) and ZeRO-Offload's optimizer
             # step on the CPU, not overlapped with compute (errs slow: DeepSpeed and torchtune overlap part of the
             # traffic on side streams)

@@ -206,7 +206,7 @@ def search(net: Network, gpus: int, card: Gpu, seq: int, knobs: Knobs = Knobs(),
             if states(variant) > capacity or _outgrows(terms, variant, capacity):
                 continue
             m = terms(variant)
-            if m.total is not None and m.total <= capacity:
+            if fits(m, variant, capacity):
                 fitting.append((time, variant, m))
                 break
     if fitting:
@@ -224,7 +224,7 @@ def search(net: Network, gpus: int, card: Gpu, seq: int, knobs: Knobs = Knobs(),
     smallest = [(t, p) for shape, (t, p) in zip(shapes, smallest) if p.micro_batch == fewest[shape]]
     best = min(smallest, key=lambda tp: ((terms(tp[1]).total or 0), tp[0].seconds))
     m = terms(best[1])
-    return Outcome(best[1], best[0], m, m.total is not None and m.total <= card.memory_bytes, len(timed))
+    return Outcome(best[1], best[0], m, fits(m, best[1], card.memory_bytes), len(timed))
 
 
 def _outgrows(terms, plan: Plan, capacity: int) -> bool:
@@ -236,8 +236,15 @@ def _outgrows(terms, plan: Plan, capacity: int) -> bool:
     nothing (deep models), keeping the search's cost flat."""
     if plan.micro_batch == 1 or plan.micro_batches == 1:  # one micro-batch: no unsharded gradient accumulation
         return False
-    floor = terms(replace(plan, micro_batch=1)).total
-    return floor is not None and floor > capacity
+    floor = terms(replace(plan, micro_batch=1))
+    return floor.total is not None and not fits(floor, plan, capacity)
+
+
+def fits(m: Terms, plan: Plan, capacity: int) -> bool:
+    """Whether one GPU's bytes fit `capacity`; a paged optimizer's state may page out to CPU memory
+    (bitsandbytes' paged optimizers on CUDA unified memory, as analysis/memory.py's verdict)."""
+    pageable = m.optimizer if plan.optimizer.startswith("paged") else 0
+    return m.total is not None and m.total - pageable <= capacity
 
 
 def _simplicity(p: Plan) -> tuple:
@@ -252,7 +259,7 @@ def evaluate(net: Network, plan: Plan, card: Gpu, seq: int) -> Outcome:
     """One given plan, fitting or not."""
     work = Work.of(net, seq)
     m = _memory(net, seq)(plan)
-    return Outcome(plan, step_time(net, work, plan, card), m, m.total is not None and m.total <= card.memory_bytes, 1)
+    return Outcome(plan, step_time(net, work, plan, card), m, fits(m, plan, card.memory_bytes), 1)
 
 
 def _memory(net: Network, seq: int):
@@ -276,7 +283,7 @@ def _states(net: Network):
         # experts: 1/ep on each GPU, sharded over the dp x cp / ep ranks of their group
         ew, eg, eo = model_states(int(expert / (ep * tp * pp)), Setup(dp=max(1, dp * cp // ep), zero=zero,
                                                                       dtype=dtype, optimizer=optimizer))
-        return w + g + o + ew + eg + eo
+        return w + g + ew + eg + (0 if optimizer.startswith("paged") else o + eo)  # paged state may page out
     return lambda p: bound(p.tp, p.pp, p.ep, p.dp, p.cp, p.zero, p.dtype, p.optimizer)
 
 

@@ -107,10 +107,11 @@ class Adapted(Block):
         for name, part in getattr(self.base, "parts", dict)().items():  # frozen norms' weight multiplies
             if isinstance(part, Norm) and name in out:
                 out[name] = max(0, out[name] - part.weight_input_rows(p.tokens, a))
-        if a.quantized_inputs:
-            return out
         keeps = {path for path, lora in self.adapters if not lora.dropout}
         for part, key, size, readers in _linear_inputs(self.base, p, a):
+            norm = key.endswith("_norm")  # q/k norms: torch's, not bitsandbytes'
+            if a.quantized_inputs and not norm:
+                continue
             if f"{part}/{key}" in out and not any(r in keeps for r in readers):
                 out[f"{part}/{key}"] = max(0, out[f"{part}/{key}"] - size)
         return out

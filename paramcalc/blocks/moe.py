@@ -113,7 +113,7 @@ class MoE(Block):
         """Saved bytes that only linears' weight gradients keep (blocks/lora.py Adapted.saved): the layer's
         input (the router's, the shared expert's and its gate's), the gathered tokens (the routed up and gate
         grouped matmuls') and the down matmul's input (the product, or the activation's output but a ReLU's),
-        the shared expert's down input, the shared gate's input. No adapter reaches inside an MoE block, so
+        the shared expert's down input. No adapter reaches inside an MoE block, so
         these go whenever the base is frozen."""
         x, T, h, S, f = a.x, p.tokens, self.hidden, p.tokens * self.top_k, self.expert.ffn
         routed = x * S * h + (x * S * f if self.expert.gated or self.expert.act != "relu" else 0)
@@ -121,8 +121,8 @@ class MoE(Block):
                                                        "experts": (routed, ("experts",))}
         if self.shared:
             out["shared_expert"] = (self.shared.linear_inputs(p, a).get("down_input", (0, ()))[0], ("shared",))
-        if self.shared_gate:
-            out["shared_expert_gate"] = (x * T * h, ("shared_expert_gate",))
+        # Qwen2-MoE's shared gate reads the layer's input (above); what its entry holds besides the sigmoid is the
+        # shared expert's output, which the gating product keeps
         return out
 
     def module(self, a: Activations | None = None):

@@ -37,10 +37,11 @@ TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 
 def activations(net: Network, dtype_bytes: int, attention: str) -> Activations:
     """The `Activations` of a reference run: the network's own (its softmax upcast,
-    eager or flash attention) with dropout off, and no separate fp32 copy when the
-    model dtype is fp32 already (`.to(float32)` of an fp32 tensor is the tensor itself)."""
+    eager or flash attention) with every weight training (the reference stacks train them
+    all) and dropout off, and no separate fp32 copy when the model dtype is fp32 already
+    (`.to(float32)` of an fp32 tensor is the tensor itself)."""
     a = net.activations(dtype_bytes, "eager" if attention == "eager" else "flash")
-    return replace(a, attention_dropout=False, hidden_dropout=False, embedding_dropout=False,
+    return replace(a, frozen_base=False, attention_dropout=False, hidden_dropout=False, embedding_dropout=False,
                    attention_output_dropout=True, softmax_fp32=a.softmax_fp32 and dtype_bytes < 4,
                    scores_fp32=a.scores_fp32 and dtype_bytes < 4)
 
