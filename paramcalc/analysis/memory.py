@@ -765,7 +765,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
 
 def _frozen_note(net: Network, s: Setup, quantized: bool) -> str:
     """How a partly frozen network's activations are counted (blocks/lora.py Adapted.saved)."""
-    if not net.frozen_base() or net.adapters is None:
+    if not net.frozen_base() or net.adapters is None or s.profile == "megatron":  # Megatron's profile: whole
         return "; activations as if every layer trained (errs high: frozen layers keep less)"
     bnb = (", bitsandbytes' 4-bit linears theirs, as before 0.43.2" if s.bnb_legacy else
            "; bitsandbytes' 4-bit linears keep none either, since 0.43.2" if quantized else "")
