@@ -54,3 +54,24 @@ def test_a_users_own_gpu_file(tmp_path):
     path.write_text("name: my-gpu\nmemory_bytes: 48G\nmemory_bandwidth: 1T\npeak_flops_dense: {bf16: 200T}\n")
     assert load_gpu(str(path)).peak("bf16") == 200 * T
     assert run("gpus", "--json").json["gpus"][0]["name"] == gpu_names()[0]
+
+
+@pytest.mark.parametrize("name,both_ways", [
+    ("a100-80gb", 64e9), ("a800-80gb", 64e9), ("l4", 64e9),  # datasheets: "PCIe Gen4: 64GB/s"
+    ("h100-sxm", 128e9), ("h200", 128e9), ("mi300x", 128e9),  # "PCIe Gen5: 128GB/s"
+])
+def test_host_links_are_the_datasheets_pcie_generation(name, both_ways):
+    link = load_gpu(name).host_link
+    assert link is not None and 2 * link.bandwidth == both_ways
+
+
+def test_the_a800_is_the_a100_with_nvlink_cut_to_400_gb_s():
+    a800, a100 = load_gpu("a800-80gb"), load_gpu("a100-80gb")
+    assert a800.interconnect is not None and 2 * a800.interconnect.bandwidth == 400e9  # A800 datasheet, both ways
+    assert (a800.peak("bf16"), a800.memory_bytes, a800.memory_bandwidth) == \
+           (a100.peak("bf16"), a100.memory_bytes, a100.memory_bandwidth)
+
+
+@pytest.mark.parametrize("name,mib", [("a10g", 23028), ("l4", 23034)])
+def test_ecc_gddr6_cards_hold_what_nvidia_smi_shows(name, mib):
+    assert load_gpu(name).memory_bytes == mib * 2**20  # nvidia-smi with ECC on, as clouds run them

@@ -533,7 +533,7 @@ def _score_traffic(net: Network, work: Work, plan: Plan) -> tuple[float, float]:
     GPU, all layers (eager_score_bytes); nothing under flash, whose scores never leave the chip."""
     if plan.attention == "flash":
         return 0.0, 0.0
-    key = ("scores", plan.micro_batch, plan.cp, plan.tp, plan.dtype, plan.kernels)
+    key = ("scores", plan.micro_batch, plan.cp, plan.tp, plan.kernels)
     if key not in work.traffic:
         a = net.activations(2, "eager")
         per = eager_score_bytes(2, a.softmax_fp32, a.attention_dropout, plan.kernels)
