@@ -61,8 +61,11 @@ UNALLOCATED = ("overhead/cuda_context", "overhead/fragmentation", "overhead/nccl
 
 
 def tensor_bytes(report) -> int:
-    """What torch.cuda.max_memory_allocated measures: the peak less the terms outside the allocator."""
-    return report.memory.total_per_gpu - sum(report.breakdown.get(k, 0) for k in UNALLOCATED)
+    """What torch.cuda.max_memory_allocated measures: the peak less the terms outside the allocator. A
+    paged optimizer's state is outside it too: bitsandbytes allocates it with cudaMallocManaged
+    (bitsandbytes/functional.py get_paged, GlobalPageManager), not through torch's caching allocator."""
+    paged = report.memory.optimizer if report.settings.optimizer.startswith("paged") else 0
+    return report.memory.total_per_gpu - sum(report.breakdown.get(k, 0) for k in UNALLOCATED) - paged
 
 
 # (spec or preset file, gated MLP, extra spec fields as LitGPT builds the model)
@@ -83,6 +86,10 @@ MODELS = {
     "phi-3": (SPECS / "phi-3-mini-4k-instruct.yaml", True, {}),
     "stablelm-base-alpha-3b": (SPECS / "stablelm-base-alpha-3b.yaml", False, {}),
     "tiny-llama": (SPECS / "tinyllama-1.1b.yaml", True, {}),
+    # the resource tables' models (lit-gpt's config.py at 8641822): phi-1_5 with gelu_approximate "tanh" as Phi-2
+    "phi-1.5": (SPECS / "phi-1.5.yaml", False, {"hidden_act": "gelu_pytorch_tanh"}),
+    "llama-2-13b": (PRESETS / "llama-2-13b.yaml", True, {}),
+    "falcon-40b": (SPECS / "falcon-40b.yaml", False, {}),
 }
 
 # The table's rows, in its order: (config, model, micro-batch, machine, measured GB or None for OOM) and the config's
@@ -179,7 +186,7 @@ def _settings(model: str, kind: str, r: int, targets: str, micro: int, devices: 
     # max_seq_length 512: LitGPT truncates the samples to it (litgpt/data/base.py SFTDataset; the collate pads a
     # batch to its longest sample) and sets model.max_seq_length = min(longest sample, 512) (finetune/lora.py fit);
     # the longest batch sets the peak
-    kw: dict = dict(seq_len=512, batch=micro, gpu="a10g")
+    kw: dict = dict(seq_len=512, batch=micro, gpu="a10g", trainer="litgpt")
     if model == "gemma-2-9b":
         # Gemma 2's attention soft-capping: LitGPT computes q @ k^T, tanh, the mask and the softmax (in fp32)
         # itself instead of SDPA (litgpt/model.py at 916a84ca and 03ffc551, "with softcapping we cannot use SDPA")
@@ -209,15 +216,73 @@ def _settings(model: str, kind: str, r: int, targets: str, micro: int, devices: 
         kw["precision"] = "bf16"
     else:
         # quantize bnb.nf4: Lightning's BitsandbytesPrecision("nf4", bfloat16) swaps every nn.Linear, the LM head's
-        # included (no ignore_modules), for bitsandbytes' Linear4bit without double quantization; the optimizer is
-        # bitsandbytes' PagedAdamW (32-bit state; lora.py at 5895df10, utils.instantiate_bnb_optimizer later)
-        # bitsandbytes 0.42.0 (LitGPT's pyproject at 5895df10): MatMul4Bit kept each input (fixed in 0.43.2)
-        kw |= dict(dtype="int4", optimizer="paged-adamw", bnb_legacy=True)
+        # included (no ignore_modules: trainer litgpt), for bitsandbytes' Linear4bit without double quantization
+        # (_NF4Linear: compress_statistics=False); the optimizer is bitsandbytes' PagedAdamW (32-bit state; lora.py
+        # at 5895df10, utils.instantiate_bnb_optimizer later); bitsandbytes 0.42.0 (LitGPT's pyproject at
+        # 5895df10): MatMul4Bit kept each input (fixed in 0.43.2)
+        kw |= dict(dtype="int4", optimizer="paged-adamw", bnb_legacy=True, double_quant=False)
     return kw
 
 
+# LitGPT's resource tables (tutorials/resource-tables.md, "Finetuning with LoRA on 1 GPU": last updated 10/20/2023,
+# lit-gpt commit 8641822, one A100-SXM4-40GB, PyTorch 2.1.0, bitsandbytes 0.41.1, --precision bf16-true, Alpaca at its
+# default length). lit-gpt's finetune/lora.py at that commit: r 8, alpha 16, lora_dropout 0.05 on query and value
+# only (its trainable counts agree: 4,194,304 for Llama 2 7B, 12,042,240 for Falcon-40B's 8 K/V groups); no
+# checkpointing; torch.optim.AdamW, or bitsandbytes' PagedAdamW under --quantize bnb.*, which takes Lightning's
+# BitsandbytesPrecision: "nf4" without, "nf4-dq" with double quantization. Batches are padded to their longest sample,
+# and the longest sets the peak: the table gives it per tokenizer (Llama 2 1,304 tokens, phi-1.5 1,044, StableLM 1,034,
+# Falcon 1,079). "Max GPU RAM" is torch.cuda.max_memory_allocated. Every row of the table, OOMs included:
+# (model, quantize, micro-batch, measured GB or None for OOM). Not compared: the adapter tables (LLaMA-Adapter, which
+# paramcalc does not model) and the multi-GPU table, whose peaks are not the training step's: Llama 2 7B on 2 GPUs
+# (FSDP with checkpointing) peaks at 22.18 GB, above the 21.30 GB of one GPU without either, which sharding and
+# checkpointing can only lower (the checkpoint's loading, not modelled, is the likely peak).
+RESOURCE_TOKENS = {"phi-1.5": 1044, "stablelm-base-alpha-3b": 1034, "llama-2-7b": 1304, "llama-2-13b": 1304,
+                   "falcon-40b": 1079}
+RESOURCE_ROWS = [
+    ("phi-1.5", None, 1, 4.82), ("phi-1.5", "nf4", 1, 3.78), ("phi-1.5", "nf4-dq", 1, 3.72),
+    ("phi-1.5", None, 2, 6.76), ("phi-1.5", None, 4, 10.68),
+    ("stablelm-base-alpha-3b", None, 1, 9.69), ("stablelm-base-alpha-3b", "nf4", 1, 6.35),
+    ("stablelm-base-alpha-3b", "nf4-dq", 1, 6.19), ("stablelm-base-alpha-3b", None, 2, 12.10),
+    ("stablelm-base-alpha-3b", None, 4, 16.92),
+    ("llama-2-7b", None, 1, 21.30), ("llama-2-7b", "nf4", 1, 14.14), ("llama-2-7b", "nf4-dq", 1, 13.84),
+    ("llama-2-7b", None, 2, 29.07), ("llama-2-7b", None, 4, None),
+    ("llama-2-13b", None, 1, 38.12), ("llama-2-13b", "nf4", 1, 23.14), ("llama-2-13b", "nf4-dq", 1, 22.55),
+    ("llama-2-13b", None, 2, None), ("llama-2-13b", None, 4, None),
+    ("falcon-40b", None, 1, None), ("falcon-40b", "nf4", 1, None), ("falcon-40b", "nf4-dq", 1, None),
+]
+
+
+def resource_rows(folder: Path, rows: list[tuple]) -> list[tuple[str, str, str, str, str]]:
+    """The resource tables' `rows` against paramcalc, as `litgpt_rows` compares the config hub's, on an A100-40GB."""
+    out = []
+    for model, quantize, micro, measured in rows:
+        tokens = RESOURCE_TOKENS[model]
+        kw: dict = dict(seq_len=tokens, batch=micro, gpu="a100-40gb", trainer="litgpt", precision="bf16",
+                        lora_rank=8, lora_targets=QV, lora_dropout=0.05)
+        if quantize:
+            kw |= dict(dtype="int4", optimizer="paged-adamw", bnb_legacy=True, double_quant=quantize == "nf4-dq")
+        r = estimate_memory(_litgpt_spec(folder, model), **kw)
+        what = f"QLoRA {quantize}" if quantize else "LoRA"
+        setup = (f"{model} {what} r=8 q,v, dropout 0.05, micro-batch {micro}, {tokens} tokens, bf16-true, "
+                 "A100-40GB")
+        out.append(_compared("LitGPT resource tables (LoRA on 1 GPU)", setup, r, measured))
+    return out
+
+
+def _compared(source: str, setup: str, r, measured: float | None) -> tuple[str, str, str, str, str]:
+    """One row: an OOM against paramcalc's fit verdict on its whole total, else the tensors against the peak."""
+    assert r.fits is not None and r.memory.total_per_gpu is not None
+    fits, total = r.fits.fits, r.memory.total_per_gpu / 1e9
+    if measured is None:
+        return (source, setup, "OOM", f"{'fits' if fits else 'does not fit'} ({total:.2f} GB in all)",
+                "WRONG" if fits else "right")
+    gb = tensor_bytes(r) / 1e9
+    error = f"{(gb / measured - 1) * 100:+.1f}%" + ("" if fits else ", verdict WRONG")
+    return source, setup, f"{measured:.2f} GB", f"{gb:.2f} GB" + ("" if fits else ", does not fit"), error
+
+
 def litgpt_rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
-    specs = {model: _litgpt_spec(folder, model) for model in MODELS}
+    specs = {row[1]: _litgpt_spec(folder, row[1]) for row in ROWS}
     out: list[tuple[str, str, str, str, str]] = []
     seen: dict[tuple, int] = {}
     for config, model, kind, r, targets, micro, devices, machine, measured in ROWS:
@@ -229,22 +294,12 @@ def litgpt_rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
             continue
         seen[same] = len(out)
         r_ = estimate_memory(specs[model], **_settings(model, kind, r, targets, micro, devices))
-        assert r_.fits is not None and r_.memory.total_per_gpu is not None
-        gb, total = tensor_bytes(r_) / 1e9, r_.memory.total_per_gpu / 1e9
-        fits = r_.fits.fits
         if kind == "full":
             what = f"full, bf16-true AdamW, {devices} GPU" + (" (FSDP, checkpointing)" if devices > 1 else "")
         else:
             names = "q,v" if targets == "qv" else "q,k,v,proj,mlp,head"
             what = f"{'QLoRA nf4' if kind == 'qlora' else 'LoRA'} r={r} {names}, dropout 0.05, 1 GPU"
-        setup = f"{config}: {what}, micro-batch {micro}, 512 tokens, on {machine}"
-        if measured is None:
-            out.append((SOURCE, setup, "OOM", f"{'fits' if fits else 'does not fit'} ({total:.2f} GB in all)",
-                        "WRONG" if fits else "right"))
-        else:
-            error = f"{(gb / measured - 1) * 100:+.1f}%" + ("" if fits else ", verdict WRONG")
-            out.append((SOURCE, setup, f"{measured:.2f} GB", f"{gb:.2f} GB" + ("" if fits else ", does not fit"),
-                        error))
+        out.append(_compared(SOURCE, f"{config}: {what}, micro-batch {micro}, 512 tokens, on {machine}", r_, measured))
     return out
 
 

@@ -24,7 +24,7 @@ from paramcalc.analysis.plan import plan_pipeline  # noqa: E402
 from paramcalc.units import GIB  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from litgpt_config_hub import litgpt_rows, tensor_bytes  # noqa: E402
+from litgpt_config_hub import RESOURCE_ROWS, litgpt_rows, resource_rows  # noqa: E402
 
 ALL = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
 # LLaMA 33B and 65B (Touvron et al. 2023, table 2; huggyllama/llama-30b and -65b config.json)
@@ -111,28 +111,10 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
                 "~80% of time generating", f"{share * 100:.0f}% ({total:,.0f} s/iteration)",
                 f"{(share / 0.8 - 1) * 100:+.0f}%"))
     # 8-12. LitGPT's resource tables (tutorials/resource-tables.md, 10/20/2023): finetune/lora.py on one
-    # A100-SXM4-40GB, --precision bf16-true (bf16 weights, adapters and AdamW state: the pure-bf16 recipe),
-    # r = 8 on query and value, Alpaca padded to its longest sample (1,304 Llama-2 tokens), no checkpointing;
-    # "Max GPU RAM" is torch.cuda.max_memory_allocated / 1e9: the tensors' peak, compared with paramcalc's tensors
-    # (tensor_bytes: less the CUDA context, fragmentation and NCCL buffers the caching allocator never counts);
-    # lit-gpt's finetune/lora.py at that commit: lora_dropout = 0.05 on each adapter's input
-    litgpt = dict(seq_len=1304, lora_rank=8, gpu="a100-40gb", lora_dropout=0.05)
-    for name, extra, measured in (("llama-2-7b", dict(precision="bf16"), 21.30),
-                                  ("llama-2-7b", dict(precision="bf16", batch=2), 29.07),
-                                  ("llama-2-13b", dict(precision="bf16"), 38.12),
-                                  ("llama-2-7b", dict(dtype="int4", bnb_legacy=True), 13.84)):  # bitsandbytes 0.41.1
-        r = estimate_memory(name, **litgpt, **extra)
-        assert r.memory.total_per_gpu is not None
-        gb = tensor_bytes(r) / 1e9
-        what = "QLoRA nf4-dq" if extra.get("dtype") == "int4" else "LoRA"
-        out.append(("LitGPT resource tables (LoRA on 1 GPU)", f"{name} {what} r=8 q,v, dropout 0.05, micro-batch "
-                    f"{extra.get('batch', 1)}, 1304 tokens, bf16-true, A100-40GB", f"{measured:.2f} GB",
-                    f"{gb:.2f} GB", f"{(gb / measured - 1) * 100:+.1f}%"))
-    r = estimate_memory("llama-2-7b", **litgpt, precision="bf16", batch=4)
-    assert r.fits is not None
-    out.append(("LitGPT resource tables (LoRA on 1 GPU)", "llama-2-7b LoRA r=8 q,v, micro-batch 4, dropout 0.05, "
-                "1304 tokens, A100-40GB", "OOM", "does not fit" if not r.fits.fits else "fits",
-                "right" if not r.fits.fits else "WRONG"))
+    # A100-SXM4-40GB, bf16-true, r = 8 on query and value (benchmarks/litgpt_config_hub.py RESOURCE_ROWS; the
+    # table's other rows are 62-79)
+    first = [RESOURCE_ROWS[i] for i in (10, 13, 15, 12, 14)]
+    out += resource_rows(folder, first)
     # 13. HF PEFT README: bigscience/bloomz-7b1 (7,069,016,064 parameters) full fine-tuning on one A100-80GB: OOM
     r = estimate_memory("7069016064")
     gb = r.memory.model_states_per_gpu / 1e9
@@ -221,6 +203,8 @@ def rows(folder: Path) -> list[tuple[str, str, str, str, str]]:
     # 28-61. LitGPT's config hub table (config_hub/finetune/README.md): every row with figures, on A10Gs
     # (benchmarks/litgpt_config_hub.py)
     out += litgpt_rows(folder)
+    # 62-79. The rest of LitGPT's resource table (rows 8-12 above)
+    out += resource_rows(folder, [row for row in RESOURCE_ROWS if row not in first])
     return out
 
 

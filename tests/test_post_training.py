@@ -4,6 +4,7 @@ from the decode roofline and fine-tuning step time from the step-time model."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -71,10 +72,138 @@ def test_qlora_quantizes_the_layer_linears_and_keeps_embeddings_head_and_norms_i
     assert m.optimizer == 8 * trainable  # paged_adamw_32bit: no fp32 master copy of bf16 adapters
 
 
+def test_nf4_without_double_quantization_keeps_an_fp32_absmax_per_block_of_64():
+    """bitsandbytes' quantize_4bit with compress_statistics=False: 4-bit codes and one fp32 absmax per 64 weights,
+    4.5 bits a weight (transformers' bnb_4bit_use_double_quant=False, LitGPT's bnb.nf4)."""
+    n = 4096 * 11008
+    assert nf4_bytes(n, double_quant=False) == n // 2 + 4 * (n // 64)
+    assert nf4_bytes(100, double_quant=False) == 50 + 4 * 2
+    assert 8 * nf4_bytes(n, double_quant=False) / n == 4.5
+
+
+SPECS = Path(__file__).parent / "data" / "specs"
+
+
+@pytest.mark.parametrize("model, tokens, nf4, nf4_dq", [
+    (SPECS / "phi-1.5.yaml", 1044, 3.78, 3.72),
+    (SPECS / "stablelm-base-alpha-3b.yaml", 1034, 6.35, 6.19),
+    ("llama-2-7b", 1304, 14.14, 13.84),
+    ("llama-2-13b", 1304, 23.14, 22.55),
+])
+def test_double_quantization_saves_what_litgpt_measured(model, tokens, nf4, nf4_dq):
+    """LitGPT's resource tables (tutorials/resource-tables.md, 10/20/2023, A100-40GB): max_memory_allocated of
+    finetune/lora.py under --quantize bnb.nf4 and bnb.nf4-dq, the only difference being the block scales'
+    double quantization. Lightning's plugin quantizes the LM head too (trainer litgpt). Each figure is rounded
+    to 0.01 GB, so their difference is known to 0.01 GB."""
+    kw = dict(seq_len=tokens, dtype="int4", lora_rank=8, lora_targets="q_proj,v_proj", precision="bf16",
+              optimizer="paged-adamw", bnb_legacy=True, trainer="litgpt")
+    saved = (estimate_memory(model, double_quant=False, **kw).memory.weights
+             - estimate_memory(model, double_quant=True, **kw).memory.weights) / 1e9
+    assert saved == pytest.approx(nf4 - nf4_dq, abs=0.01)
+
+
+def test_each_4_bit_matmul_dequantizes_its_weight_whole_at_the_peak():
+    """bitsandbytes' MatMul4Bit: linear(A, dequantize_4bit(B).to(A.dtype).t()). The largest 4-bit weight of
+    Llama-2-7b is an MLP matrix (the head stays bf16): 2 bytes a weight where the weight was quantized in bf16
+    (bitsandbytes 0.43 on), 4 where it was quantized from fp16 (bitsandbytes up to 0.42: an fp16 copy and its
+    bf16 cast at once); Lightning's plugin quantizes the head too, from fp16."""
+    h, f, V = 4096, 11008, 32000
+    kw = dict(seq_len=512, dtype="int4", lora_rank=8)
+
+    def dequantized(**extra) -> int:
+        return estimate_memory("llama-2-7b", **kw, **extra).breakdown["overhead/dequantized_weight"]
+
+    assert dequantized() == 2 * f * h
+    assert dequantized(bnb_legacy=True) == 4 * f * h
+    assert dequantized(trainer="litgpt") == 4 * V * h
+    assert "overhead/dequantized_weight" not in estimate_memory("llama-2-7b", seq_len=512, lora_rank=8).breakdown
+
+
+def test_litgpts_loop_carries_the_last_steps_4_bit_inputs_into_the_next_forward():
+    """LitGPT's finetune/lora.py rebinds `logits` and `loss` only once the next forward and loss exist, and
+    bitsandbytes up to 0.43.1 keeps each 4-bit linear's input in ctx.tensors, which backward does not free. On
+    Llama-2-7b with flash attention those are, a layer: the q/k/v input (h), o_proj's (the attention output, h),
+    the gate/up input (h) and down_proj's (f). The next forward peaks at the head's last call, with the old
+    logits and the dequantized head, before its loss saves anything."""
+    h, f, L, V, T = 4096, 11008, 32, 32000, 1304
+    kw = dict(seq_len=T, dtype="int4", lora_rank=8, precision="bf16", optimizer="paged-adamw", trainer="litgpt")
+    b = estimate_memory("llama-2-7b", bnb_legacy=True, **kw).breakdown
+    inputs = L * 2 * T * (3 * h + f)
+    forward = inputs + 2 * T * V + b["overhead/dequantized_weight"] - b["head/loss"]
+    assert b["overhead/previous_step"] == forward - b["overhead/logits_gradient"] - b["overhead/dequantized_weight"]
+    # current bitsandbytes keeps no inputs: the old bf16 logits alone never beat the backward's peak
+    assert "overhead/previous_step" not in estimate_memory("llama-2-7b", **kw).breakdown
+    assert "overhead/previous_step" not in estimate_memory("llama-2-7b", bnb_legacy=True,
+                                                           **(kw | {"trainer": "hf"})).breakdown
+
+
+def test_a_ctx_attribute_outlives_backward_while_the_loop_holds_the_loss():
+    """The torch behaviour the previous_step term rests on: backward frees what a Function saved with
+    save_for_backward, not a plain ctx attribute (bitsandbytes 0.42's `ctx.tensors = (A, B)`), which lives as
+    long as the graph, and a loop that keeps `loss` keeps the graph."""
+    import gc
+    import weakref
+
+    class Kept(torch.autograd.Function):  # MatMul4Bit's bookkeeping: the input as a ctx attribute
+        @staticmethod
+        def forward(ctx, a, w):
+            ctx.tensors = (a, w)
+            return a @ w.t()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad @ ctx.tensors[1], None
+
+    class Saved(torch.autograd.Function):  # the same product, its input saved for backward
+        @staticmethod
+        def forward(ctx, a, w):
+            ctx.save_for_backward(a, w)
+            return a @ w.t()
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad @ ctx.saved_tensors[1], None
+
+    w = torch.randn(8, 8)
+    for fn, outlives in ((Kept, True), (Saved, False)):
+        x = torch.randn(4, 8, requires_grad=True)
+        a = x * 2  # an intermediate: only the graph can keep it
+        probe = weakref.ref(a)
+        loss = fn.apply(a, w).sum()
+        del a
+        loss.backward()
+        gc.collect()
+        assert (probe() is not None) is outlives, fn.__name__  # the loop still holds `loss`
+        del loss
+        gc.collect()
+        assert probe() is None  # rebinding `loss` frees the graph and what it kept
+
+
+def test_bitsandbytes_32_bit_state_stays_fp32_under_pure_bf16():
+    """bitsandbytes' Optimizer2State allocates its 32-bit state in float32 whatever the parameter's dtype;
+    torch.optim's AdamW allocates it like the parameter (bf16 under pure bf16)."""
+    kw = dict(seq_len=256, dtype="int4", lora_rank=8, precision="bf16")
+    trainable = 4_194_304
+    assert estimate_memory("llama-2-7b", optimizer="paged-adamw", **kw).memory.optimizer == 8 * trainable
+    assert estimate_memory("llama-2-7b", seq_len=256, lora_rank=8, precision="bf16").memory.optimizer == 4 * trainable
+
+
+def test_trainer_and_double_quantization_options_on_the_command_line():
+    r = run("memory", "llama-2-7b", "--dtype", "int4", "--lora-rank", "8", "--trainer", "litgpt",
+            "--no-double-quant", "--bnb-legacy", "--json")
+    assert r.code == 0, r.err
+    out = json.loads(r.out)
+    assert out["settings"]["trainer"] == "litgpt" and out["settings"]["double_quant"] is False
+    assert out["breakdown"]["overhead/previous_step"] > 0
+    assert_user_error(run("memory", "llama-2-7b", "--trainer", "keras"), "--trainer", "hf, litgpt")
+    assert_user_error(run("memory", "llama-2-7b", "--lora-rank", "8", "--no-double-quant"), "int4")
+
+
 def test_qlora_fits_33b_on_24_gb_and_65b_on_48_gb_as_the_paper_says(tmp_path):
     """Dettmers et al. 2023, abstract and section 4: 65B on a single 48 GB GPU, 33B on a 24 GB consumer GPU
-    (r = 64 on every linear, gradient checkpointing; sequence 512 at batch 1, figure 6's setting)."""
-    settings = dict(seq_len=512, dtype="int4", lora_rank=64, lora_targets=ALL_LINEARS, recompute="full")
+    (r = 64 on every linear, gradient checkpointing, paged AdamW; sequence 512 at batch 1, figure 6's setting)."""
+    settings = dict(seq_len=512, dtype="int4", lora_rank=64, lora_targets=ALL_LINEARS, recompute="full",
+                    optimizer="paged-adamw")
     assert estimate_memory(spec(tmp_path, LLAMA_33B), gpu="rtx-4090", **settings).fits.fits
     assert estimate_memory(spec(tmp_path, LLAMA_65B), gpu="l40s", **settings).fits.fits
     assert not estimate_memory(spec(tmp_path, LLAMA_65B), gpu="rtx-4090", **settings).fits.fits

@@ -41,6 +41,7 @@ from paramcalc.analysis.settings import (
 from paramcalc.blocks.attention import Attention
 from paramcalc.blocks.base import Activations, Breakdown, Pass
 from paramcalc.blocks.embed import LMHead
+from paramcalc.blocks.lora import quantized_inputs
 from paramcalc.blocks.mla import LatentAttention
 from paramcalc.blocks.ssm import Mamba, Mamba2
 from paramcalc.errors import UserError
@@ -197,33 +198,52 @@ def model_states(params: int, s: Setup, adafactor_state: int | None = None,
 # block of NF4_BLOCK weights, itself quantized to 8 bits in blocks of DQ_BLOCK absmaxes, each such
 # block with an fp32 absmax; plus one fp32 offset per tensor (the absmaxes' mean, subtracted before
 # quantizing them). Per parameter: 0.5 + 1/64 + 4/(64 x 256) bytes = 4.127 bits: the paper's
-# "0.127 bits per parameter" of constants (against 32/64 = 0.5 bits for fp32 absmaxes). The shared
-# 256-entry code tables are not per tensor and are left out (kilobytes: errs low by that).
+# "0.127 bits per parameter" of constants (against 32/64 = 0.5 bits for fp32 absmaxes). Without
+# double quantization (compress_statistics=False: transformers' BitsAndBytesConfig default,
+# bnb_4bit_use_double_quant=False; Lightning's and LitGPT's "nf4" against "nf4-dq") each block keeps
+# its absmax in fp32: 0.5 + 4/64 bytes = 4.5 bits. The shared 256-entry code tables are not per
+# tensor and are left out (kilobytes: errs low by that).
 NF4_BLOCK = 64
 DQ_BLOCK = 256
 
 
-def nf4_bytes(n: int) -> int:
-    """Bytes of one n-element weight tensor in bitsandbytes' double-quantized NF4 (see NF4_BLOCK)."""
+def nf4_bytes(n: int, double_quant: bool = True) -> int:
+    """Bytes of one n-element weight tensor in bitsandbytes' NF4, its block scales double-quantized
+    or not (see NF4_BLOCK)."""
     if n <= 0:
         return 0
     blocks = _ceil(n, NF4_BLOCK)
+    if not double_quant:
+        return _ceil(n, 2) + 4 * blocks
     return _ceil(n, 2) + blocks + 4 * _ceil(blocks, DQ_BLOCK) + 4
 
 
-def nf4_base(net: Network) -> tuple[int, int]:
-    """(parameters, bytes) of the frozen linear weights in the transformer layers, each tensor in
-    NF4 (bitsandbytes replaces every nn.Linear but the lm_head: transformers' `llm_int8_skip_modules`
-    default; embeddings, norms, biases and MoE routers stay 16-bit)."""
-    params, nbytes = 0, 0
+def quantized_weights(net: Network, head: bool = False) -> list[tuple[int, int]]:
+    """(elements, copies) of each frozen weight tensor QLoRA stores in 4 bits: every nn.Linear of the
+    transformer layers (transformers' bitsandbytes integration replaces them all but the output
+    embedding, `llm_int8_skip_modules`' default; embeddings, norms, biases and MoE routers stay 16-bit),
+    and with `head` the LM head too, as Lightning's BitsandbytesPrecision replaces every nn.Linear
+    (`_convert_layers`, no ignore_modules in LitGPT's scripts). A head tied to the embedding stays 16-bit."""
+    out = []
     for stage in net.layers:
         for key, n in stage.block.params().items():
             full = f"{stage.name}/{key}"
             if (full.endswith("/weight") and "norm" not in full and "/router/" not in full and "lora_" not in full
                     and net.is_frozen(full)):
-                params += stage.copies * n
-                nbytes += stage.copies * nf4_bytes(n)
-    return params, nbytes
+                out.append((n, stage.copies))
+    if head and net.head is not None:
+        for stage in net.stages:
+            if stage.block is net.head:
+                out += [(n, 1) for key, n in stage.block.params().items()
+                        if key.endswith("/weight") and "lora_" not in key and net.is_frozen(f"{stage.name}/{key}")]
+    return out
+
+
+def nf4_base(net: Network, head: bool = False, double_quant: bool = True) -> tuple[int, int]:
+    """(parameters, bytes) of the frozen weights QLoRA stores in NF4 (`quantized_weights`), each tensor
+    in its own blocks."""
+    tensors = quantized_weights(net, head)
+    return (sum(n * c for n, c in tensors), sum(nf4_bytes(n, double_quant) * c for n, c in tensors))
 
 
 def _weight_bytes(params: int, dtype: str) -> int:
@@ -522,7 +542,7 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
         return Terms(weights, 0, 0, activations, kv, sum(terms.values()),
                      {f"overhead/{k}": v for k, v in terms.items()})
     best: Terms | None = None
-    base = nf4_base(net) if s.quantized_base else None
+    base = nf4_base(net, s.trainer == "litgpt", s.double_quant) if s.quantized_base else None
     frozen_all = params - sum(net.trainable_params().values())
     for load in stage_loads(net, p, s):
         local, train = _ceil(load.params, s.tp), _ceil(load.trainable, s.tp)
@@ -569,7 +589,7 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
             weights = 0
         activations = sum(kept.values())
         terms = _overheads(net, p, s, weights + grads + opt + activations, context, slack, head=load.head,
-                           stage_params=local)
+                           stage_params=local, loss_saved=kept.get("head/loss", 0))
         parts = kept | {f"overhead/{k}": v for k, v in terms.items()} | {f"cpu/{k}": v for k, v in cpu.items()}
         candidate = Terms(weights, grads, opt, activations, 0, sum(terms.values()), parts, sum(cpu.values()),
                           pcie_step, pcie_micro, cpu_params)
@@ -585,7 +605,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                     recompute: str = "none", attention: str = "flash", reshard: bool = True, profile: str = "auto",
                     schedule: str = "1f1b", fsdp2: bool | None = None,
                     gpu: str | None = None, lora_rank=None, lora_targets: str | None = None, lora_dropout=None,
-                    bnb_legacy: bool = False,
+                    bnb_legacy: bool = False, double_quant: bool = True, trainer: str = "hf",
                     context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION, offload: str = "none",
                     offload_activations: bool = False, chunked_loss: bool = False,
                     optimizer_in_backward: bool = False, fp8_activations: bool = False) -> MemoryReport:
@@ -606,15 +626,19 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     params = net.total_params
     trainable = sum(net.trainable_params().values())
     quantized = mode == "train" and dtype == "int4" and trainable < params
-    if bnb_legacy and not quantized:
-        raise UserError("bnb_legacy describes QLoRA's 4-bit base", field="bnb_legacy",
-                        fix="give it with --dtype int4 and --lora-rank (training)")
+    for field, what, given in (("bnb_legacy", "bnb_legacy", bnb_legacy),
+                               ("double_quant", "NF4 without double quantization", not double_quant)):
+        if given and not quantized:
+            raise UserError(f"{what} describes QLoRA's 4-bit base", field=field,
+                            fix="give it with --dtype int4 and --lora-rank (training)")
+    if trainer not in TRAINERS:
+        raise UserError(f"unknown trainer {trainer!r}", field="trainer", fix=f"one of {', '.join(TRAINERS)}")
     ranks = {k: parse_positive_int(v, field=k) for k, v in (("dp", dp), ("tp", tp), ("pp", pp), ("cp", cp),
                                                               ("ep", ep), ("vpp", vpp))}
     setup = Setup(mode=mode, dtype=dtype, kv_dtype=kv_dtype, precision=precision, optimizer=optimizer,
                   zero=_stage(zero), **ranks, sequence_parallel=sequence_parallel, recompute=recompute,
                   attention=parse_attention(attention), reshard=reshard, quantized_base=quantized,
-                  bnb_legacy=bnb_legacy and quantized,
+                  bnb_legacy=bnb_legacy and quantized, double_quant=double_quant, trainer=trainer,
                   micro_batches=ranks["pp"] * (2 if schedule == "dualpipe" else 1) if micro_batches is None else
                   parse_positive_int(micro_batches, field="micro_batches"), offload=offload, schedule=schedule,
                   offload_activations=offload_activations, chunked_loss=chunked_loss,
@@ -671,10 +695,13 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
         notes.append("a bare count: activations and KV cache need the architecture (null)")
     if setup.mode == "train" and trainable < params:
         notes.append(f"gradients and optimizer state for the {trainable:,} trainable of {params:,} parameters"
-                     + ("; QLoRA: the layers' frozen linears in NF4 (blocks of 64, double-quantized "
-                        "scales: 4.127 bits a weight), embeddings, lm_head and norms in bf16 (as bitsandbytes "
-                        "and PEFT leave them), bf16 adapters and gradients without an fp32 master copy, "
-                        f"{setup.optimizer} state in 32 bits" + (
+                     + ("; QLoRA: the layers' frozen linears" + (" and the LM head" if trainer == "litgpt" else "")
+                        + " in NF4 (blocks of 64, " + ("double-quantized scales: 4.127" if double_quant else
+                                                       "fp32 scales: 4.5") + " bits a weight), embeddings "
+                        + ("and norms" if trainer == "litgpt" else "lm_head and norms") + " in bf16 (as "
+                        + ("Lightning's BitsandbytesPrecision leaves" if trainer == "litgpt" else
+                           "bitsandbytes and PEFT leave") + " them), bf16 adapters and gradients without an fp32 "
+                        f"master copy, {setup.optimizer} state in 32 bits" + (
                             "" if setup.optimizer.startswith("paged") else
                             " (QLoRA's own optimizer is paged_adamw_32bit, which pages its state to CPU memory under "
                             "pressure: --optimizer paged-adamw lets the fit verdict count on that)")
@@ -726,7 +753,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                  "each micro-batch's output until the step ends") if setup.pp > 1 else ""
         notes.append("ZeRO-3 as torchtitan's FSDP2 runs it: its loss upcasts the logits to fp32 (12 bytes a logit at "
                      "the backward peak, 16 under TP's loss parallel)" + piped)
-    notes += _saver_notes(setup)
+    notes += _saver_notes(setup) + _trainer_notes(setup)
     terms = memory_terms(net, p, setup, context=_context(context_bytes), slack=_slack(fragmentation))
     total = terms.total
     fit = None
@@ -776,6 +803,31 @@ def _frozen_note(net: Network, s: Setup, quantized: bool) -> str:
             + (f", each adapter its lora_dropout copy and mask (p = {dropout:g})" if dropout else ""))
 
 
+# Whose training loop (`trainer`): what it keeps beyond autograd's tensors (analysis/memory.py _overheads)
+TRAINERS = ("hf", "litgpt")
+
+
+def _trainer_notes(s: Setup) -> list[str]:
+    """The transients QLoRA and LitGPT's loop add at the peak, said where they apply."""
+    if s.mode != "train":
+        return []
+    notes = []
+    if s.quantized_base:
+        notes.append("QLoRA's matmuls dequantize each 4-bit weight whole before the GEMM (bitsandbytes' MatMul4Bit): "
+                     "the largest one's 16-bit copy is counted at the peak, "
+                     + ("4 bytes a weight (quantized from fp16, so an fp16 copy and its bf16 cast at once: "
+                        + ("bitsandbytes up to 0.42)" if s.bnb_legacy else "Lightning's plugin)")
+                        if s.bnb_legacy or s.trainer == "litgpt" else "2 bytes a weight"))
+    if s.trainer == "litgpt":
+        notes.append("LitGPT's loop (finetune/lora.py, full.py) holds the last step's logits until the next forward "
+                     "returns and its graph until the next loss exists"
+                     + (": with bitsandbytes' kept inputs (--bnb-legacy) they outlive the step, counted with the old "
+                        "logits as previous_step where that beats the backward peak"
+                        if s.quantized_base and s.bnb_legacy else
+                        "; counted as previous_step where the old logits beat the backward peak"))
+    return notes
+
+
 def _saver_notes(s: Setup) -> list[str]:
     """What each memory saver does to the bytes, and which implementation it mirrors."""
     if s.mode != "train":
@@ -786,7 +838,8 @@ def _saver_notes(s: Setup) -> list[str]:
                      "section 3.3.3); master weights and gradients as the precision keeps them")
     if s.precision == "bf16":
         notes.append("pure bf16 (torchtune's dtype bf16, LitGPT's bf16-true): bf16 weights and gradients, no fp32 "
-                     "master copy, optimizer state in bf16 (Adam: 2 + 2 + 4 bytes a parameter)")
+                     "master copy, torch.optim's state in bf16 (Adam: 2 + 2 + 4 bytes a parameter; bitsandbytes' "
+                     "8-bit and paged optimizers keep their own)")
     if "8bit" in s.optimizer or s.optimizer.startswith("paged"):
         notes.append(f"{s.optimizer}: bitsandbytes' " + ("8-bit states (2 bytes a parameter, block scales left "
                                                          "out)" if "8bit" in s.optimizer else "32-bit states")
@@ -891,7 +944,7 @@ def _largest_gradient(net: Network, s: Setup, trainable: int) -> int:
 
 
 def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slack: float, *, head: bool,
-               stage_params: int) -> Breakdown:
+               stage_params: int, loss_saved: int = 0) -> Breakdown:
     """The per-GPU peak beyond the tensors, as named terms (the first two calibratable):
     the CUDA context, allocator fragmentation, NCCL's buffers, the fp32 logits
     gradient backward materialises (on the head's stage; torchtitan's loss under
@@ -904,18 +957,29 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
     reduce_dtype (torchtitan's default mixed_precision_reduce), which FSDP2 accumulates
     in when it skips the reduce-scatter (pytorch/pytorch#125191, "Accumulated in
     reduce_dtype if not syncing grads": FSDPParam.unsharded_accumulated_grad; torch's
-    PipelineStage sets requires_gradient_sync False for every backward but the last)."""
+    PipelineStage sets requires_gradient_sync False for every backward but the last).
+    QLoRA adds the 16-bit copy of a 4-bit weight each matmul dequantizes (`_dequantized_weight`);
+    LitGPT's loop the last step's logits and leftovers (`_previous_step`)."""
     out = {"cuda_context": context, "fragmentation": int(slack * tensors)}
     if s.world > 1:
         out["nccl_buffers"] = NCCL_BUFFERS
     if s.mode == "train":
         titan = torchtitan(s) and isinstance(net.head, LMHead)
+        logits = 0
         if head and not s.chunked_loss:  # a fused loss keeps only a chunk (in the activations)
             logits = _ceil(net.stages[-1].block.output_elements(p), s.tp * s.cp)
             if titan:
                 out |= _torchtitan_loss(logits, s)
             else:
                 out["logits_gradient"] = 4 * logits
+        dequantized = _dequantized_weight(net, s) if s.quantized_base else 0
+        if dequantized:
+            out["dequantized_weight"] = dequantized
+        if s.trainer == "litgpt" and head:
+            backward = out.get("logits_gradient", 0) + dequantized
+            held = _previous_step(net, p, s, activation_precision(s) * logits, loss_saved, dequantized)
+            if held > backward:
+                out["previous_step"] = held - backward
         if titan and s.pp > 1:
             out["pipeline_outputs"] = _stage_outputs(net, p, s, head=head)
         if s.zero >= 3 and s.shards > 1:
@@ -933,6 +997,42 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
                     reduce = int(DTYPE_BYTES[s.grad_reduce]) if torchtitan(s) else x
                     out["unsharded_gradients"] = reduce * stage_params
     return out
+
+
+def _dequantized_weight(net: Network, s: Setup) -> int:
+    """The transient 16-bit copy of a 4-bit weight, at the peak. bitsandbytes' MatMul4Bit computes
+    `linear(A, dequantize_4bit(B, quant_state).to(A.dtype).t())` in forward and the same product for
+    the input gradient in backward (bitsandbytes/autograd/_functions.py, 0.41 to today): the whole
+    weight dequantized to quant_state.dtype, the dtype it was quantized from, then cast to the
+    activations'. bitsandbytes up to 0.42 (Params4bit.cuda: `self.data.contiguous().half()`) and
+    Lightning's plugin (`_Linear4bit.quantize`: `.to(dtype=torch.half)`) quantize from fp16, so a bf16
+    run holds an fp16 and a bf16 copy at once, 4 bytes a weight; later bitsandbytes keeps the weight's
+    own dtype, 2 bytes (the cast is a no-op). Counted for the largest 4-bit weight (the LM head where
+    Lightning quantizes it): the one in flight at the peak is the last layer's or the head's (errs high
+    by the difference where the largest is elsewhere)."""
+    head = s.trainer == "litgpt"
+    largest = max((n for n, _ in quantized_weights(net, head)), default=0)
+    return _ceil((4 if s.bnb_legacy or head else 2) * largest, s.tp)
+
+
+def _previous_step(net: Network, p: Pass, s: Setup, logits_bytes: int, loss_saved: int, dequantized: int) -> int:
+    """What LitGPT's loop adds to the next forward's peak, beyond the activations. Its finetune scripts
+    (lora.py, full.py: `logits = model(input_ids, ...)`, `loss = chunked_cross_entropy(...)`,
+    `fabric.backward(loss)`) keep the last step's `logits` and `loss` until the next step rebinds them:
+    the old logits until the next forward returns, the old graph until the next loss exists. Backward
+    frees what autograd saved (save_for_backward), not what a Function keeps as a plain ctx attribute:
+    bitsandbytes up to 0.43.1 keeps each 4-bit linear's input in `ctx.tensors` (MatMul4Bit; PR #1270
+    stopped it in 0.43.2), so those inputs outlive their step (`bnb_legacy`). Two moments, each
+    beyond the activations: the head's last call in forward (the old logits and inputs, the dequantized
+    head, not yet the loss's saved tensors) and the new loss done (the old inputs). Under full
+    recomputation the checkpointed forward keeps no ctx (errs neither way); the old inputs are the whole
+    network's, counted as one stage's (errs high under pipelining)."""
+    inputs = 0
+    if s.quantized_base and s.bnb_legacy and s.recompute == "none":
+        a = recipe_activations(net, s)
+        tokens = Pass(p.batch, p.seq // s.cp, p.attention, p.context)
+        inputs = _ceil(sum(stage.count * quantized_inputs(stage.block, tokens, a) for stage in net.layers), s.tp)
+    return max(inputs + logits_bytes + dequantized - loss_saved, inputs)
 
 
 def torchtitan(s: Setup) -> bool:

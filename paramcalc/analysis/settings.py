@@ -68,8 +68,12 @@ PRECISION = {
     "bf16": (2, 2, 0),
 }
 
-# Optimizer state under the pure-bf16 recipe: fp32 moments become bf16 ones (half); 8-bit and bf16 states stay.
-STATE_IN_BF16 = {name: (None if b is None else b if "8bit" in name or "bf16" in name else b // 2)
+# Optimizer state under the pure-bf16 recipe: torch.optim's fp32 moments become bf16 ones (half: they are
+# zeros_like the parameter); 8-bit and bf16 states stay, and so do bitsandbytes' 32-bit paged ones, which it
+# allocates in fp32 whatever the parameter's dtype (Optimizer2State.init_state: state1/state2 as float32 for
+# optim_bits 32)
+STATE_IN_BF16 = {name: (None if b is None else b if "8bit" in name or "bf16" in name or name.startswith("paged")
+                        else b // 2)
                  for name, b in OPTIMIZER_STATE.items()}
 
 # CPU offload of training state (`--offload`): none | optimizer (ZeRO-Offload, Ren et al. 2021: fp32

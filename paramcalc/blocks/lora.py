@@ -147,6 +147,21 @@ def _linear_inputs(block: Block, p: Pass, a: Activations) -> Iterator[tuple[str,
             yield name, key, size, paths
 
 
+def quantized_inputs(block: Block, p: Pass, a: Activations) -> int:
+    """Bytes of the distinct inputs a layer's 4-bit linears hold in bitsandbytes' `ctx.tensors` before
+    0.43.2 (MatMul4Bit keeps (A, B) as a plain ctx attribute, whoever else keeps A, and backward does
+    not free it): the linears' inputs (`_linear_inputs`, q/k norms aside, which are torch's) and o_proj's
+    input where flash attention's kernel keeps that storage itself (its output). Self-attention and
+    MLPs only, as `_linear_inputs`."""
+    base = block.base if isinstance(block, Adapted) else block
+    total = sum(size for _, key, size, _ in _linear_inputs(base, p, a) if not key.endswith("_norm"))
+    if not a.eager:
+        parts = getattr(base, "parts", dict)()
+        total += sum(a.x * p.tokens * part.heads * part.head_dim for name, part in parts.items()
+                     if isinstance(part, Attention) and name != "cross_attention")
+    return total
+
+
 def adapt(block: Block, rank: int, alpha: float, targets: tuple[str, ...], dropout: float = 0.0) -> Block:
     """The block with an adapter on every linear whose name is in `targets` (inside a fixed-length
     wrapper, so that the adapters run at the block's length: Whisper's encoder)."""

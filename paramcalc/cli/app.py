@@ -139,7 +139,14 @@ def memory(target: TargetArg,
                                              help="calibrate: allocator slack as a share of the tensors"),
            lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None, lora_dropout: LoraDropoutOpt = None,
            bnb_legacy: bool = typer.Option(False, "--bnb-legacy", help=(
-               "QLoRA on bitsandbytes before 0.43.2, whose 4-bit linears keep their inputs for the graph's life")),
+               "QLoRA on bitsandbytes up to 0.42: 4-bit linears keep their inputs for the graph's life, weights "
+               "quantized from fp16")),
+           double_quant: bool = typer.Option(True, "--double-quant/--no-double-quant", help=(
+               "QLoRA's NF4 block scales double-quantized (4.127 bits a weight; --no-double-quant: fp32 scales, "
+               "4.5 bits, transformers' default and LitGPT's bnb.nf4)")),
+           trainer: str = typer.Option("hf", "--trainer", metavar="hf|litgpt", help=(
+               "whose training loop: hf (transformers, PEFT, TRL, DeepSpeed) | litgpt (LitGPT's finetune scripts: "
+               "the last step's logits held into the next forward, QLoRA's LM head quantized)")),
            offload: str = typer.Option("none", "--offload", metavar="none|optimizer|params|both", help=(
                "training state in CPU memory: optimizer (ZeRO-Offload), params (offload_param, ZeRO-3), both "
                "(FSDP CPU offload); reported as cpu_bytes")),
@@ -160,7 +167,7 @@ def memory(target: TargetArg,
                          schedule=schedule, fsdp2=fsdp2,
                          context_bytes=_gib(context_bytes), fragmentation=fragmentation,
                          lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
-                         bnb_legacy=bnb_legacy, offload=offload,
+                         bnb_legacy=bnb_legacy, double_quant=double_quant, trainer=trainer, offload=offload,
                          offload_activations=offload_activations, chunked_loss=chunked_loss,
                          optimizer_in_backward=optimizer_in_backward, fp8_activations=fp8_activations),
          json, _render("memory"))

@@ -40,6 +40,11 @@ class Setup(Result):
     quantized_base: bool = Field(False, description="QLoRA: the frozen base stored in int4, adapters trained in bf16")
     bnb_legacy: bool = Field(False, description="QLoRA on bitsandbytes before 0.43.2, whose 4-bit linears keep "
                                                 "their inputs until the graph is freed")
+    double_quant: bool = Field(True, description="QLoRA's NF4 block scales double-quantized (4.127 bits a weight; "
+                                                 "false: fp32 scales, 4.5 bits)")
+    trainer: str = Field("hf", description="whose training loop: hf (transformers, PEFT, TRL, DeepSpeed) | litgpt "
+                                           "(LitGPT's finetune scripts on Lightning Fabric: the last step's logits "
+                                           "and graph held through the next forward, QLoRA's LM head quantized)")
     offload: str = Field("none", description="training state on the CPU: none | optimizer (ZeRO-Offload) | params "
                                              "(DeepSpeed offload_param) | both (FSDP CPUOffload)")
     offload_activations: bool = Field(False, description="checkpointed layer inputs kept on the CPU (torchtune)")
