@@ -63,13 +63,14 @@ UNALLOCATED = ("overhead/cuda_context", "overhead/fragmentation", "overhead/nccl
 def tensor_bytes(report) -> int:
     """What torch.cuda.max_memory_allocated measures: the peak less the terms outside the allocator. A
     paged optimizer's state is outside it too: bitsandbytes allocates it with cudaMallocManaged
-    (bitsandbytes/functional.py get_paged, GlobalPageManager), not through torch's caching allocator."""
-    paged = report.memory.optimizer if report.settings.optimizer.startswith("paged") else 0
-    return report.memory.total_per_gpu - sum(report.breakdown.get(k, 0) for k in UNALLOCATED) - paged
+    (bitsandbytes/functional.py get_paged, GlobalPageManager), not through torch's caching allocator, for
+    tensors of 100,000 elements or more (`optimizer_paged`)."""
+    return (report.memory.total_per_gpu - sum(report.breakdown.get(k, 0) for k in UNALLOCATED)
+            - report.memory.optimizer_paged)
 
 
 # (spec or preset file, gated MLP, extra spec fields as LitGPT builds the model)
-MODELS = {
+MODELS: dict[str, tuple[Path, bool, dict]] = {
     "falcon-7b": (SPECS / "falcon-7b.yaml", False, {}),
     "gemma-2b": (SPECS / "gemma-2b.yaml", True, {}),
     "gemma-7b": (SPECS / "gemma-7b.yaml", True, {}),

@@ -117,6 +117,15 @@ def test_each_4_bit_matmul_dequantizes_its_weight_whole_at_the_peak():
     assert dequantized(bnb_legacy=True) == 4 * f * h
     assert dequantized(trainer="litgpt") == 4 * V * h
     assert "overhead/dequantized_weight" not in estimate_memory("llama-2-7b", seq_len=512, lora_rank=8).breakdown
+    # an adapter on the head (LitGPT's lora_head) leaves its base a plain nn.Linear, which Lightning quantizes too
+    head = dict(kw, lora_targets="q_proj,v_proj,decoder", trainer="litgpt")
+    assert estimate_memory("llama-2-7b", **head).breakdown["overhead/dequantized_weight"] == 4 * V * h
+    # Lightning's plugin stores the head in NF4 where transformers' integration keeps it in bf16
+    litgpt = estimate_memory("llama-2-7b", **kw, trainer="litgpt").memory.weights
+    assert litgpt - estimate_memory("llama-2-7b", **kw).memory.weights == nf4_bytes(V * h) - 2 * V * h
+    # a MoE layer's experts are each their own nn.Linear: one expert's matrix at a time (Mixtral: 14336 x 4096)
+    moe = estimate_memory("mixtral-8x7b", **kw).breakdown["overhead/dequantized_weight"]
+    assert moe == 2 * 14336 * 4096
 
 
 def test_litgpts_loop_carries_the_last_steps_4_bit_inputs_into_the_next_forward():
@@ -131,10 +140,12 @@ def test_litgpts_loop_carries_the_last_steps_4_bit_inputs_into_the_next_forward(
     inputs = L * 2 * T * (3 * h + f)
     forward = inputs + 2 * T * V + b["overhead/dequantized_weight"] - b["head/loss"]
     assert b["overhead/previous_step"] == forward - b["overhead/logits_gradient"] - b["overhead/dequantized_weight"]
-    # current bitsandbytes keeps no inputs: the old bf16 logits alone never beat the backward's peak
-    assert "overhead/previous_step" not in estimate_memory("llama-2-7b", **kw).breakdown
-    assert "overhead/previous_step" not in estimate_memory("llama-2-7b", bnb_legacy=True,
-                                                           **(kw | {"trainer": "hf"})).breakdown
+    # under full recomputation the checkpointed forward runs without a graph, so MatMul4Bit keeps nothing; a
+    # selective one still runs the linears with their graph
+    full = estimate_memory("llama-2-7b", bnb_legacy=True, recompute="full", **kw).breakdown
+    assert "overhead/previous_step" not in full
+    selective = estimate_memory("llama-2-7b", bnb_legacy=True, recompute="selective", **kw).breakdown
+    assert selective["overhead/previous_step"] == b["overhead/previous_step"]
 
 
 def test_a_ctx_attribute_outlives_backward_while_the_loop_holds_the_loss():

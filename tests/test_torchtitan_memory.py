@@ -48,8 +48,12 @@ _PROBE = textwrap.dedent("""
         pred = h @ W.t()
         if parallel:
             pred = DTensor.from_local(pred, mesh, [Shard(-1)])
-        loss = F.cross_entropy(pred.flatten(0, -2).float(), labels)
-        del pred  # torchtitan frees the logits before backward
+        if sys.argv[1] == "transformers":  # the causal-LM loss of transformers' models (ForCausalLMLoss)
+            from transformers.loss.loss_utils import ForCausalLMLoss
+            loss = ForCausalLMLoss(pred.view(1, N, V), labels.view(1, N), vocab_size=V)
+        else:
+            loss = F.cross_entropy(pred.flatten(0, -2).float(), labels)
+        del pred  # torchtitan frees the logits before backward, as HF's Trainer does its model outputs
         return loss
     with context:
         forward().backward()  # warm up
@@ -90,6 +94,18 @@ def test_torchtitans_loss_holds_twelve_bytes_a_logit_at_its_backward_peak_as_tor
     assert fwd == pytest.approx(10, abs=0.05)  # bf16 logits, their fp32 copy, the fp32 log-probabilities
     assert held == pytest.approx(4, abs=0.05)  # the log-probabilities, saved for backward
     assert bwd == pytest.approx(12, abs=0.05)  # + nll_loss_backward's gradient + log_softmax's backward result
+
+
+def test_transformers_causal_lm_loss_holds_twelve_bytes_a_logit_at_its_backward_peak():
+    """transformers' ForCausalLMLoss upcasts the logits and runs the same chain, so the transformers profile
+    counts 4 saved bytes a logit (head/loss) and 8 at the backward peak (analysis/memory.py _upcast_loss)."""
+    pytest.importorskip("transformers")
+    fwd, held, bwd = _probe("transformers")
+    assert held == pytest.approx(4, abs=0.05)
+    assert bwd == pytest.approx(12, abs=0.05)
+    b = memory_terms(lower("llama-3.1-8b"), Pass(1, 4096), _setup(zero=0, dp=1, recompute="none")
+                     .model_copy(update={"profile": "transformers", "fsdp2": False})).breakdown
+    assert b["head/loss"] - 4 * 4096 * V < 2**20 and b["overhead/logits_gradient"] == 8 * 4096 * V
 
 
 def test_loss_parallel_holds_sixteen_bytes_a_local_logit_at_its_backward_peak_as_torch_allocates():

@@ -31,6 +31,7 @@ from paramcalc.analysis.settings import (
     RECOMPUTE_MODULES,
     STATE_IN_BF16,
     TRAIN_RECOMPUTE,
+    TRAINERS,
     check_fp8_activations,
     choose,
     make_pass,
@@ -43,9 +44,10 @@ from paramcalc.blocks.base import Activations, Breakdown, Pass
 from paramcalc.blocks.embed import LMHead
 from paramcalc.blocks.lora import quantized_inputs
 from paramcalc.blocks.mla import LatentAttention
+from paramcalc.blocks.moe import MoE
 from paramcalc.blocks.ssm import Mamba, Mamba2
 from paramcalc.errors import UserError
-from paramcalc.network import Model, Network, lower, stage_of, transformer_layer
+from paramcalc.network import Model, Network, lower, stage_of, transformer_layer, unwrap
 from paramcalc.network.measured import MeasuredCount
 from paramcalc.results.memory import Fit, Memory, MemoryReport, Setup
 from paramcalc.units import GIB, human_bytes, parse_number, parse_positive_int
@@ -223,17 +225,21 @@ def quantized_weights(net: Network, head: bool = False) -> list[tuple[int, int]]
     transformer layers (transformers' bitsandbytes integration replaces them all but the output
     embedding, `llm_int8_skip_modules`' default; embeddings, norms, biases and MoE routers stay 16-bit),
     and with `head` the LM head too, as Lightning's BitsandbytesPrecision replaces every nn.Linear
-    (`_convert_layers`, no ignore_modules in LitGPT's scripts). A head tied to the embedding stays 16-bit."""
+    (`_convert_layers`, no ignore_modules in LitGPT's scripts). A head tied to the embedding stays 16-bit.
+    A MoE layer's routed experts are each their own nn.Linear (transformers' per-expert modules, as PEFT
+    and bitsandbytes quantize them): E tensors of 1/E of the bank each."""
     out = []
     for stage in net.layers:
+        experts = next((part.experts for part in getattr(unwrap(stage.block), "parts", dict)().values()
+                        if isinstance(part, MoE)), 1)
         for key, n in stage.block.params().items():
             full = f"{stage.name}/{key}"
             if (full.endswith("/weight") and "norm" not in full and "/router/" not in full and "lora_" not in full
                     and net.is_frozen(full)):
-                out.append((n, stage.copies))
+                out.append((n // experts, stage.copies * experts) if "/experts/" in key else (n, stage.copies))
     if head and net.head is not None:
         for stage in net.stages:
-            if stage.block is net.head:
+            if unwrap(stage.block) is net.head:  # through a LoRA wrapper (LitGPT's lora_head)
                 out += [(n, 1) for key, n in stage.block.params().items()
                         if key.endswith("/weight") and "lora_" not in key and net.is_frozen(f"{stage.name}/{key}")]
     return out
@@ -498,6 +504,7 @@ class Terms:
     pcie_step: int = 0  # PCIe bytes per optimizer step (optimizer offload)
     pcie_micro: int = 0  # PCIe bytes per micro-batch (parameter, activation and ZeRO-Offload's gradient offload)
     cpu_params: int = 0  # parameters stepped on the CPU (optimizer offload's shard)
+    paged: int = 0  # of `optimizer`, what a paged optimizer keeps in CUDA managed memory (`paged_share`)
 
     @property
     def states(self) -> int:
@@ -592,7 +599,7 @@ def memory_terms(net: Network, p: Pass, s: Setup, *, context: int = CUDA_CONTEXT
                            stage_params=local, loss_saved=kept.get("head/loss", 0))
         parts = kept | {f"overhead/{k}": v for k, v in terms.items()} | {f"cpu/{k}": v for k, v in cpu.items()}
         candidate = Terms(weights, grads, opt, activations, 0, sum(terms.values()), parts, sum(cpu.values()),
-                          pcie_step, pcie_micro, cpu_params)
+                          pcie_step, pcie_micro, cpu_params, int(opt * paged_share(net, s)))
         if best is None or (candidate.total or 0) > (best.total or 0):
             best = candidate
     assert best is not None  # stage_loads returns at least one stage
@@ -701,7 +708,9 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                         + ("and norms" if trainer == "litgpt" else "lm_head and norms") + " in bf16 (as "
                         + ("Lightning's BitsandbytesPrecision leaves" if trainer == "litgpt" else
                            "bitsandbytes and PEFT leave") + " them), bf16 adapters and gradients without an fp32 "
-                        f"master copy, {setup.optimizer} state in 32 bits" + (
+                        f"master copy, {setup.optimizer} state in "
+                        + ("8 bits" if "8bit" in setup.optimizer else "32 bits" if setup.precision != "bf16"
+                           or setup.optimizer.startswith("paged") else "bf16 (torch.optim's under pure bf16)") + (
                             "" if setup.optimizer.startswith("paged") else
                             " (QLoRA's own optimizer is paged_adamw_32bit, which pages its state to CPU memory under "
                             "pressure: --optimizer paged-adamw lets the fit verdict count on that)")
@@ -772,7 +781,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
         # bitsandbytes' paged optimizers keep their state in CUDA unified memory, which the driver evicts to CPU
         # memory when the GPU runs out and pages back for each step (Dettmers et al. 2023, QLoRA, section 3,
         # "Paged Optimizers"): a run fits when everything but that state does
-        pageable = terms.optimizer if setup.mode == "train" and setup.optimizer.startswith("paged") else 0
+        pageable = terms.paged
         fits = total - pageable <= card.memory_bytes
         if fits and total > card.memory_bytes:
             notes.append(f"fits by paging: {human_bytes(total - card.memory_bytes)} of the {setup.optimizer} state "
@@ -786,7 +795,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                       activations=terms.activations, kv_cache=terms.kv_cache, model_states_per_gpu=terms.states,
                       overhead=terms.overhead, total_per_gpu=total, fits=fits, cpu_bytes=terms.cpu,
                       pcie_bytes_per_step=terms.pcie_step, pcie_bytes_per_micro_batch=terms.pcie_micro,
-                      cpu_optimizer_params=terms.cpu_params),
+                      cpu_optimizer_params=terms.cpu_params, optimizer_paged=terms.paged),
         breakdown=terms.breakdown, fits=fit)
 
 
@@ -801,10 +810,6 @@ def _frozen_note(net: Network, s: Setup, quantized: bool) -> str:
             f"keep what they read{bnb}), a frozen norm no normalised copy (attention, dense and MoE MLPs, layer and "
             "q/k norms; MLA projections and cross-attention as if trained: errs high)"
             + (f", each adapter its lora_dropout copy and mask (p = {dropout:g})" if dropout else ""))
-
-
-# Whose training loop (`trainer`): what it keeps beyond autograd's tensors (analysis/memory.py _overheads)
-TRAINERS = ("hf", "litgpt")
 
 
 def _trainer_notes(s: Setup) -> list[str]:
@@ -824,7 +829,7 @@ def _trainer_notes(s: Setup) -> list[str]:
                      + (": with bitsandbytes' kept inputs (--bnb-legacy) they outlive the step, counted with the old "
                         "logits as previous_step where that beats the backward peak"
                         if s.quantized_base and s.bnb_legacy else
-                        "; counted as previous_step where the old logits beat the backward peak"))
+                        " (the old bf16 logits stay under the loss's own peak); its loss stays bf16 (no fp32 upcast)"))
     return notes
 
 
@@ -844,7 +849,8 @@ def _saver_notes(s: Setup) -> list[str]:
         notes.append(f"{s.optimizer}: bitsandbytes' " + ("8-bit states (2 bytes a parameter, block scales left "
                                                          "out)" if "8bit" in s.optimizer else "32-bit states")
                      + ("; paged: unified memory that moves to the CPU under pressure: counted in the total, "
-                        "and the fit verdict lets it page out"
+                        "and the fit verdict lets it page out (tensors of 100,000 elements or more; bitsandbytes keeps "
+                        "smaller ones in plain GPU memory)"
                         if s.optimizer.startswith("paged") else ""))
     if s.chunked_loss:
         notes.append("chunked loss: Liger Kernel's fused linear cross-entropy (Hsu et al. 2024): one chunk of "
@@ -946,9 +952,9 @@ def _largest_gradient(net: Network, s: Setup, trainable: int) -> int:
 def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slack: float, *, head: bool,
                stage_params: int, loss_saved: int = 0) -> Breakdown:
     """The per-GPU peak beyond the tensors, as named terms (the first two calibratable):
-    the CUDA context, allocator fragmentation, NCCL's buffers, the fp32 logits
-    gradient backward materialises (on the head's stage; torchtitan's loss under
-    FSDP2 plans: `_torchtitan_loss`), and ZeRO-3's gathered parameters: DeepSpeed's
+    the CUDA context, allocator fragmentation, NCCL's buffers, the loss's gradients
+    over the logits at its backward peak (on the head's stage: `_upcast_loss`;
+    torchtitan's loss under FSDP2 plans: `_torchtitan_loss`), and ZeRO-3's gathered parameters: DeepSpeed's
     estimator keeps 4 bytes per parameter of the largest layer (its 16-bit weights and
     gradients); prefetching the next layer adds its weights again. FSDP without
     resharding (Llama 3's and torchtitan's with pipelining) keeps the stage's 16-bit
@@ -971,12 +977,12 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
             if titan:
                 out |= _torchtitan_loss(logits, s)
             else:
-                out["logits_gradient"] = 4 * logits
+                out["logits_gradient"] = (8 if _upcast_loss(net, s) else 4) * logits
         dequantized = _dequantized_weight(net, s) if s.quantized_base else 0
         if dequantized:
             out["dequantized_weight"] = dequantized
         if s.trainer == "litgpt" and head:
-            backward = out.get("logits_gradient", 0) + dequantized
+            backward = out.get("logits_gradient", 0) + out.get("loss_backward", 0) + dequantized
             held = _previous_step(net, p, s, activation_precision(s) * logits, loss_saved, dequantized)
             if held > backward:
                 out["previous_step"] = held - backward
@@ -997,6 +1003,38 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
                     reduce = int(DTYPE_BYTES[s.grad_reduce]) if torchtitan(s) else x
                     out["unsharded_gradients"] = reduce * stage_params
     return out
+
+
+def _upcast_loss(net: Network, s: Setup) -> bool:
+    """Whether the loss's backward makes fp32 gradients over the logits: transformers' causal-LM loss
+    (ForCausalLMLoss: `logits.float()`, then cross_entropy) makes nll_loss's and log-softmax's
+    gradients in fp32, 8 bytes a logit beside the 4 of the saved log-probabilities (12 at the peak:
+    blocks/embed.py LMHead.backward_steps; the same chain as torchtitan's loss, measured on CPU in
+    tests/test_torchtitan_memory.py). Megatron's fused vocab-parallel cross-entropy and LitGPT's bf16
+    chunked one (utils.chunked_cross_entropy: no upcast) make 4 (errs high for LitGPT's chunks, whose
+    gradients replace their log-probabilities one chunk at a time)."""
+    head = net.stages[-1].block
+    return isinstance(head, LMHead) and head.loss_fp32 and s.trainer == "hf" and s.profile != "megatron"
+
+
+# bitsandbytes pages an optimizer's state only for tensors of this many elements or more; smaller ones get a plain
+# torch.zeros_like on the GPU (Optimizer8bit.get_state_buffer: `if not self.is_paged or A.numel() < 1e5`)
+PAGED_MIN_ELEMENTS = 100_000
+
+
+def paged_share(net: Network, s: Setup) -> float:
+    """The share of the optimizer state a paged bitsandbytes optimizer keeps in CUDA managed memory, which
+    the driver may evict to CPU memory (Dettmers et al. 2023, QLoRA, section 3, "Paged Optimizers"): that of
+    the trainable tensors of PAGED_MIN_ELEMENTS or more. 0 for every other optimizer."""
+    if s.mode != "train" or not s.optimizer.startswith("paged"):
+        return 0.0
+    trained = paged = 0
+    for stage in net.stages:
+        for key, n in stage.block.params().items():
+            if not net.is_frozen(f"{stage.name}/{key}"):
+                trained += n * stage.copies
+                paged += n * stage.copies if n >= PAGED_MIN_ELEMENTS else 0
+    return paged / trained if trained else 0.0
 
 
 def _dequantized_weight(net: Network, s: Setup) -> int:
@@ -1026,9 +1064,11 @@ def _previous_step(net: Network, p: Pass, s: Setup, logits_bytes: int, loss_save
     beyond the activations: the head's last call in forward (the old logits and inputs, the dequantized
     head, not yet the loss's saved tensors) and the new loss done (the old inputs). Under full
     recomputation the checkpointed forward keeps no ctx (errs neither way); the old inputs are the whole
-    network's, counted as one stage's (errs high under pipelining)."""
+    network's, counted as one stage's (errs high under pipelining), split by tensor parallelism (errs low
+    without sequence parallelism, where the layers' inputs are whole on every rank), the first layer's q/k/v
+    input included (errs high: its input needs no gradient, so MatMul4Bit keeps none)."""
     inputs = 0
-    if s.quantized_base and s.bnb_legacy and s.recompute == "none":
+    if s.quantized_base and s.bnb_legacy and s.recompute != "full":
         a = recipe_activations(net, s)
         tokens = Pass(p.batch, p.seq // s.cp, p.attention, p.context)
         inputs = _ceil(sum(stage.count * quantized_inputs(stage.block, tokens, a) for stage in net.layers), s.tp)

@@ -1077,7 +1077,7 @@ class _Memory:
         verdict: bitsandbytes' paged optimizers on CUDA unified memory); 0 for other optimizers."""
         if not self.par.optimizer.startswith("paged"):
             return 0
-        return sum(self._memory(model, micro).optimizer for _, model in self.trained)
+        return sum(self._memory(model, micro).optimizer_paged for _, model in self.trained)
 
     def pcie(self, micro: int) -> OffloadTraffic:
         """Every trained model's offload per GPU: PCIe bytes per optimizer step and per micro-batch,

@@ -243,8 +243,7 @@ def _outgrows(terms, plan: Plan, capacity: int) -> bool:
 def fits(m: Terms, plan: Plan, capacity: int) -> bool:
     """Whether one GPU's bytes fit `capacity`; a paged optimizer's state may page out to CPU memory
     (bitsandbytes' paged optimizers on CUDA unified memory, as analysis/memory.py's verdict)."""
-    pageable = m.optimizer if plan.optimizer.startswith("paged") else 0
-    return m.total is not None and m.total - pageable <= capacity
+    return m.total is not None and m.total - m.paged <= capacity
 
 
 def _simplicity(p: Plan) -> tuple:

@@ -76,6 +76,10 @@ STATE_IN_BF16 = {name: (None if b is None else b if "8bit" in name or "bf16" in 
                         else b // 2)
                  for name, b in OPTIMIZER_STATE.items()}
 
+# Whose training loop and quantization plugin (`--trainer`): hf (transformers' models and loss, PEFT, TRL, HF
+# Trainer, DeepSpeed) | litgpt (LitGPT's finetune scripts on Lightning Fabric); analysis/memory.py _overheads
+TRAINERS = ("hf", "litgpt")
+
 # CPU offload of training state (`--offload`): none | optimizer (ZeRO-Offload, Ren et al. 2021: fp32
 # master, optimizer state and gradients on the CPU, the step there) | params (DeepSpeed's offload_param
 # under ZeRO-3: the 16-bit weight shards on the CPU, fetched per layer) | both (the two, as FSDP's

@@ -156,7 +156,7 @@ def quantized_inputs(block: Block, p: Pass, a: Activations) -> int:
     base = block.base if isinstance(block, Adapted) else block
     total = sum(size for _, key, size, _ in _linear_inputs(base, p, a) if not key.endswith("_norm"))
     if not a.eager:
-        parts = getattr(base, "parts", dict)()
+        parts: dict[str, Block] = getattr(base, "parts", dict)()
         total += sum(a.x * p.tokens * part.heads * part.head_dim for name, part in parts.items()
                      if isinstance(part, Attention) and name != "cross_attention")
     return total

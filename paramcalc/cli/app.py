@@ -139,8 +139,8 @@ def memory(target: TargetArg,
                                              help="calibrate: allocator slack as a share of the tensors"),
            lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None, lora_dropout: LoraDropoutOpt = None,
            bnb_legacy: bool = typer.Option(False, "--bnb-legacy", help=(
-               "QLoRA on bitsandbytes up to 0.42: 4-bit linears keep their inputs for the graph's life, weights "
-               "quantized from fp16")),
+               "QLoRA on bitsandbytes up to 0.42: 4-bit linears keep their inputs for the graph's life (until "
+               "0.43.2), weights quantized from fp16 (until 0.43)")),
            double_quant: bool = typer.Option(True, "--double-quant/--no-double-quant", help=(
                "QLoRA's NF4 block scales double-quantized (4.127 bits a weight; --no-double-quant: fp32 scales, "
                "4.5 bits, transformers' default and LitGPT's bnb.nf4)")),

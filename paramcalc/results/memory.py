@@ -38,8 +38,9 @@ class Setup(Result):
     profile: str = Field("transformers", description="whose saved tensors: transformers (eager reference) | "
                                                      "megatron (Megatron-LM + Transformer Engine)")
     quantized_base: bool = Field(False, description="QLoRA: the frozen base stored in int4, adapters trained in bf16")
-    bnb_legacy: bool = Field(False, description="QLoRA on bitsandbytes before 0.43.2, whose 4-bit linears keep "
-                                                "their inputs until the graph is freed")
+    bnb_legacy: bool = Field(False, description="QLoRA on bitsandbytes up to 0.42: 4-bit linears keep their inputs "
+                                                "until the graph is freed (until 0.43.2), weights quantized from fp16 "
+                                                "(until 0.43)")
     double_quant: bool = Field(True, description="QLoRA's NF4 block scales double-quantized (4.127 bits a weight; "
                                                  "false: fp32 scales, 4.5 bits)")
     trainer: str = Field("hf", description="whose training loop: hf (transformers, PEFT, TRL, DeepSpeed) | litgpt "
@@ -92,6 +93,10 @@ class Memory(Result):
                                                            "gradient accumulation round trip)")
     cpu_optimizer_params: int = Field(0, description="parameters each GPU's process steps on the CPU "
                                                      "(optimizer offload)")
+    optimizer_paged: int = Field(0, description="of optimizer, the bytes a paged bitsandbytes optimizer keeps in CUDA "
+                                                "managed memory (tensors of 100,000 elements or more), which may page "
+                                                "out to CPU memory and which torch.cuda.max_memory_allocated does "
+                                                "not count")
 
 
 class MemoryReport(Report):
