@@ -120,6 +120,9 @@ def test_each_4_bit_matmul_dequantizes_its_weight_whole_at_the_peak():
     # an adapter on the head (LitGPT's lora_head) leaves its base a plain nn.Linear, which Lightning quantizes too
     head = dict(kw, lora_targets="q_proj,v_proj,decoder", trainer="litgpt")
     assert estimate_memory("llama-2-7b", **head).breakdown["overhead/dequantized_weight"] == 4 * V * h
+    # the adapter on the head leaves transformers' upcast loss as it is: 8 bytes a logit in backward
+    hf_head = estimate_memory("llama-2-7b", **(head | {"trainer": "hf"})).breakdown
+    assert hf_head["overhead/logits_gradient"] == 8 * 512 * V
     # Lightning's plugin stores the head in NF4 where transformers' integration keeps it in bf16
     litgpt = estimate_memory("llama-2-7b", **kw, trainer="litgpt").memory.weights
     assert litgpt - estimate_memory("llama-2-7b", **kw).memory.weights == nf4_bytes(V * h) - 2 * V * h
@@ -188,6 +191,18 @@ def test_a_ctx_attribute_outlives_backward_while_the_loop_holds_the_loss():
         del loss
         gc.collect()
         assert probe() is None  # rebinding `loss` frees the graph and what it kept
+
+
+def test_bitsandbytes_pages_only_the_state_of_tensors_of_100k_elements_or_more():
+    """Optimizer8bit.get_state_buffer: a paged optimizer's state goes to CUDA managed memory only for tensors of
+    1e5 elements or more. r = 8 on Llama-2-7b: A is 8 x 4096 and B 4096 x 8, 32,768 elements each, so nothing
+    pages; r = 64: 262,144 each, so everything does."""
+    kw = dict(seq_len=256, dtype="int4", optimizer="paged-adamw", gpu="a100-40gb")
+    small = estimate_memory("llama-2-7b", lora_rank=8, **kw).memory
+    assert small.optimizer == 8 * 4_194_304 and small.optimizer_paged == 0
+    large = estimate_memory("llama-2-7b", lora_rank=64, **kw).memory
+    assert large.optimizer_paged == large.optimizer == 8 * 8 * 4_194_304
+    assert estimate_memory("llama-2-7b", lora_rank=64, **(kw | {"optimizer": "adamw"})).memory.optimizer_paged == 0
 
 
 def test_bitsandbytes_32_bit_state_stays_fp32_under_pure_bf16():

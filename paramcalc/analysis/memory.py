@@ -226,8 +226,9 @@ def quantized_weights(net: Network, head: bool = False) -> list[tuple[int, int]]
     embedding, `llm_int8_skip_modules`' default; embeddings, norms, biases and MoE routers stay 16-bit),
     and with `head` the LM head too, as Lightning's BitsandbytesPrecision replaces every nn.Linear
     (`_convert_layers`, no ignore_modules in LitGPT's scripts). A head tied to the embedding stays 16-bit.
-    A MoE layer's routed experts are each their own nn.Linear (transformers' per-expert modules, as PEFT
-    and bitsandbytes quantize them): E tensors of 1/E of the bank each."""
+    A MoE layer's routed experts are each their own nn.Linear (transformers 4.x's per-expert modules, as PEFT
+    and bitsandbytes quantize them): E tensors of 1/E of the bank each. transformers 5 keeps a layer's experts
+    as fused 3D parameters, which its bitsandbytes integration (nn.Linear only) leaves in bf16: not modelled."""
     out = []
     for stage in net.layers:
         experts = next((part.experts for part in getattr(unwrap(stage.block), "parts", dict)().values()
@@ -953,7 +954,7 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
                stage_params: int, loss_saved: int = 0) -> Breakdown:
     """The per-GPU peak beyond the tensors, as named terms (the first two calibratable):
     the CUDA context, allocator fragmentation, NCCL's buffers, the loss's gradients
-    over the logits at its backward peak (on the head's stage: `_upcast_loss`;
+    over the logits at its backward peak (on the head's stage: `_loss_gradient_bytes`;
     torchtitan's loss under FSDP2 plans: `_torchtitan_loss`), and ZeRO-3's gathered parameters: DeepSpeed's
     estimator keeps 4 bytes per parameter of the largest layer (its 16-bit weights and
     gradients); prefetching the next layer adds its weights again. FSDP without
@@ -977,7 +978,7 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
             if titan:
                 out |= _torchtitan_loss(logits, s)
             else:
-                out["logits_gradient"] = (8 if _upcast_loss(net, s) else 4) * logits
+                out["logits_gradient"] = _loss_gradient_bytes(net, s) * logits
         dequantized = _dequantized_weight(net, s) if s.quantized_base else 0
         if dequantized:
             out["dequantized_weight"] = dequantized
@@ -1005,16 +1006,23 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
     return out
 
 
-def _upcast_loss(net: Network, s: Setup) -> bool:
-    """Whether the loss's backward makes fp32 gradients over the logits: transformers' causal-LM loss
-    (ForCausalLMLoss: `logits.float()`, then cross_entropy) makes nll_loss's and log-softmax's
-    gradients in fp32, 8 bytes a logit beside the 4 of the saved log-probabilities (12 at the peak:
-    blocks/embed.py LMHead.backward_steps; the same chain as torchtitan's loss, measured on CPU in
-    tests/test_torchtitan_memory.py). Megatron's fused vocab-parallel cross-entropy and LitGPT's bf16
-    chunked one (utils.chunked_cross_entropy: no upcast) make 4 (errs high for LitGPT's chunks, whose
-    gradients replace their log-probabilities one chunk at a time)."""
-    head = net.stages[-1].block
-    return isinstance(head, LMHead) and head.loss_fp32 and s.trainer == "hf" and s.profile != "megatron"
+def _loss_gradient_bytes(net: Network, s: Setup) -> int:
+    """Bytes a logit the loss's backward makes beside what it saved (blocks/embed.py LMHead.backward_steps).
+    transformers' causal-LM loss (ForCausalLMLoss: `logits.float()`, then cross_entropy) makes nll_loss's
+    and log-softmax's gradients in fp32: 8, beside the 4 of the saved log-probabilities (12 at the peak,
+    measured with transformers' own loss on CPU, tests/test_torchtitan_memory.py). A loss in the
+    activations' dtype makes the same two in that dtype: 2x (BERT's and T5's CrossEntropyLoss, LitGPT's
+    chunked_cross_entropy, which saves bf16 log-probabilities while its loop keeps the bf16 logits: the 4
+    bytes head/loss counts; errs high for its chunks, whose gradients replace their log-probabilities one
+    chunk at a time). Megatron's fused vocab-parallel cross-entropy writes its gradient into the saved
+    fp32 softmax: 4 (errs high). The transformers profile splits the logits over tensor-parallel ranks
+    as Megatron does, where transformers' tp_plan gathers the head's output (errs low under TP)."""
+    if s.profile == "megatron":
+        return 4
+    head = unwrap(net.stages[-1].block)  # through LoRA's wrapper on an adapted head
+    if isinstance(head, LMHead) and head.loss_fp32 and s.trainer == "hf":
+        return 8
+    return 2 * activation_precision(s)
 
 
 # bitsandbytes pages an optimizer's state only for tensors of this many elements or more; smaller ones get a plain
@@ -1025,7 +1033,8 @@ PAGED_MIN_ELEMENTS = 100_000
 def paged_share(net: Network, s: Setup) -> float:
     """The share of the optimizer state a paged bitsandbytes optimizer keeps in CUDA managed memory, which
     the driver may evict to CPU memory (Dettmers et al. 2023, QLoRA, section 3, "Paged Optimizers"): that of
-    the trainable tensors of PAGED_MIN_ELEMENTS or more. 0 for every other optimizer."""
+    the trainable tensors of PAGED_MIN_ELEMENTS or more, counted whole (under ZeRO and FSDP1 the optimizer
+    holds flat shards, which page whole: errs low there). 0 for every other optimizer."""
     if s.mode != "train" or not s.optimizer.startswith("paged"):
         return 0.0
     trained = paged = 0

@@ -654,16 +654,19 @@ def plan(report) -> None:
                   f"fits: {fit}); FLOPs: {shares}[/dim]")
     if search:
         rungs = "; ".join(f"{r.trials} x {units.human_count(r.trained_tokens)} tokens in {r.waves} wave"
-                          f"{'s' if r.waves > 1 else ''}" for r in search.rungs)
+                          f"{'s' if r.waves != 1 else ''}" for r in search.rungs)
         out.print(f"[dim]* search on stage {search.stage}: {search.parallel_trials} trials at once "
                   f"({search.pool_gpus} GPUs / {search.gpus_per_trial} per trial); {rungs}[/dim]")
-    breaks = [b for s in report.stages for b in s.breaks]
+    for warning in search.warnings if search else []:
+        out.print(f"[yellow]* search: {warning}[/yellow]", soft_wrap=True)
+    breaks = [b for s in report.stages for b in s.breaks] + (list(search.breaks) if search else [])
     if breaks:
         out.print(f"[bold red]the plan breaks in {len(breaks)} place{'s' if len(breaks) > 1 else ''}[/bold red]")
         for b in breaks:
             out.print(f"[red]* {b.field}: {b.message}" + (f"; {b.fix}" if b.fix else "") + "[/red]", soft_wrap=True)
     else:
-        out.print("[bold green]every stage's batches divide and its micro-batch fits[/bold green]")
+        out.print("[bold green]every stage's batches divide and its micro-batch fits"
+                  + (", and so do the search's trials" if search else "") + "[/bold green]")
     for note in report.notes:
         out.print(f"[dim]* {note}[/dim]")
 
