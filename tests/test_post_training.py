@@ -214,6 +214,25 @@ def test_bitsandbytes_32_bit_state_stays_fp32_under_pure_bf16():
     assert estimate_memory("llama-2-7b", seq_len=256, lora_rank=8, precision="bf16").memory.optimizer == 4 * trainable
 
 
+def test_a_pipeline_stage_takes_the_trainer_and_qlora_layout_as_memory_does(tmp_path):
+    stage = {"name": "sft", "kind": "sft", "dataset_tokens": "10M", "seq_len": 1024, "global_batch": 16,
+             "micro_batch": 2, "dtype": "int4", "trainer": "litgpt",
+             "lora": {"rank": 32, "targets": ["q_proj", "v_proj"], "dropout": 0.05, "double_quant": False,
+                      "bnb_legacy": True},
+             "parallel": {"precision": "bf16", "optimizer": "paged-adamw"}}
+    peak = pipeline(tmp_path, stage, gpu="a10g").stages[0].memory.peak_per_gpu
+    alone = estimate_memory("llama-2-7b", seq_len=1024, batch=2, dtype="int4", lora_rank=32, lora_dropout=0.05,
+                            trainer="litgpt", double_quant=False, bnb_legacy=True, precision="bf16",
+                            optimizer="paged-adamw")
+    assert peak == alone.memory.total_per_gpu and "overhead/previous_step" in alone.breakdown
+    default = pipeline(tmp_path, {**stage, "trainer": "hf", "lora": {"rank": 32, "dropout": 0.05}}, gpu="a10g")
+    assert default.stages[0].memory.peak_per_gpu < peak
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-2-7b", "gpu": "a10g",
+                                    "stages": [{**stage, "dtype": "bf16"}]}))
+    assert_user_error(run("plan", str(path)), "stages[0].lora.", "int4")
+
+
 def test_trainer_and_double_quantization_options_on_the_command_line():
     r = run("memory", "llama-2-7b", "--dtype", "int4", "--lora-rank", "8", "--trainer", "litgpt",
             "--no-double-quant", "--bnb-legacy", "--json")

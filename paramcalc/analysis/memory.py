@@ -638,7 +638,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                                ("double_quant", "NF4 without double quantization", not double_quant)):
         if given and not quantized:
             raise UserError(f"{what} describes QLoRA's 4-bit base", field=field,
-                            fix="give it with --dtype int4 and --lora-rank (training)")
+                            fix="QLoRA: dtype int4 with LoRA adapters, training")
     if trainer not in TRAINERS:
         raise UserError(f"unknown trainer {trainer!r}", field="trainer", fix=f"one of {', '.join(TRAINERS)}")
     ranks = {k: parse_positive_int(v, field=k) for k, v in (("dp", dp), ("tp", tp), ("pp", pp), ("cp", cp),

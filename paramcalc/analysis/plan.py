@@ -103,6 +103,7 @@ class _Model:
     target: str
     net: Network
     shared: bool = False  # a LoRA policy's base with its adapters disabled: no weights of its own
+    adapters: Lora | None = None  # the stage's `lora:` block, where the model carries its adapters
 
     @property
     def name(self) -> str:
@@ -244,7 +245,7 @@ class _Planner:
             with placed(self.path, lora_loc, keys):
                 net = with_lora(net, lora.rank, alpha=float(lora.alpha), targets=tuple(lora.targets),
                                 modules_to_save=tuple(lora.modules_to_save), dropout=float(lora.dropout))
-        return _Model(target, net)
+        return _Model(target, net, adapters=lora)
 
     def settings(self, stage, i: int) -> _Setting:
         gpu = stage.gpu or self.pipe.gpu
@@ -452,7 +453,7 @@ class _Planner:
                             f"padded to {st.seq_len:,}, so compute runs at the padded length while a step trains "
                             f"{tokens_per_step:,} real tokens ({mean / st.seq_len:.0%} of the computed positions)"))
         offloaded = _offloaded(st, [r for r, _ in frozen], notes)
-        memory = _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here, offloaded)
+        memory = _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here, offloaded, st.trainer)
         # each offloaded frozen model streams its per-GPU shard in for each micro-batch's forward
         micro_batches = -(-B // (st.micro_batch * st.parallel.dp))
         return _Work(objective, models, passes, memory,
@@ -542,7 +543,7 @@ class _Planner:
         groups = self._groups(st, here, s, roles, frozen, offloaded, S, min(mini, B)) if st.placement else None
         # colocated generation runs on the actor's group, beside its models only
         memory = groups[0].memory if groups else _Memory(trained, frozen, S, 1, st.parallel, s.dtype, self.path,
-                                                         here, offloaded)
+                                                         here, offloaded, st.trainer)
         mini_seqs = min(mini, B)
         mfu = self._mfu(st, s, policy, S, 1, mini_seqs, notes)
         gpus = st.parallel.dp * st.parallel.tp * st.parallel.pp
@@ -667,7 +668,8 @@ class _Planner:
         for g in layout(st, present, ref is not None and ref.shared, self.path, here):
             trained = [(r, m) for r in g.roles if r in ("policy", "critic") and (m := roles[r]) is not None]
             held = [(r, is_frozen[r]) for r in g.roles if r in is_frozen]
-            memory = _Memory(trained, held, S, 1, g.par, s.dtype, self.path, here, offloaded & set(g.roles))
+            memory = _Memory(trained, held, S, 1, g.par, s.dtype, self.path, here, offloaded & set(g.roles),
+                             st.trainer)
             model = trained[0][1] if trained else held[0][1] if held else roles["policy"]
             assert model is not None  # every group holds a model
             mfu = s.mfu
@@ -1027,6 +1029,7 @@ class _Memory:
     path: Path
     here: tuple
     offloaded: frozenset[str] = frozenset()  # frozen roles kept in CPU memory, streamed in per use
+    trainer: str = "hf"  # whose training loop (analysis/memory.py _overheads)
 
     def offloaded_bytes(self) -> int:
         """Per GPU, the bytes of every offloaded frozen model streamed in for one forward: its shard."""
@@ -1035,8 +1038,12 @@ class _Memory:
     def _memory(self, model: _Model, micro: int):
         """One trained model's memory at `micro` samples per micro-batch, with the stage's settings."""
         p = self.par
+        # QLoRA's layout: the stage's lora block, for a model that carries the adapters (an error off int4)
+        qlora = model.adapters
         with placed(self.path, self.here, STAGE_KEYS):
             return estimate_memory(model.net, mode="train", seq_len=self.seq_len, batch=micro * self.per,
+                                   trainer=self.trainer, double_quant=qlora.double_quant if qlora else True,
+                                   bnb_legacy=qlora.bnb_legacy if qlora else False,
                                    dtype=self.dtype, precision=p.precision, optimizer=p.optimizer, zero=p.zero,
                                    dp=p.dp, tp=p.tp, pp=p.pp, sequence_parallel=p.sequence_parallel,
                                    recompute=p.recompute, attention=p.attention, offload=p.offload,

@@ -75,6 +75,10 @@ class Lora(Input):
     modules_to_save: list[Text] = Field([], description="parts trained in full beside the adapters")
     dropout: float = Field(0.0, ge=0, lt=1, description="lora_dropout on each adapter's input (memory: each "
                                                         "keeps its dropped copy and mask)")
+    double_quant: bool = Field(True, description="QLoRA: NF4 block scales double-quantized (4.127 bits a weight); "
+                                                 "false: fp32 scales, 4.5 bits (transformers' default)")
+    bnb_legacy: bool = Field(False, description="QLoRA on bitsandbytes up to 0.42: 4-bit linears keep their inputs "
+                                                "for the graph's life, weights quantized from fp16")
 
 
 class _Stage(Input):
@@ -88,6 +92,8 @@ class _Stage(Input):
     parallel: Parallel = Field(default_factory=Parallel, description="dp, tp, pp, ZeRO, recomputation, kernels")
     lr: Schedule = Field(default_factory=Schedule, description="learning-rate phases")
     lora: Lora | None = Field(None, description="train LoRA adapters instead of the whole model")
+    trainer: Literal["hf", "litgpt"] = Field("hf", description="whose training loop: hf (transformers, PEFT, TRL, "
+                                                               "DeepSpeed) | litgpt (LitGPT's finetune scripts)")
 
 
 class _Data(_Stage):
@@ -399,4 +405,5 @@ STAGE_KEYS = {"seq_len": ("seq_len",), "dtype": ("dtype",), "precision": ("paral
               "offload_activations": ("parallel", "offload_activations"),
               "chunked_loss": ("parallel", "chunked_loss"),
               "optimizer_in_backward": ("parallel", "optimizer_in_backward"),
-              "fp8_activations": ("parallel", "fp8_activations")}
+              "fp8_activations": ("parallel", "fp8_activations"), "double_quant": ("lora", "double_quant"),
+              "bnb_legacy": ("lora", "bnb_legacy"), "trainer": ("trainer",)}
