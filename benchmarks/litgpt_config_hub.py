@@ -229,7 +229,8 @@ def _settings(model: str, kind: str, r: int, targets: str, micro: int, devices: 
 # lit-gpt commit 8641822, one A100-SXM4-40GB, PyTorch 2.1.0, bitsandbytes 0.41.1, --precision bf16-true, Alpaca at its
 # default length). lit-gpt's finetune/lora.py at that commit: r 8, alpha 16, lora_dropout 0.05 on query and value
 # only (its trainable counts agree: 4,194,304 for Llama 2 7B, 12,042,240 for Falcon-40B's 8 K/V groups); no
-# checkpointing; torch.optim.AdamW, or bitsandbytes' PagedAdamW under --quantize bnb.*, which takes Lightning's
+# checkpointing; the longest sample in the first batch (get_batch's longest_seq_ix at iteration 0);
+# torch.optim.AdamW, or bitsandbytes' PagedAdamW under --quantize bnb.*, which takes Lightning's
 # BitsandbytesPrecision: "nf4" without, "nf4-dq" with double quantization. Batches are padded to their longest sample,
 # and the longest sets the peak: the table gives it per tokenizer (Llama 2 1,304 tokens, phi-1.5 1,044, StableLM 1,034,
 # Falcon 1,079). "Max GPU RAM" is torch.cuda.max_memory_allocated. Every row of the table, OOMs included:
@@ -258,8 +259,10 @@ def resource_rows(folder: Path, rows: list[tuple]) -> list[tuple[str, str, str, 
     out = []
     for model, quantize, micro, measured in rows:
         tokens = RESOURCE_TOKENS[model]
+        # lit-gpt's get_batch put the longest sample first ("so potential OOMs happen right away"): no earlier
+        # step's leftovers meet it (longest_first)
         kw: dict = dict(seq_len=tokens, batch=micro, gpu="a100-40gb", trainer="litgpt", precision="bf16",
-                        lora_rank=8, lora_targets=QV, lora_dropout=0.05)
+                        lora_rank=8, lora_targets=QV, lora_dropout=0.05, longest_first=True)
         if quantize:
             kw |= dict(dtype="int4", optimizer="paged-adamw", bnb_legacy=True, double_quant=quantize == "nf4-dq")
         r = estimate_memory(_litgpt_spec(folder, model), **kw)

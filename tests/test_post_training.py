@@ -151,6 +151,44 @@ def test_litgpts_loop_carries_the_last_steps_4_bit_inputs_into_the_next_forward(
     assert selective["overhead/previous_step"] == b["overhead/previous_step"]
 
 
+# One layer's saved bytes of LitGPT's own model (litgpt 0.3.1, the April 2024 code the LitGPT rows ran; torch
+# 2.13 on CPU, bf16), printed by benchmarks/litgpt_saved_bytes.py: a 256-wide Llama layer, 4 heads of 64,
+# (micro-batch, tokens, LoRA targets, lora_dropout, K/V groups) -> bytes
+LITGPT_LAYER = {(1, 256, "qv", 0.05, 4): 2_910_208, (1, 256, "qv", 0.05, 2): 2_581_504,
+                (1, 256, "qv", 0.05, 1): 2_613_760, (1, 256, "all", 0.05, 4): 4_155_392,
+                (2, 128, "qv", 0.0, 2): 2_450_432}
+
+
+@pytest.mark.parametrize("case", LITGPT_LAYER)
+def test_litgpts_layers_keep_what_litgpt_measured_to_the_byte(tmp_path, case):
+    """trainer="litgpt": rope's new q and k beside the fused qkv storage (MHA, MQA) or k and v copied to every
+    head (GQA), one lora_dropout for q, k and v, and zero_pad's kept source where not all three are adapted."""
+    batch, tokens, targets, dropout, groups = case
+    every = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj,decoder"
+
+    def activations(layers: int) -> int:
+        cfg = dict(name=f"probe{layers}", vocab_size=1024, hidden_size=256, num_hidden_layers=layers,
+                   num_attention_heads=4, num_key_value_heads=groups, intermediate_size=688,
+                   max_position_embeddings=512, tie_word_embeddings=False)
+        report = estimate_memory(spec(tmp_path, cfg), seq_len=tokens, batch=batch, trainer="litgpt",
+                                 precision="bf16", lora_rank=8, lora_dropout=dropout or None,
+                                 lora_targets="q_proj,v_proj" if targets == "qv" else every)
+        assert report.memory.activations is not None
+        return report.memory.activations
+
+    assert activations(3) - activations(2) == LITGPT_LAYER[case]
+
+
+def test_the_longest_batch_first_meets_no_leftovers():
+    """lit-gpt 2023's get_batch ran the longest sample first, so the previous step's 4-bit inputs only ever
+    meet shorter batches (longest_first)."""
+    kw = dict(seq_len=1304, dtype="int4", lora_rank=8, precision="bf16", optimizer="paged-adamw", trainer="litgpt",
+              bnb_legacy=True)
+    held = estimate_memory("llama-2-7b", **kw)
+    first = estimate_memory("llama-2-7b", longest_first=True, **kw)
+    assert held.memory.total_per_gpu - first.memory.total_per_gpu == held.breakdown["overhead/previous_step"] > 0
+
+
 def test_a_ctx_attribute_outlives_backward_while_the_loop_holds_the_loss():
     """The torch behaviour the previous_step term rests on: backward frees what a Function saved with
     save_for_backward, not a plain ctx attribute (bitsandbytes 0.42's `ctx.tensors = (A, B)`), which lives as

@@ -357,6 +357,8 @@ def recipe_activations(net: Network, s: Setup) -> Activations:
     a = net.activations(activation_precision(s), s.attention)
     if s.quantized_base and s.bnb_legacy:  # bitsandbytes < 0.43.2 keeps 4-bit linears' inputs (blocks/base.py)
         a = replace(a, quantized_inputs=True)
+    if s.trainer == "litgpt":  # LitGPT's model and LoRA layers (blocks/base.py)
+        a = replace(a, litgpt=True)
     if a.megatron or s.profile == "megatron":
         # Megatron's fused dropout keeps 1-byte masks
         a = replace(a, profile="megatron", mask_bytes=1,
@@ -614,6 +616,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                     schedule: str = "1f1b", fsdp2: bool | None = None,
                     gpu: str | None = None, lora_rank=None, lora_targets: str | None = None, lora_dropout=None,
                     bnb_legacy: bool = False, double_quant: bool = True, trainer: str = "hf",
+                    longest_first: bool = False,
                     context_bytes=CUDA_CONTEXT, fragmentation=FRAGMENTATION, offload: str = "none",
                     offload_activations: bool = False, chunked_loss: bool = False,
                     optimizer_in_backward: bool = False, fp8_activations: bool = False) -> MemoryReport:
@@ -647,6 +650,7 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                   zero=_stage(zero), **ranks, sequence_parallel=sequence_parallel, recompute=recompute,
                   attention=parse_attention(attention), reshard=reshard, quantized_base=quantized,
                   bnb_legacy=bnb_legacy and quantized, double_quant=double_quant, trainer=trainer,
+                  longest_first=longest_first,
                   micro_batches=ranks["pp"] * (2 if schedule == "dualpipe" else 1) if micro_batches is None else
                   parse_positive_int(micro_batches, field="micro_batches"), offload=offload, schedule=schedule,
                   offload_activations=offload_activations, chunked_loss=chunked_loss,
@@ -982,7 +986,7 @@ def _overheads(net: Network, p: Pass, s: Setup, tensors: int, context: int, slac
         dequantized = _dequantized_weight(net, s) if s.quantized_base else 0
         if dequantized:
             out["dequantized_weight"] = dequantized
-        if s.trainer == "litgpt" and head:
+        if s.trainer == "litgpt" and head and not s.longest_first:
             backward = out.get("logits_gradient", 0) + out.get("loss_backward", 0) + dequantized
             held = _previous_step(net, p, s, activation_precision(s) * logits, loss_saved, dequantized)
             if held > backward:
@@ -1075,7 +1079,11 @@ def _previous_step(net: Network, p: Pass, s: Setup, logits_bytes: int, loss_save
     recomputation the checkpointed forward keeps no ctx (errs neither way); the old inputs are the whole
     network's, counted as one stage's (errs high under pipelining), split by tensor parallelism (errs low
     without sequence parallelism, where the layers' inputs are whole on every rank), the first layer's q/k/v
-    input included (errs high: its input needs no gradient, so MatMul4Bit keeps none)."""
+    input included (errs high: its input needs no gradient, so MatMul4Bit keeps none). Counted at full length:
+    two longest batches in a row (a shuffled loader's worst case over a run). Where the longest batch runs first
+    (`longest_first`: lit-gpt 2023's get_batch put it at iteration 0 "so potential OOMs happen right away", as
+    HF's group_by_length does), the leftovers only ever meet shorter batches and the term is left out (errs low
+    by what a shorter batch plus leftovers exceeds the first step by, which the drop in length makes rare)."""
     inputs = 0
     if s.quantized_base and s.bnb_legacy and s.recompute != "full":
         a = recipe_activations(net, s)

@@ -204,6 +204,12 @@ class Activations:
     # for the graph's life though backward never reads it (fixed by bitsandbytes PR #1270, 2024-07-16:
     # `(None, B)`); later versions keep none, as a frozen nn.Linear
     quantized_inputs: bool = False
+    # LitGPT's model (litgpt 0.3, April 2024; measured on CPU against litgpt 0.3.1): one fused qkv linear whose
+    # q, k, v are views of its output; rope makes new q and k, so under flash attention MHA and MQA keep the
+    # whole qkv storage (through v, a view) beside them, and GQA copies k and v to every query head. With
+    # LoRA, LoRAQKVLinear has one lora_dropout for q, k and v, and where not all three are adapted its
+    # zero_pad keeps the adapted outputs (index_copy_ saves its source). blocks/attention.py, blocks/lora.py
+    litgpt: bool = False
 
     @property
     def megatron(self) -> bool:

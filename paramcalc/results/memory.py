@@ -43,6 +43,8 @@ class Setup(Result):
                                                 "(until 0.43)")
     double_quant: bool = Field(True, description="QLoRA's NF4 block scales double-quantized (4.127 bits a weight; "
                                                  "false: fp32 scales, 4.5 bits)")
+    longest_first: bool = Field(False, description="the run's longest batch comes first (lit-gpt 2023's get_batch, "
+                                                   "HF's group_by_length), so no earlier step's leftovers meet it")
     trainer: str = Field("hf", description="whose training loop: hf (transformers, PEFT, TRL, DeepSpeed) | litgpt "
                                            "(LitGPT's finetune scripts on Lightning Fabric: the last step's logits "
                                            "and graph held through the next forward, QLoRA's LM head quantized)")
