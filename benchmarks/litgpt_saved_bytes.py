@@ -19,8 +19,9 @@ import weakref
 import torch
 
 # (micro-batch, tokens, LoRA targets, lora_dropout, K/V groups) on a 256-wide, 4-head (head dim 64) Llama layer
+# (targets: "all", or which of q, k and v)
 CASES = [(1, 256, "qv", 0.05, 4), (1, 256, "qv", 0.05, 2), (1, 256, "qv", 0.05, 1), (1, 256, "all", 0.05, 4),
-         (2, 128, "qv", 0.0, 2)]
+         (2, 128, "qv", 0.0, 2), (1, 256, "qk", 0.05, 2), (1, 256, "k", 0.0, 2)]
 
 
 def saved(layers: int, batch: int, tokens: int, targets: str, dropout: float, groups: int) -> int:
@@ -31,7 +32,8 @@ def saved(layers: int, batch: int, tokens: int, targets: str, dropout: float, gr
     cfg = Config(name="probe", block_size=512, vocab_size=1000, padded_vocab_size=1024, n_layer=layers, n_head=4,
                  n_embd=256, n_query_groups=groups, rotary_percentage=1.0, parallel_residual=False, bias=False,
                  norm_class_name="RMSNorm", mlp_class_name="LLaMAMLP", intermediate_size=688, lora_r=8,
-                 lora_alpha=16, lora_dropout=dropout, lora_query=True, lora_key=every, lora_value=True,
+                 lora_alpha=16, lora_dropout=dropout, lora_query=every or "q" in targets,
+                 lora_key=every or "k" in targets, lora_value=every or "v" in targets,
                  lora_projection=every, lora_mlp=every, lora_head=every)
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)

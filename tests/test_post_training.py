@@ -156,7 +156,8 @@ def test_litgpts_loop_carries_the_last_steps_4_bit_inputs_into_the_next_forward(
 # (micro-batch, tokens, LoRA targets, lora_dropout, K/V groups) -> bytes
 LITGPT_LAYER = {(1, 256, "qv", 0.05, 4): 2_910_208, (1, 256, "qv", 0.05, 2): 2_581_504,
                 (1, 256, "qv", 0.05, 1): 2_613_760, (1, 256, "all", 0.05, 4): 4_155_392,
-                (2, 128, "qv", 0.0, 2): 2_450_432}
+                (2, 128, "qv", 0.0, 2): 2_450_432, (1, 256, "qk", 0.05, 2): 2_581_504,
+                (1, 256, "k", 0.0, 2): 2_313_216}
 
 
 @pytest.mark.parametrize("case", LITGPT_LAYER)
@@ -172,11 +173,19 @@ def test_litgpts_layers_keep_what_litgpt_measured_to_the_byte(tmp_path, case):
                    max_position_embeddings=512, tie_word_embeddings=False)
         report = estimate_memory(spec(tmp_path, cfg), seq_len=tokens, batch=batch, trainer="litgpt",
                                  precision="bf16", lora_rank=8, lora_dropout=dropout or None,
-                                 lora_targets="q_proj,v_proj" if targets == "qv" else every)
+                                 lora_targets=every if targets == "all" else ",".join(f"{t}_proj" for t in targets))
         assert report.memory.activations is not None
         return report.memory.activations
 
     assert activations(3) - activations(2) == LITGPT_LAYER[case]
+
+
+def test_trainer_litgpt_takes_litgpts_models_and_stages_only(tmp_path):
+    assert_user_error(run("memory", "t5-base", "--trainer", "litgpt"), "--trainer", "decoder-only")
+    path = tmp_path / "dpo.yaml"
+    path.write_text(yaml.safe_dump({"model": "llama-2-7b", "gpu": "a100-80gb", "stages": [
+        {"name": "dpo", "kind": "dpo", "samples": 1000, "seq_len": 512, "global_batch": 8, "trainer": "litgpt"}]}))
+    assert_user_error(run("plan", str(path)), "stages[0]", "trainer litgpt", "sft")
 
 
 def test_the_longest_batch_first_meets_no_leftovers():

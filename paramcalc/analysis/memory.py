@@ -644,6 +644,11 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
                             fix="QLoRA: dtype int4 with LoRA adapters, training")
     if trainer not in TRAINERS:
         raise UserError(f"unknown trainer {trainer!r}", field="trainer", fix=f"one of {', '.join(TRAINERS)}")
+    if trainer == "litgpt" and (getattr(net, "kind", None) != "decoder" or getattr(net, "recurrent_state", False)
+                                or recipe_layers(net)[0]):
+        raise UserError(f"LitGPT's scripts do not train {net.name} (trainer litgpt models LitGPT's decoder layers)",
+                        field="trainer", fix="a decoder-only transformer with multi-head, grouped-query or "
+                                             "multi-query attention, or trainer hf")
     ranks = {k: parse_positive_int(v, field=k) for k, v in (("dp", dp), ("tp", tp), ("pp", pp), ("cp", cp),
                                                               ("ep", ep), ("vpp", vpp))}
     setup = Setup(mode=mode, dtype=dtype, kv_dtype=kv_dtype, precision=precision, optimizer=optimizer,

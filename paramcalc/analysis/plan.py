@@ -453,7 +453,8 @@ class _Planner:
                             f"padded to {st.seq_len:,}, so compute runs at the padded length while a step trains "
                             f"{tokens_per_step:,} real tokens ({mean / st.seq_len:.0%} of the computed positions)"))
         offloaded = _offloaded(st, [r for r, _ in frozen], notes)
-        memory = _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here, offloaded, st.trainer)
+        memory = _Memory(trained, frozen, S, per, st.parallel, s.dtype, self.path, here, offloaded, st.trainer,
+                         st.longest_first)
         # each offloaded frozen model streams its per-GPU shard in for each micro-batch's forward
         micro_batches = -(-B // (st.micro_batch * st.parallel.dp))
         return _Work(objective, models, passes, memory,
@@ -543,7 +544,7 @@ class _Planner:
         groups = self._groups(st, here, s, roles, frozen, offloaded, S, min(mini, B)) if st.placement else None
         # colocated generation runs on the actor's group, beside its models only
         memory = groups[0].memory if groups else _Memory(trained, frozen, S, 1, st.parallel, s.dtype, self.path,
-                                                         here, offloaded, st.trainer)
+                                                         here, offloaded, st.trainer, st.longest_first)
         mini_seqs = min(mini, B)
         mfu = self._mfu(st, s, policy, S, 1, mini_seqs, notes)
         gpus = st.parallel.dp * st.parallel.tp * st.parallel.pp
@@ -669,7 +670,7 @@ class _Planner:
             trained = [(r, m) for r in g.roles if r in ("policy", "critic") and (m := roles[r]) is not None]
             held = [(r, is_frozen[r]) for r in g.roles if r in is_frozen]
             memory = _Memory(trained, held, S, 1, g.par, s.dtype, self.path, here, offloaded & set(g.roles),
-                             st.trainer)
+                             st.trainer, st.longest_first)
             model = trained[0][1] if trained else held[0][1] if held else roles["policy"]
             assert model is not None  # every group holds a model
             mfu = s.mfu
@@ -1030,6 +1031,7 @@ class _Memory:
     here: tuple
     offloaded: frozenset[str] = frozenset()  # frozen roles kept in CPU memory, streamed in per use
     trainer: str = "hf"  # whose training loop (analysis/memory.py _overheads)
+    longest_first: bool = False  # the longest batch runs first: no leftovers of an earlier step meet it
 
     def offloaded_bytes(self) -> int:
         """Per GPU, the bytes of every offloaded frozen model streamed in for one forward: its shard."""
@@ -1042,7 +1044,8 @@ class _Memory:
         qlora = model.adapters
         with placed(self.path, self.here, STAGE_KEYS):
             return estimate_memory(model.net, mode="train", seq_len=self.seq_len, batch=micro * self.per,
-                                   trainer=self.trainer, double_quant=qlora.double_quant if qlora else True,
+                                   trainer=self.trainer, longest_first=self.longest_first,
+                                   double_quant=qlora.double_quant if qlora else True,
                                    bnb_legacy=qlora.bnb_legacy if qlora else False,
                                    dtype=self.dtype, precision=p.precision, optimizer=p.optimizer, zero=p.zero,
                                    dp=p.dp, tp=p.tp, pp=p.pp, sequence_parallel=p.sequence_parallel,

@@ -114,8 +114,9 @@ class Attention(Block):
         if not a.eager:  # the kernel's (b, s, n, d) output is already the o_proj input: one storage
             out["qkv"] = x * (T * n * d + 2 * b * k * g * d)
             out["logsumexp"] = 4 * b * n * s
-            if a.litgpt:  # LitGPT (blocks/base.py): rope's new q and k beside the fused qkv storage, which v keeps
-                # where it stays a view (MHA; MQA, whose expand is a stride-0 view); GQA copies k and v to n heads
+            if a.litgpt and not self.cross:  # LitGPT (blocks/base.py): rope's new q and k beside the fused qkv,
+                # which v keeps where it stays a view (MHA; MQA, whose expand is a stride-0 view); GQA copies k and
+                # v to n heads. Flash only: under eager attention MHA and MQA keep the fused qkv too (errs low)
                 out["qkv"] += x * T * (2 * n * d if g in (1, n) else 2 * (n - g) * d)
         else:
             kv_heads = g if (g == 1 and b == 1 and n > 1) else n

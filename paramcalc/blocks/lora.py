@@ -103,8 +103,8 @@ class Adapted(Block):
         transformers layers with frozen weights and adapters."""
         out = self._with(self.base.saved(p, a), lambda adapter: adapter.saved(p, a))
         if a.litgpt:  # LitGPT's LoRAQKVLinear (blocks/base.py)
-            qkv = [(path, lora) for path, lora in self.adapters if path.rsplit("/", 1)[-1] in ("q_proj", "k_proj",
-                                                                                              "v_proj")]
+            qkv = [(path, lora) for path, lora in self.adapters  # the self-attention's (LitGPT has no other)
+                   if path in ("attention/q_proj", "attention/k_proj", "attention/v_proj")]
             for path, _ in [(path, lora) for path, lora in qkv if lora.dropout][1:]:
                 out.pop(f"{path}/lora_A_input", None)  # one dropped copy for q, k and v
             if 0 < len(qkv) < 3:  # zero_pad: the adapted outputs (index_copy_'s source) and its int64 index

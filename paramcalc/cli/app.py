@@ -147,6 +147,9 @@ def memory(target: TargetArg,
            trainer: str = typer.Option("hf", "--trainer", metavar="hf|litgpt", help=(
                "whose training loop: hf (transformers, PEFT, TRL, DeepSpeed) | litgpt (LitGPT's finetune scripts: "
                "the last step's logits held into the next forward, QLoRA's LM head quantized)")),
+           longest_first: bool = typer.Option(False, "--longest-first", help=(
+               "the run's longest batch comes first (lit-gpt 2023, HF's group_by_length): no earlier step's "
+               "leftovers meet it")),
            offload: str = typer.Option("none", "--offload", metavar="none|optimizer|params|both", help=(
                "training state in CPU memory: optimizer (ZeRO-Offload), params (offload_param, ZeRO-3), both "
                "(FSDP CPU offload); reported as cpu_bytes")),
@@ -167,7 +170,8 @@ def memory(target: TargetArg,
                          schedule=schedule, fsdp2=fsdp2,
                          context_bytes=_gib(context_bytes), fragmentation=fragmentation,
                          lora_rank=lora_rank, lora_targets=lora_targets, lora_dropout=lora_dropout,
-                         bnb_legacy=bnb_legacy, double_quant=double_quant, trainer=trainer, offload=offload,
+                         bnb_legacy=bnb_legacy, double_quant=double_quant, trainer=trainer,
+                         longest_first=longest_first, offload=offload,
                          offload_activations=offload_activations, chunked_loss=chunked_loss,
                          optimizer_in_backward=optimizer_in_backward, fp8_activations=fp8_activations),
          json, _render("memory"))

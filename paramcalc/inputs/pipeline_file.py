@@ -93,7 +93,17 @@ class _Stage(Input):
     lr: Schedule = Field(default_factory=Schedule, description="learning-rate phases")
     lora: Lora | None = Field(None, description="train LoRA adapters instead of the whole model")
     trainer: Literal["hf", "litgpt"] = Field("hf", description="whose training loop: hf (transformers, PEFT, TRL, "
-                                                               "DeepSpeed) | litgpt (LitGPT's finetune scripts)")
+                                                               "DeepSpeed) | litgpt (LitGPT's pretrain and "
+                                                               "finetune scripts)")
+    longest_first: bool = Field(False, description="the longest batch runs first (lit-gpt 2023, HF's "
+                                                   "group_by_length): no earlier step's leftovers meet it")
+
+    @model_validator(mode="after")
+    def _litgpt_stages(self):
+        if self.trainer == "litgpt" and getattr(self, "kind", None) not in ("pretrain", "sft"):
+            raise ValueError(f"trainer litgpt: LitGPT's scripts pretrain and fine-tune (sft), not "
+                             f"{getattr(self, 'kind', 'this stage')}; use trainer hf")
+        return self
 
 
 class _Data(_Stage):
@@ -406,4 +416,4 @@ STAGE_KEYS = {"seq_len": ("seq_len",), "dtype": ("dtype",), "precision": ("paral
               "chunked_loss": ("parallel", "chunked_loss"),
               "optimizer_in_backward": ("parallel", "optimizer_in_backward"),
               "fp8_activations": ("parallel", "fp8_activations"), "double_quant": ("lora", "double_quant"),
-              "bnb_legacy": ("lora", "bnb_legacy"), "trainer": ("trainer",)}
+              "bnb_legacy": ("lora", "bnb_legacy"), "trainer": ("trainer",), "longest_first": ("longest_first",)}
