@@ -692,6 +692,9 @@ def estimate_memory(model: Model, *, mode: str = "train", seq_len=None, batch=1,
     if setup.mode == "train" and net.layers:
         notes.append("activations as " + ("Megatron-LM with Transformer Engine keeps them (Korthikanti et al. "
                                           "2022: 16-bit tensors, 1-byte dropout masks)" if setup.profile == "megatron"
+                                          else "LitGPT's model keeps them (transformers' reference with LitGPT's fused "
+                                          "qkv and LoRA layers, measured against litgpt 0.3.1)"
+                                          if setup.trainer == "litgpt"
                                           else "transformers' eager implementation keeps them (the reference)")
                      + f", {setup.attention} attention")
     if getattr(net, "recurrent_state", False):
