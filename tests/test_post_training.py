@@ -280,6 +280,29 @@ def test_a_pipeline_stage_takes_the_trainer_and_qlora_layout_as_memory_does(tmp_
     assert_user_error(run("plan", str(path)), "stages[0].lora.", "int4")
 
 
+def test_cost_prices_a_lora_run_without_the_frozen_weight_gradients():
+    """cost --lora-rank: forward + backward_flops of the adapted network (frozen weights skip their weight
+    gradient), at the bf16 peak for QLoRA, whose base is dequantized for each GEMM."""
+    from paramcalc.analysis.cost import estimate_cost
+    from paramcalc.analysis.flops import count_flops
+
+    net = with_lora_flags(lower("llama-2-7b"), 8, None)
+    f = count_flops(net, seq_len=4096, attention="eager").flops  # cost's dense convention (the MFU's)
+    assert f.train_step == f.forward + f.backward and f.backward < 1.2 * f.forward  # no frozen weight gradients
+    step = f.train_step
+    tokens = 4096 * 1000
+    lora = estimate_cost("llama-2-7b", tokens=tokens, gpu="a100-80gb", seq_len=4096, lora_rank=8).cost
+    assert lora.training_flops == step * 1000
+    full = estimate_cost("llama-2-7b", tokens=tokens, gpu="a100-80gb", seq_len=4096).cost
+    # 2 x forward of 3 x forward for the weights; the score matmuls, which have none, still take 3 x
+    assert 2 / 3 < lora.training_flops / full.training_flops < 0.75
+    qlora = estimate_cost("llama-2-7b", tokens=tokens, gpu="a100-80gb", seq_len=4096, lora_rank=8, dtype="int4").cost
+    assert qlora.peak_flops_per_gpu == 312e12 and qlora.gpu_hours == lora.gpu_hours
+    r = run("cost", "llama-2-7b", "--tokens", "4M", "--gpu", "a100-80gb", "--seq-len", "4096", "--lora-rank", "8",
+            "--json")
+    assert r.code == 0 and json.loads(r.out)["cost"]["training_flops"] == step * 4_000_000 // 4096
+
+
 def test_trainer_and_double_quantization_options_on_the_command_line():
     r = run("memory", "llama-2-7b", "--dtype", "int4", "--lora-rank", "8", "--trainer", "litgpt",
             "--no-double-quant", "--bnb-legacy", "--json")

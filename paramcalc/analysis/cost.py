@@ -12,7 +12,7 @@ GPU-hours of a given MFU.
 from __future__ import annotations
 
 from paramcalc.analysis.flops import count_flops
-from paramcalc.analysis.settings import TRAIN_RECOMPUTE, choose, make_pass
+from paramcalc.analysis.settings import TRAIN_RECOMPUTE, choose, make_pass, with_lora_flags
 from paramcalc.blocks.base import Pass
 from paramcalc.catalog import load_gpu, price, prices
 from paramcalc.errors import UserError
@@ -84,28 +84,38 @@ def calibrated_mfu(path, gpu: str) -> tuple[float, str]:
 
 
 def estimate_cost(model: Model, *, tokens, gpu, gpus=1, mfu=0.4, seq_len=None, batch=1, dtype: str = "bf16",
-                  usd_per_hour=None, recompute: str = "none", calibration=None) -> CostReport:
+                  usd_per_hour=None, recompute: str = "none", calibration=None, lora_rank=None,
+                  lora_targets: str | None = None) -> CostReport:
     """GPU-hours, wall-clock hours, dollars and energy of training TARGET on `tokens` tokens.
 
     >>> round(estimate_cost("7.5B", tokens="1e12", gpu="h100-sxm", mfu=0.5).cost.gpu_hours)
     25268
     """
     recompute = choose(recompute, TRAIN_RECOMPUTE, "recompute")
-    net = lower(model)
+    net = with_lora_flags(lower(model), lora_rank, lora_targets)
     n_tokens = parse_positive_int(tokens, field="tokens")
     n_gpus = parse_positive_int(gpus, field="gpus")
     util = parse_mfu(mfu)
     p = make_pass(net, seq_len, batch)
     card = load_gpu(gpu)
-    peak = card.peak(dtype)
+    # QLoRA stores the base in 4 bits but computes in bf16 (bitsandbytes dequantizes before each GEMM)
+    qlora = dtype == "int4" and lora_rank is not None
+    peak = card.peak("bf16" if qlora else dtype)
 
     flops, hardware, notes = training_flops(net, p, n_tokens, recompute)
+    if lora_rank is not None:
+        trainable = sum(net.trainable_params().values())
+        notes.append(f"LoRA: {trainable:,} trainable parameters; the frozen weights compute no weight gradient, so "
+                     "a step is forward + about 1 x forward of input gradients (Hu et al. 2021), not 3 x forward"
+                     + ("; QLoRA computes at the bf16 peak (its 4-bit base is dequantized for each GEMM, which costs "
+                        "time the MFU absorbs)" if qlora else ""))
     if calibration is not None:
         util, note = calibrated_mfu(calibration, card.name)
         notes.append(note)
     gpu_hours = flops / (peak * util) / 3600  # docs/contract.md: FLOPs / (dense peak x MFU), in hours
     wall = gpu_hours / n_gpus  # perfect data parallelism: the MFU already holds its losses
-    notes.append(f"peak: {card.name} dense {dtype}, {human_flops(peak)}/s per GPU (no 2:4 sparsity)")
+    notes.append(f"peak: {card.name} dense {'bf16' if qlora else dtype}, {human_flops(peak)}/s per GPU (no 2:4 "
+                 "sparsity)")
     notes.append(f"MFU {util:.2f}: model FLOPs / (GPUs x peak x time); it absorbs communication, bubbles and "
                  "restarts, so nothing is added on top")
     if hardware is not None:

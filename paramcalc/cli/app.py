@@ -278,12 +278,14 @@ def cost(target: TargetArg, gpu: GpuOpt = "h100-sxm",
              "hardware FLOPs (HFU) only")),
          calibration: Optional[str] = typer.Option(None, "--calibration", metavar="FILE",
                                                    help="use the MFU measured by `paramcalc bench --calibration-out`"),
+         lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None,
          json: JsonOpt = False) -> None:
     """GPU-hours, wall-clock, dollars and energy of one training run (model FLOPs / (dense peak x MFU))."""
     from paramcalc.analysis.cost import estimate_cost
 
     emit(estimate_cost(target, tokens=tokens, gpu=gpu, gpus=gpus, mfu=mfu, seq_len=seq_len, batch=batch, dtype=dtype,
-                       usd_per_hour=usd_per_hour, recompute=recompute, calibration=calibration), json, _render("cost"))
+                       usd_per_hour=usd_per_hour, recompute=recompute, calibration=calibration, lora_rank=lora_rank,
+                       lora_targets=lora_targets), json, _render("cost"))
 
 
 _CHECK_RENDER = {"table": "check", "markdown": "check_markdown", "junit": "check_junit", "json": None}
