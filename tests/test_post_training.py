@@ -303,6 +303,25 @@ def test_cost_prices_a_lora_run_without_the_frozen_weight_gradients():
     assert r.code == 0 and json.loads(r.out)["cost"]["training_flops"] == step * 4_000_000 // 4096
 
 
+def test_estimate_plans_a_lora_run_on_a_frozen_base():
+    """estimate --lora-rank: the same pinned plan steps faster (2 x forward of GEMMs, adapters' gradients only),
+    holds optimizer state for the adapters only, and prices the LoRA FLOPs."""
+    from paramcalc.analysis.estimate import estimate
+    from paramcalc.analysis.flops import count_flops
+
+    pinned = dict(gpus=8, tokens="100M", tp=1, pp=1, zero=1, micro_batch=1, global_batch=64, recompute="full")
+    full = estimate("llama-3.1-8b", **pinned)
+    lora = estimate("llama-3.1-8b", lora_rank=16, **pinned)
+    assert lora.step.seconds < 0.8 * full.step.seconds
+    assert lora.memory.optimizer == -(-12 * lora.params.trainable // 8)  # fp32 master + Adam, ZeRO-1 over 8
+    net = with_lora_flags(lower("llama-3.1-8b"), 16, None)
+    per_seq = count_flops(net, seq_len=8192, attention="eager").flops.train_step
+    assert lora.cost.training_flops == per_seq * 100_000_000 // 8192
+    assert lora.cost.gpu_hours == pytest.approx(100_000_000 / (64 * 8192) * lora.step.seconds * 8 / 3600, rel=1e-6)
+    r = run("estimate", "llama-3.1-8b", "--gpus", "8", "--tokens", "100M", "--lora-rank", "16", "--json")
+    assert r.code == 0 and json.loads(r.out)["params"]["trainable"] == lora.params.trainable
+
+
 def test_trainer_and_double_quantization_options_on_the_command_line():
     r = run("memory", "llama-2-7b", "--dtype", "int4", "--lora-rank", "8", "--trainer", "litgpt",
             "--no-double-quant", "--bnb-legacy", "--json")

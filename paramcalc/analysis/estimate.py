@@ -29,6 +29,7 @@ from paramcalc.analysis.settings import (
     check_fp8_activations,
     choose,
     parse_attention,
+    with_lora_flags,
 )
 from paramcalc.analysis.step import GRAD_REDUCE, Plan
 from paramcalc.catalog import load_gpu
@@ -48,7 +49,8 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
              micro_batch=None, tp=None, pp=None, vpp=None, cp=None, ep=None, sp: bool | None = None, zero=None,
              recompute: str | None = None, attention: str = "flash", dtype: str = "bf16", mfu="auto",
              days=DEFAULT_DAYS, usd_per_hour=None, comm_file=None, kernels_file=None, schedule: str = "1f1b",
-             grad_reduce: str = "fp32", optimizer: str = "adamw", fp8_activations: bool = False) -> EstimateReport:
+             grad_reduce: str = "fp32", optimizer: str = "adamw", fp8_activations: bool = False, lora_rank=None,
+             lora_targets: str | None = None) -> EstimateReport:
     """Everything at once: params, FLOPs, a plan, its step time and memory, GPU-hours and dollars.
 
     Tokens default to Chinchilla's 20 per parameter (Hoffmann et al. 2022). `comm_file` is a
@@ -59,13 +61,14 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
     torchtitan's default; bf16: NeMo's performance recipes), in time and memory alike. `optimizer`
     adamw-bf16 keeps AdamW's moments in bf16 and `fp8_activations` caches the Linears' inputs in fp8
     (with dtype fp8): DeepSeek-V3's storage recipe (report, section 3.3.3), with `recompute` deepseek
-    its recomputation (section 3.2.3).
+    its recomputation (section 3.2.3). `lora_rank` trains LoRA adapters on a frozen base (Hu et al. 2021): the
+    frozen weights keep no gradients or optimizer state and compute no weight gradient (analysis/step.py Work.of).
 
     >>> r = estimate("llama-3.1-8b", gpus=8, tokens="1T")
     >>> (r.plan.dp, r.plan.tp, r.memory.fits)
     (8, 1, True)
     """
-    net = lower(model)
+    net = with_lora_flags(lower(model), lora_rank, lora_targets)
     params = count_params(net).params
     choose(dtype, TRAIN_DTYPES, "dtype")
     seq = net.seq_len(net.training_seq_len if seq_len is None else parse_positive_int(seq_len, field="seq_len"))
@@ -145,10 +148,18 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
               ("step time predicted from the plan: kernels at the card's efficiencies "
                f"({card.efficiency.source}), exposed communication, pipeline bubble, optimizer step"
                if fixed is None else f"step time from the MFU given ({fixed})"),
-              f"MFU and TFLOP/s: model FLOPs (3 x forward, dense attention) against the dense {dtype} peak "
+              "MFU and TFLOP/s: model FLOPs ("
+              + ("forward + backward without the frozen weights' gradients" if lora_rank is not None else
+                 "3 x forward") + f", dense attention) against the dense {dtype} peak "
               f"({peak / 1e12:,.0f} TFLOP/s); GPU-hours = steps x step time x GPUs",
               f"memory: the busiest GPU{_busiest(plan)}, Megatron-LM's saved tensors, "
               f"{plan.attention} attention, overheads included"]
+    if lora_rank is not None:
+        notes.append(f"LoRA: {params.trainable:,} trainable of {params.total:,} parameters; the frozen base keeps no "
+                     "gradients or optimizer state and computes no weight gradient (2 x forward of GEMMs); only the "
+                     "adapters' gradients are reduced (errs fast by the adapters' small GEMMs and, under ZeRO-3, the "
+                     "frozen weights' gathers)" + ("" if tokens is not None else "; tokens: give the fine-tuning "
+                                                   "data's with --tokens (the default is pre-training's)"))
     if not net.layers:
         notes.append("a layers network (CNN, RNN): its step time is not validated against published runs and errs "
                      "fast (convolutions at the large-GEMM rate; ResNet-50 trains at ~15-25% MFU in practice): give "

@@ -838,11 +838,7 @@ def _step_mfu(model: _Model, par: Parallel, micro: int, batch: int, seq: int, s:
     if not isinstance(net, TransformerNetwork) or s.dtype not in ("bf16", "fp16", "fp8", "int4") \
             or batch % (micro * par.dp) or micro > batch:
         return None
-    work = Work.of(net, seq)
-    if model.lora:
-        trainable = sum(net.trainable_params().values())
-        work = replace(work, gemm=work.gemm * 2 / 3, expert_gemm=work.expert_gemm * 2 / 3, head=work.head * 2 / 3,
-                       dense_params=trainable, expert_params=0)
+    work = Work.of(net, seq)  # LoRA's frozen weights: 2 x forward of GEMMs (Work.of)
     # pipeline stages train transformers models (TRL, DeepSpeed-Chat, OpenRLHF, Alpaca's and LitGPT-style
     # loops): eager attention runs its op-by-op kernels (analysis/step.py eager_score_bytes)
     plan = Plan(tp=par.tp, pp=par.pp, dp=par.dp, micro_batch=micro, global_batch=batch, zero=par.zero,

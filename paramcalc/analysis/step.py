@@ -263,7 +263,7 @@ class Work:
         # model FLOPs: forward + backward as `count_flops` and `cost` take them (3 x forward, less the input
         # gradient a first layer reading pixels or features does not need)
         model = float(forward_flops(net, Pass(1, seq, "dense")) + backward_flops(net, Pass(1, seq, "dense")))
-        return cls(seq=seq, layers=L, width=width, kv_width=kv_width, head_layers=head_layers(net),
+        work = cls(seq=seq, layers=L, width=width, kv_width=kv_width, head_layers=head_layers(net),
                    gemm=float(sum(in_layers.values())) - core(in_layers),
                    expert_gemm=float(sum(v for k, v in in_layers.items() if k.endswith("/moe/experts"))),
                    experts=moe[0][1].experts if moe else 0, core_causal=core(causal),
@@ -273,6 +273,14 @@ class Work:
                    top_k=moe[0][1].top_k if moe else 0, dense_params=sum(params.values()) - expert,
                    expert_params=expert,
                    layer_params=sum(v for k, v in params.items() if stage_of(k, names)))
+        if getattr(net, "adapters", None) is not None:
+            # LoRA: frozen weights compute no weight gradient, so the GEMMs run 2 x forward instead of 3
+            # (flops.backward_flops), and only the adapters' gradients are reduced and stepped (errs fast by the
+            # adapters' own small GEMMs and, under ZeRO-3, the frozen weights' gathers)
+            trainable = sum(net.trainable_params().values())
+            work = replace(work, gemm=work.gemm * 2 / 3, expert_gemm=work.expert_gemm * 2 / 3,
+                           head=work.head * 2 / 3, dense_params=trainable, expert_params=0)
+        return work
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,7 @@ def estimate(target: TargetArg, gpu: GpuOpt = "h100-sxm",
                                                      help="a `bench-collectives` file: measured link speed"),
              kernels_file: Optional[str] = typer.Option(None, "--kernels", metavar="FILE", help=(
                  "a benchmarks/gpu_kernels.py file: measured kernel efficiencies")),
+             lora_rank: LoraRankOpt = None, lora_targets: LoraTargetsOpt = None,
              json: JsonOpt = False) -> None:
     """Params, FLOPs, a training plan for a cluster, its step time, memory, GPU-hours and dollars."""
     from paramcalc.analysis.estimate import estimate as run
@@ -234,7 +235,7 @@ def estimate(target: TargetArg, gpu: GpuOpt = "h100-sxm",
              micro_batch=micro_batch, tp=tp, pp=pp, vpp=vpp, cp=cp, ep=ep, sp=sp, zero=zero, recompute=recompute,
              attention=attention, dtype=dtype, mfu=mfu, days=days, usd_per_hour=usd_per_hour, comm_file=comm_file,
              kernels_file=kernels_file, schedule=schedule, grad_reduce=grad_reduce, optimizer=optimizer,
-             fp8_activations=fp8_activations),
+             fp8_activations=fp8_activations, lora_rank=lora_rank, lora_targets=lora_targets),
          json, _render("estimate"))
 
 
