@@ -312,7 +312,20 @@ def test_estimate_plans_a_lora_run_on_a_frozen_base():
     pinned = dict(gpus=8, tokens="100M", tp=1, pp=1, zero=1, micro_batch=1, global_batch=64, recompute="full")
     full = estimate("llama-3.1-8b", **pinned)
     lora = estimate("llama-3.1-8b", lora_rank=16, **pinned)
-    assert lora.step.seconds < 0.8 * full.step.seconds
+    # full recomputation: forward, its rerun, input gradients, and the weight gradients of the adapters only (about
+    # 3 GEMM passes of 4); the attention core and the elementwise kernels cost what they did
+    assert 0.75 < lora.step.seconds / full.step.seconds < 0.85
+    # ZeRO-3 still gathers every weight (2 bytes, forward and backward) but reduces the adapters' gradients only
+    z3 = dict(pinned, zero=3)
+    [fsdp_full] = estimate("llama-3.1-8b", **z3).communication.collectives
+    [fsdp_lora] = estimate("llama-3.1-8b", lora_rank=16, **z3).communication.collectives
+    assert fsdp_lora.bytes_per_gpu / fsdp_full.bytes_per_gpu == pytest.approx(4 / 8, rel=0.01)
+    # the search's memory bound counts no gradients or optimizer state for the frozen base: on one GPU it keeps
+    # every activation (no recomputation), which fits and is faster than recomputing
+    one = estimate("llama-3.1-8b", gpus=1, tokens="10M", lora_rank=16)
+    assert one.memory.fits and one.plan.recompute == "none"
+    assert one.step.seconds < estimate("llama-3.1-8b", gpus=1, tokens="10M", lora_rank=16,
+                                       recompute="full").step.seconds
     assert lora.memory.optimizer == -(-12 * lora.params.trainable // 8)  # fp32 master + Adam, ZeRO-1 over 8
     net = with_lora_flags(lower("llama-3.1-8b"), 16, None)
     per_seq = count_flops(net, seq_len=8192, attention="eager").flops.train_step

@@ -157,9 +157,10 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
     if lora_rank is not None:
         notes.append(f"LoRA: {params.trainable:,} trainable of {params.total:,} parameters; the frozen base keeps no "
                      "gradients or optimizer state and computes no weight gradient (2 x forward of GEMMs); only the "
-                     "adapters' gradients are reduced (errs fast by the adapters' small GEMMs and, under ZeRO-3, the "
-                     "frozen weights' gathers)" + ("" if tokens is not None else "; tokens: give the fine-tuning "
-                                                   "data's with --tokens (the default is pre-training's)"))
+                     "adapters' gradients are reduced and stepped, while ZeRO-3 still gathers every weight; "
+                     "activations as if every layer trained (Megatron's profile: errs high; `paramcalc memory` counts "
+                     "the frozen layers' savings)" + ("" if tokens is not None else "; tokens: give the fine-tuning "
+                                                      "data's with --tokens (the default is pre-training's)"))
     if not net.layers:
         notes.append("a layers network (CNN, RNN): its step time is not validated against published runs and errs "
                      "fast (convolutions at the large-GEMM rate; ResNet-50 trains at ~15-25% MFU in practice): give "
@@ -179,9 +180,9 @@ def _cluster(net, card: Gpu, seq: int, knobs: Knobs, dtype: str, attention: str,
              days: float) -> tuple[int, Outcome]:
     """The smallest power of two of GPUs whose fastest fitting plan trains `tokens` within `days`:
     start from the count that would at the full dense peak (a lower bound) and double."""
-    forward = count_flops(net, seq_len=seq, batch=1).flops.forward
-    assert forward is not None  # a network with an architecture (bare counts plan elsewhere)
-    work = 3 * forward * tokens / seq
+    step = count_flops(net, seq_len=seq, batch=1).flops.train_step  # forward + backward (LoRA: no frozen grads)
+    assert step is not None  # a network with an architecture (bare counts plan elsewhere)
+    work = step * tokens / seq
     guess = work / (days * 86400 * card.peak(dtype))
     n = 2 ** max(0, math.ceil(math.log2(max(guess, 1))))
     last: Outcome | None = None

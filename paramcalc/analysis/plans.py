@@ -270,18 +270,24 @@ def _memory(net: Network, seq: int):
 
 def _states(net: Network):
     """A lower bound of a plan's memory: its model states on the busiest stage's share."""
-    params = net.total_params
     layers = {s.name for s in net.layers}
-    outside = sum(v for key, v in net.params().items() if not stage_of(key, layers))
-    expert = sum(v for key, v in net.params().items() if "/moe/experts/" in key)
+
+    def split(parts: dict[str, int]) -> tuple[int, int]:  # (the layers' dense parameters, their routed experts')
+        expert = sum(v for key, v in parts.items() if "/moe/experts/" in key)
+        return sum(v for key, v in parts.items() if stage_of(key, layers)) - expert, expert
+
+    (dense_all, expert_all), (dense_trained, expert_trained) = split(net.params()), split(net.trainable_params())
 
     @cache
     def bound(tp: int, pp: int, ep: int, dp: int, cp: int, zero: int, dtype: str, optimizer: str) -> int:
-        dense = (params - outside - expert) / (tp * pp)
-        w, g, o = model_states(int(dense), Setup(dp=dp, cp=cp, zero=zero, dtype=dtype, optimizer=optimizer))
+        # gradients and optimizer state for the trained parameters only (a LoRA base keeps none)
+        w, g, o = model_states(int(dense_all / (tp * pp)), Setup(dp=dp, cp=cp, zero=zero, dtype=dtype,
+                                                                  optimizer=optimizer),
+                               trainable=int(dense_trained / (tp * pp)))
         # experts: 1/ep on each GPU, sharded over the dp x cp / ep ranks of their group
-        ew, eg, eo = model_states(int(expert / (ep * tp * pp)), Setup(dp=max(1, dp * cp // ep), zero=zero,
-                                                                      dtype=dtype, optimizer=optimizer))
+        ew, eg, eo = model_states(int(expert_all / (ep * tp * pp)), Setup(dp=max(1, dp * cp // ep), zero=zero,
+                                                                          dtype=dtype, optimizer=optimizer),
+                                  trainable=int(expert_trained / (ep * tp * pp)))
         return w + g + ew + eg + (0 if optimizer.startswith("paged") else o + eo)  # paged state may page out
     return lambda p: bound(p.tp, p.pp, p.ep, p.dp, p.cp, p.zero, p.dtype, p.optimizer)
 

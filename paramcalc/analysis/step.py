@@ -242,6 +242,14 @@ class Work:
     expert_params: int  # the routed experts'
     layer_params: int  # all layers' (dense and experts)
     head_layers: float = 0.0  # the LM head's work in layers' worth (Megatron's uneven pipeline split)
+    # LoRA's frozen base (flops.backward_flops): the share of the layers' GEMM FLOPs whose weights train (their
+    # weight-gradient GEMMs run; 1 when every weight trains), whether the head's do, and the trained parameters
+    # whose gradients are reduced and stepped (None: all of dense_params / expert_params)
+    weight_grads: float = 1.0
+    head_grads: float = 1.0
+    trained_dense: float | None = None
+    trained_expert: float | None = None
+    forward: float = 0.0  # model FLOPs of one sequence's forward, dense
     traffic: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # memo of _layer_traffic
 
     @classmethod
@@ -262,8 +270,10 @@ class Work:
         kv_width = kv_cache_bytes(net, 1, 1, "bf16") // (2 * L) if L else 0
         # model FLOPs: forward + backward as `count_flops` and `cost` take them (3 x forward, less the input
         # gradient a first layer reading pixels or features does not need)
-        model = float(forward_flops(net, Pass(1, seq, "dense")) + backward_flops(net, Pass(1, seq, "dense")))
-        work = cls(seq=seq, layers=L, width=width, kv_width=kv_width, head_layers=head_layers(net),
+        forward = float(forward_flops(net, Pass(1, seq, "dense")))
+        backward = float(backward_flops(net, Pass(1, seq, "dense")))
+        model = forward + backward
+        work = cls(seq=seq, forward=forward, layers=L, width=width, kv_width=kv_width, head_layers=head_layers(net),
                    gemm=float(sum(in_layers.values())) - core(in_layers),
                    expert_gemm=float(sum(v for k, v in in_layers.items() if k.endswith("/moe/experts"))),
                    experts=moe[0][1].experts if moe else 0, core_causal=core(causal),
@@ -273,13 +283,18 @@ class Work:
                    top_k=moe[0][1].top_k if moe else 0, dense_params=sum(params.values()) - expert,
                    expert_params=expert,
                    layer_params=sum(v for k, v in params.items() if stage_of(k, names)))
-        if getattr(net, "adapters", None) is not None:
-            # LoRA: frozen weights compute no weight gradient, so the GEMMs run 2 x forward instead of 3
-            # (flops.backward_flops), and only the adapters' gradients are reduced and stepped (errs fast by the
-            # adapters' own small GEMMs and, under ZeRO-3, the frozen weights' gathers)
-            trainable = sum(net.trainable_params().values())
-            work = replace(work, gemm=work.gemm * 2 / 3, expert_gemm=work.expert_gemm * 2 / 3,
-                           head=work.head * 2 / 3, dense_params=trainable, expert_params=0)
+        if net.freeze:
+            # frozen weights (LoRA's base) compute no weight gradient (flops.backward_flops): backward - forward
+            # is the trained weights' gradient GEMMs plus the attention core's second matmul; only the trained
+            # parameters' gradients are reduced and stepped, while ZeRO-3 still gathers every weight
+            head_stage = {k for k in params if not stage_of(k, names) and not k.startswith("embedding")}
+            head_trains = any(not net.is_frozen(k) for k in head_stage)
+            trained = net.trainable_params()
+            weight = backward - forward - work.core_dense - (work.head if head_trains else 0.0)
+            work = replace(work, weight_grads=max(0.0, weight) / work.gemm if work.gemm else 1.0,
+                           head_grads=1.0 if head_trains else 0.0,
+                           trained_expert=float(sum(v for k, v in trained.items() if "/moe/experts/" in k)),
+                           trained_dense=float(sum(v for k, v in trained.items() if "/moe/experts/" not in k)))
         return work
 
 
@@ -369,7 +384,8 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
         moved *= 1 + FP8_CAST
     elementwise = moved / hbm
     forward = gemm + core + elementwise + scores_f
-    layer = forward + 2 * gemm + core_bwd * core + 2 * elementwise + scores_b
+    # backward: the input-gradient GEMMs, and the weight-gradient ones of the weights that train
+    layer = forward + (1 + work.weight_grads) * gemm + core_bwd * core + 2 * elementwise + scores_b
     if plan.recompute == "full":
         layer += forward
     elif plan.recompute == "selective":
@@ -416,7 +432,7 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
                             int(b * work.moe_layers * plan.micro_batches / plan.pp),
                             t * work.moe_layers * plan.micro_batches / plan.pp, dual))
         ep_comm = t * moe_share
-    head = 3 * work.head * mb / split / (head_rate * shape)
+    head = (2 + work.head_grads) * work.head * mb / split / (head_rate * shape)
     # the busiest stage: a first one with `most` layers, or the last with `fewest` and the head
     # (Megatron's uneven split, the same the memory model holds: analysis/memory.py pipeline_split)
     most, fewest = pipeline_split(L, plan.pp, work.head_layers)
@@ -447,7 +463,7 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
         # the drain: (p/2 - 1)(F&B + B - 3W) (DeepSeek-V3 report, table 2), B a backward chunk with its own
         # traffic exposed (errs slow), W its weight-gradient GEMMs (one of a linear's two backward GEMMs)
         backward = (kernels + talk) * (1 - forward / layer) + comm / 2
-        bubble = (plan.pp / 2 - 1) * max(0.0, stage + backward - 3 * kernels * gemm / layer)
+        bubble = (plan.pp / 2 - 1) * max(0.0, stage + backward - 3 * kernels * gemm * work.weight_grads / layer)
         talk += pair - kernels  # what the pair waits beyond its compute counts as exposed communication
     else:
         talk += hideable + sends
@@ -459,15 +475,20 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
     shards = plan.dp * plan.cp
     # DualPipe keeps two stages' parameters on every rank (DeepSeek-V3 report, table 2: 2x)
     stage_share = (2 * most if dual else most) / L if plan.pp > 1 else 1.0
-    groups = [(work.dense_params / plan.tp * stage_share, shards, plan.tp * plan.cp * plan.dp),
-              (work.expert_params / (plan.tp * plan.ep) * stage_share, max(1, shards // plan.ep),
+    # (weights, trained parameters) on this GPU before ZeRO, the ranks they shard over, the span of those ranks
+    dense_trained = work.dense_params if work.trained_dense is None else work.trained_dense
+    expert_trained = work.expert_params if work.trained_expert is None else work.trained_expert
+    groups = [(work.dense_params / plan.tp * stage_share, dense_trained / plan.tp * stage_share, shards,
+               plan.tp * plan.cp * plan.dp),
+              (work.expert_params / (plan.tp * plan.ep) * stage_share,
+               expert_trained / (plan.tp * plan.ep) * stage_share, max(1, shards // plan.ep),
                plan.tp * plan.cp * plan.dp)]
     exposed = 0.0
     moved_b, moved_t, per_micro, once = 0.0, 0.0, 0.0, 0.0
-    for local, n, span in groups:
+    for local, trained, n, span in groups:
         if n <= 1 or local <= 0:
             continue
-        grads, weights = (4 if plan.grad_reduce == "fp32" else 2) * local, 2 * local
+        grads, weights = (4 if plan.grad_reduce == "fp32" else 2) * trained, 2 * local
         if plan.zero >= 3 and plan.reshard:  # FSDP: gathers in forward and backward, a reduce-scatter, per micro
             b1, t1 = _moved(card, span, "all-gather", n, weights, 2)
             b2, t2 = _moved(card, span, "reduce-scatter", n, grads)
@@ -495,12 +516,12 @@ def step_time(net: Network, work: Work, plan: Plan, card: Gpu) -> StepTime:
                 2: "gradient reduce-scatter and weight all-gather"}.get(plan.zero, "FSDP weight all-gathers and "
                                                                                   "gradient reduce-scatters")
         collectives.append((name, int(moved_b), moved_t, True))
-    held = sum(local / (n if plan.zero >= 1 else 1) for local, n, _ in groups)
+    held = sum(trained / (n if plan.zero >= 1 else 1) for _, trained, n, _ in groups)
     optimizer = optimizer_step_bytes(plan.optimizer) * held / (card.memory_bandwidth * eff.memory)
     seconds = m * stage + bubble + exposed + optimizer
     model = work.model * plan.global_batch
     # full recomputation reruns the layers' forward, not the LM head's (it lies outside the checkpointed layers)
-    recomputed = {"none": 0.0, "selective": work.core_dense, "full": work.model / 3 - work.head,
+    recomputed = {"none": 0.0, "selective": work.core_dense, "full": work.forward - work.head,
                   "op": op_rerun_flops(net, work, fp8), "deepseek": module_rerun_flops(net, work)}[plan.recompute]
     return StepTime(seconds=seconds, compute=m * kernels, bubble=bubble, exposed_comm=m * talk + exposed,
                     optimizer=optimizer, model_flops=model,
