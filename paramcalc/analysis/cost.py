@@ -100,6 +100,9 @@ def estimate_cost(model: Model, *, tokens, gpu, gpus=1, mfu=0.4, seq_len=None, b
     card = load_gpu(gpu)
     # QLoRA stores the base in 4 bits but computes in bf16 (bitsandbytes dequantizes before each GEMM)
     qlora = dtype == "int4" and lora_rank is not None
+    if dtype == "int4" and not qlora:
+        raise UserError("int4 training is QLoRA's: a 4-bit frozen base under LoRA adapters", field="dtype",
+                        fix="give --lora-rank too (QLoRA computes at the bf16 peak)")
     peak = card.peak("bf16" if qlora else dtype)
 
     flops, hardware, notes = training_flops(net, p, n_tokens, recompute)

@@ -70,6 +70,9 @@ def estimate(model: Model, *, gpu: str = "h100-sxm", gpus=None, tokens=None, seq
     """
     net = with_lora_flags(lower(model), lora_rank, lora_targets)
     params = count_params(net).params
+    if dtype == "int4":
+        raise UserError("estimate plans bf16, fp16 or fp8 training; an int4 base is QLoRA's", field="dtype",
+                        fix="paramcalc memory, cost or a plan stage with --dtype int4 --lora-rank R")
     choose(dtype, TRAIN_DTYPES, "dtype")
     seq = net.seq_len(net.training_seq_len if seq_len is None else parse_positive_int(seq_len, field="seq_len"))
     n_tokens = parse_positive_int(tokens, field="tokens") if tokens is not None \
