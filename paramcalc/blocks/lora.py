@@ -105,11 +105,11 @@ class Adapted(Block):
         if a.litgpt:  # LitGPT's LoRAQKVLinear (blocks/base.py)
             qkv = [(path, lora) for path, lora in self.adapters  # the self-attention's (LitGPT has no other)
                    if path in ("attention/q_proj", "attention/k_proj", "attention/v_proj")]
-            for path, _ in [(path, lora) for path, lora in qkv if lora.dropout][1:]:
+            for path in [path for path, lora in qkv if lora.dropout][1:]:
                 out.pop(f"{path}/lora_A_input", None)  # one dropped copy for q, k and v
             if 0 < len(qkv) < 3:  # zero_pad: the adapted outputs (index_copy_'s source) and its int64 index
                 width = sum(lora.d_out for _, lora in qkv)
-                out[f"{qkv[0][0].rsplit('/', 1)[0]}/lora_zero_pad"] = a.x * p.tokens * width + 8 * width
+                out["attention/lora_zero_pad"] = a.x * p.tokens * width + 8 * width
         if a.megatron or not a.frozen_base:
             return out
         for name, part in getattr(self.base, "parts", dict)().items():  # frozen norms' weight multiplies
